@@ -1,0 +1,249 @@
+"""The typed document model that flows through docteller.
+
+Ingest produces a `Document` (pages of `TextBlock`s with boxes and OCR confidence), retrieval
+splits it into `Chunk`s that remember their document and page(s), extraction attaches `Field`s,
+`Check`s and `Transaction`s with provenance, the agent cites chunks and fields, and the UI shows
+all of it. Everything is pydantic so it serialises to JSON the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field as PydanticField, computed_field
+
+
+class BBox(BaseModel):
+    """Axis-aligned box in page pixel (images) or PDF point (text layer) coordinates, origin top-left."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @classmethod
+    def from_points(cls, points: list[list[float]] | list[tuple[float, float]]) -> "BBox":
+        """Bounding box of a polygon (OCR engines return 4-point quads)."""
+        xs = [float(p[0]) for p in points]
+        ys = [float(p[1]) for p in points]
+        return cls(x0=min(xs), y0=min(ys), x1=max(xs), y1=max(ys))
+
+    def as_list(self) -> list[float]:
+        return [round(self.x0, 2), round(self.y0, 2), round(self.x1, 2), round(self.y1, 2)]
+
+    def union(self, other: "BBox") -> "BBox":
+        return BBox(
+            x0=min(self.x0, other.x0),
+            y0=min(self.y0, other.y0),
+            x1=max(self.x1, other.x1),
+            y1=max(self.y1, other.y1),
+        )
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+
+class BlockKind(str, Enum):
+    heading = "heading"
+    paragraph = "paragraph"
+    table_row = "table_row"
+    list_item = "list_item"
+    line = "line"  # an OCR line with no further structure known
+
+
+class TextBlock(BaseModel):
+    """A piece of text on a page: a heading, paragraph, table row or OCR line."""
+
+    text: str
+    kind: BlockKind = BlockKind.paragraph
+    bbox: BBox | None = None
+    # 1.0 for a PDF text layer or born-digital text; the OCR engine's score otherwise.
+    confidence: float = 1.0
+    heading_level: int | None = None  # 1..6 for headings
+    source: Literal["text", "ocr"] = "text"
+
+
+class Page(BaseModel):
+    number: int  # 1-based, as a person would cite it
+    blocks: list[TextBlock] = PydanticField(default_factory=list)
+    width: float | None = None  # page/image size in the units of the block boxes
+    height: float | None = None
+    ocr_used: bool = False
+    ocr_engine: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(b.text for b in self.blocks)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Document(BaseModel):
+    """One source file. `id` is the sha256 of its bytes, so identical content is one document."""
+
+    id: str
+    source: str  # path or upload name as given
+    title: str
+    mime: str
+    pages: list[Page] = PydanticField(default_factory=list)
+    metadata: dict[str, Any] = PydanticField(default_factory=dict)
+    # "kb" for the bank's knowledge base, "upload" for a customer's document in a session.
+    origin: Literal["kb", "upload"] = "kb"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def page_count(self) -> int:
+        return len(self.pages)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(p.text for p in self.pages)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def page(self, number: int) -> Page:
+        for p in self.pages:
+            if p.number == number:
+                return p
+        raise KeyError(f"{self.source}: no page {number}")
+
+
+class Chunk(BaseModel):
+    """A retrievable passage. `id` is stable: `<doc_id[:16]>:<ordinal>`."""
+
+    id: str
+    doc_id: str
+    ordinal: int
+    text: str
+    page_start: int
+    page_end: int
+    heading_path: list[str] = PydanticField(default_factory=list)
+    char_start: int = 0  # offsets into the page_start page's text
+    char_end: int = 0
+    kind: BlockKind = BlockKind.paragraph
+    bbox: BBox | None = None  # union of block boxes on page_start, for highlighting
+    # Denormalised so a search hit can be cited without loading the document.
+    title: str = ""
+    source: str = ""
+    doc_type: str = ""  # mime or a short type label used by metadata filters
+
+    @property
+    def pages(self) -> list[int]:
+        return list(range(self.page_start, self.page_end + 1))
+
+    def embedding_text(self) -> str:
+        """Text that is embedded: headings give short passages their context."""
+        head = " > ".join(self.heading_path)
+        return f"{head}\n{self.text}" if head else self.text
+
+
+class SearchHit(BaseModel):
+    chunk: Chunk
+    score: float
+    vector_rank: int | None = None
+    bm25_rank: int | None = None
+    vector_score: float | None = None  # cosine similarity, used to judge evidence strength
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "doc_id": self.chunk.doc_id,
+            "chunk_id": self.chunk.id,
+            "title": self.chunk.title,
+            "source": self.chunk.source,
+            "page": self.chunk.page_start,
+            "text": self.chunk.text,
+            "score": round(self.score, 6),
+        }
+
+
+# --- Extraction ---------------------------------------------------------------------------
+
+
+class Field(BaseModel):
+    """An extracted value with provenance. `value` is normalised (dates ISO, amounts decimal str)."""
+
+    name: str
+    value: str | None
+    confidence: float = 0.0
+    page: int | None = None
+    bbox: BBox | None = None
+    raw: str | None = None  # the text as read, before normalisation
+    source: str = ""  # "mrz", "visual", "text", "ocr", "user" (a correction)
+    sensitive: bool = False  # account / document numbers: masked in logs and display
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "confidence": round(self.confidence, 4),
+            "page": self.page,
+            "bbox": self.bbox.as_list() if self.bbox else None,
+        }
+
+
+class Check(BaseModel):
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class Transaction(BaseModel):
+    date: str | None  # ISO date
+    description: str
+    amount: str  # signed decimal string: + credit, - debit
+    balance: str | None = None
+    page: int | None = None
+    bbox: BBox | None = None
+    confidence: float = 1.0
+    row_ok: bool | None = None  # running-balance check for this row, None when not checkable
+
+
+DocType = Literal["passport", "id", "visa", "statement", "receipt", "form", "unknown"]
+
+
+class ExtractionResult(BaseModel):
+    """What `docteller extract` prints and what the agent and UI consume."""
+
+    source: str
+    doc_id: str
+    doc_type: DocType = "unknown"
+    fields: dict[str, Field] = PydanticField(default_factory=dict)
+    checks: dict[str, Check] = PydanticField(default_factory=dict)
+    transactions: list[Transaction] = PydanticField(default_factory=list)
+    warnings: list[str] = PydanticField(default_factory=list)
+    pages: int = 0
+    seconds: float = 0.0
+
+    def value(self, name: str) -> str | None:
+        f = self.fields.get(name)
+        return f.value if f else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "doc_id": self.doc_id,
+            "doc_type": self.doc_type,
+            "fields": {k: f.as_json() for k, f in self.fields.items()},
+            "checks": {k: {"ok": c.ok, "detail": c.detail} for k, c in self.checks.items()},
+            "transactions": [t.model_dump(exclude={"bbox"}) for t in self.transactions],
+            "warnings": list(self.warnings),
+        }

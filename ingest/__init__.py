@@ -1,0 +1,1 @@
+"""Ingestion: load files into the typed `Document`, OCR where needed, chunk, embed, index."""
