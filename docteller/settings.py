@@ -11,7 +11,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_KB_DIR = PROJECT_ROOT / "knowledge_base"
+KB_ROOT = PROJECT_ROOT / "knowledge_base"
+DEFAULT_KB_DIR = KB_ROOT / "documents"  # the bank's policies; KB_ROOT / "eval" holds the eval set
+EVAL_QUESTIONS = KB_ROOT / "eval" / "questions.jsonl"
 
 
 def _default_home() -> Path:
