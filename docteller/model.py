@@ -69,6 +69,10 @@ class TextBlock(BaseModel):
     confidence: float = 1.0
     heading_level: int | None = None  # 1..6 for headings
     source: Literal["text", "ocr"] = "text"
+    # Table rows: which table on the page they belong to, and whether this row is its header
+    # (the chunker repeats the header row in every chunk of that table).
+    table_id: str | None = None
+    table_header: bool = False
 
 
 class Page(BaseModel):

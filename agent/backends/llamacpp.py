@@ -1,0 +1,86 @@
+"""llama.cpp on the CPU: the default chat model (packaged Qwen2.5-Coder-1.5B Q4_K_M GGUF).
+
+`create_chat_completion(stream=True)` is used rather than raw completion so the chat template
+stored in the GGUF's metadata formats the conversation exactly as the model was trained.
+A llama.cpp context is not re-entrant, so one lock serialises generations: many chat sessions
+(browser tabs) share one loaded model and queue for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from docteller.protocols import ChatMessage
+from docteller.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class LlamaCppChatModel:
+    """`ChatModel` over a local GGUF file with llama-cpp-python."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        model_id: str,
+        model_hash: str,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        from llama_cpp import Llama
+
+        self.model_path = Path(model_path)
+        self.model_id = model_id
+        self.model_hash = model_hash
+        self.n_ctx = n_ctx
+        self._lock = threading.Lock()
+        self.llm = Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            seed=seed,
+            verbose=False,
+        )
+        log.info("loaded %s (%s) with %s threads", model_id, self.model_path.name, n_threads)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "LlamaCppChatModel":
+        from agent.model_files import resolve_gguf
+
+        settings = settings or get_settings()
+        path, model_id, sha = resolve_gguf(settings)
+        return cls(
+            path,
+            model_id=model_id,
+            model_hash=sha,
+            n_ctx=settings.llm_context,
+            n_threads=settings.llm_threads,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0
+    ) -> Iterator[str]:
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        with self._lock:
+            chunks = self.llm.create_chat_completion(
+                messages=payload,
+                stream=True,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                # Greedy decoding at temperature 0 gives reproducible answers for audits.
+                top_k=1 if temperature <= 0 else 40,
+                repeat_penalty=1.05,
+            )
+            for chunk in chunks:
+                piece = chunk["choices"][0].get("delta", {}).get("content")
+                if piece:
+                    yield piece

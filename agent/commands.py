@@ -1,0 +1,138 @@
+"""`docteller ask`, `docteller chat` and `docteller eval answers`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+
+def _resources():
+    from agent.session import AgentResources
+
+    return AgentResources.load()
+
+
+def _upload_all(session, files: list[Path]) -> None:
+    from ingest.sniff import IngestError
+
+    for f in files:
+        try:
+            result = session.add_upload(f)
+        except (IngestError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(f"uploaded {f.name}: {result.doc_type}, {len(result.fields)} fields", err=True)
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    @app.command()
+    def ask(
+        question: str = typer.Argument(..., help="The customer's question."),
+        file: list[Path] = typer.Option([], "--file", "-f", exists=True, dir_okay=False, help="A customer document to upload first (repeatable)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    ) -> None:
+        """Answer one question from the bank's KB (and the given documents), with citations."""
+        session = _resources().new_session()
+        _upload_all(session, file)
+        if as_json:
+            answer = session.ask(question)
+            typer.echo(json.dumps(answer.as_cli_json(), indent=2, ensure_ascii=False))
+            return
+        answer = None
+        for event in session.ask_stream(question):
+            if event.kind == "token":
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            else:
+                answer = event.answer
+        sys.stdout.write("\n")
+        _print_sources(answer)
+
+    @app.command()
+    def chat(
+        file: list[Path] = typer.Option([], "--file", "-f", exists=True, dir_okay=False, help="Upload a document first."),
+    ) -> None:
+        """Interactive chat in the terminal. Commands: /upload PATH, /human, /quit."""
+        from ingest.sniff import IngestError
+
+        resources = _resources()
+        session = resources.new_session()
+        _upload_all(session, file)
+        typer.echo(f"docteller chat ({resources.model_label}). /upload PATH, /human, /quit")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                typer.echo()
+                break
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            if line.startswith("/upload"):
+                path = Path(line[len("/upload"):].strip()).expanduser()
+                try:
+                    result = session.add_upload(path)
+                except (IngestError, OSError) as exc:
+                    typer.echo(f"could not upload: {exc}")
+                    continue
+                typer.echo(f"read {path.name} as {result.doc_type}:")
+                for name, f in result.fields.items():
+                    from docteller.redact import mask
+
+                    typer.echo(f"  {name}: {mask(f.value) if f.sensitive else f.value}")
+                for name, c in result.checks.items():
+                    typer.echo(f"  check {name}: {'ok' if c.ok else 'FAILED'} {c.detail}")
+                continue
+            if line == "/human":
+                answer = session.request_human()
+                typer.echo(f"bot> {answer.answer}")
+                continue
+            sys.stdout.write("bot> ")
+            answer = None
+            for event in session.ask_stream(line):
+                if event.kind == "token":
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                else:
+                    answer = event.answer
+            sys.stdout.write("\n")
+            _print_sources(answer)
+
+    @eval_app.command("answers")
+    def eval_answers(
+        limit: int = typer.Option(0, "--limit", "-n", help="Only the first N questions (0 = all)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    ) -> None:
+        """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl."""
+        from agent.evaluate import evaluate_answers, load_questions
+
+        questions = load_questions()
+        if limit:
+            questions = questions[:limit]
+        report = evaluate_answers(_resources(), questions, progress=not as_json)
+        if as_json:
+            typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+            return
+        s = report["summary"]
+        typer.echo(f"questions:          {s['questions']}  ({s['model']})")
+        typer.echo(f"answer correct:     {s['answer_correct']}  (target >= 0.85)")
+        typer.echo(f"correct declines:   {s['correct_declines']}  (target >= 0.95)")
+        typer.echo(f"false declines:     {s['false_declines']}  (target <= 0.05)")
+        typer.echo(f"abstain precision:  {s['abstain_precision']}")
+        typer.echo(f"mean seconds/q:     {s['mean_seconds']}")
+        for r in report["rows"]:
+            if not r["correct"]:
+                typer.echo(f"  wrong {r['id']}: missing={r['missing']} cites_doc={r['cites_doc']} abstained={r['abstained']} :: {r['answer'][:120]}")
+
+
+def _print_sources(answer) -> None:
+    if answer is None:
+        return
+    if answer.citations:
+        typer.echo("sources: " + "; ".join(f"{c.title}, p. {c.page}" for c in answer.citations), err=True)
+    if answer.abstained:
+        typer.echo(f"(declined: {answer.reason})", err=True)

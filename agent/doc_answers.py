@@ -1,0 +1,333 @@
+"""Questions about the customer's own uploaded documents, answered by code from extracted data.
+
+"When does my passport expire?", "what was my largest debit?", "does my statement reconcile?",
+totals, counts, the biggest credit, the balance on a date: a language model is unreliable at
+arithmetic and at copying long numbers, so these are computed here with `Decimal` from the
+`ExtractionResult` fields and transactions, and cited as the uploaded document and page.
+Anything this module does not recognise returns None and goes to retrieval + the model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from docteller.model import ExtractionResult, Transaction
+from docteller.redact import mask
+
+
+@dataclass
+class DocCitation:
+    doc_id: str
+    title: str
+    page: int | None
+
+
+@dataclass
+class DocAnswer:
+    text: str
+    fields_used: list[str] = field(default_factory=list)
+    citations: list[DocCitation] = field(default_factory=list)
+
+
+@dataclass
+class Upload:
+    """What doc_answers needs to know about one uploaded document."""
+
+    doc_id: str
+    name: str
+    result: ExtractionResult
+
+
+_ID_TYPES = {"passport", "id", "visa"}
+_MY = re.compile(r"\b(my|mine|i|i've|i'm|me)\b", re.IGNORECASE)
+_ID_WORDS = re.compile(r"\b(passport|id|identity|licen[cs]e|visa|document)\b", re.IGNORECASE)
+_STATEMENT_WORDS = re.compile(
+    r"\b(statement|transactions?|debits?|credits?|withdrawals?|deposits?|spen[dt]|spending|paid|payments?|"
+    r"purchases?|balance|reconcile\w*|income|received|charges?)\b",
+    re.IGNORECASE,
+)
+_MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december"]
+
+
+def _dec(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value).replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def _money(value: Decimal, currency: str | None) -> str:
+    sign = "-" if value < 0 else ""
+    prefix = f"{currency} " if currency else "$"
+    return f"{sign}{prefix}{abs(value):,.2f}"
+
+
+def _latest(uploads: Sequence[Upload], types: set[str]) -> Upload | None:
+    for u in reversed(uploads):
+        if u.result.doc_type in types:
+            return u
+    return None
+
+
+def _cite(u: Upload, page: int | None) -> DocCitation:
+    return DocCitation(doc_id=u.doc_id, title=u.name, page=page)
+
+
+def _field_page(u: Upload, name: str) -> int | None:
+    f = u.result.fields.get(name)
+    return f.page if f and f.page else 1
+
+
+def _month_filter(question: str) -> int | None:
+    low = question.lower()
+    for i, name in enumerate(_MONTH_NAMES):
+        if re.search(rf"\b{name}\b", low):
+            return i + 1
+    return None
+
+
+def _parse_date(question: str, year_hint: int | None) -> dt.date | None:
+    m = re.search(r"\b(\d{4})-(\d{2})-(\d{2})\b", question)
+    if m:
+        return dt.date(int(m[1]), int(m[2]), int(m[3]))
+    low = question.lower()
+    month_re = "|".join(_MONTH_NAMES + [n[:3] for n in _MONTH_NAMES])
+    m = re.search(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({month_re})\w*\.?(?:\s+(\d{{4}}))?", low) or None
+    if m:
+        day, mon, year = int(m[1]), m[2], m[3]
+    else:
+        m = re.search(rf"\b({month_re})\w*\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?", low)
+        if not m:
+            return None
+        mon, day, year = m[1], int(m[2]), m[3]
+    month = next(i + 1 for i, n in enumerate(_MONTH_NAMES) if n.startswith(mon[:3]))
+    year_value = int(year) if year else year_hint
+    if year_value is None:
+        return None
+    try:
+        return dt.date(year_value, month, day)
+    except ValueError:
+        return None
+
+
+def _tx_date(t: Transaction) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(t.date) if t.date else None
+    except ValueError:
+        return None
+
+
+def answer_document_question(
+    question: str, uploads: Sequence[Upload], *, today: dt.date | None = None
+) -> DocAnswer | None:
+    """A computed answer, or None when the question isn't about the uploaded documents."""
+    low = question.lower()
+    if not _MY.search(question) and "uploaded" not in low and "this statement" not in low:
+        return None
+    today = today or dt.date.today()
+
+    if re.search(r"\b(expir\w*|valid until|still valid|out of date)\b", low) and (
+        _ID_WORDS.search(question) or _latest(uploads, _ID_TYPES)
+    ):
+        doc = _latest(uploads, _ID_TYPES)
+        if doc is None:
+            if _ID_WORDS.search(question) and not re.search(r"\bcard\b", low):
+                return DocAnswer("I don't have your ID document yet. Please upload your passport or ID card and ask again.")
+            return None
+        return _expiry_answer(doc, today)
+
+    if _STATEMENT_WORDS.search(question):
+        doc = _latest(uploads, {"statement"})
+        if doc is None:
+            if re.search(r"\bmy (bank )?statement\b", low):
+                return DocAnswer("I don't have your statement yet. Please upload it and ask again.")
+            return None
+        return _statement_answer(question, doc)
+
+    ident = _latest(uploads, _ID_TYPES)
+    if ident is not None:
+        for pattern, name, label in (
+            (r"\b(date of birth|born|birthday|dob)\b", "date_of_birth", "date of birth"),
+            (r"\b(surname|last name|family name)\b", "surname", "surname"),
+            (r"\b(given names?|first name)\b", "given_names", "given names"),
+            (r"\b(nationality)\b", "nationality", "nationality"),
+            (r"\b(passport|document|id) (number|no)\b", "document_number", "document number"),
+        ):
+            if re.search(pattern, low) and ident.result.value(name):
+                f = ident.result.fields[name]
+                shown = mask(f.value) if f.sensitive else f.value
+                return DocAnswer(
+                    f"Your {label} on {ident.name} is {shown} [your document {ident.name}, p. {_field_page(ident, name)}].",
+                    [name],
+                    [_cite(ident, _field_page(ident, name))],
+                )
+    return None
+
+
+def _expiry_answer(doc: Upload, today: dt.date) -> DocAnswer:
+    expiry = doc.result.value("expiry_date")
+    kind = {"passport": "passport", "id": "ID card", "visa": "visa"}.get(doc.result.doc_type, "document")
+    page = _field_page(doc, "expiry_date")
+    cite = f"[your document {doc.name}, p. {page}]"
+    if not expiry:
+        return DocAnswer(
+            f"I couldn't read an expiry date on {doc.name}. You can correct the field, or I can connect you with a person.",
+            [],
+            [_cite(doc, page)],
+        )
+    try:
+        date = dt.date.fromisoformat(expiry)
+    except ValueError:
+        return DocAnswer(f"Your {kind} shows the expiry date {expiry} {cite}.", ["expiry_date"], [_cite(doc, page)])
+    days = (date - today).days
+    if days < 0:
+        text = f"Your {kind} expired on {date.isoformat()}, {-days} days ago {cite}. You'll need a valid ID for most requests."
+    elif days == 0:
+        text = f"Your {kind} expires today, {date.isoformat()} {cite}."
+    else:
+        text = f"Your {kind} expires on {date.isoformat()}, in {days} days {cite}."
+    return DocAnswer(text, ["expiry_date"], [_cite(doc, page)])
+
+
+def _statement_answer(question: str, doc: Upload) -> DocAnswer | None:
+    low = question.lower()
+    r = doc.result
+    currency = r.value("currency")
+    cite_doc = f"your document {doc.name}"
+    txs = [t for t in r.transactions if _dec(t.amount) is not None]
+    month = _month_filter(question)
+    if month is not None:
+        txs = [t for t in txs if (d := _tx_date(t)) is not None and d.month == month]
+    wants_debit = bool(re.search(r"\b(debits?|withdrawals?|spen[dt]|spending|paid|payments?|purchases?|expenses?|charges?|outgoing)\b", low))
+    wants_credit = bool(re.search(r"\b(credits?|deposits?|income|received|incoming|paid in)\b", low))
+
+    if re.search(r"\breconcil\w*|\badd up\b|\bbalances? (match|check)\b", low):
+        return _reconcile_answer(doc, currency)
+
+    def tx_ref(t: Transaction) -> str:
+        return f"[{cite_doc}, p. {t.page or 1}]"
+
+    def pick(signed: int) -> list[Transaction]:
+        return [t for t in txs if (_dec(t.amount) or 0) * signed > 0]
+
+    if re.search(r"\b(largest|biggest|highest|maximum|max|top|smallest|lowest|minimum)\b", low) and (wants_debit or wants_credit):
+        pool = pick(-1 if wants_debit and not wants_credit else 1)
+        kind = "debit" if wants_debit and not wants_credit else "credit"
+        if not pool:
+            return DocAnswer(f"I found no {kind}s on {doc.name}.", ["transactions"], [_cite(doc, 1)])
+        smallest = bool(re.search(r"\b(smallest|lowest|minimum)\b", low))
+        key = lambda t: abs(_dec(t.amount))  # noqa: E731
+        t = min(pool, key=key) if smallest else max(pool, key=key)
+        word = "smallest" if smallest else "largest"
+        return DocAnswer(
+            f"Your {word} {kind} was {_money(abs(_dec(t.amount)), currency)} on {t.date or 'an unknown date'} "
+            f"— {t.description} {tx_ref(t)}.",
+            ["transactions"],
+            [_cite(doc, t.page or 1)],
+        )
+
+    if re.search(r"\b(how many|number of|count)\b", low):
+        pool = pick(-1) if wants_debit and not wants_credit else pick(1) if wants_credit and not wants_debit else txs
+        kind = "debits" if wants_debit and not wants_credit else "credits" if wants_credit and not wants_debit else "transactions"
+        pages = sorted({t.page or 1 for t in pool}) or [1]
+        return DocAnswer(
+            f"Your statement lists {len(pool)} {kind} [{cite_doc}, p. {pages[0]}].",
+            ["transactions"],
+            [_cite(doc, p) for p in pages],
+        )
+
+    if re.search(r"\b(total|sum|altogether|in total|how much)\b", low) and (wants_debit or wants_credit):
+        signed = -1 if wants_debit and not wants_credit else 1
+        pool = pick(signed)
+        total = sum((abs(_dec(t.amount)) for t in pool), Decimal(0))
+        kind = "debits" if signed < 0 else "credits"
+        pages = sorted({t.page or 1 for t in pool}) or [1]
+        return DocAnswer(
+            f"Your total {kind} come to {_money(total, currency)} across {len(pool)} transactions "
+            f"[{cite_doc}, p. {pages[0]}].",
+            ["transactions"],
+            [_cite(doc, p) for p in pages],
+        )
+
+    if "balance" in low:
+        year_hint = next((d.year for t in r.transactions if (d := _tx_date(t))), None)
+        on = _parse_date(question, year_hint)
+        if on is not None:
+            dated = [t for t in r.transactions if (d := _tx_date(t)) and d <= on and t.balance is not None]
+            if dated:
+                t = dated[-1]
+                return DocAnswer(
+                    f"Your balance on {on.isoformat()} was {_money(_dec(t.balance), currency)} "
+                    f"(after {t.description} on {t.date}) {tx_ref(t)}.",
+                    ["transactions"],
+                    [_cite(doc, t.page or 1)],
+                )
+            opening = _dec(r.value("opening_balance"))
+            if opening is not None:
+                return DocAnswer(
+                    f"No transactions on or before {on.isoformat()}; the opening balance was "
+                    f"{_money(opening, currency)} [{cite_doc}, p. {_field_page(doc, 'opening_balance')}].",
+                    ["opening_balance"],
+                    [_cite(doc, _field_page(doc, "opening_balance"))],
+                )
+        for name, label in (("opening_balance", "opening"), ("closing_balance", "closing")):
+            if label in low or (name == "closing_balance" and re.search(r"\b(current|final|end)\b", low)):
+                value = _dec(r.value(name))
+                if value is not None:
+                    page = _field_page(doc, name)
+                    return DocAnswer(
+                        f"Your {label} balance was {_money(value, currency)} [{cite_doc}, p. {page}].",
+                        [name],
+                        [_cite(doc, page)],
+                    )
+        value = _dec(r.value("closing_balance"))
+        if value is not None:
+            page = _field_page(doc, "closing_balance")
+            return DocAnswer(
+                f"Your closing balance was {_money(value, currency)} [{cite_doc}, p. {page}].",
+                ["closing_balance"],
+                [_cite(doc, page)],
+            )
+    return None
+
+
+def _reconcile_answer(doc: Upload, currency: str | None) -> DocAnswer:
+    r = doc.result
+    opening = _dec(r.value("opening_balance"))
+    closing = _dec(r.value("closing_balance"))
+    amounts = [_dec(t.amount) for t in r.transactions]
+    cite = f"[your document {doc.name}, p. {_field_page(doc, 'closing_balance')}]"
+    if opening is None or closing is None or any(a is None for a in amounts):
+        check = r.checks.get("reconciliation")
+        if check is not None:
+            verdict = "reconciles" if check.ok else "does not reconcile"
+            return DocAnswer(f"Your statement {verdict}: {check.detail} {cite}.", ["reconciliation"], [_cite(doc, 1)])
+        return DocAnswer(
+            f"I can't check {doc.name}: its opening or closing balance could not be read.",
+            [],
+            [_cite(doc, 1)],
+        )
+    net = sum(amounts, Decimal(0))
+    expected = opening + net
+    used = ["opening_balance", "closing_balance", "transactions"]
+    if expected == closing:
+        text = (
+            f"Yes, your statement reconciles: opening balance {_money(opening, currency)} plus "
+            f"{len(amounts)} transactions netting {_money(net, currency)} gives the closing balance "
+            f"{_money(closing, currency)} {cite}."
+        )
+    else:
+        text = (
+            f"No, your statement does not reconcile: opening balance {_money(opening, currency)} plus "
+            f"transactions netting {_money(net, currency)} gives {_money(expected, currency)}, but the "
+            f"closing balance shows {_money(closing, currency)} (a difference of "
+            f"{_money(closing - expected, currency)}) {cite}."
+        )
+    return DocAnswer(text, used, [_cite(doc, _field_page(doc, "closing_balance"))])

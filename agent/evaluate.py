@@ -1,0 +1,194 @@
+"""Answer-quality evaluation and evidence-threshold calibration on the eval questions.
+
+`knowledge_base/eval/questions.jsonl` lines: {"id", "question", "answerable", "doc", "page",
+"answer", "must_include": [facts]}.
+
+- `calibrate_threshold` retrieves every question from the KB, looks at the best hit's cosine
+  similarity, and picks the threshold that separates answerable from unanswerable questions
+  best (Youden's J) while declining at most 5 % of answerable ones; the midpoint between the
+  neighbouring observed scores is stored in `agent/calibration.json` with the figures behind it.
+- `evaluate_answers` asks every question in a fresh session and scores correctness (all
+  must_include facts present and the right document cited), correct declines and false declines.
+
+Run `python -m agent.evaluate calibrate` after the KB or the embedder changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.grounding import CALIBRATION_PATH, evidence_strength
+from docteller.settings import EVAL_QUESTIONS
+
+log = logging.getLogger(__name__)
+
+MAX_FALSE_DECLINE_RATE = 0.05
+
+
+def load_questions(path: Path = EVAL_QUESTIONS) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"eval questions not found: {path}")
+    questions = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                questions.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not JSON ({exc})") from exc
+    return questions
+
+
+def retrieval_scores(kb: Any, questions: Sequence[dict[str, Any]], k: int = 5) -> list[tuple[float, bool]]:
+    return [(evidence_strength(kb.search(q["question"], k=k)), bool(q["answerable"])) for q in questions]
+
+
+def choose_threshold(scored: Sequence[tuple[float, bool]]) -> dict[str, Any]:
+    """Best separating threshold on (score, answerable) pairs; see the module docstring."""
+    answerable = sorted(s for s, a in scored if a)
+    unanswerable = sorted(s for s, a in scored if not a)
+    if not answerable or not unanswerable:
+        raise ValueError("calibration needs both answerable and unanswerable questions")
+    values = sorted({s for s, _ in scored})
+    candidates = [values[0] - 1e-6] + [(a + b) / 2 for a, b in zip(values, values[1:])] + [values[-1] + 1e-6]
+    best: tuple[float, float, float, float] | None = None  # (J, threshold, fdr, cdr)
+    for t in candidates:
+        false_decline = sum(s < t for s in answerable) / len(answerable)
+        correct_decline = sum(s < t for s in unanswerable) / len(unanswerable)
+        if false_decline > MAX_FALSE_DECLINE_RATE:
+            continue
+        j = correct_decline - false_decline
+        if best is None or j > best[0] + 1e-12:
+            best = (j, t, false_decline, correct_decline)
+    assert best is not None  # the lowest candidate declines nothing
+    _, threshold, fdr, cdr = best
+    return {
+        "metric": "top_vector_score",
+        "threshold": round(threshold, 4),
+        "false_decline_rate": round(fdr, 4),
+        "correct_decline_rate": round(cdr, 4),
+        "n_answerable": len(answerable),
+        "n_unanswerable": len(unanswerable),
+        "answerable_min": round(answerable[0], 4),
+        "unanswerable_max": round(unanswerable[-1], 4),
+        "method": (
+            "best KB hit's cosine similarity per eval question (k=5 hybrid search); threshold = "
+            "midpoint between neighbouring observed scores maximising Youden's J "
+            f"(correct declines - false declines) subject to false declines <= {MAX_FALSE_DECLINE_RATE}"
+        ),
+    }
+
+
+def calibrate_threshold(kb: Any, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH) -> dict[str, Any]:
+    result = choose_threshold(retrieval_scores(kb, questions))
+    embedder = getattr(kb, "embedder", None)
+    result["embedding_model"] = getattr(embedder, "model_id", None)
+    result["questions_file"] = "knowledge_base/eval/questions.jsonl"
+    result["computed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _norm(text: str) -> str:
+    text = text.lower().replace("’", "'").replace("–", "-").replace("—", "-")
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 10,000 -> 10000
+    return re.sub(r"\s+", " ", text)
+
+
+def fact_present(fact: str, answer: str) -> bool:
+    f, a = _norm(fact), _norm(answer)
+    if f in a:
+        return True
+    # "$25" vs "$25.00": compare amounts numerically.
+    m = re.fullmatch(r"\$?(\d+(?:\.\d+)?)%?", f.strip())
+    if m:
+        value = float(m.group(1))
+        return any(abs(float(x) - value) < 1e-9 for x in re.findall(r"\d+(?:\.\d+)?", a))
+    return False
+
+
+def _cites_doc(answer: Any, doc: str | None) -> bool:
+    if not doc:
+        return True
+    target = Path(doc).name.lower()
+    stem = Path(doc).stem.lower()
+    for c in answer.citations:
+        names = {Path(c.source).name.lower(), Path(c.source).stem.lower(), c.title.lower()}
+        if target in names or stem in names:
+            return True
+    return False
+
+
+def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progress: bool = False) -> dict[str, Any]:
+    rows = []
+    for i, q in enumerate(questions, 1):
+        session = resources.new_session(session_id=f"eval-{q.get('id', i)}")
+        start = time.perf_counter()
+        answer = session.ask(q["question"])
+        seconds = time.perf_counter() - start
+        missing = [f for f in q.get("must_include", []) if not fact_present(f, answer.answer)]
+        cites = _cites_doc(answer, q.get("doc"))
+        if q["answerable"]:
+            correct = not answer.abstained and not missing and cites
+        else:
+            correct = answer.abstained
+        rows.append(
+            {
+                "id": q.get("id"),
+                "answerable": bool(q["answerable"]),
+                "abstained": answer.abstained,
+                "correct": correct,
+                "missing": missing,
+                "cites_doc": cites,
+                "seconds": round(seconds, 2),
+                "answer": answer.answer,
+                "reason": answer.reason,
+            }
+        )
+        if progress:
+            print(f"[{i}/{len(questions)}] {'ok ' if correct else 'BAD'} {q.get('id')}: {answer.answer[:100]!r}", file=sys.stderr)
+    answerable = [r for r in rows if r["answerable"]]
+    unanswerable = [r for r in rows if not r["answerable"]]
+    declined = [r for r in rows if r["abstained"]]
+    summary = {
+        "questions": len(rows),
+        "answer_correct": _ratio(sum(r["correct"] for r in answerable), len(answerable)),
+        "correct_declines": _ratio(sum(r["abstained"] for r in unanswerable), len(unanswerable)),
+        "false_declines": _ratio(sum(r["abstained"] for r in answerable), len(answerable)),
+        "abstain_precision": _ratio(sum(not r["answerable"] for r in declined), len(declined)),
+        "abstain_recall": _ratio(sum(r["abstained"] for r in unanswerable), len(unanswerable)),
+        "mean_seconds": round(sum(r["seconds"] for r in rows) / max(len(rows), 1), 2),
+        "model": resources.model_label,
+    }
+    return {"summary": summary, "rows": rows}
+
+
+def _ratio(n: int, d: int) -> float | None:
+    return round(n / d, 4) if d else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.evaluate")
+    parser.add_argument("command", choices=["calibrate"])
+    parser.parse_args(argv)
+    from ingest.embed import get_embedder
+    from ingest.pipeline import ensure_kb_indexed
+    from retrieval.store import KnowledgeIndex
+
+    kb = KnowledgeIndex.open(embedder=get_embedder())
+    ensure_kb_indexed(index=kb)
+    result = calibrate_threshold(kb, load_questions())
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

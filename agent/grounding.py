@@ -1,0 +1,285 @@
+"""Grounding policy: is the evidence strong enough, is the draft supported, what does it cite.
+
+- Evidence strength: the best KB hit's cosine similarity (`vector_score`) against a threshold
+  calibrated on the eval questions (`agent/calibration.json`, written by
+  `agent.evaluate.calibrate_threshold`), never a guessed constant.
+- Support: every number, amount, percentage and date in a draft answer must occur in the
+  evidence, the customer's fields or the question; sentences carrying an unsupported figure are
+  stripped, and an answer left with nothing is declined.
+- Citations: `[S1]` markers are mapped to the chunks that were actually shown to the model;
+  unknown ids are dropped. With no markers, the passages the answer overlaps most are cited.
+- Comparisons ("is my $12,000 wire over the limit?") are decided here with `Decimal`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from collections.abc import Iterable, Sequence
+
+from agent.prompt import SourcePassage, query_terms
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_PATH = Path(__file__).resolve().parent / "calibration.json"
+
+DECLINE_TEXT = (
+    "I can't find that in our policies, so I don't want to guess. "
+    "Would you like me to connect you with a member of our team?"
+)
+
+_DECLINE_MARKERS = (
+    "can't find that",
+    "cannot find that",
+    "can not find",
+    "couldn't find",
+    "could not find",
+    "not in our policies",
+    "no information",
+    "not mentioned",
+    "does not contain",
+    "doesn't contain",
+    "do not contain",
+    "don't have information",
+    "do not have information",
+    "not provided in",
+    "unable to find",
+)
+
+
+def is_model_decline(text: str) -> bool:
+    low = text.lower().replace("’", "'")
+    return any(m in low for m in _DECLINE_MARKERS)
+
+
+# --- evidence strength ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    metric: str = "top_vector_score"
+
+
+def load_calibration(path: Path = CALIBRATION_PATH) -> Calibration:
+    try:
+        data = json.loads(path.read_text())
+        return Calibration(threshold=float(data["threshold"]), metric=data.get("metric", "top_vector_score"))
+    except FileNotFoundError as exc:
+        raise RuntimeError(
+            f"{path} is missing: run `python -m agent.evaluate calibrate` to calibrate the "
+            "evidence threshold on knowledge_base/eval/questions.jsonl"
+        ) from exc
+    except (ValueError, KeyError) as exc:
+        raise RuntimeError(f"{path} is malformed: {exc}") from exc
+
+
+def evidence_strength(hits: Sequence) -> float:
+    """Best cosine similarity among the hits (0 when there are none)."""
+    scores = [h.vector_score for h in hits if h.vector_score is not None]
+    return max(scores) if scores else 0.0
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+_CITATION_RE = re.compile(r"\[(?:S\d+(?:\s*,\s*S?\d+)*|[^\[\]]{1,120}?,\s*p\.\s*\d+)\]")
+# $1,234.56  1,234  12.5%  2025-01-31  31/01/2025  10am
+_NUMBER_RE = re.compile(r"(?<![\w.])[$€£]?\d[\d,]*(?:\.\d+)?%?")
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ["january", "february", "march", "april", "may", "june", "july", "august", "september",
+         "october", "november", "december"]
+    )
+}
+
+
+def strip_citations(text: str) -> str:
+    return _CITATION_RE.sub("", text)
+
+
+def _to_decimal(token: str) -> Decimal | None:
+    cleaned = token.strip("$€£%").replace(",", "")
+    if not cleaned or cleaned.count(".") > 1:
+        return None
+    try:
+        return Decimal(cleaned)  # equal values hash equal: 45 and 45.00 match in sets
+    except InvalidOperation:
+        return None
+
+
+def numbers_in(text: str) -> set[Decimal]:
+    """The numeric values a text states (amounts, percentages, counts, parts of dates)."""
+    values: set[Decimal] = set()
+    for token in _NUMBER_RE.findall(strip_citations(text)):
+        token = token.rstrip(".,")
+        for piece in re.split(r"[-/]", token) if re.fullmatch(r"\d+[-/]\d+([-/]\d+)?", token) else [token]:
+            value = _to_decimal(piece)
+            if value is not None:
+                values.add(value)
+    return values
+
+
+_TRIVIAL_NUMBERS = {Decimal(n) for n in range(0, 11)}  # "one of 3 ways", "within 1 day" are low risk
+
+
+def unsupported_numbers(answer: str, evidence_texts: Iterable[str]) -> set[Decimal]:
+    """Figures in `answer` that appear nowhere in the evidence."""
+    evidence: set[Decimal] = set()
+    for text in evidence_texts:
+        evidence |= numbers_in(text)
+    return {n for n in numbers_in(answer) if n not in evidence and n not in _TRIVIAL_NUMBERS}
+
+
+_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\[(])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE_RE.split(text)) if s]
+
+
+def strip_unsupported(answer: str, evidence_texts: Sequence[str]) -> tuple[str, set[Decimal]]:
+    """Drop sentences that state a figure the evidence doesn't contain.
+
+    Returns (kept text, the unsupported figures found)."""
+    bad_all: set[Decimal] = set()
+    kept = []
+    for sentence in split_sentences(answer):
+        bad = unsupported_numbers(sentence, evidence_texts)
+        if bad:
+            bad_all |= bad
+        else:
+            kept.append(sentence)
+    return " ".join(kept), bad_all
+
+
+# --- citations ------------------------------------------------------------------------------
+
+_MARKER_RE = re.compile(r"\[\s*(S\d+(?:\s*[,;]\s*S?\d+)*)\s*\]")
+
+
+def cited_ids(answer: str) -> list[str]:
+    """`S` ids in citation order, e.g. '[S2][S1, S3]' -> ['S2', 'S1', 'S3']."""
+    ids: list[str] = []
+    for group in _MARKER_RE.findall(answer):
+        for part in re.split(r"\s*[,;]\s*", group):
+            sid = part if part.startswith("S") else f"S{part}"
+            if sid not in ids:
+                ids.append(sid)
+    return ids
+
+
+def render_citations(answer: str, passages: Sequence[SourcePassage]) -> str:
+    """Replace `[S1]` markers with `[title, p. N]`; markers naming no real passage vanish."""
+    by_id = {p.sid: p for p in passages}
+
+    def _sub(m: re.Match[str]) -> str:
+        labels = []
+        for part in re.split(r"\s*[,;]\s*", m.group(1)):
+            sid = part if part.startswith("S") else f"S{part}"
+            if sid in by_id and by_id[sid].label not in labels:
+                labels.append(by_id[sid].label)
+        return "".join(labels)
+
+    text = _MARKER_RE.sub(_sub, answer)
+    return re.sub(r"[ \t]+([.,;])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
+
+
+_WORD_RE = re.compile(r"[a-z0-9]+(?:[.,]\d+)?")
+_STOP = set(
+    "a an and are as at be by can do does for from has have how i if in is it its may my of on or "
+    "our the their there this to we what when where which who will with you your not no yes".split()
+)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD_RE.findall(text.lower()) if w not in _STOP and len(w) > 1}
+
+
+def overlap_passages(answer: str, passages: Sequence[SourcePassage], limit: int = 2) -> list[SourcePassage]:
+    """Passages sharing the most content words with the answer (for answers that cite nothing)."""
+    words = content_words(strip_citations(answer))
+    if not words:
+        return []
+    scored = []
+    for p in passages:
+        shared = len(words & content_words(p.hit.chunk.text))
+        if shared:
+            scored.append((shared / len(words), p))
+    scored.sort(key=lambda sp: -sp[0])
+    best = scored[0][0] if scored else 0
+    return [p for s, p in scored[:limit] if s >= 0.2 and s >= best * 0.6]
+
+
+# --- amount vs limit comparisons ------------------------------------------------------------
+
+_AMOUNT_RE = re.compile(r"(?:[$€£]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?\b|\b\d+(?:\.\d{1,2})?\s?(?:dollars|usd)\b)", re.IGNORECASE)
+_COMPARE_Q_RE = re.compile(
+    r"\b(over|above|exceed\w*|under|below|within|more than|less than|beyond|allowed|too (much|big|large)|go over)\b",
+    re.IGNORECASE,
+)
+_LIMIT_WORDS = (
+    "limit", "maximum", "max", "up to", "cap", "threshold", "no more than", "at most",
+    "per day", "daily", "per transaction", "per month", "per week",
+)
+
+
+def amounts_in(text: str) -> list[tuple[Decimal, str]]:
+    out = []
+    for m in _AMOUNT_RE.finditer(text):
+        raw = m.group(0)
+        value = _to_decimal(re.sub(r"(?i)\s?(dollars|usd)$", "", raw).replace(" ", ""))
+        if value is not None:
+            out.append((value, raw))
+    return out
+
+
+@dataclass
+class Comparison:
+    customer_amount: Decimal
+    limit_amount: Decimal
+    limit_sentence: str
+    passage: SourcePassage
+
+    @property
+    def over(self) -> bool:
+        return self.customer_amount > self.limit_amount
+
+    def describe(self) -> str:
+        relation = "over" if self.over else ("exactly at" if self.customer_amount == self.limit_amount else "within")
+        return (
+            f"${self.customer_amount:,.2f} is {relation} the ${self.limit_amount:,.2f} limit "
+            f"(difference ${abs(self.customer_amount - self.limit_amount):,.2f})"
+        )
+
+
+def compare_amount_to_limit(question: str, passages: Sequence[SourcePassage]) -> Comparison | None:
+    """Decide "is my $X over the limit?" from the passages, or None when it isn't that question
+    or no limit sentence is found. The limit sentence chosen is the one that shares the most
+    words with the question among sentences naming a limit and an amount."""
+    if not _COMPARE_Q_RE.search(question):
+        return None
+    asked = amounts_in(question)
+    if len(asked) != 1:
+        return None
+    customer_amount = asked[0][0]
+    q_words = query_terms(question)
+    best: tuple[int, str, Decimal, SourcePassage] | None = None
+    for p in passages:
+        for sentence in split_sentences(p.hit.chunk.text):
+            low = sentence.lower()
+            if not any(w in low for w in _LIMIT_WORDS):
+                continue
+            found = amounts_in(sentence)
+            if not found:
+                continue
+            score = len(q_words & query_terms(sentence))
+            if best is None or score > best[0]:
+                best = (score, sentence, found[0][0], p)
+    if best is None or best[0] == 0:
+        return None
+    return Comparison(customer_amount, best[2], best[1].strip(), best[3])

@@ -1,0 +1,624 @@
+"""Chat sessions: grounded, cited answers over the bank's KB and one customer's uploads.
+
+Shared, loaded once per process (`AgentResources`): the KB index, the embedder, the chat model
+(whose backend serialises generation with a lock), the calibrated evidence threshold and the
+audit log. Per browser tab / CLI chat (`ChatSession`): history, uploaded documents, their
+extracted fields and a session-scoped in-memory index of their passages. Nothing from one
+session is visible to another, and uploads never enter the shared KB.
+
+Answering a question (`ChatSession.ask_stream`):
+1. a request for a person -> handoff answer with the contact centre's number and hours from the KB;
+2. a question about the customer's own documents -> computed in code (`agent.doc_answers`);
+3. otherwise a follow-up is rewritten into a standalone query (model + heuristic guard), the KB
+   and the session's uploads are searched, weak evidence is declined, amount-vs-limit questions
+   are decided in code, and the model drafts an answer from numbered passages;
+4. the draft is checked: figures must occur in the evidence, citations map to real chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field as PydanticField
+
+from agent.audit import AuditEntry, AuditLog, now_iso
+from agent.doc_answers import DocAnswer, Upload, answer_document_question
+from agent.grounding import (
+    DECLINE_TEXT,
+    Calibration,
+    cited_ids,
+    compare_amount_to_limit,
+    content_words,
+    evidence_strength,
+    is_model_decline,
+    load_calibration,
+    overlap_passages,
+    render_citations,
+    strip_unsupported,
+)
+from agent.prompt import (
+    SourcePassage,
+    build_messages,
+    build_rewrite_messages,
+    masked_field_values,
+    neutralise,
+    number_passages,
+)
+from docteller.model import Document, ExtractionResult, Field, SearchHit
+from docteller.protocols import ChatMessage, ChatModel
+from docteller.redact import mask
+from docteller.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+KB_TOP_K = 5
+UPLOAD_TOP_K = 3
+PROMPT_PASSAGES = 4
+HISTORY_TURNS = 2
+
+
+# --- public data shapes ---------------------------------------------------------------------
+
+
+class Citation(BaseModel):
+    doc_id: str
+    title: str
+    page: int | None
+    chunk_id: str | None = None
+    source: str = ""
+    origin: Literal["kb", "upload"] = "kb"
+
+
+class Answer(BaseModel):
+    """The final, checked answer. `answer` is authoritative (streamed tokens are a preview)."""
+
+    question: str
+    answer: str
+    citations: list[Citation] = PydanticField(default_factory=list)
+    abstained: bool = False
+    fields_used: list[str] = PydanticField(default_factory=list)
+    model: str = ""
+    handoff: bool = False
+    standalone_query: str | None = None
+    reason: str | None = None  # why it abstained / how it was answered
+    session_id: str = ""
+
+    def as_cli_json(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "citations": [{"doc_id": c.doc_id, "title": c.title, "page": c.page} for c in self.citations],
+            "abstained": self.abstained,
+            "fields_used": self.fields_used,
+            "model": self.model,
+        }
+
+
+class AnswerEvent(BaseModel):
+    """`kind="token"`: a piece of text to append; `kind="final"`: `answer` holds the result."""
+
+    kind: Literal["token", "final"]
+    text: str = ""
+    answer: Answer | None = None
+
+
+# --- shared resources -----------------------------------------------------------------------
+
+
+class AgentResources:
+    """Everything sessions share: one KB index, one embedder, one chat model, the audit log."""
+
+    def __init__(
+        self,
+        kb: Any,
+        chat_model: ChatModel,
+        *,
+        embedder: Any = None,
+        settings: Settings | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.kb = kb
+        self.chat_model = chat_model
+        self.embedder = embedder
+        self.calibration = calibration or load_calibration()
+        self.audit = AuditLog(self.settings.audit_path)
+        self._contact_cache: tuple[str, list[Citation]] | None = None
+
+    @classmethod
+    def load(
+        cls,
+        settings: Settings | None = None,
+        *,
+        chat_model: ChatModel | None = None,
+        kb: Any = None,
+    ) -> "AgentResources":
+        """Open (indexing the bundled KB if needed) the shared KB and load the chat model."""
+        from ingest.embed import get_embedder
+
+        settings = settings or get_settings()
+        embedder = get_embedder(settings)
+        if kb is None:
+            from ingest.pipeline import ensure_kb_indexed
+            from retrieval.store import KnowledgeIndex
+
+            kb = KnowledgeIndex.open(embedder=embedder)
+            ensure_kb_indexed(index=kb)
+        if chat_model is None:
+            from agent.backends import get_chat_model
+
+            chat_model = get_chat_model(settings)
+        return cls(kb, chat_model, embedder=embedder, settings=settings)
+
+    def new_session(self, session_id: str | None = None) -> "ChatSession":
+        return ChatSession(self, session_id=session_id)
+
+    @property
+    def model_label(self) -> str:
+        return self.chat_model.model_id
+
+    def contact_answer(self) -> tuple[str, list[Citation]]:
+        """The handoff text, with Customer Service's number and hours as the KB states them."""
+        if self._contact_cache is None:
+            self._contact_cache = _contact_from_kb(self.kb)
+        return self._contact_cache
+
+
+_PHONE_RE = re.compile(r"(?:\+?1[-\s.])?\(?\d{3}\)?[-\s.]\d{3}[-\s.]\d{4}")
+
+
+def _contact_from_kb(kb: Any) -> tuple[str, list[Citation]]:
+    hits: list[SearchHit] = kb.search("Customer Service phone number hours contact us", k=5)
+    for hit in hits:
+        for line in hit.chunk.text.splitlines():
+            if "customer service" in line.lower() and (phone := _PHONE_RE.search(line)):
+                hours = line[phone.end():].strip(" |:-–,;")
+                hours_text = f" ({hours.replace(' | ', ', ')})" if hours else ""
+                c = hit.chunk
+                text = (
+                    "I'll hand you over to a person. Our Customer Service team is at "
+                    f"{phone.group(0)}{hours_text} [{c.title}, p. {c.page_start}]. "
+                    "I've logged your request so they can see this conversation."
+                )
+                return text, [_citation_from_hit(hit, "kb")]
+    text = (
+        "I'll hand you over to a person. Please visit any branch or use the phone number on the back "
+        "of your card; I've logged your request so they can see this conversation."
+    )
+    return text, []
+
+
+def _citation_from_hit(hit: SearchHit, origin: str) -> Citation:
+    c = hit.chunk
+    return Citation(
+        doc_id=c.doc_id, title=c.title, page=c.page_start, chunk_id=c.id, source=c.source, origin=origin
+    )
+
+
+# --- heuristics -----------------------------------------------------------------------------
+
+_HANDOFF_RE = re.compile(
+    r"\b((talk|speak|chat)\s+(to|with)\s+(a|an|some|the|your|real|live)?\s*(one|body|person|human|agent|"
+    r"representative|rep|staff|advisor|adviser|banker|someone|somebody|people)|real person|live (agent|person)|"
+    r"human( being| agent)?( please)?$|agent,? please|representative|operator|call me back|customer service agent)\b",
+    re.IGNORECASE,
+)
+_FOLLOWUP_RE = re.compile(
+    r"^(and|but|also|so|what about|how about|and what|then)\b|\b(it|its|it's|that|this|those|these|they|them|"
+    r"there|same|one|ones|former|latter)\b",
+    re.IGNORECASE,
+)
+
+
+def is_handoff_request(question: str) -> bool:
+    return bool(_HANDOFF_RE.search(question.strip()))
+
+
+def needs_rewrite(question: str, history: Sequence[tuple[str, str]]) -> bool:
+    """Only follow-ups that lean on earlier turns are rewritten (costs a model call)."""
+    if not history:
+        return False
+    return bool(_FOLLOWUP_RE.search(question)) or len(content_words(question)) <= 2
+
+
+class _StreamingCitationRenderer:
+    """Turns `[S1]` into `[title, p. N]` as tokens stream, holding back only an open bracket."""
+
+    def __init__(self, passages: Sequence[SourcePassage]) -> None:
+        self.passages = passages
+        self.pending = ""
+
+    def feed(self, piece: str) -> str:
+        self.pending += piece
+        out = ""
+        while self.pending:
+            start = self.pending.find("[")
+            if start < 0:
+                out += self.pending
+                self.pending = ""
+                break
+            out += self.pending[:start]
+            self.pending = self.pending[start:]
+            end = self.pending.find("]")
+            if end < 0:
+                if len(self.pending) > 40:  # not a marker after all
+                    out += self.pending
+                    self.pending = ""
+                break
+            out += render_citations(self.pending[: end + 1], self.passages) or ""
+            self.pending = self.pending[end + 1:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+# --- the session ----------------------------------------------------------------------------
+
+
+class UploadedDocument(BaseModel):
+    doc_id: str
+    name: str
+    extraction: ExtractionResult
+    chunks: int = 0
+    model_config = {"arbitrary_types_allowed": True}
+
+
+class ChatSession:
+    """One customer's conversation. Not shared between tabs; safe to call from one thread at a time
+    (a lock makes concurrent calls on the same session queue rather than interleave)."""
+
+    def __init__(self, resources: AgentResources, session_id: str | None = None) -> None:
+        self.resources = resources
+        self.session_id = session_id or uuid.uuid4().hex
+        self.history: list[tuple[str, str]] = []
+        self.uploads: dict[str, UploadedDocument] = {}
+        self._page_images: dict[str, list[Any]] = {}
+        self._upload_index: Any = None
+        self._lock = threading.RLock()
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    @property
+    def upload_index(self) -> Any:
+        if self._upload_index is None:
+            from retrieval.store import KnowledgeIndex
+
+            self._upload_index = KnowledgeIndex.in_memory(embedder=self.resources.embedder)
+        return self._upload_index
+
+    def add_upload(self, path_or_bytes: str | Path | bytes, name: str | None = None) -> ExtractionResult:
+        """Extract fields and index the document's passages for this session only.
+
+        Raises `ingest.sniff.IngestError` (naming the file and the reason) for unreadable input;
+        the session is left unchanged in that case."""
+        from ingest.extract import extract
+        from ingest.loaders import load_document
+
+        with self._lock, tempfile.TemporaryDirectory(prefix="docteller-upload-") as tmp:
+            if isinstance(path_or_bytes, (bytes, bytearray)):
+                display = name or "upload"
+                path = Path(tmp) / Path(display).name
+                path.write_bytes(bytes(path_or_bytes))
+            else:
+                path = Path(path_or_bytes)
+                display = name or path.name
+            result = extract(path, name=display)
+            document: Document = load_document(path, origin="upload")
+            document = document.model_copy(update={"title": display, "source": display, "origin": "upload"})
+            added = self.upload_index.add_document(document)
+            self._page_images[result.doc_id] = _page_images(path) if _accepts_images(self.resources.chat_model) else []
+            self.uploads[result.doc_id] = UploadedDocument(
+                doc_id=result.doc_id, name=display, extraction=result, chunks=getattr(added, "chunks", 0)
+            )
+            log.info(
+                "session %s: uploaded %s (%s, %d fields, %d chunks)",
+                self.session_id[:8], display, result.doc_type, len(result.fields), getattr(added, "chunks", 0),
+            )
+            return result
+
+    def add_extraction(self, result: ExtractionResult, document: Document | None = None) -> None:
+        """Attach an already extracted document (and optionally its parsed pages) to the session."""
+        with self._lock:
+            chunks = 0
+            if document is not None:
+                document = document.model_copy(update={"origin": "upload"})
+                chunks = getattr(self.upload_index.add_document(document), "chunks", 0)
+            self.uploads[result.doc_id] = UploadedDocument(
+                doc_id=result.doc_id, name=result.source, extraction=result, chunks=chunks
+            )
+
+    def remove_upload(self, doc_id: str) -> None:
+        with self._lock:
+            if doc_id not in self.uploads:
+                raise KeyError(f"no uploaded document {doc_id} in this session")
+            del self.uploads[doc_id]
+            self._page_images.pop(doc_id, None)
+            if self._upload_index is not None:
+                self._upload_index.delete(doc_id)
+
+    def correct_field(self, doc_id: str, name: str, value: str) -> Field:
+        """The customer fixes a misread field; every later answer uses the corrected value."""
+        with self._lock:
+            upload = self.uploads.get(doc_id)
+            if upload is None:
+                raise KeyError(f"no uploaded document {doc_id} in this session")
+            old = upload.extraction.fields.get(name)
+            corrected = Field(
+                name=name,
+                value=value,
+                confidence=1.0,
+                page=old.page if old else None,
+                bbox=old.bbox if old else None,
+                raw=old.value if old else None,
+                source="user",
+                sensitive=old.sensitive if old else False,
+            )
+            upload.extraction.fields[name] = corrected
+            shown = mask(value) if corrected.sensitive else value
+            log.info("session %s: %s corrected %s to %s", self.session_id[:8], upload.name, name, shown)
+            return corrected
+
+    # -- asking ----------------------------------------------------------------------------
+
+    def ask(self, question: str) -> Answer:
+        final: Answer | None = None
+        for event in self.ask_stream(question):
+            if event.kind == "final":
+                final = event.answer
+        assert final is not None
+        return final
+
+    def request_human(self, question: str = "I'd like to talk to a person.") -> Answer:
+        with self._lock:
+            return self._finish(self._handoff(question))
+
+    def ask_stream(self, question: str) -> Iterator[AnswerEvent]:
+        question = question.strip()
+        with self._lock:
+            if not question:
+                answer = self._answer(question, "Please type a question.", abstained=True, reason="empty question")
+                yield AnswerEvent(kind="final", answer=answer)
+                return
+            if is_handoff_request(question):
+                answer = self._finish(self._handoff(question))
+                yield AnswerEvent(kind="token", text=answer.answer)
+                yield AnswerEvent(kind="final", answer=answer)
+                return
+            doc_answer = answer_document_question(question, self._doc_uploads())
+            if doc_answer is not None:
+                answer = self._finish(self._from_doc_answer(question, doc_answer))
+                yield AnswerEvent(kind="token", text=answer.answer)
+                yield AnswerEvent(kind="final", answer=answer)
+                return
+            yield from self._grounded(question)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _doc_uploads(self) -> list[Upload]:
+        return [Upload(u.doc_id, u.name, u.extraction) for u in self.uploads.values()]
+
+    def _answer(self, question: str, text: str, **kw: Any) -> Answer:
+        return Answer(
+            question=question, answer=text, model=self.resources.model_label, session_id=self.session_id, **kw
+        )
+
+    def _handoff(self, question: str) -> Answer:
+        text, citations = self.resources.contact_answer()
+        return self._answer(question, text, citations=citations, handoff=True, reason="customer asked for a person")
+
+    def _from_doc_answer(self, question: str, doc_answer: DocAnswer) -> Answer:
+        citations = [
+            Citation(doc_id=c.doc_id, title=c.title, page=c.page, source=c.title, origin="upload")
+            for c in doc_answer.citations
+        ]
+        return self._answer(
+            question,
+            doc_answer.text,
+            citations=citations,
+            fields_used=doc_answer.fields_used,
+            abstained=not doc_answer.fields_used,
+            reason="computed from the uploaded document",
+        )
+
+    def _finish(self, answer: Answer, retrieved: Sequence[str] = ()) -> Answer:
+        self.history.append((answer.question, answer.answer))
+        del self.history[:-8]
+        self.resources.audit.write(
+            AuditEntry(
+                time=now_iso(),
+                session_id=self.session_id,
+                question=answer.question,
+                standalone_query=answer.standalone_query,
+                retrieved_chunk_ids=list(retrieved),
+                fields_used=answer.fields_used,
+                answer=answer.answer,
+                abstained=answer.abstained,
+                handoff=answer.handoff,
+                model_id=self.resources.chat_model.model_id,
+                model_sha256=self.resources.chat_model.model_hash,
+                citations=[c.model_dump() for c in answer.citations],
+                reason=answer.reason,
+            )
+        )
+        return answer
+
+    def _standalone_query(self, question: str) -> str:
+        history = self.history[-HISTORY_TURNS:]
+        if not needs_rewrite(question, history):
+            return question
+        last_question = history[-1][0]
+        fallback = f"{last_question} {question}"
+        try:
+            raw = "".join(
+                self.resources.chat_model.stream(build_rewrite_messages(question, history), max_tokens=60)
+            )
+        except Exception as exc:  # a rewrite failure must not fail the answer
+            log.warning("query rewrite failed (%s); using the heuristic query", exc)
+            return fallback
+        rewritten = raw.strip().splitlines()[0].strip(' "') if raw.strip() else ""
+        # Guard: a usable rewrite is a single question of sensible length that keeps the topic
+        # of the conversation; anything else falls back to "previous question + follow-up".
+        context_words = content_words(question) | content_words(last_question)
+        if (
+            not rewritten
+            or len(rewritten) > 3 * len(fallback) + 40
+            or not (content_words(rewritten) & context_words)
+        ):
+            return fallback
+        return rewritten
+
+    def _fields_for_prompt(self) -> dict[str, dict[str, str]]:
+        return {u.name: masked_field_values(u.extraction) for u in self.uploads.values() if u.extraction.fields}
+
+    def _images_for_prompt(self) -> list[Any]:
+        return [img for images in self._page_images.values() for img in images]
+
+    def _grounded(self, question: str) -> Iterator[AnswerEvent]:
+        resources = self.resources
+        threshold = resources.calibration.threshold
+        query = self._standalone_query(question)
+        kb_hits: list[SearchHit] = resources.kb.search(query, k=KB_TOP_K)
+        upload_hits: list[SearchHit] = (
+            self.upload_index.search(query, k=UPLOAD_TOP_K) if self.uploads and self._upload_index else []
+        )
+        retrieved_ids = [h.chunk.id for h in upload_hits + kb_hits]
+        standalone = query if query != question else None
+        kb_strength = evidence_strength(kb_hits)
+        upload_hits = [h for h in upload_hits if (h.vector_score or 0.0) >= threshold]
+
+        if kb_strength < threshold and not upload_hits:
+            answer = self._answer(
+                question,
+                DECLINE_TEXT,
+                abstained=True,
+                standalone_query=standalone,
+                reason=f"weak evidence: best similarity {kb_strength:.3f} < calibrated {threshold:.3f}",
+            )
+            answer = self._finish(answer, retrieved_ids)
+            yield AnswerEvent(kind="token", text=answer.answer)
+            yield AnswerEvent(kind="final", answer=answer)
+            return
+
+        kept_kb = [
+            h for h in kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, kb_strength - 0.2)
+        ][:PROMPT_PASSAGES]
+        passages = number_passages(kept_kb, upload_hits)
+
+        comparison = compare_amount_to_limit(question, passages)
+        if comparison is not None:
+            p = comparison.passage
+            verdict = "Yes" if comparison.over else "No"
+            text = (
+                f"{verdict} — {comparison.describe()}. The policy says: \"{comparison.limit_sentence.strip(' |')}\" "
+                f"{p.label}."
+            )
+            answer = self._answer(
+                question,
+                text,
+                citations=[_citation_from_hit(p.hit, p.origin)],
+                standalone_query=standalone,
+                reason="amount compared with the limit in code",
+            )
+            answer = self._finish(answer, retrieved_ids)
+            yield AnswerEvent(kind="token", text=answer.answer)
+            yield AnswerEvent(kind="final", answer=answer)
+            return
+
+        fields = self._fields_for_prompt()
+        messages = build_messages(question if standalone is None else query, passages, fields=fields,
+                                  history=[(q, a[:300]) for q, a in self.history[-HISTORY_TURNS:]])
+        images = self._images_for_prompt()
+        if images:
+            messages[-1] = ChatMessage(messages[-1].role, messages[-1].content, images=images)
+        renderer = _StreamingCitationRenderer(passages)
+        pieces: list[str] = []
+        settings = resources.settings
+        for piece in resources.chat_model.stream(
+            messages, max_tokens=settings.max_new_tokens, temperature=settings.temperature
+        ):
+            pieces.append(piece)
+            shown = renderer.feed(piece)
+            if shown:
+                yield AnswerEvent(kind="token", text=shown)
+        tail = renderer.flush()
+        if tail:
+            yield AnswerEvent(kind="token", text=tail)
+        draft = "".join(pieces).strip()
+        answer = self._check_draft(question, draft, passages, fields, standalone)
+        answer = self._finish(answer, retrieved_ids)
+        yield AnswerEvent(kind="final", answer=answer)
+
+    def _check_draft(
+        self,
+        question: str,
+        draft: str,
+        passages: Sequence[SourcePassage],
+        fields: dict[str, dict[str, str]],
+        standalone: str | None,
+    ) -> Answer:
+        def decline(reason: str) -> Answer:
+            return self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone, reason=reason)
+
+        if not draft or is_model_decline(draft):
+            return decline("the model found no answer in the passages")
+        field_values = [v for doc in fields.values() for v in doc.values()]
+        evidence = [neutralise(p.hit.chunk.text)[0] for p in passages] + field_values + [question]
+        kept, unsupported = strip_unsupported(draft, evidence)
+        if unsupported:
+            log.info("stripped unsupported figures %s from a draft answer", sorted(map(str, unsupported)))
+        if not kept.strip():
+            return decline("the draft's figures are not in the evidence")
+        by_id = {p.sid: p for p in passages}
+        cited = [by_id[s] for s in cited_ids(kept) if s in by_id]
+        text = render_citations(kept, passages)
+        if not cited:
+            cited = overlap_passages(kept, passages)
+            if not cited:
+                return decline("the draft overlaps none of the retrieved passages")
+            text = text.rstrip() + " " + "".join(p.label for p in cited)
+        used = sorted(
+            {name for doc in fields.values() for name, value in doc.items() if value and value in kept}
+        )
+        return self._answer(
+            question,
+            text,
+            citations=[_citation_from_hit(p.hit, p.origin) for p in cited],
+            fields_used=used,
+            standalone_query=standalone,
+            reason="model answer, figures checked against the evidence",
+        )
+
+
+def _accepts_images(chat_model: Any) -> bool:
+    return bool(getattr(chat_model, "accepts_images", False))
+
+
+def _page_images(path: Path, max_pages: int = 2) -> list[Any]:
+    """The first pages of an upload as PIL images, for vision-language models."""
+    from ingest.sniff import open_image, open_pdf, sniff
+
+    try:
+        mime = sniff(path)
+        if mime == "application/pdf":
+            from PIL import Image
+
+            images = []
+            with open_pdf(path) as pdf:
+                for page in list(pdf)[:max_pages]:
+                    pix = page.get_pixmap(dpi=110)
+                    images.append(Image.frombytes("RGB", (pix.width, pix.height), pix.samples))
+            return images
+        if mime.startswith("image/"):
+            return [open_image(path)]
+    except Exception as exc:  # images are a bonus for the VLM; the OCR'd fields still go in
+        log.warning("could not render %s for the vision model: %s", path.name, exc)
+    return []
+

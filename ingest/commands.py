@@ -1,0 +1,82 @@
+"""`docteller index PATH...`: bulk-index files and folders into the persistent knowledge index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    app.command("index")(index_command)
+
+
+def index_command(
+    paths: list[Path] = typer.Argument(..., help="Files or folders (walked recursively; hidden files skipped)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any file failed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+) -> None:
+    """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from ingest.pipeline import FileResult, index_paths, iter_files
+    from retrieval.manifest import EmbeddingModelMismatch
+
+    console = Console(stderr=True)
+    total = len(iter_files(paths))
+    pages = chunks = 0
+    progress_bar = Progress(
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files · {task.fields[pages]} pages · {task.fields[chunks]} chunks"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+        transient=False,
+    )
+
+    with progress_bar:
+        task = progress_bar.add_task("index", total=total, pages=0, chunks=0)
+
+        def on_file(result: FileResult) -> None:
+            nonlocal pages, chunks
+            pages += result.pages
+            chunks += result.chunks
+            progress_bar.update(task, advance=1, pages=pages, chunks=chunks)
+            if result.status == "failed":
+                progress_bar.console.print(f"[red]failed[/red] {result.path}: {result.reason}")
+
+        try:
+            summary = index_paths(paths, strict=strict, progress=on_file)
+        except EmbeddingModelMismatch as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+
+    if as_json:
+        typer.echo(json.dumps(summary.as_json(), indent=2))
+    else:
+        table = Table(title="Index summary")
+        for column in ("file", "status", "pages", "chunks", "seconds", "reason"):
+            table.add_column(column, overflow="fold")
+        colours = {"indexed": "green", "replaced": "cyan", "unchanged": "dim", "failed": "red"}
+        for f in summary.files:
+            table.add_row(
+                Path(f.path).name,
+                f"[{colours[f.status]}]{f.status}[/]",
+                str(f.pages),
+                str(f.chunks),
+                f"{f.seconds:.2f}",
+                f.reason or "",
+            )
+        Console().print(table)
+        t = summary.totals()
+        Console().print(
+            f"{t['files']} files: {t['indexed']} indexed, {t['replaced']} replaced, {t['unchanged']} unchanged, "
+            f"{t['failed']} failed · {t['pages']} pages · {t['chunks']} chunks · {t['seconds']} s"
+        )
+    if strict and summary.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,103 @@
+"""Checked field extraction from uploads: IDs and passports, statements, receipts, forms.
+
+    extract(path, doc_type="auto", *, data=None, name=None) -> ExtractionResult
+    read_pages(path, *, data=None, name=None) -> list[Page]   # OCR'd text for chunking
+
+`doc_type` is one of auto | id | passport | statement | receipt | form. Bad files raise
+`ingest.sniff.IngestError`; a readable image that is no document returns doc_type "unknown"
+with a warning "no fields found: <reason>".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import date
+from pathlib import Path
+
+from docteller.model import ExtractionResult, sha256_bytes, sha256_file
+from ingest.extract.pages import PageContent, load_pages, read_pages
+from ingest.sniff import IngestError
+
+log = logging.getLogger(__name__)
+
+DOC_TYPES = ("auto", "id", "passport", "statement", "receipt", "form")
+
+__all__ = ["extract", "extract_pages", "read_pages", "DOC_TYPES", "IngestError"]
+
+
+def extract(
+    path: str | Path,
+    doc_type: str = "auto",
+    *,
+    data: bytes | None = None,
+    name: str | None = None,
+    today: date | None = None,
+) -> ExtractionResult:
+    """Extract and check the fields of one upload (see module docstring)."""
+    if doc_type not in DOC_TYPES:
+        raise ValueError(f"doc_type must be one of {', '.join(DOC_TYPES)}, not {doc_type!r}")
+    started = time.perf_counter()
+    label = name or str(path)
+    _, pages = load_pages(path, data=data, name=name, keep_images=True)
+    doc_id = sha256_bytes(data) if data is not None else sha256_file(path)
+    result = ExtractionResult(source=label, doc_id=doc_id, pages=len(pages))
+    extract_pages(result, pages, doc_type, today=today)
+    for page in pages:
+        page.image = None
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: str = "auto", *, today: date | None = None) -> None:
+    """Dispatch on the requested or detected type; fills `result` in place."""
+    from ingest.extract import identity
+    from ingest.extract.detect import guess_doc_type
+
+    if not any(p.words for p in pages):
+        result.doc_type = "unknown"
+        result.warnings.append("no fields found: no text could be read (blank, too blurred, or not a document)")
+        return
+    if doc_type in ("auto", "id", "passport"):
+        reading = identity.read_mrz_from_pages(pages)
+        if (reading is None or not reading.check_digits_ok) and doc_type != "auto" or (reading is None and _photo_looks_rotated(pages)):
+            for page in pages:
+                retry, turned = identity.retry_rotations(page)
+                if retry and (reading is None or retry.score() > reading.score()):
+                    reading = retry
+                    pages = [turned if p.number == page.number else p for p in pages]
+                if reading and reading.check_digits_ok:
+                    break
+        if reading is not None:
+            identity.mrz_result(result, reading, today)
+            identity.cross_check_visual(result, pages)
+            return
+        if doc_type in ("id", "passport"):
+            if not identity.labelled_id_result(result, pages, today):
+                result.warnings.append("no fields found: no MRZ and no labelled ID fields in the text")
+            return
+    kind = doc_type if doc_type != "auto" else guess_doc_type(pages)
+    if kind == "statement":
+        from ingest.extract.statement import extract_statement
+
+        if not extract_statement(result, pages):
+            result.warnings.append("no fields found: no statement header fields or transactions table")
+        return
+    if kind == "receipt":
+        from ingest.extract.receipt import extract_receipt
+
+        extract_receipt(result, pages)
+        return
+    if kind == "form":
+        from ingest.extract.forms import extract_form
+
+        extract_form(result, pages)
+        return
+    if kind == "id" and identity.labelled_id_result(result, pages, today):
+        return
+    result.doc_type = "unknown"
+    result.warnings.append("no fields found: the text matches no supported document (ID/passport MRZ, statement, receipt, form)")
+
+
+def _photo_looks_rotated(pages: list[PageContent]) -> bool:
+    return any(p.image is not None and p.mean_confidence < 0.8 for p in pages)

@@ -1,0 +1,195 @@
+"""ID cards, passports and visas: MRZ fields and checks, cross-checked with the printed zone."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from docteller.model import Check, ExtractionResult, Field
+from docteller.redact import mask
+from ingest.extract.mrz import MrzReading, find_mrz, resolve_date
+from ingest.extract.pages import PageContent
+from ingest.extract.visual import VisualField, compare, find_labelled_fields, parse_printed_date
+
+log = logging.getLogger(__name__)
+
+SENSITIVE = {"document_number", "personal_number", "optional_data", "optional_data_2"}
+# Which check digit protects which field (names have no check digit of their own).
+PROTECTED_BY = {
+    "document_number": "check_digit_document_number",
+    "date_of_birth": "check_digit_date_of_birth",
+    "expiry_date": "check_digit_expiry_date",
+    "personal_number": "check_digit_personal_number",
+}
+DOC_TYPES = {"P": "passport", "V": "visa", "I": "id", "A": "id", "C": "id"}
+CROSS_CHECKED = ("surname", "given_names", "document_number", "date_of_birth", "expiry_date", "sex")
+
+
+def read_mrz_from_pages(pages: list[PageContent]) -> MrzReading | None:
+    """The best MRZ over all pages; photos are retried at 180/90/270 degrees if none reads."""
+    best: MrzReading | None = None
+    for page in pages:
+        reading = find_mrz(page.phrases, page=page.number)
+        if reading and (best is None or reading.score() > best.score()):
+            best = reading
+        if best and best.check_digits_ok:
+            return best
+    return best
+
+
+def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[MrzReading | None, PageContent | None]:
+    """Read a photo again at other turns until an MRZ passes its check digits."""
+    if page.image is None:
+        return None, None
+    from ingest.extract.pages import content_from_ocr
+    from ingest.ocr import get_ocr_engine, rotate_image
+
+    engine = get_ocr_engine(engine_name)
+    best, best_page = None, None
+    for degrees in (180, 90, 270):
+        result = engine.read(rotate_image(page.image, degrees))
+        result.rotation = degrees
+        content = content_from_ocr(page.number, result)
+        reading = find_mrz(content.phrases, page=page.number)
+        if reading and (best is None or reading.score() > best.score()):
+            best, best_page = reading, content
+        if best and best.check_digits_ok:
+            break
+    return best, best_page
+
+
+def mrz_result(result: ExtractionResult, reading: MrzReading, today: date | None = None) -> None:
+    """Fill `result` with the MRZ's fields and checks."""
+    today = today or date.today()
+    f = reading.fields
+    code = f.get("document_type", "").replace("<", "")
+    result.doc_type = DOC_TYPES.get(code[:1], "id") if reading.format not in ("MRVA", "MRVB") else "visa"
+    if reading.format == "FRENCH_ID":
+        result.doc_type = "id"
+    values = {
+        "document_type": code,
+        "issuing_country": f.get("issuing_country", "").replace("<", ""),
+        "surname": f.get("surname", ""),
+        "given_names": f.get("given_names", ""),
+        "document_number": f.get("document_number", "").replace("<", ""),
+        "nationality": f.get("nationality", "").replace("<", ""),
+        "date_of_birth": resolve_date(f.get("date_of_birth", ""), "birth", today),
+        "sex": f.get("sex", "").replace("<", "") or "X",
+        "expiry_date": resolve_date(f.get("expiry_date", ""), "expiry", today) if f.get("expiry_date") else None,
+    }
+    if f.get("personal_number", "").strip("<"):
+        values["personal_number"] = f["personal_number"].strip("<")
+    for key in ("optional_data", "optional_data_2"):
+        if f.get(key, "").strip("<"):
+            values[key] = f[key].strip("<")
+    composite_ok = reading.checks.get("check_digit_composite", (False, ""))[0]
+    for name, value in values.items():
+        if value is None or value == "":
+            continue
+        guard = PROTECTED_BY.get(name)
+        if guard and guard in reading.checks:
+            ok = reading.checks[guard][0]
+            confidence = 0.99 if ok else 0.5 * reading.confidence
+        else:
+            confidence = reading.confidence * (0.97 if composite_ok else 0.8)
+        raw = f.get(name)
+        result.fields[name] = Field(
+            name=name,
+            value=value,
+            confidence=round(confidence, 4),
+            page=reading.page,
+            bbox=reading.bbox,
+            raw=raw,
+            source="mrz",
+            sensitive=name in SENSITIVE,
+        )
+    result.fields["mrz_format"] = Field(name="mrz_format", value=reading.format, confidence=reading.confidence, page=reading.page, bbox=reading.bbox, source="mrz")
+    for name, (ok, detail) in reading.checks.items():
+        result.checks[name] = Check(name=name, ok=ok, detail=detail)
+    digits = [ok for n, (ok, _) in reading.checks.items() if n.startswith("check_digit")]
+    result.checks["mrz_valid"] = Check(
+        name="mrz_valid",
+        ok=reading.valid,
+        detail=f"{sum(digits)}/{len(digits)} check digits pass"
+        + ("" if reading.valid else "; failing: " + ", ".join(n for n, (ok, _) in reading.checks.items() if not ok)),
+    )
+    if reading.corrections:
+        result.warnings.append(f"MRZ OCR repairs applied ({len(reading.corrections)}): accepted because the check digits pass" if reading.check_digits_ok else f"MRZ read with {len(reading.corrections)} repairs and failing check digits")
+    add_validity_checks(result, today)
+    log.info("mrz %s read: document %s, check digits %s", reading.format, mask(values["document_number"]), "ok" if reading.check_digits_ok else "FAILED")
+
+
+def add_validity_checks(result: ExtractionResult, today: date) -> None:
+    """expired (ok = still valid) and under_age (ok = holder is 18 or older)."""
+    expiry = _iso_or_none(result.value("expiry_date"))
+    if expiry:
+        days = (date.fromisoformat(expiry) - today).days
+        result.checks["expired"] = Check(
+            name="expired",
+            ok=days >= 0,
+            detail=f"valid until {expiry} ({days} days left)" if days >= 0 else f"expired on {expiry} ({-days} days ago)",
+        )
+    birth = _iso_or_none(result.value("date_of_birth"))
+    if birth:
+        born = date.fromisoformat(birth)
+        age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+        result.checks["under_age"] = Check(
+            name="under_age", ok=age >= 18, detail=f"holder is {age}" + ("" if age >= 18 else " (under 18)")
+        )
+
+
+def _iso_or_none(value: str | None) -> str | None:
+    try:
+        return date.fromisoformat(value).isoformat() if value else None
+    except ValueError:
+        return None
+
+
+def cross_check_visual(result: ExtractionResult, pages: list[PageContent]) -> None:
+    """A Check per printed field found: does it agree with the MRZ?"""
+    printed: dict[str, tuple[VisualField, int]] = {}
+    for page in pages:
+        for name, vf in find_labelled_fields(page.phrases).items():
+            printed.setdefault(name, (vf, page.number))
+    for name, (vf, page_no) in printed.items():
+        result.fields.setdefault(
+            f"printed_{name}",
+            Field(name=f"printed_{name}", value=_printed_value(name, vf.value), confidence=round(vf.confidence * 0.9, 4), page=page_no, bbox=vf.bbox, raw=vf.raw, source="visual", sensitive=name in SENSITIVE),
+        )
+        mrz_field = result.fields.get(name)
+        if name not in CROSS_CHECKED or mrz_field is None or mrz_field.value is None:
+            continue
+        agree = compare(name, vf.value, mrz_field.value)
+        shown_mrz = mask(mrz_field.value) if name in SENSITIVE else mrz_field.value
+        shown_printed = mask(vf.value) if name in SENSITIVE else vf.value
+        result.checks[f"visual_{name}"] = Check(
+            name=f"visual_{name}",
+            ok=agree,
+            detail=("printed zone agrees with MRZ" if agree else "MISMATCH") + f": printed {shown_printed!r}, MRZ {shown_mrz!r}",
+        )
+
+
+def _printed_value(name: str, value: str) -> str:
+    if name in ("date_of_birth", "expiry_date", "date_of_issue"):
+        return parse_printed_date(value) or value
+    return value
+
+
+def labelled_id_result(result: ExtractionResult, pages: list[PageContent], today: date | None = None) -> bool:
+    """IDs without an MRZ: label/value pairs from the printed zone. True if anything was found."""
+    today = today or date.today()
+    found = False
+    for page in pages:
+        for name, vf in find_labelled_fields(page.phrases).items():
+            if name in result.fields:
+                continue
+            value = _printed_value(name, vf.value)
+            parsed_date = name in ("date_of_birth", "expiry_date", "date_of_issue") and value != vf.value
+            confidence = vf.confidence * (0.85 if parsed_date or name not in ("date_of_birth", "expiry_date") else 0.6)
+            result.fields[name] = Field(name=name, value=value, confidence=round(confidence, 4), page=page.number, bbox=vf.bbox, raw=vf.raw, source="visual", sensitive=name in SENSITIVE)
+            found = True
+    if found:
+        result.doc_type = "id"
+        result.warnings.append("no MRZ found: fields read from printed labels only (no check digits to verify them)")
+        add_validity_checks(result, today)
+    return found

@@ -1,0 +1,167 @@
+"""Printed (visual inspection) zone of IDs and passports: labelled fields in the OCR lines.
+
+Labels are multilingual as printed on ICAO documents ("Surname/ Nom", "Date of birth/ Date de
+naissance"). A value is the text after the label on the same line ("Nom: BERTHIER") or the
+nearest line below, left-aligned with the label (the passport data-page layout).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date
+
+from docteller.model import BBox
+from docteller.protocols import OcrLine
+
+# field -> label spellings (lowercase, accents stripped), most specific first.
+LABELS: dict[str, tuple[str, ...]] = {
+    "surname": ("surname", "nom de famille", "apellidos", "nachname", "cognome", "achternaam", "nom"),
+    "given_names": ("given names", "given name", "prenoms", "prenom", "first name", "vornamen", "nombres", "voornamen"),
+    "date_of_birth": ("date of birth", "date de naissance", "ne(e) le", "nee le", "ne le", "geburtsdatum", "fecha de nacimiento", "birth date", "dob"),
+    "document_number": ("passport no", "passport number", "no de passeport", "document no", "document number", "card no", "card number", "id no", "carte nationale d'identite no", "ausweisnummer"),
+    "expiry_date": ("date of expiry", "expiry date", "date d'expiration", "valid until", "gultig bis", "expires", "expiry"),
+    "nationality": ("nationality", "nationalite", "staatsangehorigkeit", "nacionalidad"),
+    "sex": ("sex", "sexe", "geschlecht", "sexo"),
+    "place_of_birth": ("place of birth", "lieu de naissance", "geburtsort"),
+    "date_of_issue": ("date of issue", "date de delivrance", "ausstellungsdatum"),
+}
+
+MONTHS = {
+    "JAN": 1, "JANV": 1, "FEB": 2, "FEV": 2, "FEVR": 2, "MAR": 3, "MARS": 3, "APR": 4, "AVR": 4, "MAY": 5, "MAI": 5,
+    "JUN": 6, "JUIN": 6, "JUL": 7, "JUIL": 7, "AUG": 8, "AOUT": 8, "SEP": 9, "SEPT": 9, "OCT": 10, "NOV": 11, "DEC": 12,
+    "JANUARY": 1, "FEBRUARY": 2, "MARCH": 3, "APRIL": 4, "JUNE": 6, "JULY": 7, "AUGUST": 8, "SEPTEMBER": 9,
+    "OCTOBER": 10, "NOVEMBER": 11, "DECEMBER": 12,
+}
+
+
+def fold(text: str) -> str:
+    """Lowercase, accents removed, typographic quotes and º normalised: for label matching."""
+    text = text.replace("’", "'").replace("º", "o").replace("°", "o").replace("N o", "no")
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if not unicodedata.combining(c)).lower()
+
+
+@dataclass
+class VisualField:
+    name: str
+    value: str
+    raw: str
+    confidence: float
+    bbox: BBox
+
+
+def _label_at(folded: str) -> tuple[str, int, int] | None:
+    """(field, start, end) of the earliest label in a folded line, preferring longer labels."""
+    best = None
+    for name, spellings in LABELS.items():
+        for spelling in spellings:
+            for m in re.finditer(r"(?<![a-z])" + re.escape(spelling) + r"(?![a-z])", folded):
+                key = (m.start(), -(m.end() - m.start()))
+                if best is None or key < best[0]:
+                    best = (key, name, m.start(), m.end())
+                break
+    return (best[1], best[2], best[3]) if best else None
+
+
+def _is_label_line(folded: str) -> bool:
+    return _label_at(folded) is not None
+
+
+def find_labelled_fields(phrases: list[OcrLine]) -> dict[str, VisualField]:
+    """Labelled values in a page's OCR lines; the first occurrence of each field wins."""
+    found: dict[str, VisualField] = {}
+    for i, line in enumerate(phrases):
+        folded = fold(line.text)
+        hit = _label_at(folded)
+        if not hit:
+            continue
+        name, start, end = hit
+        if name in found:
+            continue
+        # Bilingual labels ("Surname/ Nom"): skip the translation, then an optional colon.
+        rest = line.text[end:]
+        rest = re.sub(r"^\s*/\s*[^:]*?(?=:|$)", "", rest) if "/" in rest[:3] else rest
+        rest = re.sub(r"^\s*[:.]?\s*", "", rest).strip()
+        if rest and not _is_label_line(fold(rest)):
+            found[name] = VisualField(name, rest, line.text, line.confidence, line.bbox)
+            continue
+        below = _value_below(phrases, i)
+        if below is not None:
+            found[name] = VisualField(name, below.text.strip(), below.text, below.confidence, below.bbox)
+    return found
+
+
+def _value_below(phrases: list[OcrLine], index: int) -> OcrLine | None:
+    label = phrases[index]
+    height = max(label.bbox.height, 1.0)
+    best, best_dist = None, None
+    for other in phrases:
+        if other is label:
+            continue
+        dy = other.bbox.y0 - label.bbox.y0
+        if not (0.3 * height < dy < 2.6 * height):
+            continue
+        dx = abs(other.bbox.x0 - label.bbox.x0)
+        if dx > 3 * height:
+            continue
+        if _is_label_line(fold(other.text)):
+            continue
+        dist = dy + dx
+        if best_dist is None or dist < best_dist:
+            best, best_dist = other, dist
+    return best
+
+
+def parse_printed_date(text: str) -> str | None:
+    """'12 AUGUST/AOUT 74', '06.12.1965', '15 APR/AVR 12', '1974-08-12' -> ISO (2-digit year as birth-ish)."""
+    t = fold(text).upper()
+    m = re.search(r"(\d{4})-(\d{2})-(\d{2})", t)
+    if m:
+        return _iso(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    m = re.search(r"(\d{1,2})[./ -](\d{1,2})[./ -](\d{2,4})", t)
+    if m:
+        return _iso(_year(m.group(3)), int(m.group(2)), int(m.group(1)))
+    m = re.search(r"(\d{1,2})\s*([A-Z]{3,9})(?:\s*/\s*[A-Z]{3,9})?\s*(\d{2,4})", t)
+    if m and m.group(2) in MONTHS:
+        return _iso(_year(m.group(3)), MONTHS[m.group(2)], int(m.group(1)))
+    return None
+
+
+def _year(text: str) -> int:
+    y = int(text)
+    if y >= 100:
+        return y
+    return 2000 + y if 2000 + y <= date.today().year + 20 else 1900 + y
+
+
+def _iso(y: int, m: int, d: int) -> str | None:
+    try:
+        return date(y, m, d).isoformat()
+    except ValueError:
+        return None
+
+
+def normalise_name(text: str) -> str:
+    t = fold(text).upper()
+    return " ".join(re.sub(r"[^A-Z ]", " ", t).split())
+
+
+def compare(field: str, printed: str, mrz_value: str) -> bool:
+    """Does the printed value agree with the MRZ one? Names compare after transliteration-insensitive folding."""
+    if not printed or not mrz_value:
+        return False
+    if field in ("date_of_birth", "expiry_date", "date_of_issue"):
+        iso = parse_printed_date(printed)
+        if iso is None:
+            return False
+        # Printed years are often two digits: compare month/day exactly and the year modulo 100.
+        return iso[5:] == mrz_value[5:] and iso[2:4] == mrz_value[2:4]
+    if field == "document_number":
+        return re.sub(r"[^A-Z0-9]", "", printed.upper()) == re.sub(r"[^A-Z0-9]", "", mrz_value.upper())
+    if field == "sex":
+        return printed.strip().upper()[:1] == mrz_value[:1]
+    a, b = normalise_name(printed), normalise_name(mrz_value)
+    # MRZ names are truncated to the zone width and transliterate (Ä -> AE): accept a prefix.
+    return a == b or (len(b) >= 4 and a.startswith(b)) or (len(a) >= 4 and b.startswith(a))

@@ -1,0 +1,612 @@
+"""File → `Document` loaders: PDF (text layer, OCR fallback), images, Markdown, TXT, HTML, DOCX, CSV/XLSX.
+
+The type is decided by content (`ingest.sniff.sniff`), never by the extension, and every file is
+opened through `ingest.sniff`, so a bad input fails as an `IngestError` naming the file and reason.
+Structure is kept where the format has it: headings (with levels), paragraphs, list items and
+table rows (cells joined with " | "; rows are never split by the chunker) with page numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from statistics import median
+
+from docteller.model import BBox, BlockKind, Document, Page, TextBlock, sha256_bytes
+from docteller.settings import Settings, get_settings
+from ingest.sniff import DOCX, PDF, XLSX, IMAGE_MIMES, IngestError, open_image, open_pdf, sniff
+
+log = logging.getLogger(__name__)
+
+CELL_SEPARATOR = " | "
+OCR_DPI = 200
+# Header names that mark the question / answer columns of a FAQ sheet (lower-cased, exact or prefix).
+QUESTION_HEADERS = ("question", "questions", "q", "query", "faq", "prompt")
+ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def load_document(path: str | Path, origin: str = "kb", settings: Settings | None = None) -> Document:
+    """Read one file into a `Document` (id = sha256 of its bytes). Raises `IngestError`."""
+    settings = settings or get_settings()
+    path = Path(path)
+    mime = sniff(path)
+    loader = _LOADERS.get(mime) or (_load_image if mime in IMAGE_MIMES else None)
+    if loader is None:
+        raise IngestError(path, f"unsupported file type ({mime})")
+    data = path.read_bytes()
+    try:
+        pages, metadata = loader(path, data, settings)
+    except IngestError:
+        raise
+    except Exception as exc:  # a parser bug or an exotic file must not take the whole run down
+        log.debug("loader crashed on %s", path, exc_info=True)
+        raise IngestError(path, f"could not parse {mime} ({type(exc).__name__}: {exc})") from exc
+    if not any(b.text.strip() for p in pages for b in p.blocks):
+        raise IngestError(path, "no text found (empty document, or OCR read nothing)")
+    title = metadata.pop("title", None) or _title_from(pages) or path.stem
+    return Document(
+        id=sha256_bytes(data),
+        source=str(path),
+        title=title,
+        mime=mime,
+        pages=pages,
+        metadata=metadata,
+        origin=origin,  # type: ignore[arg-type]
+    )
+
+
+def _title_from(pages: list[Page]) -> str | None:
+    for page in pages[:2]:
+        for block in page.blocks:
+            if block.kind is BlockKind.heading and 3 <= len(block.text) <= 160:
+                return block.text
+    return None
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"[ \t\u00a0]+", " ", text.replace("\u00ad", "")).strip()
+
+
+# --- PDF ------------------------------------------------------------------------------------
+
+
+def _load_pdf(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    doc = open_pdf(path, max_pages=settings.max_pages, data=data)
+    try:
+        pages = [_pdf_page(path, page, settings) for page in doc]
+        meta = {"title": _clean((doc.metadata or {}).get("title") or "") or None}
+        if any(p.ocr_used for p in pages):
+            meta["ocr_pages"] = [p.number for p in pages if p.ocr_used]
+        return pages, meta
+    finally:
+        doc.close()
+
+
+def _pdf_page(path: Path, page, settings: Settings) -> Page:
+    number = page.number + 1
+    rect = page.rect
+    text_chars = len(page.get_text("text").strip())
+    if text_chars < settings.ocr_min_text_chars:
+        return _ocr_pdf_page(path, page, number)
+    tables = _find_grid_tables(page)
+    blocks = _pdf_text_blocks(page, tables)
+    for table in tables:
+        blocks.extend(table)
+    blocks.sort(key=lambda b: (b.bbox.y0 if b.bbox else 0.0, b.bbox.x0 if b.bbox else 0.0))
+    return Page(number=number, blocks=blocks, width=rect.width, height=rect.height)
+
+
+def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
+    """Paragraphs and headings from the text layer, leaving out lines that belong to a table."""
+    table_boxes = [_union([b.bbox for b in t if b.bbox]) for t in tables]
+    raw = page.get_text("dict", flags=0)["blocks"]  # flags=0: no images, keep ligatures as text
+    sizes: list[float] = []
+    parsed: list[tuple[BBox, str, float, bool]] = []
+    for block in raw:
+        if block.get("type", 0) != 0:
+            continue
+        lines: list[str] = []
+        line_boxes: list[BBox] = []
+        block_sizes: list[tuple[float, int]] = []
+        bold_chars = 0
+        total_chars = 0
+        for line in block.get("lines", []):
+            lbox = BBox(x0=line["bbox"][0], y0=line["bbox"][1], x1=line["bbox"][2], y1=line["bbox"][3])
+            if _inside_any(lbox, table_boxes):
+                continue
+            text = "".join(s["text"] for s in line["spans"])
+            if not text.strip():
+                continue
+            for span in line["spans"]:
+                n = len(span["text"].strip())
+                total_chars += n
+                block_sizes.append((span["size"], n))
+                if span["flags"] & 16 or "bold" in span["font"].lower():
+                    bold_chars += n
+            lines.append(text)
+            line_boxes.append(lbox)
+        if not lines:
+            continue
+        text = _clean(_join_lines(lines))
+        if not text:
+            continue
+        size = max(block_sizes, key=lambda s: s[1])[0] if block_sizes else 0.0
+        sizes.extend([s for s, n in block_sizes for _ in range(min(n, 50))])
+        parsed.append((_union(line_boxes), text, size, total_chars > 0 and bold_chars / total_chars > 0.8))
+    body = median(sizes) if sizes else 0.0
+    blocks: list[TextBlock] = []
+    for bbox, text, size, bold in parsed:
+        short = len(text) <= 140 and not text.endswith((".", ",", ";", ":")) or len(text) <= 60
+        if short and body and size >= body * 1.25:
+            level = 1 if size >= body * 1.6 else 2
+            blocks.append(TextBlock(text=text, kind=BlockKind.heading, heading_level=level, bbox=bbox))
+        elif short and bold and size >= body * 0.98 and re.search(r"[A-Za-z]{3}", text):
+            level = 2 if size >= body * 1.08 else 3  # a bold larger-than-body line ranks above a bold one
+            blocks.append(TextBlock(text=text, kind=BlockKind.heading, heading_level=level, bbox=bbox))
+        else:
+            kind = BlockKind.list_item if re.match(r"^([•\-–·*/]|\(?[a-z0-9]{1,3}[.)])\s", text) else BlockKind.paragraph
+            blocks.append(TextBlock(text=text, kind=kind, bbox=bbox))
+    return blocks
+
+
+def _join_lines(lines: list[str]) -> str:
+    """Join wrapped lines; a hyphen at a line end followed by a lowercase letter is a break hyphen."""
+    out = lines[0].rstrip()
+    for line in lines[1:]:
+        line = line.strip()
+        if out.endswith("-") and line[:1].islower():
+            out = out[:-1] + line
+        else:
+            out = f"{out} {line}"
+    return out
+
+
+def _inside_any(box: BBox, regions: list[BBox | None]) -> bool:
+    cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+    return any(r and r.x0 - 1 <= cx <= r.x1 + 1 and r.y0 - 1 <= cy <= r.y1 + 1 for r in regions)
+
+
+def _union(boxes: Iterable[BBox]) -> BBox | None:
+    result: BBox | None = None
+    for box in boxes:
+        result = box if result is None else result.union(box)
+    return result
+
+
+def _cluster(values: Iterable[float], tol: float = 2.0) -> list[float]:
+    out: list[float] = []
+    for v in sorted(values):
+        if out and v - out[-1] <= tol:
+            continue
+        out.append(v)
+    return out
+
+
+def _find_grid_tables(page) -> list[list[TextBlock]]:
+    """Ruled tables from the page's vector drawings: one `table_row` block per grid row.
+
+    PyMuPDF's `find_tables()` costs 0.3–0.7 s a page even on pages without tables, which would cap
+    ingestion far below 100 pages/s, and it glues words together in this corpus. Bank documents draw
+    their tables with ruling lines, so the grid is read directly: horizontal rules give row bands,
+    the vertical rules that span a band give its cells, words are placed by their centres.
+    """
+    drawings = page.get_drawings()
+    if len(drawings) < 6:
+        return []
+    page_area = page.rect.width * page.rect.height
+    hs: list[tuple[float, float, float]] = []  # y, x0, x1
+    vs: list[tuple[float, float, float]] = []  # x, y0, y1
+    for drawing in drawings:
+        for item in drawing["items"]:
+            if item[0] == "l":
+                p1, p2 = item[1], item[2]
+                if abs(p1.y - p2.y) < 1.5 and abs(p1.x - p2.x) > 8:
+                    hs.append((p1.y, min(p1.x, p2.x), max(p1.x, p2.x)))
+                elif abs(p1.x - p2.x) < 1.5 and abs(p1.y - p2.y) > 4:
+                    vs.append((p1.x, min(p1.y, p2.y), max(p1.y, p2.y)))
+            elif item[0] == "re":
+                r = item[1]
+                if r.width * r.height > 0.5 * page_area:
+                    continue  # a page border, not a table
+                if r.height < 2.5 and r.width > 8:
+                    hs.append(((r.y0 + r.y1) / 2, r.x0, r.x1))
+                elif r.width < 2.5 and r.height > 4:
+                    vs.append(((r.x0 + r.x1) / 2, r.y0, r.y1))
+                elif r.width > 8 and r.height > 4:  # a cell rectangle: all four edges are rules
+                    hs += [(r.y0, r.x0, r.x1), (r.y1, r.x0, r.x1)]
+                    vs += [(r.x0, r.y0, r.y1), (r.x1, r.y0, r.y1)]
+    if len(hs) < 3:
+        return []
+    ys = _cluster([h[0] for h in hs])
+    words = page.get_text("words")
+    tables: list[list[TextBlock]] = []
+    current: list[TextBlock] = []
+    last_bottom: float | None = None
+    last_cols = 0
+    for top, bottom in zip(ys, ys[1:]):
+        if bottom - top < 4:
+            continue
+        xs = _cluster([v[0] for v in vs if v[1] <= top + 2 and v[2] >= bottom - 2])
+        if len(xs) < 3:
+            # No vertical rules: tables drawn with segmented horizontal rules, one per column.
+            xs = _cluster([x for h in hs if abs(h[0] - top) <= 2 for x in (h[1], h[2])])
+        if len(xs) < 3:  # fewer than two cells: not a table band
+            if current:
+                tables.append(current)
+                current, last_bottom = [], None
+            continue
+        cells: list[list[tuple]] = [[] for _ in xs[:-1]]
+        for w in words:
+            cx, cy = (w[0] + w[2]) / 2, (w[1] + w[3]) / 2
+            if top <= cy <= bottom and xs[0] <= cx <= xs[-1]:
+                for i in range(len(xs) - 1):
+                    if xs[i] <= cx <= xs[i + 1]:
+                        cells[i].append(w)
+                        break
+        texts = [_clean(" ".join(w[4] for w in sorted(c, key=lambda w: (w[5], w[6], w[7])))) for c in cells]
+        new_table = last_bottom is None or abs(top - last_bottom) > 3 or len(xs) - 1 != last_cols
+        if new_table and current and not (last_bottom is not None and abs(top - last_bottom) <= 3):
+            tables.append(current)
+            current = []
+        last_bottom, last_cols = bottom, len(xs) - 1
+        if not any(texts):
+            continue
+        bbox = BBox(x0=xs[0], y0=top, x1=xs[-1], y1=bottom)
+        current.append(TextBlock(text=CELL_SEPARATOR.join(texts).strip(" |"), kind=BlockKind.table_row, bbox=bbox))
+    if current:
+        tables.append(current)
+    tables = [t for t in tables if len(t) >= 2]
+    for n, table in enumerate(tables):
+        for i, row in enumerate(table):
+            row.table_id = f"p{page.number + 1}t{n}"
+            row.table_header = i == 0
+    return tables
+
+
+def _ocr_pdf_page(path: Path, page, number: int) -> Page:
+    import numpy as np
+
+    pix = page.get_pixmap(dpi=OCR_DPI, colorspace="rgb", alpha=False)
+    image = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width, pix.n)[:, :, :3]
+    page_out = _ocr_image(path, image, number)
+    # Report boxes in PDF points like text-layer pages, so highlights work the same way.
+    scale = 72.0 / OCR_DPI
+    for block in page_out.blocks:
+        if block.bbox:
+            block.bbox = BBox(
+                x0=block.bbox.x0 * scale, y0=block.bbox.y0 * scale, x1=block.bbox.x1 * scale, y1=block.bbox.y1 * scale
+            )
+    page_out.width, page_out.height = page.rect.width, page.rect.height
+    return page_out
+
+
+def _ocr_image(path: Path, image, number: int) -> Page:
+    from ingest.ocr import get_ocr_engine
+
+    engine = get_ocr_engine()
+    try:
+        result = engine.read(image)
+    except Exception as exc:
+        raise IngestError(path, f"OCR failed on page {number} ({type(exc).__name__}: {exc})") from exc
+    blocks = [
+        TextBlock(text=_clean(line.text), kind=BlockKind.line, bbox=line.bbox, confidence=line.confidence, source="ocr")
+        for line in _merge_ocr_rows(result.lines)
+        if _clean(line.text)
+    ]
+    return Page(
+        number=number, blocks=blocks, width=result.width, height=result.height, ocr_used=True, ocr_engine=result.engine
+    )
+
+
+def _merge_ocr_rows(lines: list) -> list:
+    """OCR lines that sit on one visual row (a table row, a label and its value) become one line."""
+    from docteller.protocols import OcrLine
+
+    merged: list[OcrLine] = []
+    for line in lines:  # already in reading order: top-to-bottom, left-to-right within a row
+        if merged:
+            prev = merged[-1]
+            centre, prev_centre = (line.bbox.y0 + line.bbox.y1) / 2, (prev.bbox.y0 + prev.bbox.y1) / 2
+            if abs(centre - prev_centre) < 0.5 * max(min(prev.bbox.height, line.bbox.height), 1.0) and line.bbox.x0 >= prev.bbox.x0:
+                merged[-1] = OcrLine(
+                    text=f"{prev.text}{CELL_SEPARATOR}{line.text}",
+                    bbox=prev.bbox.union(line.bbox),
+                    confidence=min(prev.confidence, line.confidence),
+                )
+                continue
+        merged.append(line)
+    return merged
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def _load_image(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    first = open_image(path, max_pixels=settings.max_image_pixels, data=data)  # caps + full decode
+    frames = [first]
+    with Image.open(io.BytesIO(data)) as img:
+        n_frames = getattr(img, "n_frames", 1)
+        if n_frames > settings.max_pages:
+            raise IngestError(path, f"too many frames ({n_frames} > limit {settings.max_pages}; DOCTELLER_MAX_PAGES)")
+        for i in range(1, n_frames):  # multi-frame TIFF: each frame is a page
+            img.seek(i)
+            w, h = img.size
+            if w * h > settings.max_image_pixels:
+                raise IngestError(path, f"frame {i + 1} too large ({w}x{h} pixels > cap {settings.max_image_pixels:,})")
+            frames.append(ImageOps.exif_transpose(img.copy()).convert("RGB"))
+    pages = [_ocr_image(path, np.asarray(frame), n) for n, frame in enumerate(frames, start=1)]
+    return pages, {"ocr_pages": [p.number for p in pages]}
+
+
+# --- Markdown / text / HTML -----------------------------------------------------------------
+
+
+def _decode(path: Path, data: bytes) -> str:
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise IngestError(path, "text file is not UTF-8 or Windows-1252")
+
+
+def _load_markdown(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    from markdown_it import MarkdownIt
+
+    text = _decode(path, data)
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    blocks: list[TextBlock] = []
+    table_n = 0
+    row_cells: list[str] = []
+    in_header = False
+    in_list = 0
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.type == "heading_open":
+            content = _clean(tokens[i + 1].content)
+            if content:
+                blocks.append(TextBlock(text=content, kind=BlockKind.heading, heading_level=int(tok.tag[1])))
+            i += 3
+            continue
+        if tok.type in ("bullet_list_open", "ordered_list_open"):
+            in_list += 1
+        elif tok.type in ("bullet_list_close", "ordered_list_close"):
+            in_list -= 1
+        elif tok.type == "table_open":
+            table_n += 1
+        elif tok.type == "thead_open":
+            in_header = True
+        elif tok.type == "thead_close":
+            in_header = False
+        elif tok.type == "tr_open":
+            row_cells = []
+        elif tok.type in ("th_open", "td_open"):
+            row_cells.append(_clean(_inline_text(tokens[i + 1])))
+        elif tok.type == "tr_close" and any(row_cells):
+            block = TextBlock(text=CELL_SEPARATOR.join(row_cells), kind=BlockKind.table_row)
+            block.table_id, block.table_header = f"t{table_n}", in_header
+            blocks.append(block)
+        elif tok.type == "inline" and tokens[i - 1].type == "paragraph_open":
+            content = _clean(_inline_text(tok).replace("\n", " "))
+            if content:
+                blocks.append(TextBlock(text=content, kind=BlockKind.list_item if in_list else BlockKind.paragraph))
+        elif tok.type in ("fence", "code_block"):
+            if tok.content.strip():
+                blocks.append(TextBlock(text=tok.content.strip(), kind=BlockKind.paragraph))
+        i += 1
+    return [Page(number=1, blocks=blocks)], {}
+
+
+def _inline_text(token) -> str:
+    """Plain text of an inline token: links keep their label, images their alt text, no markup."""
+    if not token.children:
+        return token.content
+    parts = []
+    for child in token.children:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(child.content)
+    return "".join(parts)
+
+
+def _load_text(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    text = _decode(path, data).replace("\r\n", "\n")
+    # Form feeds separate pages in text exports of paginated documents.
+    pages = []
+    for number, page_text in enumerate(text.split("\f"), start=1):
+        paragraphs = [_clean(p.replace("\n", " ")) for p in re.split(r"\n\s*\n", page_text)]
+        pages.append(Page(number=number, blocks=[TextBlock(text=p) for p in paragraphs if p]))
+    return pages, {}
+
+
+HTML_BOILERPLATE = ("script", "style", "nav", "footer", "header", "aside", "noscript", "form", "iframe", "svg", "template")
+
+
+def _load_html(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode(path, data), "html.parser")
+    title = _clean(soup.title.get_text()) if soup.title else None
+    for tag in soup(HTML_BOILERPLATE):
+        tag.decompose()
+    for tag in soup.select('[role="navigation"], [role="banner"], [role="contentinfo"], [aria-hidden="true"]'):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    blocks: list[TextBlock] = []
+    table_n = 0
+    for el in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "tr", "pre", "blockquote", "dt", "dd"]):
+        if el.name in ("p", "li") and el.find_parent(["li", "td", "th"]) is not None and el.name != "li":
+            continue  # its text is part of the enclosing list item or cell
+        if el.name == "li" and el.find(["p", "ul", "ol"]):
+            text = _clean(" ".join(el.find_all(string=True, recursive=False)))
+        elif el.name == "tr":
+            cells = [_clean(c.get_text(" ")) for c in el.find_all(["th", "td"], recursive=False)]
+            if not any(cells):
+                continue
+            table = el.find_parent("table")
+            if table is not None and not table.get("data-docteller-n"):
+                table_n += 1
+                table["data-docteller-n"] = str(table_n)
+            block = TextBlock(text=CELL_SEPARATOR.join(cells), kind=BlockKind.table_row)
+            block.table_id = f"t{table['data-docteller-n']}" if table is not None else None
+            block.table_header = bool(el.find("th")) and not el.find("td") or el.find_parent("thead") is not None
+            blocks.append(block)
+            continue
+        else:
+            text = _clean(el.get_text(" "))
+        if not text:
+            continue
+        if el.name[0] == "h" and el.name[1:].isdigit():
+            blocks.append(TextBlock(text=text, kind=BlockKind.heading, heading_level=int(el.name[1])))
+        else:
+            blocks.append(TextBlock(text=text, kind=BlockKind.list_item if el.name == "li" else BlockKind.paragraph))
+    if not blocks:  # an HTML page without block tags: keep its plain text
+        text = _clean(root.get_text(" "))
+        blocks = [TextBlock(text=text)] if text else []
+    return [Page(number=1, blocks=blocks)], {"title": title}
+
+
+# --- DOCX / CSV / XLSX ----------------------------------------------------------------------
+
+
+def _load_docx(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    document = docx.Document(io.BytesIO(data))
+    blocks: list[TextBlock] = []
+    table_n = 0
+    body = document.element.body
+    for child in body.iterchildren():
+        tag = child.tag.rsplit("}", 1)[-1]
+        if tag == "p":
+            para = Paragraph(child, document)
+            text = _clean(para.text)
+            if not text:
+                continue
+            style = (para.style.name if para.style is not None else "") or ""
+            m = re.match(r"(?i)heading\s*(\d)", style)
+            if m or style.lower() == "title":
+                level = int(m.group(1)) if m else 1
+                blocks.append(TextBlock(text=text, kind=BlockKind.heading, heading_level=min(level, 6)))
+            elif "list" in style.lower():
+                blocks.append(TextBlock(text=text, kind=BlockKind.list_item))
+            else:
+                blocks.append(TextBlock(text=text))
+        elif tag == "tbl":
+            table_n += 1
+            for i, row in enumerate(Table(child, document).rows):
+                cells: list[str] = []
+                for cell in row.cells:  # merged cells repeat: keep each once
+                    text = _clean(cell.text)
+                    if not cells or text != cells[-1]:
+                        cells.append(text)
+                if any(cells):
+                    block = TextBlock(text=CELL_SEPARATOR.join(cells), kind=BlockKind.table_row)
+                    block.table_id, block.table_header = f"t{table_n}", i == 0
+                    blocks.append(block)
+    title = _clean(document.core_properties.title or "") or None
+    return [Page(number=1, blocks=blocks)], {"title": title}
+
+
+def _find_column(headers: list[str], names: tuple[str, ...]) -> int | None:
+    lowered = [h.strip().lower() for h in headers]
+    for i, h in enumerate(lowered):
+        if h in names:
+            return i
+    for i, h in enumerate(lowered):
+        if any(h.startswith(n) for n in names if len(n) > 2):
+            return i
+    return None
+
+
+def _rows_to_pages(path: Path, rows: list[list[str]], sheet: str | None = None) -> tuple[list[TextBlock], bool]:
+    """Sheet rows → blocks. A FAQ sheet gives one `Q: … A: …` block per row, else table rows."""
+    rows = [[_clean(str(c)) if c is not None else "" for c in r] for r in rows]
+    rows = [r for r in rows if any(r)]
+    if not rows:
+        return [], False
+    header, body = rows[0], rows[1:]
+    q_col, a_col = _find_column(header, QUESTION_HEADERS), _find_column(header, ANSWER_HEADERS)
+    blocks: list[TextBlock] = []
+    if q_col is not None and a_col is not None and q_col != a_col:
+        extra = [i for i, h in enumerate(header) if i not in (q_col, a_col) and h]
+        for row in body:
+            question = row[q_col] if q_col < len(row) else ""
+            answer = row[a_col] if a_col < len(row) else ""
+            if not (question or answer):
+                continue
+            text = f"Q: {question}\nA: {answer}"
+            tags = [f"{header[i]}: {row[i]}" for i in extra if i < len(row) and row[i]]
+            if tags:
+                text += "\n" + "; ".join(tags)
+            blocks.append(TextBlock(text=text, kind=BlockKind.table_row))
+        return blocks, True
+    table_id = f"sheet:{sheet}" if sheet else "t1"
+    head = TextBlock(text=CELL_SEPARATOR.join(header), kind=BlockKind.table_row)
+    head.table_id, head.table_header = table_id, True
+    blocks.append(head)
+    for row in body:
+        block = TextBlock(text=CELL_SEPARATOR.join(row).strip(" |"), kind=BlockKind.table_row)
+        block.table_id = table_id
+        blocks.append(block)
+    return blocks, False
+
+
+def _load_csv(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    text = _decode(path, data)
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    rows = list(csv.reader(io.StringIO(text), dialect))
+    blocks, faq = _rows_to_pages(path, rows)
+    return [Page(number=1, blocks=blocks)], {"faq": faq}
+
+
+def _load_xlsx(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    try:
+        pages = []
+        any_faq = False
+        for number, sheet in enumerate(workbook.worksheets, start=1):  # each sheet is a page
+            rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+            blocks, faq = _rows_to_pages(path, rows, sheet.title)
+            any_faq |= faq
+            if blocks:
+                blocks.insert(0, TextBlock(text=sheet.title, kind=BlockKind.heading, heading_level=1))
+            pages.append(Page(number=number, blocks=blocks))
+        return pages, {"faq": any_faq}
+    finally:
+        workbook.close()
+
+
+Loader = Callable[[Path, bytes, Settings], tuple[list[Page], dict]]
+_LOADERS: dict[str, Loader] = {
+    PDF: _load_pdf,
+    "text/markdown": _load_markdown,
+    "text/plain": _load_text,
+    "text/html": _load_html,
+    "text/csv": _load_csv,
+    DOCX: _load_docx,
+    XLSX: _load_xlsx,
+}
+
+SUPPORTED_MIMES = frozenset(_LOADERS) | IMAGE_MIMES

@@ -1,0 +1,231 @@
+"""Bulk indexing: walk paths, load (and OCR) files in worker processes, embed and store in this one.
+
+Loading is CPU-bound Python/C (PyMuPDF, RapidOCR) and parallelises across processes; embedding
+runs in the main process where the model is loaded once (torch already uses every core there).
+Unchanged files are recognised by content hash before they are even parsed. A bad file is
+reported with its path and the reason, recorded in the manifest's error table, and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from docteller.model import Document, sha256_file
+from docteller.settings import Settings, get_settings
+from ingest.sniff import IngestError
+
+log = logging.getLogger(__name__)
+
+FileStatus = Literal["indexed", "unchanged", "replaced", "failed"]
+
+
+class FileResult(BaseModel):
+    path: str
+    status: FileStatus
+    reason: str | None = None
+    doc_id: str | None = None
+    pages: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+
+
+class IndexSummary(BaseModel):
+    files: list[FileResult] = []
+    seconds: float = 0.0
+
+    def count(self, status: FileStatus) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def pages(self) -> int:
+        return sum(f.pages for f in self.files)
+
+    @property
+    def chunks(self) -> int:
+        return sum(f.chunks for f in self.files)
+
+    def totals(self) -> dict:
+        return {
+            "files": len(self.files),
+            "indexed": self.count("indexed"),
+            "replaced": self.count("replaced"),
+            "unchanged": self.count("unchanged"),
+            "failed": self.count("failed"),
+            "pages": self.pages,
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def as_json(self) -> dict:
+        return {"totals": self.totals(), "files": [f.model_dump() for f in self.files]}
+
+
+def iter_files(paths: Iterable[Path]) -> list[Path]:
+    """Files under the given paths in a stable order; hidden files and folders are skipped."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                rel = child.relative_to(path)
+                if child.is_file() and not any(part.startswith(".") for part in rel.parts):
+                    found.append(child)
+        else:
+            found.append(path)  # a missing file is reported by the loader, not silently dropped
+    # Absolute paths: a document's source identifies it across runs ("replaced" detection).
+    found = [f.resolve() if f.exists() else f.absolute() for f in found]
+    seen: set[Path] = set()
+    unique = []
+    for f in found:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _load_in_worker(path: str, origin: str, settings: Settings) -> Document:
+    """Runs in a worker process (settings are passed along: workers do not share the caller's)."""
+    from ingest.loaders import load_document
+
+    return load_document(path, origin=origin, settings=settings)
+
+
+def index_paths(
+    paths: list[Path],
+    settings: Settings | None = None,
+    strict: bool = False,
+    progress: Callable[[FileResult], None] | None = None,
+    index=None,
+    origin: str = "kb",
+) -> IndexSummary:
+    """Index files and folders into `index` (default: the persistent index). Never raises for a bad file.
+
+    `strict` only changes the logging level of failures here; the CLI turns failures into a
+    non-zero exit status with --strict.
+    """
+    from ingest.loaders import load_document
+    from retrieval.store import KnowledgeIndex
+
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    own_index = index is None
+    index = index or KnowledgeIndex.open(settings.index_dir)
+    summary = IndexSummary()
+
+    def report(result: FileResult) -> None:
+        summary.files.append(result)
+        if result.status == "failed":
+            (log.error if strict else log.warning)("skipped %s: %s", result.path, result.reason)
+            index.record_error(result.path, result.reason or "")
+        if progress is not None:
+            progress(result)
+
+    files = iter_files(paths)
+    to_load: list[tuple[Path, float]] = []
+    for path in files:
+        t0 = time.perf_counter()
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            report(FileResult(path=str(path), status="failed", reason=f"cannot read file ({exc.strerror or exc})"))
+            continue
+        if index.manifest.has_document(digest):
+            record = next((d for d in index.documents() if d.doc_id == digest), None)
+            report(
+                FileResult(
+                    path=str(path),
+                    status="unchanged",
+                    doc_id=digest,
+                    pages=record.pages if record else 0,
+                    chunks=record.chunks if record else 0,
+                    seconds=time.perf_counter() - t0,
+                )
+            )
+            continue
+        to_load.append((path, t0))
+
+    def store(path: Path, t0: float, loaded: Callable[[], Document]) -> None:
+        try:
+            doc = loaded()
+            added = index.add_document(doc)
+        except IngestError as exc:
+            report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))
+            return
+        except Exception as exc:  # a crashed worker or an unexpected parser error: skip the file
+            log.debug("indexing %s failed", path, exc_info=True)
+            reason = f"{type(exc).__name__}: {exc}"
+            report(FileResult(path=str(path), status="failed", reason=reason, seconds=time.perf_counter() - t0))
+            return
+        report(
+            FileResult(
+                path=str(path),
+                status=added.status,
+                doc_id=added.doc_id,
+                pages=doc.page_count,
+                chunks=added.chunks,
+                seconds=time.perf_counter() - t0,
+            )
+        )
+
+    workers = max(1, min(settings.workers, len(to_load)))
+    with index.bulk():
+        if workers <= 1:
+            for path, t0 in to_load:
+                store(path, t0, lambda p=path: load_document(p, origin=origin, settings=settings))
+        else:
+            # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures: list[tuple[Path, float, Future]] = [
+                    (path, t0, pool.submit(_load_in_worker, str(path), origin, settings)) for path, t0 in to_load
+                ]
+                for n, (path, t0, future) in enumerate(futures):
+                    store(path, t0, future.result)
+                    if n % 20 == 19:
+                        index.save()  # bound the vector repair work after a crash
+    summary.seconds = time.perf_counter() - started
+    if own_index:
+        index.close()
+    return summary
+
+
+def ensure_kb_indexed(settings: Settings | None = None, index=None) -> IndexSummary:
+    """Index the bundled bank knowledge base (`settings.kb_dir`) if it is new or has changed.
+
+    Unchanged files cost one hash each, so calling this on every start of the web app is cheap.
+    KB files that were removed from the folder are removed from the index.
+    """
+    from retrieval.store import KnowledgeIndex
+
+    settings = settings or get_settings()
+    kb_dir = Path(settings.kb_dir)
+    if not kb_dir.is_dir():
+        log.warning("knowledge base folder %s not found; nothing to index", kb_dir)
+        return IndexSummary()
+    own_index = index is None
+    index = index or KnowledgeIndex.open(settings.index_dir)
+    try:
+        summary = index_paths([kb_dir], settings=settings, index=index)
+        present = {str(p) for p in iter_files([kb_dir])}
+        root = str(kb_dir)
+        for record in index.documents():
+            if record.origin == "kb" and record.source.startswith(root) and record.source not in present:
+                log.info("removing %s from the index: no longer in %s", record.source, kb_dir)
+                index.delete(record.doc_id)
+        return summary
+    finally:
+        if own_index:
+            index.close()

@@ -1,0 +1,110 @@
+"""`docteller docs list|delete`, `docteller search`, `docteller eval retrieval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+docs_app = typer.Typer(help="List or delete indexed documents.", no_args_is_help=True)
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    app.add_typer(docs_app, name="docs")
+    app.command("search")(search_command)
+    eval_app.command("retrieval")(eval_retrieval_command)
+
+
+def _open_index(need_model: bool = True):
+    from retrieval.manifest import EmbeddingModelMismatch
+    from retrieval.store import KnowledgeIndex
+
+    try:
+        return KnowledgeIndex.open()
+    except EmbeddingModelMismatch as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@docs_app.command("list")
+def docs_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Indexed documents with their page and chunk counts."""
+    index = _open_index()
+    records = index.documents()
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} documents")
+    for column in ("id", "title", "type", "pages", "chunks", "origin", "indexed", "source"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(
+            r.doc_id[:12], r.title, r.doc_type, str(r.pages), str(r.chunks), r.origin,
+            r.indexed_at.strftime("%Y-%m-%d %H:%M"), r.source,
+        )
+    Console().print(table)
+
+
+@docs_app.command("delete")
+def docs_delete(doc_id: str = typer.Argument(..., help="Document id or a unique prefix of it.")) -> None:
+    """Remove a document and its chunks from the index."""
+    index = _open_index()
+    if not index.delete(doc_id):
+        typer.echo(f"error: no document with id (or unique id prefix) {doc_id!r}", err=True)
+        raise typer.Exit(1)
+    index.close()
+    typer.echo(f"deleted {doc_id}")
+
+
+def search_command(
+    query: str = typer.Argument(..., help="What to look for."),
+    k: int = typer.Option(5, "-k", "--k", min=1, max=100, help="Number of passages."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    doc: str | None = typer.Option(None, "--doc", help="Only this document (id or prefix)."),
+    doc_type: str | None = typer.Option(None, "--type", help="Only this type: pdf, markdown, html, text, faq, …"),
+) -> None:
+    """Hybrid (vector + BM25) search over the indexed documents."""
+    index = _open_index()
+    filters = {key: value for key, value in (("doc_id", doc), ("doc_type", doc_type)) if value}
+    hits = index.search(query, k=k, filters=filters or None)
+    if as_json:
+        typer.echo(json.dumps([h.as_json() for h in hits], indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        typer.echo("no results")
+        return
+    from rich.console import Console
+
+    console = Console()
+    for n, hit in enumerate(hits, start=1):
+        c = hit.chunk
+        pages = f"p. {c.page_start}" + (f"–{c.page_end}" if c.page_end != c.page_start else "")
+        console.print(f"[bold]{n}. {c.title}[/bold] ({pages}) score {hit.score:.4f} cosine {hit.vector_score or 0:.3f}")
+        console.print(f"   [dim]{Path(c.source).name} · {' > '.join(c.heading_path)}[/dim]")
+        console.print("   " + c.text[:400].replace("\n", "\n   "))
+
+
+def eval_retrieval_command(
+    questions: Path | None = typer.Option(None, "--questions", help="JSONL eval set (default: the bundled one)."),
+    k: int = typer.Option(5, "-k", help="Depth for hit@k."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """hit@1, hit@5 and MRR of search over the answerable questions of the eval set."""
+    from docteller.settings import EVAL_QUESTIONS
+    from retrieval.evaluate import evaluate_retrieval, load_questions
+
+    index = _open_index()
+    report = evaluate_retrieval(index, load_questions(questions or EVAL_QUESTIONS), k=k)
+    if as_json:
+        typer.echo(json.dumps(report.model_dump(), indent=2))
+        return
+    typer.echo(
+        f"{report.questions} answerable questions: hit@1 {report.hit_at_1:.3f}  hit@{k} {report.hit_at_k:.3f}  "
+        f"MRR {report.mrr:.3f}"
+    )
+    for miss in report.misses:
+        typer.echo(f"  miss {miss['id']}: {miss['question']} (want {miss['doc']} p.{miss['page']}, got {miss['got']})")

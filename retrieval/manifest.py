@@ -1,0 +1,290 @@
+"""The index manifest: one SQLite file holding documents, chunks (text, metadata, embedding) and errors.
+
+SQLite is the source of truth. Each document is written in one transaction, so a crash leaves
+every committed document whole and nothing half-written. The FAISS file is a cache of the
+`embedding` column: if it disagrees with the manifest after a crash it is repaired from here.
+The embedding model id and dimension are recorded; an index is never mixed across models.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from docteller.model import Chunk, Document
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    title TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    doc_type TEXT NOT NULL,
+    pages INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    indexed_at TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS documents_source ON documents (source);
+CREATE TABLE IF NOT EXISTS chunks (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS vector id
+    chunk_id TEXT NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL REFERENCES documents (doc_id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    doc_type TEXT NOT NULL,
+    search_text TEXT NOT NULL,  -- heading path + text: what BM25 and the embedder see
+    data TEXT NOT NULL,         -- the Chunk as JSON
+    embedding BLOB NOT NULL     -- float32, normalised
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
+CREATE TABLE IF NOT EXISTS errors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+"""
+
+
+class EmbeddingModelMismatch(RuntimeError):
+    """The index was built with another embedding model; mixing vectors would silently break search."""
+
+
+class DocumentRecord(BaseModel):
+    doc_id: str
+    title: str
+    source: str
+    mime: str
+    pages: int
+    chunks: int
+    indexed_at: datetime
+    origin: str
+    doc_type: str = ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Manifest:
+    """Thin data-access layer over the SQLite manifest (`:memory:` for session indexes)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._conn = sqlite3.connect(
+            str(path) if path else ":memory:", check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if path:
+            self._conn.execute("PRAGMA journal_mode = WAL")  # readers never block the indexer
+            self._conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints, never corrupt
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- model identity ----------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def ensure_model(self, model_id: str, dim: int) -> None:
+        """Record the embedding model on first use; refuse a different one afterwards."""
+        stored_model, stored_dim = self.meta("embedding_model"), self.meta("embedding_dim")
+        if stored_model is None:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("embedding_model", model_id), ("embedding_dim", str(dim)), ("schema", SCHEMA_VERSION)],
+                )
+            return
+        if stored_model != model_id or int(stored_dim or 0) != dim:
+            where = self.path.parent if self.path else "this index"
+            raise EmbeddingModelMismatch(
+                f"index at {where} was built with embedding model {stored_model!r} (dim {stored_dim}), "
+                f"but the configured model is {model_id!r} (dim {dim}). Re-index into a new "
+                "DOCTELLER_HOME, or set DOCTELLER_EMBEDDING_MODEL back to the index's model."
+            )
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def has_document(self, doc_id: str) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is not None
+
+    def doc_ids_for_source(self, source: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT doc_id FROM documents WHERE source = ?", (source,))]
+
+    def resolve_doc_id(self, doc_id: str) -> str | None:
+        """A full id, or a prefix that matches exactly one document."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT doc_id FROM documents WHERE doc_id = ? OR doc_id LIKE ? LIMIT 2", (doc_id, f"{doc_id}%")
+            ).fetchall()
+        ids = {r[0] for r in rows}
+        if doc_id in ids:
+            return doc_id
+        return rows[0][0] if len(rows) == 1 and doc_id else None
+
+    def insert_document(
+        self, conn: sqlite3.Connection, doc: Document, doc_type: str, chunks: list[Chunk], vectors: np.ndarray
+    ) -> np.ndarray:
+        """Insert a document and its chunks inside `conn`'s transaction; returns the chunk row ids."""
+        conn.execute(
+            "INSERT INTO documents (doc_id, source, title, mime, doc_type, pages, chunks, origin, indexed_at, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                doc.id,
+                doc.source,
+                doc.title,
+                doc.mime,
+                doc_type,
+                doc.page_count,
+                len(chunks),
+                doc.origin,
+                _now(),
+                json.dumps(doc.metadata, default=str),
+            ),
+        )
+        row_ids = np.empty(len(chunks), dtype=np.int64)
+        for i, (chunk, vector) in enumerate(zip(chunks, vectors)):
+            cur = conn.execute(
+                "INSERT INTO chunks (chunk_id, doc_id, ordinal, doc_type, search_text, data, embedding)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    chunk.id,
+                    chunk.doc_id,
+                    chunk.ordinal,
+                    chunk.doc_type,
+                    chunk.embedding_text(),
+                    chunk.model_dump_json(),
+                    np.asarray(vector, dtype=np.float32).tobytes(),
+                ),
+            )
+            row_ids[i] = cur.lastrowid
+        return row_ids
+
+    def delete_document(self, conn: sqlite3.Connection, doc_id: str) -> np.ndarray:
+        """Delete inside `conn`'s transaction; returns the removed chunk row ids."""
+        rows = conn.execute("SELECT row_id FROM chunks WHERE doc_id = ?", (doc_id,)).fetchall()
+        conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+        conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def documents(self) -> list[DocumentRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT doc_id, title, source, mime, pages, chunks, indexed_at, origin, doc_type"
+                " FROM documents ORDER BY indexed_at, title"
+            ).fetchall()
+        keys = ("doc_id", "title", "source", "mime", "pages", "chunks", "indexed_at", "origin", "doc_type")
+        return [DocumentRecord(**dict(zip(keys, r))) for r in rows]
+
+    # -- chunks ------------------------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            docs = self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+            chunks = self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return int(docs), int(chunks)
+
+    def row_ids(self, filters: dict | None = None) -> np.ndarray:
+        clauses, params = [], []
+        for key, column in (("doc_id", "doc_id"), ("doc_type", "doc_type")):
+            value = (filters or {}).get(key)
+            if value is None:
+                continue
+            values = [value] if isinstance(value, str) else list(value)
+            if key == "doc_id":  # short ids as shown by `docs list` work too
+                clauses.append("(" + " OR ".join("doc_id LIKE ?" for _ in values) + ")")
+                params += [f"{v}%" for v in values]
+            else:
+                clauses.append(f"{column} IN ({','.join('?' for _ in values)})")
+                params += values
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT row_id FROM chunks{where}", params).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def search_texts(self) -> tuple[np.ndarray, list[str]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT row_id, search_text FROM chunks ORDER BY row_id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
+    def embeddings(self, row_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(row_ids, float32 matrix) for the given rows, or all rows."""
+        with self._lock:
+            if row_ids is None:
+                rows = self._conn.execute("SELECT row_id, embedding FROM chunks ORDER BY row_id").fetchall()
+            else:
+                rows = []
+                ids = [int(i) for i in row_ids]
+                for start in range(0, len(ids), 500):
+                    batch = ids[start : start + 500]
+                    rows += self._conn.execute(
+                        f"SELECT row_id, embedding FROM chunks WHERE row_id IN ({','.join('?' * len(batch))})", batch
+                    ).fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        return ids, np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+    def chunks_by_row(self, row_ids: list[int]) -> dict[int, Chunk]:
+        if not row_ids:
+            return {}
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT row_id, data FROM chunks WHERE row_id IN ({','.join('?' * len(row_ids))})",
+                [int(i) for i in row_ids],
+            ).fetchall()
+        return {r[0]: Chunk.model_validate_json(r[1]) for r in rows}
+
+    def chunk(self, chunk_id: str) -> Chunk | None:
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM chunks WHERE chunk_id = ?", (chunk_id,)).fetchone()
+        return Chunk.model_validate_json(row[0]) if row else None
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def record_error(self, path: str, reason: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO errors (path, reason, at) VALUES (?, ?, ?)", (path, reason, _now()))
+
+    def errors(self, limit: int = 100) -> list[dict]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT path, reason, at FROM errors ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [{"path": p, "reason": r, "at": a} for p, r, a in rows]

@@ -1,0 +1,298 @@
+"""`KnowledgeIndex`: the one retrieval API the agent, the web UI and the CLI call.
+
+Hybrid search: dense cosine similarity (FAISS) and BM25 (bm25s), fused by reciprocal rank
+(`settings.rrf_k`). Each hit carries the fused score and the chunk's cosine similarity to the
+query (`vector_score`), which the agent uses to judge how strong its evidence is.
+
+Persistence (`open`): `<index_dir>/manifest.sqlite` is the source of truth (one transaction per
+document) and `<index_dir>/vectors.faiss` a cache written atomically (temp file + `os.replace`).
+On open, the vector ids are reconciled with the manifest; vectors missing after a crash are
+re-added from the stored embeddings, so a `kill -9` mid-indexing loses at most the document
+being written. `in_memory()` gives a session index (customer uploads) that never touches disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from docteller.model import Chunk, Document, SearchHit
+from docteller.protocols import Embedder
+from docteller.settings import Settings, get_settings
+from retrieval.bm25 import BM25Index
+from retrieval.manifest import DocumentRecord, EmbeddingModelMismatch, Manifest
+from retrieval.vector import FaissVectorIndex
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.sqlite"
+VECTORS_FILE = "vectors.faiss"
+
+__all__ = ["AddResult", "DocumentRecord", "EmbeddingModelMismatch", "KnowledgeIndex", "reciprocal_rank_fusion"]
+
+
+class AddResult(BaseModel):
+    status: Literal["indexed", "unchanged", "replaced"]
+    doc_id: str
+    chunks: int
+    replaced: list[str] = []  # ids of the earlier versions of this source that were removed
+
+
+def reciprocal_rank_fusion(rankings: list[np.ndarray], rrf_k: int, k: int) -> list[tuple[int, float]]:
+    """Fuse ranked id lists: score(id) = Σ 1 / (rrf_k + rank), rank starting at 1."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking.tolist(), start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+class KnowledgeIndex:
+    def __init__(
+        self, manifest: Manifest, embedder: Embedder, index_dir: Path | None, settings: Settings
+    ) -> None:
+        self.manifest = manifest
+        self.embedder = embedder
+        self.index_dir = index_dir
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._bm25 = BM25Index()
+        self._bm25_stale = True
+        self._defer_save = 0
+        self._vectors_dirty = False
+        self._vectors = self._load_vectors()
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, index_dir: Path | None = None, embedder: Embedder | None = None) -> "KnowledgeIndex":
+        """The persistent index (default `settings.index_dir`); created when missing.
+
+        Raises `EmbeddingModelMismatch` if it was built with a different embedding model.
+        """
+        settings = get_settings()
+        index_dir = Path(index_dir or settings.index_dir)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        embedder = embedder or _default_embedder(settings)
+        manifest = Manifest(index_dir / MANIFEST_FILE)
+        try:
+            manifest.ensure_model(embedder.model_id, embedder.dim)
+        except EmbeddingModelMismatch:
+            manifest.close()
+            raise
+        return cls(manifest, embedder, index_dir, settings)
+
+    @classmethod
+    def in_memory(cls, embedder: Embedder | None = None) -> "KnowledgeIndex":
+        """A session-scoped index: nothing is written to disk."""
+        settings = get_settings()
+        embedder = embedder or _default_embedder(settings)
+        manifest = Manifest(None)
+        manifest.ensure_model(embedder.model_id, embedder.dim)
+        return cls(manifest, embedder, None, settings)
+
+    def close(self) -> None:
+        with self._lock:
+            self.save()
+            self.manifest.close()
+
+    def __enter__(self) -> "KnowledgeIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add_document(self, doc: Document) -> AddResult:
+        """Index a document. Same content again: "unchanged". Same source, new content: "replaced"."""
+        from ingest.chunking import chunk_document, doc_type_of
+
+        with self._lock:
+            if self.manifest.has_document(doc.id):
+                return AddResult(status="unchanged", doc_id=doc.id, chunks=self._chunk_count(doc.id))
+            previous = [d for d in self.manifest.doc_ids_for_source(doc.source) if d != doc.id]
+        chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
+        vectors = self.embedder.embed([c.embedding_text() for c in chunks])  # outside the lock: slow
+        with self._lock:
+            with self.manifest.transaction() as conn:
+                if self.manifest.has_document(doc.id):  # indexed concurrently meanwhile
+                    return AddResult(status="unchanged", doc_id=doc.id, chunks=len(chunks))
+                removed = [self.manifest.delete_document(conn, old) for old in previous]
+                row_ids = self.manifest.insert_document(conn, doc, doc_type_of(doc), chunks, vectors)
+            for old_rows in removed:
+                self._vectors.remove(old_rows)
+            self._vectors.add(row_ids, vectors)
+            self._changed()
+        status = "replaced" if previous else "indexed"
+        log.info("%s %s (%d chunks)", status, doc.title, len(chunks))
+        return AddResult(status=status, doc_id=doc.id, chunks=len(chunks), replaced=previous)
+
+    def delete(self, doc_id: str) -> bool:
+        """Remove a document by id or unique id prefix. False if no (unique) match."""
+        with self._lock:
+            full_id = self.manifest.resolve_doc_id(doc_id)
+            if full_id is None:
+                return False
+            with self.manifest.transaction() as conn:
+                row_ids = self.manifest.delete_document(conn, full_id)
+            self._vectors.remove(row_ids)
+            self._changed()
+            return True
+
+    def record_error(self, path: str, reason: str) -> None:
+        self.manifest.record_error(path, reason)
+
+    @contextmanager
+    def bulk(self) -> Iterator["KnowledgeIndex"]:
+        """Defer writing the vector file to the end of a batch (each document is still committed)."""
+        with self._lock:
+            self._defer_save += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._defer_save -= 1
+                if self._defer_save == 0:
+                    self.save()
+
+    def save(self) -> None:
+        """Write the vector file atomically (no-op for in-memory indexes or when nothing changed)."""
+        with self._lock:
+            if self.index_dir is None or not self._vectors_dirty:
+                return
+            self._vectors.save(self.index_dir / VECTORS_FILE)
+            self._vectors_dirty = False
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def documents(self) -> list[DocumentRecord]:
+        return self.manifest.documents()
+
+    def get_chunk(self, chunk_id: str) -> Chunk | None:
+        return self.manifest.chunk(chunk_id)
+
+    def search(self, query: str, k: int = 5, filters: dict | None = None) -> list[SearchHit]:
+        """Hybrid search, best first. `filters`: {"doc_id": id or prefix, "doc_type": "pdf"|…}."""
+        query = (query or "").strip()
+        if not query or k <= 0:
+            return []
+        query_vector = self.embedder.embed([query])[0]
+        with self._lock:
+            allowed = None
+            if filters and any(filters.get(key) for key in ("doc_id", "doc_type")):
+                allowed = self.manifest.row_ids(filters)
+                if len(allowed) == 0:
+                    return []
+            if len(self._vectors) == 0:
+                return []
+            self._refresh_bm25()
+            depth = max(4 * k, 40)
+            v_scores, v_ids = self._vectors.search(query_vector, depth, allowed_ids=allowed)
+            keep = v_ids[0] >= 0
+            vector_ids, vector_scores = v_ids[0][keep], v_scores[0][keep]
+            bm25_ids, _ = self._bm25.search(query, depth, allowed_ids=allowed)
+            fused = reciprocal_rank_fusion([vector_ids, bm25_ids], self.settings.rrf_k, k)
+            row_ids = [row for row, _ in fused]
+            chunks = self.manifest.chunks_by_row(row_ids)
+            cosine = dict(zip(vector_ids.tolist(), vector_scores.tolist()))
+            missing = [r for r in row_ids if r not in cosine]
+            if missing:  # BM25-only hits: their cosine similarity comes from the stored embedding
+                ids, matrix = self.manifest.embeddings(np.array(missing))
+                cosine.update(zip(ids.tolist(), (matrix @ query_vector).tolist()))
+        vector_rank = {r: i for i, r in enumerate(vector_ids.tolist(), start=1)}
+        bm25_rank = {r: i for i, r in enumerate(bm25_ids.tolist(), start=1)}
+        return [
+            SearchHit(
+                chunk=chunks[row],
+                score=float(score),
+                vector_rank=vector_rank.get(row),
+                bm25_rank=bm25_rank.get(row),
+                vector_score=float(cosine[row]) if row in cosine else None,
+            )
+            for row, score in fused
+            if row in chunks
+        ]
+
+    def stats(self) -> dict:
+        docs, chunks = self.manifest.counts()
+        size = 0
+        if self.index_dir is not None:
+            size = sum(p.stat().st_size for p in self.index_dir.iterdir() if p.is_file())
+        return {
+            "documents": docs,
+            "chunks": chunks,
+            "embedding_model": self.embedder.model_id,
+            "embedding_dim": self.embedder.dim,
+            "index_type": self._vectors.kind,
+            "vectors": len(self._vectors),
+            "bytes_on_disk": size,
+            "index_dir": str(self.index_dir) if self.index_dir else None,
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _chunk_count(self, doc_id: str) -> int:
+        return next((d.chunks for d in self.manifest.documents() if d.doc_id == doc_id), 0)
+
+    def _changed(self) -> None:
+        self._bm25_stale = True
+        self._vectors_dirty = True
+        if not self._defer_save:
+            self.save()
+
+    def _refresh_bm25(self) -> None:
+        if self._bm25_stale:
+            started = time.perf_counter()
+            ids, texts = self.manifest.search_texts()
+            self._bm25.build(ids, texts)
+            self._bm25_stale = False
+            log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
+
+    def _load_vectors(self) -> FaissVectorIndex:
+        """Load the vector file and make it agree with the manifest (repairing after a crash)."""
+        dim = self.embedder.dim
+        threshold, use_gpu = self.settings.hnsw_threshold, self.settings.use_gpu
+        path = self.index_dir / VECTORS_FILE if self.index_dir else None
+        vectors = None
+        if path is not None and path.exists():
+            try:
+                vectors = FaissVectorIndex.load(path, dim, hnsw_threshold=threshold, use_gpu=use_gpu)
+            except Exception as exc:  # unreadable cache: rebuild it from the manifest
+                log.warning("vector file %s unreadable (%s); rebuilding from the manifest", path, exc)
+        if vectors is None:
+            vectors = FaissVectorIndex(dim, hnsw_threshold=threshold, use_gpu=use_gpu)
+        expected = self.manifest.row_ids()
+        present = vectors.ids()
+        missing = np.setdiff1d(expected, present)
+        extra = np.setdiff1d(present, expected)
+        if len(extra):
+            vectors.remove(extra)
+        if len(missing):
+            ids, matrix = self.manifest.embeddings(missing)
+            vectors.add(ids, matrix)
+        if len(missing) or len(extra):
+            log.warning(
+                "vector file out of step with the manifest (%d missing, %d stale vectors): repaired",
+                len(missing),
+                len(extra),
+            )
+            self._vectors_dirty = True
+            if path is not None:
+                vectors.save(path)
+                self._vectors_dirty = False
+        return vectors
+
+
+def _default_embedder(settings: Settings) -> Embedder:
+    from ingest.embed import get_embedder
+
+    return get_embedder(settings)

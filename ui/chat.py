@@ -1,0 +1,442 @@
+"""The customer chat: streamed grounded answers, uploads, fields and sources panels, staff tab.
+
+Each browser tab is one session (Gradio's session hash → `TabSession`): its transcript,
+uploads and answers live server-side, so two tabs never see each other's documents. The chat
+handler is exposed to Gradio's API as `/chat`, so `gradio_client` drives the same code path as
+the browser.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ui import render
+from ui.backend import Backend, TabSession, UploadedDocument, UploadRejected, citation_dicts
+from ui.staff import build_staff_tab
+
+logger = logging.getLogger(__name__)
+
+TITLE = "docteller — your bank's assistant"
+INTRO = (
+    "Ask about accounts, fees, cards, transfers or our policies, or drop a **passport, ID card or "
+    "bank statement** into the box below and ask about it. Every answer cites its sources; "
+    "click a source to see the page it came from."
+)
+CSS = """
+#dt-header h1 {margin-bottom: 0}
+#dt-header p {margin-top: 4px; color: var(--body-text-color-subdued)}
+.dt-caption {font-size: 13px}
+"""
+UPLOAD_FILE_TYPES = [".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", "image"]
+
+
+# --- per-tab state kept beside the agent session --------------------------------------------
+
+
+def _ui_state(session: TabSession) -> dict[str, Any]:
+    """UI-only state of a tab (transcript, which answer each message is), kept on the session."""
+    state = getattr(session, "ui_state", None)
+    if state is None:
+        state = {"transcript": [], "answer_at": {}, "last_upload": None, "last_answer": None}
+        session.ui_state = state  # type: ignore[attr-defined]
+    return state
+
+
+def _session(backend: Backend, request: gr.Request | None) -> TabSession:
+    key = getattr(request, "session_hash", None) or "anonymous"
+    return backend.session(key)
+
+
+# --- rendering helpers ------------------------------------------------------------------------
+
+
+def _citation_label(n: int, citation: dict[str, Any]) -> str:
+    title = citation.get("title") or Path(str(citation.get("source") or "document")).name
+    page = citation.get("page")
+    return f"[{n}] {title}" + (f", p. {page}" if page else "")
+
+
+def _answer_markdown(answer: Any) -> str:
+    text = (answer.answer or "").strip()
+    citations = citation_dicts(answer)
+    if citations:
+        listed = "\n".join(f"- {_citation_label(i + 1, c)}" for i, c in enumerate(citations))
+        text += f"\n\n**Sources**\n{listed}"
+    return text
+
+
+def _citation_options(answer_index: int, citations: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [
+        {"value": f"cite:{answer_index}:{i}", "label": "📄 " + _citation_label(i + 1, c)}
+        for i, c in enumerate(citations)
+    ]
+
+
+def _extraction_summary(doc: UploadedDocument) -> str:
+    result = doc.result
+    failed = [name for name, c in result.checks.items() if not c.ok]
+    passed = len(result.checks) - len(failed)
+    parts = [f"I read **{doc.name}** as a **{result.doc_type}** ({result.pages or 1} page(s))"]
+    if result.fields:
+        parts.append(f"{len(result.fields)} fields")
+    if result.transactions:
+        parts.append(f"{len(result.transactions)} transactions")
+    text = ", ".join(parts) + "."
+    if result.checks:
+        text += f" Checks: {passed} passed" + (f", **{len(failed)} failed** ({', '.join(failed)})" if failed else "") + "."
+    if result.warnings:
+        text += " " + " ".join(result.warnings[:2])
+    text += " The details are in **My documents** on the right; you can correct any field there."
+    return text
+
+
+def citation_preview(backend: Backend, session: TabSession, citation: dict[str, Any]) -> tuple[Image.Image, str]:
+    """The cited page rendered with the passage highlighted, and a caption with the passage."""
+    chunk = None
+    chunk_id = citation.get("chunk_id")
+    text = citation.get("text") or ""
+    bbox = None
+    page = int(citation.get("page") or 1)
+    title = citation.get("title") or "Source"
+    path: Path | None = None
+    mime: str | None = None
+
+    upload = session.uploads.get(citation.get("doc_id") or "")
+    if upload is not None:
+        path, mime = upload.path, upload.mime
+    if chunk_id:
+        # Upload passages live in the session's own index, never in the shared KB.
+        store = session.agent.upload_index if citation.get("origin") == "upload" else backend.index
+        chunk = store.get_chunk(chunk_id)
+    if chunk is not None:
+        text = chunk.text or text
+        bbox = chunk.bbox
+        page = chunk.page_start or page
+        title = chunk.title or title
+        if path is None:
+            path = render.resolve_source(chunk.source, backend.settings.kb_dir)
+    if path is None and citation.get("source"):
+        path = render.resolve_source(str(citation["source"]), backend.settings.kb_dir)
+    if path is not None and mime is None:
+        from ingest.sniff import IngestError, sniff
+
+        try:
+            mime = sniff(path)
+        except IngestError:
+            mime = None
+    if upload is not None and not text:
+        # A citation of an extracted field rather than a passage: draw the fields on that page.
+        image = render.render_document_page(upload.path, upload.mime, page, render.field_boxes(upload.result, page))
+        return image, f"**{title}**, page {page} — extracted fields"
+    image = render.render_passage(path, mime, title=title, page=page, text=text or title, bbox=bbox)
+    quoted = "\n".join(f"> {line}" for line in text.strip().splitlines()[:12]) if text else ""
+    caption = f"**{title}**, page {page}" + (f" · `{Path(str(path)).name}`" if path else "") + f"\n\n{quoted}"
+    return image, caption
+
+
+def _doc_choices(session: TabSession) -> list[tuple[str, str]]:
+    return [(f"{d.name} ({d.result.doc_type})", d.doc_id) for d in session.uploads.values()]
+
+
+def doc_panel(session: TabSession, doc_id: str | None, selected_field: str | None = None) -> tuple:
+    """Outputs of the My documents panel for one upload (or empty)."""
+    doc = session.uploads.get(doc_id or "")
+    if doc is None:
+        empty = "<p class='dt-muted'>Upload a passport, ID card or statement to see what I read from it.</p>"
+        return (gr.update(choices=_doc_choices(session), value=None), "", empty, "",
+                gr.update(choices=[], value=None), None, "")
+    result = doc.result
+    if selected_field not in result.fields:
+        selected_field = None
+    field = result.fields.get(selected_field) if selected_field else None
+    page = (field.page if field and field.page else None) or next(
+        (f.page for f in result.fields.values() if f.page and f.bbox), 1
+    )
+    try:
+        image = render.render_document_page(doc.path, doc.mime, page, render.field_boxes(result, page, selected_field))
+    except Exception as exc:  # the page preview is a convenience; the tables still show
+        logger.warning("could not render %s page %s: %s", doc.name, page, exc)
+        image = None
+    summary = f"**{doc.name}** — {result.doc_type}, {result.pages or 1} page(s), read in {result.seconds:.1f}s"
+    field_choices = [(n.replace("_", " "), n) for n in result.fields]
+    return (
+        gr.update(choices=_doc_choices(session), value=doc.doc_id),
+        summary,
+        render.fields_html(result),
+        render.checks_html(result),
+        gr.update(choices=field_choices, value=selected_field),
+        image,
+        render.transactions_html(result),
+    )
+
+
+def sources_panel(backend: Backend, session: TabSession, answer_index: int | None, citation_index: int = 0) -> tuple:
+    """Outputs of the Sources panel: the answer's citations, and the chosen one rendered."""
+    answers = session.answers
+    if answer_index is None or not (0 <= answer_index < len(answers)) or not answers[answer_index].citations:
+        return gr.update(choices=[], value=None), None, "Ask a question: the sources of each answer show here."
+    citations = answers[answer_index].citations
+    citation_index = min(max(citation_index, 0), len(citations) - 1)
+    choices = [(_citation_label(i + 1, c), f"cite:{answer_index}:{i}") for i, c in enumerate(citations)]
+    try:
+        image, caption = citation_preview(backend, session, citations[citation_index])
+    except Exception as exc:
+        logger.warning("citation preview failed: %s", exc)
+        image, caption = None, f"Could not open this source ({exc})."
+    return gr.update(choices=choices, value=f"cite:{answer_index}:{citation_index}"), image, caption
+
+
+def _parse_cite(value: str | None) -> tuple[int, int] | None:
+    try:
+        _, a, c = str(value).split(":")
+        return int(a), int(c)
+    except (ValueError, TypeError):
+        return None
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def build_blocks(backend: Backend) -> gr.Blocks:
+    """The whole web UI: customer chat with side panels, and the Staff tab."""
+    settings = backend.settings
+
+    with gr.Blocks(title="docteller", fill_height=False) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="dt-header")
+        with gr.Tabs(elem_id="dt-main-tabs"):
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=420):
+                        chatbot = gr.Chatbot(
+                            label="Conversation",
+                            height=560,
+                            elem_id="chatbot",
+                            buttons=["copy"],
+                            placeholder="Ask me about fees, cards, transfers, or your uploaded documents.",
+                        )
+                        box = gr.MultimodalTextbox(
+                            placeholder="Ask a question, or attach your passport, ID card or statement…",
+                            file_types=UPLOAD_FILE_TYPES,
+                            file_count="multiple",
+                            sources=["upload"],
+                            show_label=False,
+                            elem_id="chat-input",
+                            autofocus=True,
+                        )
+                        with gr.Row():
+                            new_btn = gr.Button("🗘 New conversation", elem_id="new-conversation", size="sm")
+                            human_btn = gr.Button("🙋 Talk to a person", elem_id="talk-to-human", size="sm")
+                    with gr.Column(scale=2, min_width=360):
+                        with gr.Tabs(elem_id="side-tabs") as side_tabs:
+                            with gr.Tab("Sources", id="sources", elem_id="tab-sources"):
+                                cite_pick = gr.Radio(label="Sources of the selected answer", choices=[], elem_id="cite-pick")
+                                cite_image = gr.Image(
+                                    label="Source page", type="pil", interactive=False, elem_id="cite-image",
+                                    buttons=["fullscreen"], height=520,
+                                )
+                                cite_text = gr.Markdown(elem_id="cite-text", elem_classes=["dt-caption"])
+                            with gr.Tab("My documents", id="docs", elem_id="tab-docs"):
+                                doc_pick = gr.Dropdown(label="Document", choices=[], elem_id="doc-pick")
+                                doc_summary = gr.Markdown(elem_id="doc-summary")
+                                fields_view = gr.HTML(elem_id="fields-table")
+                                checks_view = gr.HTML(elem_id="checks-table")
+                                with gr.Row():
+                                    field_pick = gr.Dropdown(label="Field", choices=[], scale=2, elem_id="field-pick")
+                                    field_value = gr.Textbox(label="Correct value", scale=3, elem_id="field-value")
+                                fix_btn = gr.Button("Save correction", size="sm", elem_id="save-correction")
+                                page_image = gr.Image(
+                                    label="Page (selected field in red)", type="pil", interactive=False,
+                                    elem_id="doc-page", buttons=["fullscreen"], height=480,
+                                )
+                                tx_view = gr.HTML(elem_id="transactions-table")
+            with gr.Tab("Staff", id="staff", elem_id="tab-staff"):
+                build_staff_tab(backend)
+
+        doc_outputs = [doc_pick, doc_summary, fields_view, checks_view, field_pick, page_image, tx_view]
+        source_outputs = [cite_pick, cite_image, cite_text]
+
+        # --- handlers ------------------------------------------------------------------------
+
+        def respond(message: dict[str, Any] | str | None, request: gr.Request):
+            """Take the uploads and the question of one turn; stream the grounded answer."""
+            session = _session(backend, request)
+            state = _ui_state(session)
+            transcript: list[dict[str, Any]] = state["transcript"]
+            if isinstance(message, str):
+                message = {"text": message, "files": []}
+            message = message or {}
+            text = (message.get("text") or "").strip()
+            files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else str(f))
+                     for f in (message.get("files") or [])]
+            state["last_upload"], state["last_answer"] = None, None
+
+            for file in files:
+                name = Path(file).name
+                transcript.append({"role": "user", "content": f"📎 {name}"})
+                yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+                try:
+                    doc = session.add_upload(file, name, settings)
+                except UploadRejected as exc:
+                    gr.Warning(str(exc))
+                    transcript.append({"role": "assistant", "content": f"⚠️ Sorry, I couldn't use that file. {exc}"})
+                except Exception:
+                    logger.exception("upload failed")
+                    transcript.append({"role": "assistant", "content": f"⚠️ Sorry, something went wrong reading {name}. Please try again, or talk to a person."})
+                else:
+                    state["last_upload"] = doc.doc_id
+                    transcript.append({"role": "assistant", "content": _extraction_summary(doc)})
+                yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+
+            if text:
+                transcript.append({"role": "user", "content": text})
+                transcript.append({"role": "assistant", "content": ""})
+                reply = transcript[-1]
+                yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+                try:
+                    streamed = ""
+                    for event in session.ask_stream(text):
+                        if isinstance(event, str):
+                            streamed += event
+                            reply["content"] = streamed
+                            yield gr.skip(), transcript
+                        else:
+                            answer_index = len(session.answers) - 1
+                            reply["content"] = _answer_markdown(event)
+                            citations = citation_dicts(event)
+                            if citations:
+                                reply["options"] = _citation_options(answer_index, citations)
+                            state["answer_at"][len(transcript) - 1] = answer_index
+                            state["last_answer"] = answer_index
+                except Exception:
+                    logger.exception("answering failed")
+                    reply["content"] = (
+                        "⚠️ Sorry, something went wrong while answering. Please try again, or use "
+                        "**Talk to a person**."
+                    )
+            # Options only render under the latest answer; older ones keep their text list.
+            for msg in transcript[:-1]:
+                msg.pop("options", None)
+            yield gr.MultimodalTextbox(value=None, interactive=True), transcript
+
+        def after_turn(request: gr.Request):
+            """Show what the turn produced: the new upload's fields, or the answer's sources."""
+            session = _session(backend, request)
+            state = _ui_state(session)
+            docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
+            sources = sources_panel(backend, session, state["last_answer"])
+            if state["last_upload"]:
+                tab = gr.Tabs(selected="docs")
+            elif state["last_answer"] is not None and session.answers[state["last_answer"]].citations:
+                tab = gr.Tabs(selected="sources")
+            else:
+                tab = gr.Tabs()
+            return (*docs, *sources, tab)
+
+        def open_option(evt: gr.SelectData, request: gr.Request):
+            parsed = _parse_cite(evt.value)
+            session = _session(backend, request)
+            if parsed is None:
+                return (*sources_panel(backend, session, None), gr.Tabs(selected="sources"))
+            return (*sources_panel(backend, session, *parsed), gr.Tabs(selected="sources"))
+
+        def select_message(evt: gr.SelectData, request: gr.Request):
+            session = _session(backend, request)
+            index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            answer_index = _ui_state(session)["answer_at"].get(int(index)) if index is not None else None
+            if answer_index is None:
+                return (gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            return (*sources_panel(backend, session, answer_index), gr.Tabs(selected="sources"))
+
+        def pick_citation(value: str | None, request: gr.Request):
+            parsed = _parse_cite(value)
+            if parsed is None:
+                return gr.skip(), gr.skip(), gr.skip()
+            return sources_panel(backend, _session(backend, request), *parsed)
+
+        def show_doc(doc_id: str | None, request: gr.Request):
+            return doc_panel(_session(backend, request), doc_id)
+
+        def show_field(doc_id: str | None, field_name: str | None, request: gr.Request):
+            session = _session(backend, request)
+            doc = session.uploads.get(doc_id or "")
+            outputs = doc_panel(session, doc_id, field_name)
+            current = ""
+            if doc is not None and field_name in doc.result.fields:
+                current = render.display_value(doc.result.fields[field_name])
+            return (*outputs, current)
+
+        def save_correction(doc_id: str | None, field_name: str | None, value: str, request: gr.Request):
+            session = _session(backend, request)
+            if not doc_id or doc_id not in session.uploads:
+                raise gr.Error("Upload a document first, then pick the field to correct.")
+            if not field_name:
+                raise gr.Error("Pick the field you want to correct.")
+            value = (value or "").strip()
+            if not value or "*" in value:
+                raise gr.Error("Type the correct value in full (masked values can't be saved).")
+            session.correct_field(doc_id, field_name, value)
+            gr.Info(f"Saved: I'll use your corrected {field_name.replace('_', ' ')} from now on.")
+            return (*doc_panel(session, doc_id, field_name), "")
+
+        def new_conversation(request: gr.Request):
+            session = _session(backend, request)
+            session.reset()
+            state = _ui_state(session)
+            state.update(transcript=[], answer_at={}, last_upload=None, last_answer=None)
+            return ([], gr.MultimodalTextbox(value=None, interactive=True),
+                    *doc_panel(session, None), *sources_panel(backend, session, None))
+
+        def talk_to_human(request: gr.Request):
+            session = _session(backend, request)
+            transcript = _ui_state(session)["transcript"]
+            request_text = "I'd like to talk to a person."
+            transcript.append({"role": "user", "content": f"🙋 {request_text}"})
+            try:
+                answer = session.handoff(request_text)
+            except Exception:
+                logger.exception("handoff failed")
+                transcript.append({"role": "assistant", "content": "I couldn't log your request just now. "
+                                   "Please visit a branch or call the number on the back of your card."})
+                return transcript
+            answer_index = len(session.answers) - 1
+            message = {"role": "assistant", "content": _answer_markdown(answer)}
+            citations = citation_dicts(answer)
+            if citations:
+                message["options"] = _citation_options(answer_index, citations)
+            for msg in transcript:
+                msg.pop("options", None)
+            transcript.append(message)
+            _ui_state(session)["answer_at"][len(transcript) - 1] = answer_index
+            return transcript
+
+        def forget_tab(request: gr.Request):
+            key = getattr(request, "session_hash", None)
+            if key:
+                backend.sessions.drop(key)
+
+        # --- wiring ----------------------------------------------------------------------------
+
+        box.submit(
+            respond, [box], [box, chatbot], api_name="chat", show_progress="minimal",
+        ).then(after_turn, None, [*doc_outputs, *source_outputs, side_tabs], api_visibility="private")
+        chatbot.option_select(open_option, None, [*source_outputs, side_tabs], api_visibility="private")
+        chatbot.select(select_message, None, [*source_outputs, side_tabs], api_visibility="private")
+        cite_pick.input(pick_citation, [cite_pick], source_outputs, api_visibility="private")
+        doc_pick.input(show_doc, [doc_pick], doc_outputs, api_visibility="private")
+        field_pick.input(show_field, [doc_pick, field_pick], [*doc_outputs, field_value], api_visibility="private")
+        fix_btn.click(
+            save_correction, [doc_pick, field_pick, field_value], [*doc_outputs, field_value],
+            api_name="correct_field",
+        )
+        new_btn.click(
+            new_conversation, None, [chatbot, box, *doc_outputs, *source_outputs], api_name="new_conversation"
+        )
+        human_btn.click(talk_to_human, None, [chatbot], api_name="talk_to_human")
+        demo.unload(forget_tab)
+
+    return demo

@@ -1,0 +1,333 @@
+"""What the side panels show: source pages rendered with highlights, and the extraction tables.
+
+Pure functions of the document model (no Gradio here), so the web UI, the preview route and the
+tests render identically. Page images come from PyMuPDF (`page.get_pixmap`) for PDFs, from the
+decoded image for photos and scans, and for text sources (Markdown, HTML, DOCX, ...) the passage
+itself is typeset onto a page, because there is no original page to show.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from docteller.model import BBox, ExtractionResult, Field
+from docteller.redact import mask
+
+logger = logging.getLogger(__name__)
+
+PDF_ZOOM = 1.6  # 72 dpi * 1.6 ~ 115 dpi: readable in a side panel, small enough to send quickly
+MAX_PREVIEW_SIDE = 1600  # photos are scaled down to this before boxes are drawn
+HIGHLIGHT_FILL = (255, 214, 0, 90)
+HIGHLIGHT_EDGE = (230, 150, 0, 255)
+FIELD_EDGE = (37, 99, 235, 255)
+FIELD_FILL = (37, 99, 235, 40)
+SELECTED_EDGE = (220, 38, 38, 255)
+SELECTED_FILL = (220, 38, 38, 60)
+LOW_CONFIDENCE = 0.6  # fields read with less confidence than this are flagged for review
+
+
+@dataclass
+class Box:
+    """A box to draw on a page image, in the page's own units (PDF points or image pixels)."""
+
+    bbox: BBox
+    outline: tuple[int, int, int, int] = HIGHLIGHT_EDGE
+    fill: tuple[int, int, int, int] = HIGHLIGHT_FILL
+    width: int = 3
+    label: str | None = None
+
+
+def resolve_source(source: str, kb_dir: Path | None = None) -> Path | None:
+    """Find the file a chunk or upload came from: absolute, relative to the KB, or by name."""
+    if not source:
+        return None
+    candidate = Path(source)
+    if candidate.is_absolute():
+        return candidate if candidate.is_file() else None
+    if kb_dir is not None:
+        for path in (kb_dir / candidate, kb_dir / candidate.name):
+            if path.is_file():
+                return path
+    return candidate if candidate.is_file() else None
+
+
+def draw_boxes(image: Image.Image, boxes: list[Box], scale: float = 1.0) -> Image.Image:
+    """Translucent boxes over a copy of `image`; `scale` maps box units to image pixels."""
+    base = image.convert("RGBA")
+    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    w, h = base.size
+    for box in boxes:
+        x0 = max(0.0, min(w - 1.0, box.bbox.x0 * scale))
+        y0 = max(0.0, min(h - 1.0, box.bbox.y0 * scale))
+        x1 = max(x0 + 1, min(float(w), box.bbox.x1 * scale))
+        y1 = max(y0 + 1, min(float(h), box.bbox.y1 * scale))
+        pad = 2
+        rect = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+        draw.rectangle(rect, fill=box.fill, outline=box.outline, width=box.width)
+        if box.label:
+            draw.text((rect[0] + 2, max(0, rect[1] - 12)), box.label, fill=box.outline)
+    return Image.alpha_composite(base, overlay).convert("RGB")
+
+
+def _pdf_page_image(doc, page_number: int, boxes: list[Box], zoom: float = PDF_ZOOM) -> Image.Image:
+    import pymupdf as fitz
+
+    index = min(max(page_number, 1), doc.page_count) - 1
+    page = doc[index]
+    pix = page.get_pixmap(matrix=fitz.Matrix(zoom, zoom), alpha=False)
+    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    return draw_boxes(image, boxes, scale=zoom)
+
+
+def passage_boxes_on_pdf_page(page, text: str, bbox: BBox | None = None, max_lines: int = 40) -> list[BBox]:
+    """Where a passage sits on a PDF page: its recorded box, else a text search of its lines.
+
+    Chunk text is normalised (whitespace, hyphenation), so each line is searched on its own and
+    only lines that are long enough to be distinctive are used.
+    """
+    if bbox is not None and bbox.width > 1 and bbox.height > 1:
+        return [bbox]
+    found: list[BBox] = []
+    lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) >= 12]
+    for line in lines[:max_lines]:
+        probe = line[:80]
+        for rect in page.search_for(probe, quads=False):
+            found.append(BBox(x0=rect.x0, y0=rect.y0, x1=rect.x1, y1=rect.y1))
+    if not found and text.strip():
+        # A paragraph flowed onto one line in the chunk: search its first words instead.
+        words = text.split()
+        for size in (10, 6, 4):
+            if len(words) >= size:
+                for rect in page.search_for(" ".join(words[:size]), quads=False):
+                    found.append(BBox(x0=rect.x0, y0=rect.y0, x1=rect.x1, y1=rect.y1))
+                if found:
+                    break
+    return found
+
+
+def render_pdf_passage(path: Path, page_number: int, text: str, bbox: BBox | None = None) -> Image.Image:
+    """The cited PDF page with the passage highlighted."""
+    from ingest.sniff import open_pdf
+
+    doc = open_pdf(path)
+    try:
+        index = min(max(page_number, 1), doc.page_count) - 1
+        rects = passage_boxes_on_pdf_page(doc[index], text, bbox)
+        return _pdf_page_image(doc, index + 1, [Box(bbox=r) for r in rects])
+    finally:
+        doc.close()
+
+
+def render_text_card(title: str, text: str, subtitle: str = "") -> Image.Image:
+    """Typeset a passage from a text source (Markdown, HTML, DOCX, ...) as a page image.
+
+    There is no original page to photograph, so the passage is laid out on a page of its own with
+    the document title and location, the passage itself highlighted.
+    """
+    import pymupdf as fitz
+
+    width, height = 595, 842  # A4 in points
+    doc = fitz.open()
+    page = doc.new_page(width=width, height=height)
+    body = html.escape(text.strip()).replace("\n", "<br/>")
+    markup = (
+        f"<h3 style='font-family:sans-serif;margin:0 0 4px 0'>{html.escape(title)}</h3>"
+        f"<p style='font-family:sans-serif;color:#555;font-size:9pt;margin:0 0 10px 0'>{html.escape(subtitle)}</p>"
+        f"<p style='font-family:sans-serif;font-size:10.5pt;line-height:1.35;background-color:#fff3b0;"
+        f"padding:6px'>{body}</p>"
+    )
+    rect = fitz.Rect(36, 36, width - 36, height - 36)
+    spare = page.insert_htmlbox(rect, markup, scale_low=0.4)
+    used_bottom = height - 36 - (spare[0] if isinstance(spare, tuple) and spare[0] > 0 else 0)
+    clip = fitz.Rect(0, 0, width, min(height, max(200.0, used_bottom + 30)))
+    pix = page.get_pixmap(matrix=fitz.Matrix(PDF_ZOOM, PDF_ZOOM), clip=clip, alpha=False)
+    doc.close()
+    return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+
+
+def render_image_boxes(path: Path, boxes: list[Box]) -> Image.Image:
+    """A photo or scan with boxes in its pixel coordinates (after EXIF rotation, as extracted)."""
+    from ingest.sniff import open_image
+
+    image = open_image(path)
+    scale = min(1.0, MAX_PREVIEW_SIDE / max(image.size))
+    if scale < 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)))
+    return draw_boxes(image, boxes, scale=scale)
+
+
+def render_document_page(path: Path, mime: str, page_number: int, boxes: list[Box]) -> Image.Image:
+    """Page `page_number` of an uploaded PDF or image with `boxes` drawn on it."""
+    if mime == "application/pdf":
+        from ingest.sniff import open_pdf
+
+        doc = open_pdf(path)
+        try:
+            return _pdf_page_image(doc, page_number, boxes)
+        finally:
+            doc.close()
+    return render_image_boxes(path, boxes)
+
+
+def render_passage(
+    path: Path | None, mime: str | None, *, title: str, page: int, text: str, bbox: BBox | None = None
+) -> Image.Image:
+    """The best picture of a cited passage that the source allows."""
+    try:
+        if path is not None and mime == "application/pdf":
+            return render_pdf_passage(path, page, text, bbox)
+        if path is not None and mime and mime.startswith("image/"):
+            return render_image_boxes(path, [Box(bbox=bbox)] if bbox else [])
+    except Exception as exc:  # a source moved or became unreadable: fall back to the passage text
+        logger.warning("could not render %s page %s: %s", path, page, exc)
+    return render_text_card(title, text, subtitle=f"page {page}" if page else "")
+
+
+# --- Extraction tables ----------------------------------------------------------------------
+
+
+def display_value(field: Field) -> str:
+    """What the UI shows for a field: account and document numbers masked."""
+    if field.value is None:
+        return "—"
+    return mask(field.value) if field.sensitive else field.value
+
+
+def field_problems(result: ExtractionResult) -> dict[str, list[str]]:
+    """Field name -> failed check names that mention it (e.g. `mrz_check_document_number`)."""
+    problems: dict[str, list[str]] = {}
+    for check_name, check in result.checks.items():
+        if check.ok:
+            continue
+        haystack = f"{check_name} {check.detail}".lower()
+        for field_name in result.fields:
+            if field_name.lower() in haystack:
+                problems.setdefault(field_name, []).append(check_name)
+    return problems
+
+
+_TABLE_CSS = (
+    "<style>"
+    ".dt-table{border-collapse:collapse;width:100%;font-size:13px}"
+    ".dt-table th{text-align:left;background:var(--background-fill-secondary,#f3f4f6);padding:4px 6px}"
+    ".dt-table td{border-top:1px solid var(--border-color-primary,#e5e7eb);padding:4px 6px;vertical-align:top}"
+    ".dt-table tr.dt-bad td{background:rgba(220,38,38,.12)}"
+    ".dt-table tr.dt-warn td{background:rgba(234,179,8,.15)}"
+    ".dt-table tr.dt-user td{background:rgba(37,99,235,.08)}"
+    ".dt-ok{color:#15803d;font-weight:600}.dt-fail{color:#b91c1c;font-weight:600}"
+    ".dt-muted{color:#6b7280;font-size:12px}"
+    "</style>"
+)
+
+
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def fields_html(result: ExtractionResult) -> str:
+    """The fields table: value (masked where sensitive), confidence, source; problems highlighted."""
+    if not result.fields:
+        return _TABLE_CSS + "<p class='dt-muted'>No fields were found in this document.</p>"
+    problems = field_problems(result)
+    rows = []
+    for name, field in result.fields.items():
+        css = ""
+        note = ""
+        if name in problems:
+            css, note = "dt-bad", "fails " + ", ".join(problems[name])
+        elif field.source == "user":
+            css, note = "dt-user", "corrected by you"
+        elif field.confidence < LOW_CONFIDENCE:
+            css, note = "dt-warn", "low confidence: please check"
+        rows.append(
+            f"<tr class='{css}' data-field='{_esc(name)}'><td>{_esc(name.replace('_', ' '))}</td>"
+            f"<td><b>{_esc(display_value(field))}</b></td><td>{field.confidence:.0%}</td>"
+            f"<td>{_esc(field.source)}{'' if field.page is None else f' · p.{field.page}'}</td>"
+            f"<td class='dt-muted'>{_esc(note)}</td></tr>"
+        )
+    return (
+        _TABLE_CSS
+        + "<table class='dt-table dt-fields'><thead><tr><th>Field</th><th>Value</th><th>Confidence</th>"
+        "<th>Source</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def checks_html(result: ExtractionResult) -> str:
+    """Check results (MRZ check digits, expiry, visual-vs-MRZ, reconciliation): pass or fail."""
+    if not result.checks and not result.warnings:
+        return ""
+    rows = []
+    for name, check in result.checks.items():
+        mark = "<span class='dt-ok'>✓ pass</span>" if check.ok else "<span class='dt-fail'>✗ fail</span>"
+        rows.append(
+            f"<tr class='{'' if check.ok else 'dt-bad'}'><td>{_esc(name.replace('_', ' '))}</td>"
+            f"<td>{mark}</td><td class='dt-muted'>{_esc(check.detail)}</td></tr>"
+        )
+    warnings = "".join(f"<li>{_esc(w)}</li>" for w in result.warnings)
+    table = (
+        "<table class='dt-table dt-checks'><thead><tr><th>Check</th><th>Result</th><th>Detail</th></tr>"
+        "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+        if rows
+        else ""
+    )
+    return _TABLE_CSS + table + (f"<ul class='dt-muted'>{warnings}</ul>" if warnings else "")
+
+
+def transactions_html(result: ExtractionResult, limit: int = 500) -> str:
+    """Statement transactions; rows that break the running balance are marked."""
+    if not result.transactions:
+        return ""
+    rows = []
+    for tx in result.transactions[:limit]:
+        if tx.row_ok is False:
+            css, mark = "dt-bad", "<span class='dt-fail' title='balance does not follow'>✗</span>"
+        elif tx.row_ok:
+            css, mark = "", "<span class='dt-ok'>✓</span>"
+        else:
+            css, mark = "", ""
+        rows.append(
+            f"<tr class='{css}'><td>{_esc(tx.date)}</td><td>{_esc(tx.description)}</td>"
+            f"<td style='text-align:right'>{_esc(tx.amount)}</td>"
+            f"<td style='text-align:right'>{_esc(tx.balance)}</td><td>{mark}</td></tr>"
+        )
+    broken = sum(1 for tx in result.transactions if tx.row_ok is False)
+    more = len(result.transactions) - limit
+    summary = (
+        f"<p class='dt-muted'>{len(result.transactions)} transactions"
+        + (f", <span class='dt-fail'>{broken} break the running balance</span>" if broken else "")
+        + (f" (first {limit} shown)" if more > 0 else "")
+        + "</p>"
+    )
+    return (
+        _TABLE_CSS
+        + summary
+        + "<table class='dt-table dt-transactions'><thead><tr><th>Date</th><th>Description</th>"
+        "<th>Amount</th><th>Balance</th><th>Bal.</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def field_boxes(result: ExtractionResult, page: int, selected: str | None = None) -> list[Box]:
+    """Boxes of the fields on `page` (1-based); the selected field stands out."""
+    boxes = []
+    for name, field in result.fields.items():
+        if field.bbox is None or (field.page or 1) != page:
+            continue
+        chosen = name == selected
+        boxes.append(
+            Box(
+                bbox=field.bbox,
+                outline=SELECTED_EDGE if chosen else FIELD_EDGE,
+                fill=SELECTED_FILL if chosen else FIELD_FILL,
+                width=4 if chosen else 2,
+                label=name.replace("_", " ") if chosen else None,
+            )
+        )
+    # The selected box is drawn last, on top of the others.
+    boxes.sort(key=lambda b: b.outline == SELECTED_EDGE)
+    return boxes
