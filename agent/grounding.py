@@ -84,6 +84,33 @@ def evidence_strength(hits: Sequence) -> float:
     return max(scores) if scores else 0.0
 
 
+# --- entities the evidence never mentions --------------------------------------------------
+
+_NAME_RE = re.compile(r"(?<![.?!]\s)(?<!^)\b([A-Z][A-Za-z0-9&]*(?:'s)?)")
+_NOT_ENTITIES = {
+    "i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "asap", "fyi", "btw", "pls", "plz", "thx", "hi",
+    "hey", "hello", "thanks", "please", "us",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "january", "february", "march", "april", "may", "june", "july", "august", "september",
+    "october", "november", "december",
+}
+
+
+def unknown_entities(question: str, evidence_texts: Iterable[str]) -> list[str]:
+    """Capitalised names in the question (not sentence-initial) that no evidence text mentions:
+    "What are Chase's overdraft fees?" retrieves our own overdraft policy, which must not be
+    passed off as Chase's. Weekdays, months and chat words are not entities."""
+    evidence = " ".join(evidence_texts).lower()
+    missing = []
+    for name in _NAME_RE.findall(question.strip()):
+        base = name.removesuffix("'s")
+        if base.lower() in _NOT_ENTITIES or len(base) < 2:
+            continue
+        if not re.search(rf"\b{re.escape(base.lower())}", evidence):
+            missing.append(base)
+    return missing
+
+
 # --- numbers --------------------------------------------------------------------------------
 
 _CITATION_RE = re.compile(r"\[(?:S\d+(?:\s*,\s*S?\d+)*|[^\[\]]{1,120}?,\s*p\.\s*\d+)\]")

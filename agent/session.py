@@ -41,7 +41,9 @@ from agent.grounding import (
     load_calibration,
     overlap_passages,
     render_citations,
+    numbers_in,
     strip_unsupported,
+    unknown_entities,
 )
 from agent.prompt import (
     SourcePassage,
@@ -512,6 +514,20 @@ class ChatSession:
         ][:PROMPT_PASSAGES]
         passages = number_passages(kept_kb, upload_hits)
 
+        strangers = unknown_entities(question, [h.chunk.embedding_text() for h in kb_hits + upload_hits])
+        if strangers:
+            answer = self._answer(
+                question,
+                DECLINE_TEXT,
+                abstained=True,
+                standalone_query=standalone,
+                reason=f"the evidence never mentions {', '.join(strangers)}",
+            )
+            answer = self._finish(answer, retrieved_ids)
+            yield AnswerEvent(kind="token", text=answer.answer)
+            yield AnswerEvent(kind="final", answer=answer)
+            return
+
         comparison = compare_amount_to_limit(question, passages)
         if comparison is not None:
             p = comparison.passage
@@ -584,6 +600,7 @@ class ChatSession:
             if not cited:
                 return decline("the draft overlaps none of the retrieved passages")
             text = text.rstrip() + " " + "".join(p.label for p in cited)
+        cited += _also_supporting(kept, passages, cited)
         used = sorted(
             {name for doc in fields.values() for name, value in doc.items() if value and value in kept}
         )
@@ -595,6 +612,20 @@ class ChatSession:
             standalone_query=standalone,
             reason="model answer, figures checked against the evidence",
         )
+
+
+def _also_supporting(
+    answer: str, passages: Sequence[SourcePassage], cited: Sequence[SourcePassage]
+) -> list[SourcePassage]:
+    """Other shown passages that state every figure of the answer: the same fee is often in
+    both the fee schedule and a product page, and both are legitimate sources to cite."""
+    figures = {n for n in numbers_in(answer) if n > 10 or n != n.to_integral_value()}
+    if not figures:
+        return []
+    return [
+        p for p in passages
+        if p not in cited and figures <= numbers_in(neutralise(p.hit.chunk.text)[0])
+    ]
 
 
 def _accepts_images(chat_model: Any) -> bool:

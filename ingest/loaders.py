@@ -529,8 +529,9 @@ def _find_column(headers: list[str], names: tuple[str, ...]) -> int | None:
     for i, h in enumerate(lowered):
         if h in names:
             return i
-    for i, h in enumerate(lowered):
-        if any(h.startswith(n) for n in names if len(n) > 2):
+    for i, h in enumerate(lowered):  # "Customer question", "answer_text", "FAQ answer"
+        words = re.findall(r"[a-z]+", h)
+        if any(n in words for n in names if len(n) > 2):
             return i
     return None
 

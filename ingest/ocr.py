@@ -166,7 +166,7 @@ def looks_misoriented(result: OcrResult) -> bool:
     if not multi:
         return True
     tall = sum(ln.bbox.height > 1.5 * ln.bbox.width for ln in multi)
-    return tall > len(multi) / 2 or result.mean_confidence < 0.75
+    return tall > len(multi) / 2 or result.mean_confidence < 0.5
 
 
 def deskew(image: np.ndarray, max_angle: float = 8.0, step: float = 0.5) -> tuple[np.ndarray, float]:
@@ -206,12 +206,13 @@ def read_oriented(
 ) -> OcrResult:
     """Read an image, trying 90/180/270 degree turns when the upright reading looks wrong.
 
-    `accept` lets a caller stop early on a domain signal (e.g. an MRZ whose check digits pass);
-    otherwise a reading is accepted when its lines are horizontal and confident. The best-scoring
+    A reading is accepted when its lines are horizontal and confident, or when `accept` (a
+    domain signal, e.g. an MRZ whose check digits pass) says so; `accept` also stops the search
+    at the first turn it approves. The best-scoring
     reading wins; `OcrResult.rotation` records the turn applied.
     """
     first = engine.read(image)
-    if not try_rotations or (accept(first) if accept else not looks_misoriented(first)):
+    if not try_rotations or (accept is not None and accept(first)) or not looks_misoriented(first):
         return first
     best, best_score = first, _reading_score(first)
     tall = sum(ln.bbox.height > 1.5 * ln.bbox.width for ln in first.lines if len(ln.text) >= 4)

@@ -96,11 +96,28 @@ def iter_files(paths: Iterable[Path]) -> list[Path]:
     return unique
 
 
-def _load_in_worker(path: str, origin: str, settings: Settings) -> Document:
-    """Runs in a worker process (settings are passed along: workers do not share the caller's)."""
+def _load_in_worker(path: str, origin: str, settings: Settings) -> Document | str:
+    """Runs in a worker process (settings are passed along: workers do not share the caller's).
+
+    A failure comes back as its reason string: `IngestError(path, reason)` does not survive
+    pickling (exceptions are rebuilt from `args` alone), which would break the whole pool.
+    """
     from ingest.loaders import load_document
 
-    return load_document(path, origin=origin, settings=settings)
+    try:
+        return load_document(path, origin=origin, settings=settings)
+    except IngestError as exc:
+        return exc.reason
+
+
+def _worker_result(path: Path, future: Future) -> Callable[[], Document]:
+    def result() -> Document:
+        value = future.result()
+        if isinstance(value, str):
+            raise IngestError(path, value)
+        return value
+
+    return result
 
 
 def index_paths(
@@ -193,7 +210,7 @@ def index_paths(
                     (path, t0, pool.submit(_load_in_worker, str(path), origin, settings)) for path, t0 in to_load
                 ]
                 for n, (path, t0, future) in enumerate(futures):
-                    store(path, t0, future.result)
+                    store(path, t0, _worker_result(path, future))
                     if n % 20 == 19:
                         index.save()  # bound the vector repair work after a crash
     summary.seconds = time.perf_counter() - started

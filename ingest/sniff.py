@@ -104,7 +104,7 @@ def sniff(path: str | Path) -> str:
 
 def open_pdf(path: str | Path, max_pages: int | None = None, data: bytes | None = None):
     """Open a PDF with PyMuPDF, refusing encrypted, corrupt, empty and oversized documents."""
-    import fitz  # PyMuPDF
+    import pymupdf as fitz  # `import fitz` is deprecated in PyMuPDF 2
 
     max_pages = max_pages or get_settings().max_pages
     try:

@@ -7,10 +7,13 @@ rebuilt from the manifest whenever documents change instead of being updated in 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
 import numpy as np
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
 _STOPWORDS = frozenset(
@@ -21,18 +24,19 @@ _STOPWORDS = frozenset(
 
 
 def _stem(token: str) -> str:
-    """A light suffix stripper: plurals and common verb endings ("transfers" → "transfer").
+    """Plural folding ("transfers" → "transfer", "policies" → "policy", "fees" → "fee").
 
-    Deliberately conservative (no Porter stemmer dependency): it only has to make query and
-    passage forms of the same word meet; both sides go through the same function.
+    Deliberately conservative (no Porter stemmer dependency): it only has to make the singular
+    and plural forms of a word meet; query and passages go through the same function.
     """
     if len(token) <= 3 or token[0].isdigit():
         return token
-    for suffix, replacement in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", "e"), ("s", "")):
-        if token.endswith(suffix) and len(token) - len(suffix) >= 3:
-            if suffix == "s" and token.endswith(("ss", "us", "is")):
-                return token
-            return token[: len(token) - len(suffix)] + replacement
+    if token.endswith("ies") and len(token) > 4:
+        return token[:-3] + "y"
+    if token.endswith("sses"):
+        return token[:-2]
+    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
     return token
 
 

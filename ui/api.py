@@ -171,12 +171,21 @@ def build_api_router(backend: Backend) -> APIRouter:
 
         def events() -> Iterator[str]:
             yield chunk({"role": "assistant", "content": ""})
+            streamed: list[str] = []
             try:
                 for event in session.ask_stream(question):
                     if isinstance(event, str):
+                        streamed.append(event)
                         yield chunk({"content": event})
-                    else:
-                        yield chunk({"content": sources_text(_citations(event))}, "stop", **_answer_extras(event))
+                        continue
+                    # Tokens are the model's draft; the final answer is the checked one (figures
+                    # verified, or a decline). If checking changed it, say so rather than leave
+                    # the client with an unchecked draft.
+                    tail = sources_text(_citations(event))
+                    final_text = (event.answer or "").strip()
+                    if " ".join("".join(streamed).split()) != " ".join(final_text.split()):
+                        tail = f"\n\nChecked answer: {final_text}" + tail
+                    yield chunk({"content": tail}, "stop", answer=final_text, **_answer_extras(event))
             except Exception as exc:  # the stream has started: report in-band, never hang the client
                 logger.exception("streamed answer failed")
                 yield chunk({"content": f"\n\n[error: {exc}]"}, "stop")

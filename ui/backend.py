@@ -10,6 +10,7 @@ retrieval and extraction run in parallel across sessions.
 from __future__ import annotations
 
 import logging
+import queue
 import shutil
 import tempfile
 import threading
@@ -190,21 +191,47 @@ class TabSession:
             return doc
 
     def ask_stream(self, question: str) -> Iterator[str | Any]:
-        """Token texts, then the agent's final `Answer` (kept for the Sources panel)."""
-        with self._turn():
-            final = None
-            for event in self.agent.ask_stream(question):
-                answer = _final_answer(event)
-                if answer is not None:
-                    final = answer
-                    continue
-                text = _token_text(event)
-                if text:
-                    yield text
-            if final is None:
-                raise RuntimeError("the agent finished without an answer")
-            self._record(question, final)
-            yield final
+        """Token texts, then the agent's final `Answer` (kept for the Sources panel).
+
+        The agent's generator runs to completion on one dedicated thread: it holds its session
+        lock across yields, and web servers resume a generator from whichever worker thread is
+        free, so it must not be stepped from several threads. A client that goes away mid-answer
+        does not abandon the turn either: the answer still completes, is recorded and audited.
+        """
+        if not self.lock.acquire(timeout=self.busy_timeout_s):
+            raise SessionBusy("still working on your previous message; please wait a moment")
+        self.touch()
+        events: queue.Queue = queue.Queue()
+
+        def produce() -> None:
+            try:
+                final = None
+                for event in self.agent.ask_stream(question):
+                    answer = _final_answer(event)
+                    if answer is not None:
+                        final = answer
+                    else:
+                        events.put(("token", _token_text(event)))
+                if final is None:
+                    raise RuntimeError("the agent finished without an answer")
+                self._record(question, final)
+                events.put(("final", final))
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                events.put(("error", exc))
+            finally:
+                self.lock.release()
+                events.put(("done", None))
+
+        threading.Thread(target=produce, name=f"answer-{self.key[:8]}", daemon=True).start()
+        while True:
+            kind, item = events.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            if kind == "token" and not item:
+                continue
+            yield item
 
     def _record(self, question: str, answer: Any) -> None:
         self.answers.append(

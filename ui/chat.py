@@ -8,6 +8,7 @@ the browser.
 
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ CSS = """
 #dt-header h1 {margin-bottom: 0}
 #dt-header p {margin-top: 4px; color: var(--body-text-color-subdued)}
 .dt-caption {font-size: 13px}
+.dt-muted {color: var(--body-text-color-subdued); font-size: 12px}
 """
 UPLOAD_FILE_TYPES = [".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", "image"]
 
@@ -72,7 +74,7 @@ def _answer_markdown(answer: Any) -> str:
 
 def _citation_options(answer_index: int, citations: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [
-        {"value": f"cite:{answer_index}:{i}", "label": "📄 " + _citation_label(i + 1, c)}
+        {"value": f"cite:{answer_index}:{i}", "label": "Open " + _citation_label(i + 1, c)}
         for i, c in enumerate(citations)
     ]
 
@@ -93,6 +95,16 @@ def _extraction_summary(doc: UploadedDocument) -> str:
         text += " " + " ".join(result.warnings[:2])
     text += " The details are in **My documents** on the right; you can correct any field there."
     return text
+
+
+def _caption_html(title: str, page: int, path: Path | None, text: str) -> str:
+    where = f" · {html.escape(Path(str(path)).name)}" if path else ""
+    passage = html.escape(text.strip()[:1500])
+    return (
+        f"<p><b>{html.escape(title)}</b>, page {page}<span class='dt-muted'>{where}</span></p>"
+        f"<blockquote style='white-space:pre-wrap;border-left:3px solid #e6a700;padding-left:8px;"
+        f"margin:0;font-size:13px'>{passage}</blockquote>"
+    )
 
 
 def citation_preview(backend: Backend, session: TabSession, citation: dict[str, Any]) -> tuple[Image.Image, str]:
@@ -132,11 +144,9 @@ def citation_preview(backend: Backend, session: TabSession, citation: dict[str, 
     if upload is not None and not text:
         # A citation of an extracted field rather than a passage: draw the fields on that page.
         image = render.render_document_page(upload.path, upload.mime, page, render.field_boxes(upload.result, page))
-        return image, f"**{title}**, page {page} — extracted fields"
+        return image, _caption_html(title, page, upload.path, "Extracted fields are outlined on the page.")
     image = render.render_passage(path, mime, title=title, page=page, text=text or title, bbox=bbox)
-    quoted = "\n".join(f"> {line}" for line in text.strip().splitlines()[:12]) if text else ""
-    caption = f"**{title}**, page {page}" + (f" · `{Path(str(path)).name}`" if path else "") + f"\n\n{quoted}"
-    return image, caption
+    return image, _caption_html(title, page, path, text)
 
 
 def _doc_choices(session: TabSession) -> list[tuple[str, str]]:
@@ -179,7 +189,7 @@ def sources_panel(backend: Backend, session: TabSession, answer_index: int | Non
     """Outputs of the Sources panel: the answer's citations, and the chosen one rendered."""
     answers = session.answers
     if answer_index is None or not (0 <= answer_index < len(answers)) or not answers[answer_index].citations:
-        return gr.update(choices=[], value=None), None, "Ask a question: the sources of each answer show here."
+        return gr.update(choices=[], value=None), None, "<p class='dt-muted'>Ask a question: the sources of each answer show here.</p>"
     citations = answers[answer_index].citations
     citation_index = min(max(citation_index, 0), len(citations) - 1)
     choices = [(_citation_label(i + 1, c), f"cite:{answer_index}:{i}") for i, c in enumerate(citations)]
@@ -187,7 +197,7 @@ def sources_panel(backend: Backend, session: TabSession, answer_index: int | Non
         image, caption = citation_preview(backend, session, citations[citation_index])
     except Exception as exc:
         logger.warning("citation preview failed: %s", exc)
-        image, caption = None, f"Could not open this source ({exc})."
+        image, caption = None, f"<p>Could not open this source ({html.escape(str(exc))}).</p>"
     return gr.update(choices=choices, value=f"cite:{answer_index}:{citation_index}"), image, caption
 
 
@@ -229,8 +239,8 @@ def build_blocks(backend: Backend) -> gr.Blocks:
                             autofocus=True,
                         )
                         with gr.Row():
-                            new_btn = gr.Button("🗘 New conversation", elem_id="new-conversation", size="sm")
-                            human_btn = gr.Button("🙋 Talk to a person", elem_id="talk-to-human", size="sm")
+                            new_btn = gr.Button("New conversation", elem_id="new-conversation", size="sm")
+                            human_btn = gr.Button("Talk to a person", elem_id="talk-to-human", size="sm")
                     with gr.Column(scale=2, min_width=360):
                         with gr.Tabs(elem_id="side-tabs") as side_tabs:
                             with gr.Tab("Sources", id="sources", elem_id="tab-sources"):
@@ -239,20 +249,21 @@ def build_blocks(backend: Backend) -> gr.Blocks:
                                     label="Source page", type="pil", interactive=False, elem_id="cite-image",
                                     buttons=["fullscreen"], height=520,
                                 )
-                                cite_text = gr.Markdown(elem_id="cite-text", elem_classes=["dt-caption"])
+                                cite_text = gr.HTML(elem_id="cite-text", elem_classes=["dt-caption"])
                             with gr.Tab("My documents", id="docs", elem_id="tab-docs"):
                                 doc_pick = gr.Dropdown(label="Document", choices=[], elem_id="doc-pick")
                                 doc_summary = gr.Markdown(elem_id="doc-summary")
-                                fields_view = gr.HTML(elem_id="fields-table")
-                                checks_view = gr.HTML(elem_id="checks-table")
-                                with gr.Row():
-                                    field_pick = gr.Dropdown(label="Field", choices=[], scale=2, elem_id="field-pick")
-                                    field_value = gr.Textbox(label="Correct value", scale=3, elem_id="field-value")
-                                fix_btn = gr.Button("Save correction", size="sm", elem_id="save-correction")
                                 page_image = gr.Image(
                                     label="Page (selected field in red)", type="pil", interactive=False,
-                                    elem_id="doc-page", buttons=["fullscreen"], height=480,
+                                    elem_id="doc-page", buttons=["fullscreen"], height=300,
                                 )
+                                fields_view = gr.HTML(elem_id="fields-table")
+                                with gr.Accordion("Correct a field", open=False, elem_id="correct-field"):
+                                    with gr.Row():
+                                        field_pick = gr.Dropdown(label="Field", choices=[], scale=2, elem_id="field-pick")
+                                        field_value = gr.Textbox(label="Correct value", scale=3, elem_id="field-value")
+                                    fix_btn = gr.Button("Save correction", size="sm", elem_id="save-correction")
+                                checks_view = gr.HTML(elem_id="checks-table")
                                 tx_view = gr.HTML(elem_id="transactions-table")
             with gr.Tab("Staff", id="staff", elem_id="tab-staff"):
                 build_staff_tab(backend)
@@ -277,16 +288,16 @@ def build_blocks(backend: Backend) -> gr.Blocks:
 
             for file in files:
                 name = Path(file).name
-                transcript.append({"role": "user", "content": f"📎 {name}"})
+                transcript.append({"role": "user", "content": f"Uploaded: {name}"})
                 yield gr.MultimodalTextbox(value=None, interactive=False), transcript
                 try:
                     doc = session.add_upload(file, name, settings)
                 except UploadRejected as exc:
                     gr.Warning(str(exc))
-                    transcript.append({"role": "assistant", "content": f"⚠️ Sorry, I couldn't use that file. {exc}"})
+                    transcript.append({"role": "assistant", "content": f"Sorry, I couldn't use that file. {exc}"})
                 except Exception:
                     logger.exception("upload failed")
-                    transcript.append({"role": "assistant", "content": f"⚠️ Sorry, something went wrong reading {name}. Please try again, or talk to a person."})
+                    transcript.append({"role": "assistant", "content": f"Sorry, something went wrong reading {name}. Please try again, or talk to a person."})
                 else:
                     state["last_upload"] = doc.doc_id
                     transcript.append({"role": "assistant", "content": _extraction_summary(doc)})
@@ -315,7 +326,7 @@ def build_blocks(backend: Backend) -> gr.Blocks:
                 except Exception:
                     logger.exception("answering failed")
                     reply["content"] = (
-                        "⚠️ Sorry, something went wrong while answering. Please try again, or use "
+                        "Sorry, something went wrong while answering. Please try again, or use "
                         "**Talk to a person**."
                     )
             # Options only render under the latest answer; older ones keep their text list.
@@ -395,7 +406,7 @@ def build_blocks(backend: Backend) -> gr.Blocks:
             session = _session(backend, request)
             transcript = _ui_state(session)["transcript"]
             request_text = "I'd like to talk to a person."
-            transcript.append({"role": "user", "content": f"🙋 {request_text}"})
+            transcript.append({"role": "user", "content": request_text})
             try:
                 answer = session.handoff(request_text)
             except Exception:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from docteller.model import BBox, ExtractionResult, Field
 from docteller.redact import mask
@@ -62,6 +62,7 @@ def draw_boxes(image: Image.Image, boxes: list[Box], scale: float = 1.0) -> Imag
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     w, h = base.size
+    font = ImageFont.load_default(size=max(12, round(h / 60)))
     for box in boxes:
         x0 = max(0.0, min(w - 1.0, box.bbox.x0 * scale))
         y0 = max(0.0, min(h - 1.0, box.bbox.y0 * scale))
@@ -71,7 +72,10 @@ def draw_boxes(image: Image.Image, boxes: list[Box], scale: float = 1.0) -> Imag
         rect = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
         draw.rectangle(rect, fill=box.fill, outline=box.outline, width=box.width)
         if box.label:
-            draw.text((rect[0] + 2, max(0, rect[1] - 12)), box.label, fill=box.outline)
+            top = max(0, rect[1] - font.size - 4)
+            label_box = draw.textbbox((rect[0], top), box.label, font=font)
+            draw.rectangle(label_box, fill=(255, 255, 255, 230))
+            draw.text((rect[0], top), box.label, fill=box.outline, font=font)
     return Image.alpha_composite(base, overlay).convert("RGB")
 
 
@@ -222,6 +226,9 @@ _TABLE_CSS = (
     ".dt-table tr.dt-user td{background:rgba(37,99,235,.08)}"
     ".dt-ok{color:#15803d;font-weight:600}.dt-fail{color:#b91c1c;font-weight:600}"
     ".dt-muted{color:#6b7280;font-size:12px}"
+    ".dt-scroll{max-height:340px;overflow-y:auto;border:1px solid var(--border-color-primary,#e5e7eb);"
+    "border-radius:6px}"
+    ".dt-table thead th{position:sticky;top:0;z-index:1}"
     "</style>"
 )
 
@@ -247,14 +254,15 @@ def fields_html(result: ExtractionResult) -> str:
             css, note = "dt-warn", "low confidence: please check"
         rows.append(
             f"<tr class='{css}' data-field='{_esc(name)}'><td>{_esc(name.replace('_', ' '))}</td>"
-            f"<td><b>{_esc(display_value(field))}</b></td><td>{field.confidence:.0%}</td>"
-            f"<td>{_esc(field.source)}{'' if field.page is None else f' · p.{field.page}'}</td>"
-            f"<td class='dt-muted'>{_esc(note)}</td></tr>"
+            f"<td><b>{_esc(display_value(field))}</b>"
+            + (f"<div class='dt-muted'>{_esc(note)}</div>" if note else "")
+            + f"</td><td>{field.confidence:.0%}</td>"
+            f"<td>{_esc(field.source)}{'' if field.page is None else f' p.{field.page}'}</td></tr>"
         )
     return (
         _TABLE_CSS
-        + "<table class='dt-table dt-fields'><thead><tr><th>Field</th><th>Value</th><th>Confidence</th>"
-        "<th>Source</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        + "<div class='dt-scroll'><table class='dt-table dt-fields'><thead><tr><th>Field</th><th>Value</th>"
+        "<th>Conf.</th><th>Source</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
     )
 
 
@@ -263,16 +271,23 @@ def checks_html(result: ExtractionResult) -> str:
     if not result.checks and not result.warnings:
         return ""
     rows = []
-    for name, check in result.checks.items():
+    # Failures first: they are what the customer (and the agent) must act on.
+    for name, check in sorted(result.checks.items(), key=lambda item: item[1].ok):
         mark = "<span class='dt-ok'>✓ pass</span>" if check.ok else "<span class='dt-fail'>✗ fail</span>"
         rows.append(
             f"<tr class='{'' if check.ok else 'dt-bad'}'><td>{_esc(name.replace('_', ' '))}</td>"
             f"<td>{mark}</td><td class='dt-muted'>{_esc(check.detail)}</td></tr>"
         )
     warnings = "".join(f"<li>{_esc(w)}</li>" for w in result.warnings)
+    failed = sum(1 for c in result.checks.values() if not c.ok)
+    heading = (
+        f"<p><b>Checks:</b> {len(result.checks) - failed} passed"
+        + (f", <span class='dt-fail'>{failed} failed</span>" if failed else "")
+        + "</p>"
+    )
     table = (
-        "<table class='dt-table dt-checks'><thead><tr><th>Check</th><th>Result</th><th>Detail</th></tr>"
-        "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+        heading + "<div class='dt-scroll'><table class='dt-table dt-checks'><thead><tr><th>Check</th>"
+        "<th>Result</th><th>Detail</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
         if rows
         else ""
     )
@@ -307,8 +322,10 @@ def transactions_html(result: ExtractionResult, limit: int = 500) -> str:
     return (
         _TABLE_CSS
         + summary
-        + "<table class='dt-table dt-transactions'><thead><tr><th>Date</th><th>Description</th>"
-        "<th>Amount</th><th>Balance</th><th>Bal.</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        + "<div class='dt-scroll'><table class='dt-table dt-transactions'><thead><tr><th>Date</th>"
+        "<th>Description</th><th>Amount</th><th>Balance</th><th>Bal.</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
     )
 
 

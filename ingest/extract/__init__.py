@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from docteller.model import ExtractionResult, sha256_bytes, sha256_file
+from docteller.protocols import OcrResult
 from ingest.extract.pages import PageContent, load_pages, read_pages
 from ingest.sniff import IngestError
 
@@ -39,7 +40,9 @@ def extract(
         raise ValueError(f"doc_type must be one of {', '.join(DOC_TYPES)}, not {doc_type!r}")
     started = time.perf_counter()
     label = name or str(path)
-    _, pages = load_pages(path, data=data, name=name, keep_images=True)
+    # For IDs, an MRZ whose check digits pass is proof the photo is the right way up.
+    accept = _mrz_reads if doc_type in ("auto", "id", "passport") else None
+    _, pages = load_pages(path, data=data, name=name, keep_images=True, accept=accept)
     doc_id = sha256_bytes(data) if data is not None else sha256_file(path)
     result = ExtractionResult(source=label, doc_id=doc_id, pages=len(pages))
     extract_pages(result, pages, doc_type, today=today)
@@ -60,7 +63,7 @@ def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: 
         return
     if doc_type in ("auto", "id", "passport"):
         reading = identity.read_mrz_from_pages(pages)
-        if (reading is None or not reading.check_digits_ok) and doc_type != "auto" or (reading is None and _photo_looks_rotated(pages)):
+        if (reading is None or not reading.check_digits_ok) and doc_type != "auto":
             for page in pages:
                 retry, turned = identity.retry_rotations(page)
                 if retry and (reading is None or retry.score() > reading.score()):
@@ -68,7 +71,7 @@ def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: 
                     pages = [turned if p.number == page.number else p for p in pages]
                 if reading and reading.check_digits_ok:
                     break
-        if reading is not None:
+        if reading is not None and (doc_type != "auto" or _plausible_mrz(reading)):
             identity.mrz_result(result, reading, today)
             identity.cross_check_visual(result, pages)
             return
@@ -99,5 +102,15 @@ def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: 
     result.warnings.append("no fields found: the text matches no supported document (ID/passport MRZ, statement, receipt, form)")
 
 
-def _photo_looks_rotated(pages: list[PageContent]) -> bool:
-    return any(p.image is not None and p.mean_confidence < 0.8 for p in pages)
+def _plausible_mrz(reading) -> bool:
+    """In auto mode, a long digit-heavy line is not an MRZ unless its check digits mostly agree
+    (random text passes each check digit with probability ~1/10)."""
+    digits = [ok for name, (ok, _) in reading.checks.items() if name.startswith("check_digit")]
+    return sum(digits) >= max(2, len(digits) - 1) and any("<" in line for line in reading.raw_lines)
+
+
+def _mrz_reads(result: OcrResult) -> bool:
+    from ingest.extract.mrz import find_mrz
+
+    reading = find_mrz(result.lines)
+    return reading is not None and reading.check_digits_ok

@@ -328,6 +328,8 @@ def _evaluate_icao(fmt: str, lines: list[str]) -> tuple[dict[str, str], dict[str
         # A holder with no primary identifier (mononym printed as given names only) is legal
         # ICAO 9303; the mrz package rejects names that begin with '<'.
         checks["format_name"] = (True, "no surname; given names only")
+        fields["surname"] = ""
+        fields["given_names"] = " ".join(part for part in name_zone[2:].split("<") if part)
     return fields, checks
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,12 +212,20 @@ def _page_image(page) -> np.ndarray:
     return np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width, 3).copy()
 
 
-def ocr_image(number: int, image: np.ndarray, *, engine_name: str = "rapidocr", try_rotations: bool = True, keep_image: bool = False) -> PageContent:
+def ocr_image(
+    number: int,
+    image: np.ndarray,
+    *,
+    engine_name: str = "rapidocr",
+    try_rotations: bool = True,
+    keep_image: bool = False,
+    accept: Callable[[OcrResult], bool] | None = None,
+) -> PageContent:
     from ingest.ocr import get_ocr_engine, limit_size, read_oriented
 
     small, scale = limit_size(image, MAX_OCR_SIDE)
     engine = get_ocr_engine(engine_name)
-    result = read_oriented(engine, small, try_rotations=try_rotations)
+    result = read_oriented(engine, small, try_rotations=try_rotations, accept=accept)
     return content_from_ocr(number, result, image=small if keep_image else None, scale=scale)
 
 
@@ -228,6 +237,7 @@ def load_pages(
     engine_name: str = "rapidocr",
     max_pages: int = MAX_UPLOAD_PAGES,
     keep_images: bool = False,
+    accept: Callable[[OcrResult], bool] | None = None,
 ) -> tuple[str, list[PageContent]]:
     """(mime, pages) for a PDF or image upload. Raises `IngestError` for anything unreadable."""
     label = name or str(path)
@@ -249,7 +259,7 @@ def load_pages(
                     pages.append(content)
                     continue
                 image = _page_image(page)
-                ocr = ocr_image(i, image, engine_name=engine_name, try_rotations=True, keep_image=keep_images)
+                ocr = ocr_image(i, image, engine_name=engine_name, keep_image=keep_images, accept=accept)
                 # Map OCR pixel boxes onto PDF points so every page of a PDF shares one unit.
                 factor = 72.0 / OCR_DPI
                 ocr.phrases = [
@@ -268,7 +278,7 @@ def load_pages(
         return mime, pages
     if mime in IMAGE_MIMES:
         image = np.asarray(open_image(label if data is not None else path, data=data))
-        return mime, [ocr_image(1, image, engine_name=engine_name, keep_image=keep_images)]
+        return mime, [ocr_image(1, image, engine_name=engine_name, keep_image=keep_images, accept=accept)]
     raise IngestError(label, f"not a PDF or image ({mime}); extraction reads scans, photos and PDFs")
 
 

@@ -36,6 +36,8 @@ OPENING_LABELS = ("opening balance", "balance brought forward", "brought forward
 CLOSING_LABELS = ("closing balance", "balance carried forward", "carried forward", "new balance", "solde de clôture", "nouveau solde", "ending balance", "eindsaldo", "eind saldo", "closing")
 SKIP_ROW = re.compile(r"^(sub\s*total|total|totals|page \d|continued|balance (brought|carried) forward|opening balance|closing balance)\b", re.I)
 
+END_OF_TABLE = re.compile(r"\b(transactions stop|end of (statement|transactions|transaction details)|no further transactions)\b", re.I)
+
 MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
 MONTHS.update({"mei": 5, "mrt": 3, "okt": 10, "janv": 1, "févr": 2, "fevr": 2, "mars": 3, "avr": 4, "mai": 5, "juin": 6, "juil": 7, "août": 8, "aout": 8, "sept": 9, "déc": 12, "dec.": 12})
 
@@ -302,15 +304,19 @@ def parse_table(pages: list[PageContent]) -> tuple[StatementTable, _Layout | Non
     for page in pages:
         for raw_line in page.lines():
             line = _merge_split_amounts(raw_line)
+            if stop:
+                break  # an explicit end-of-transactions marker holds for the rest of the document
             columns = _header_columns(line)
             if columns:
                 layout = _Layout(columns, day_first, decimal_comma)
                 table.columns = columns
-                stop = False
                 continue
-            if layout is None or stop:
+            if layout is None:
                 continue
             if line.bbox.y1 <= 0:
+                continue
+            if END_OF_TABLE.search(line.text):
+                stop = True
                 continue
             row = _row_from_line(line, page.number, layout)
             if not row.description and not row.amounts and not row.date:

@@ -38,7 +38,7 @@ MONTHS = {
 
 def fold(text: str) -> str:
     """Lowercase, accents removed, typographic quotes and º normalised: for label matching."""
-    text = text.replace("’", "'").replace("º", "o").replace("°", "o").replace("N o", "no")
+    text = text.replace("’", "'").replace("º", "o").replace("°", "o")
     text = unicodedata.normalize("NFKD", text)
     return "".join(c for c in text if not unicodedata.combining(c)).lower()
 
@@ -83,17 +83,20 @@ def find_labelled_fields(phrases: list[OcrLine]) -> dict[str, VisualField]:
         # Bilingual labels ("Surname/ Nom"): skip the translation, then an optional colon.
         rest = line.text[end:]
         rest = re.sub(r"^\s*/\s*[^:]*?(?=:|$)", "", rest) if "/" in rest[:3] else rest
+        rest = re.sub(r"^\s*\((?:s|e|es)\)", "", rest)  # "Prénom(s):", "Né(e) le"
         rest = re.sub(r"^\s*[:.]?\s*", "", rest).strip()
         if rest and not _is_label_line(fold(rest)):
             found[name] = VisualField(name, rest, line.text, line.confidence, line.bbox)
             continue
-        below = _value_below(phrases, i)
+        # Where the label starts inside its phrase (one OCR box may hold two labels).
+        label_x = line.bbox.x0 + line.bbox.width * start / max(len(folded), 1)
+        below = _value_below(phrases, i, label_x)
         if below is not None:
             found[name] = VisualField(name, below.text.strip(), below.text, below.confidence, below.bbox)
     return found
 
 
-def _value_below(phrases: list[OcrLine], index: int) -> OcrLine | None:
+def _value_below(phrases: list[OcrLine], index: int, label_x: float) -> OcrLine | None:
     label = phrases[index]
     height = max(label.bbox.height, 1.0)
     best, best_dist = None, None
@@ -103,7 +106,7 @@ def _value_below(phrases: list[OcrLine], index: int) -> OcrLine | None:
         dy = other.bbox.y0 - label.bbox.y0
         if not (0.3 * height < dy < 2.6 * height):
             continue
-        dx = abs(other.bbox.x0 - label.bbox.x0)
+        dx = abs(other.bbox.x0 - label_x)
         if dx > 3 * height:
             continue
         if _is_label_line(fold(other.text)):

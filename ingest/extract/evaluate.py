@@ -1,0 +1,291 @@
+"""Evaluation of extraction against the shared corpus ground truth (ids, statements, forms).
+
+Used by `docteller eval extraction` and `benchmarks/bench_extraction.py`. Every figure is
+computed here from the corpus' JSONL files; nothing is hard-coded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MRZ_FIELDS = ("document_type", "issuing_country", "surname", "given_names", "document_number", "nationality", "date_of_birth", "sex", "expiry_date")
+
+
+@dataclass
+class CategoryReport:
+    name: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def seconds_each(self) -> float:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 0.0
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _norm(text: str | None) -> str:
+    return re.sub(r"[^A-Z0-9]", "", (text or "").upper())
+
+
+def _mrz_field_matches(name: str, expected: str, got: str | None) -> bool:
+    if got is None:
+        return False
+    if name in ("date_of_birth", "expiry_date"):
+        return got.replace("-", "")[2:] == expected  # GT is YYMMDD
+    if name == "document_type":
+        return _norm(got) == _norm(expected)
+    return _norm(got) == _norm(expected)
+
+
+def evaluate_mrz_text(corpus: Path) -> CategoryReport:
+    """cheminfo MRZ text cases: the valid/invalid verdict and the parsed fields."""
+    from ingest.extract.mrz import parse_mrz
+
+    report = CategoryReport("mrz_text")
+    cases = _jsonl(corpus / "ids" / "mrz_text_cases" / "cheminfo_mrz_cases.jsonl")
+    verdict_ok = supported = 0
+    for case in cases:
+        reading = parse_mrz(case["mrz_lines"])
+        valid = bool(reading and reading.valid)
+        supported += reading is not None
+        if valid == case["valid"]:
+            verdict_ok += 1
+        else:
+            report.notes.append(f"{case['case']}: expected {'valid' if case['valid'] else 'invalid'}, got {'valid' if valid else 'invalid' if reading else 'unsupported format'}")
+    report.metrics = {"cases": len(cases), "verdict_accuracy": verdict_ok / len(cases), "formats_supported": supported / len(cases)}
+    return report
+
+
+def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye: bool = True) -> tuple[CategoryReport, CategoryReport | None]:
+    """ID images: our MRZ vs passporteye.read_mrz, check-digit validity and field accuracy."""
+    from ingest.extract import extract
+
+    records = [r for r in _jsonl(corpus / "ids" / "ids_groundtruth.jsonl") if r["kind"] == "mrz_document"]
+    # Images with field ground truth first, so a limited run still measures accuracy.
+    records.sort(key=lambda r: not r["fields"])
+    if limit:
+        records = records[:limit]
+    ours = CategoryReport("ids")
+    theirs = CategoryReport("ids_passporteye") if compare_passporteye else None
+    n_valid = n_fields = n_field_ok = n_gt_images = n_gt_all = 0
+    pe_valid = pe_fields = pe_field_ok = pe_gt_all = 0
+    for rec in records:
+        path = corpus / "ids" / rec["file"]
+        gt = rec["fields"]
+        t0 = time.perf_counter()
+        try:
+            res = extract(path, "auto")
+        except Exception as exc:  # an unreadable specimen is a failure, not a crash of the eval
+            ours.notes.append(f"{rec['file']}: {exc}")
+            res = None
+        ours.seconds.append(time.perf_counter() - t0)
+        digit_checks = [c.ok for n, c in (res.checks.items() if res else []) if n.startswith("check_digit")]
+        if digit_checks and all(digit_checks):
+            n_valid += 1
+        if gt and gt.get("mrz_type"):
+            n_gt_images += 1
+            ok_all = True
+            for name in MRZ_FIELDS:
+                if name not in gt:
+                    continue
+                n_fields += 1
+                got = res.value(name) if res else None
+                if _mrz_field_matches(name, gt[name], got):
+                    n_field_ok += 1
+                else:
+                    ok_all = False
+                    ours.notes.append(f"{rec['file']}: {name} expected {gt[name]!r} got {got!r}")
+            n_gt_all += ok_all
+        if theirs is not None:
+            t0 = time.perf_counter()
+            mrz = None
+            try:
+                from passporteye import read_mrz
+
+                mrz = read_mrz(str(path))
+            except Exception as exc:  # passporteye raises on some inputs; count as a miss
+                theirs.notes.append(f"{rec['file']}: {exc}")
+            theirs.seconds.append(time.perf_counter() - t0)
+            if mrz is not None:
+                # Same criterion as ours: every check digit validates (passporteye's `valid`
+                # also demands its own line-length heuristics, which would understate it).
+                flags = [v for k, v in mrz.to_dict().items() if k.startswith("valid_") and k != "valid_score"]
+                pe_valid += bool(flags) and all(flags)
+            if gt and gt.get("mrz_type"):
+                d = mrz.to_dict() if mrz is not None else {}
+                values = {
+                    "document_type": d.get("type", "").replace("<", ""),
+                    "issuing_country": d.get("country"),
+                    "surname": d.get("surname"),
+                    "given_names": d.get("names"),
+                    "document_number": (d.get("number") or "").replace("<", ""),
+                    "nationality": d.get("nationality"),
+                    "date_of_birth": "xx" + d["date_of_birth"] if d.get("date_of_birth") else None,
+                    "sex": d.get("sex"),
+                    "expiry_date": "xx" + d["expiration_date"] if d.get("expiration_date") else None,
+                }
+                ok_all = True
+                for name in MRZ_FIELDS:
+                    if name not in gt:
+                        continue
+                    pe_fields += 1
+                    if _mrz_field_matches(name, gt[name], values.get(name)):
+                        pe_field_ok += 1
+                    else:
+                        ok_all = False
+                pe_gt_all += ok_all
+    ours.metrics = {
+        "images": len(records),
+        "check_digits_all_valid": n_valid / len(records) if records else 0.0,
+        "gt_images": n_gt_images,
+        "field_exact": n_field_ok / n_fields if n_fields else 0.0,
+        "gt_images_all_fields": n_gt_all / n_gt_images if n_gt_images else 0.0,
+    }
+    if theirs is not None:
+        theirs.metrics = {
+            "images": len(records),
+            "check_digits_all_valid": pe_valid / len(records) if records else 0.0,
+            "gt_images": n_gt_images,
+            "field_exact": pe_field_ok / pe_fields if pe_fields else 0.0,
+            "gt_images_all_fields": pe_gt_all / n_gt_images if n_gt_images else 0.0,
+        }
+    return ours, theirs
+
+
+def _tx_key(date: str | None, amount) -> tuple[str | None, Decimal]:
+    return date, Decimal(str(amount)).quantize(Decimal("0.01"))
+
+
+def evaluate_statements(corpus: Path) -> dict[str, CategoryReport]:
+    """Transactions recall/precision (matched on date + signed amount) and reconciliation."""
+    from ingest.extract import extract
+
+    reports = {k: CategoryReport(f"statements_{k}") for k in ("text", "scanned")}
+    counts = {k: {"tp": 0, "gt": 0, "pred": 0, "recon": 0, "docs": 0, "header_ok": 0, "header_n": 0} for k in reports}
+    for rec in _jsonl(corpus / "statements" / "statements_groundtruth.jsonl"):
+        gt = rec["fields"]
+        if not gt.get("transactions"):
+            continue
+        kind = "scanned" if "scanned" in rec["file"] else "text"
+        t0 = time.perf_counter()
+        res = extract(corpus / "statements" / rec["file"], "statement")
+        elapsed = time.perf_counter() - t0
+        reports[kind].seconds.append(elapsed / max(res.pages, 1))
+        c = counts[kind]
+        expected = [_tx_key(t["date"], t["amount"]) for t in gt["transactions"]]
+        got = [_tx_key(t.date, t.amount) for t in res.transactions]
+        remaining = list(got)
+        tp = 0
+        for key in expected:
+            if key in remaining:
+                remaining.remove(key)
+                tp += 1
+        c["tp"] += tp
+        c["gt"] += len(expected)
+        c["pred"] += len(got)
+        c["docs"] += 1
+        check = res.checks.get("balance_reconciles")
+        c["recon"] += bool(check and check.ok)
+        for name, gt_name in (("opening_balance", "opening_balance"), ("closing_balance", "closing_balance")):
+            if gt_name in gt:
+                c["header_n"] += 1
+                c["header_ok"] += res.value(name) is not None and Decimal(res.value(name)) == Decimal(str(gt[gt_name]))
+        if tp < len(expected):
+            reports[kind].notes.append(f"{rec['file']}: {tp}/{len(expected)} transactions matched, {len(got)} read")
+    for kind, c in counts.items():
+        reports[kind].metrics = {
+            "docs": c["docs"],
+            "tx_recall": c["tp"] / c["gt"] if c["gt"] else 0.0,
+            "tx_precision": c["tp"] / c["pred"] if c["pred"] else 0.0,
+            "reconciliation_pass": c["recon"] / c["docs"] if c["docs"] else 0.0,
+            "balances_exact": c["header_ok"] / c["header_n"] if c["header_n"] else 0.0,
+        }
+    return reports
+
+
+def evaluate_receipts(corpus: Path, *, limit: int | None = None) -> CategoryReport:
+    from ingest.extract import extract
+    from ingest.extract.visual import parse_printed_date
+
+    report = CategoryReport("receipts_sroie")
+    records = [r for r in _jsonl(corpus / "forms" / "forms_groundtruth.jsonl") if r["kind"] == "receipt"][: limit or None]
+    per_field = {k: 0 for k in ("company", "date", "address", "total")}
+    for rec in records:
+        t0 = time.perf_counter()
+        res = extract(corpus / "forms" / rec["file"], "receipt")
+        report.seconds.append(time.perf_counter() - t0)
+        gt = rec["fields"]
+        for name in per_field:
+            got = res.value(name)
+            want = gt.get(name)
+            if name == "date":
+                ok = got is not None and got == parse_printed_date(want or "")
+            elif name == "total":
+                ok = got is not None and want is not None and _norm(got) == _norm(want)
+            else:
+                ok = _norm(got) == _norm(want)
+            per_field[name] += ok
+            if not ok:
+                report.notes.append(f"{rec['file']}: {name} expected {want!r} got {got!r}")
+    n = len(records)
+    report.metrics = {"receipts": n, **{f"{k}_acc": v / n for k, v in per_field.items()}, "four_field_acc": sum(per_field.values()) / (4 * n) if n else 0.0}
+    return report
+
+
+def evaluate_forms(corpus: Path, *, limit: int | None = None) -> CategoryReport:
+    """FUNSD: fraction of ground-truth question->answer links whose answer we pair with the question."""
+    from ingest.extract import extract
+
+    report = CategoryReport("forms_funsd")
+    records = [r for r in _jsonl(corpus / "forms" / "forms_groundtruth.jsonl") if r["kind"] == "form"][: limit or None]
+    hits = total = predicted = correct_pred = 0
+    for rec in records:
+        t0 = time.perf_counter()
+        res = extract(corpus / "forms" / rec["file"], "form")
+        report.seconds.append(time.perf_counter() - t0)
+        got = {_norm(k): _norm(f.value) for k, f in res.fields.items()}
+        predicted += sum(1 for v in got.values() if v)
+        for question, answer in rec["fields"].items():
+            if not answer:
+                continue
+            total += 1
+            q = _norm(question)
+            a = _norm(answer.split(" | ")[0])
+            match = next((v for k, v in got.items() if k and (k == q or k in q or q in k)), None)
+            if match and a and (a in match or match in a):
+                hits += 1
+                correct_pred += 1
+    report.metrics = {"forms": len(records), "qa_recall": hits / total if total else 0.0, "qa_precision": correct_pred / predicted if predicted else 0.0}
+    return report
+
+
+def run_all(corpus: Path, *, id_limit: int | None = None, receipt_limit: int | None = None, form_limit: int | None = None, passporteye: bool = True) -> list[CategoryReport]:
+    reports: list[CategoryReport] = [evaluate_mrz_text(corpus)]
+    ours, theirs = evaluate_ids(corpus, limit=id_limit, compare_passporteye=passporteye)
+    reports.append(ours)
+    if theirs is not None:
+        reports.append(theirs)
+    reports.extend(evaluate_statements(corpus).values())
+    reports.append(evaluate_receipts(corpus, limit=receipt_limit))
+    reports.append(evaluate_forms(corpus, limit=form_limit))
+    return reports
+
+
+def render(reports: list[CategoryReport]) -> str:
+    lines = [f"{'category':<22} {'s/item':>7}  metrics"]
+    for r in reports:
+        metrics = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.metrics.items())
+        lines.append(f"{r.name:<22} {r.seconds_each:>7.2f}  {metrics}")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""`docteller extract` and the bad-input contract of `ingest.extract.extract`."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ingest.extract import extract, read_pages
+from ingest.sniff import IngestError
+
+runner = CliRunner()
+
+
+def _app():
+    from docteller.cli import app
+
+    return app
+
+
+def test_cli_json_statement(corpus):
+    path = corpus / "statements" / "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"
+    out = runner.invoke(_app(), ["extract", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["doc_type"] == "statement"
+    assert set(data["fields"]["opening_balance"]) == {"value", "confidence", "page", "bbox"}
+    assert data["checks"]["balance_reconciles"]["ok"] is True
+    assert len(data["transactions"]) == 5
+    assert "0890123" not in out.output  # the account number never appears whole
+
+
+def test_cli_human_table(corpus):
+    path = corpus / "statements" / "bank_statement_ocr_nz/asb_everyday_pdf_sample.pdf"
+    out = runner.invoke(_app(), ["extract", str(path), "--type", "statement"])
+    assert out.exit_code == 0, out.output
+    assert "Transactions (5)" in out.output and "balance_reconciles" in out.output
+
+
+def test_cli_bad_file_exit_code(tmp_path):
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    out = runner.invoke(_app(), ["extract", str(empty)])
+    assert out.exit_code == 1
+    assert "empty.pdf: empty file (0 bytes)" in out.output
+
+
+def test_truncated_image(tmp_path, corpus):
+    data = (corpus / "ids" / "passporteye" / "tests_data" / "passport-td3.jpg").read_bytes()
+    bad = tmp_path / "cut.jpg"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(IngestError, match="corrupt or truncated image"):
+        extract(bad)
+
+
+def test_decompression_bomb(tmp_path):
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (12000, 12000)).save(bomb, optimize=True)
+    with pytest.raises(IngestError, match="too large"):
+        extract(bomb)
+
+
+def test_encrypted_pdf(tmp_path):
+    import pymupdf
+
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "Opening balance 1.00")
+    path = tmp_path / "locked.pdf"
+    doc.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="o", user_pw="u")
+    with pytest.raises(IngestError, match="encrypted"):
+        extract(path)
+
+
+def test_huge_pdf_refused_fast(tmp_path):
+    import pymupdf
+
+    doc = pymupdf.open()
+    for _ in range(2000):
+        doc.new_page(width=100, height=100)
+    path = tmp_path / "huge.pdf"
+    doc.save(path)
+    start = time.perf_counter()
+    with pytest.raises(IngestError, match="too many pages"):
+        extract(path)
+    assert time.perf_counter() - start < 10
+
+
+def test_image_that_is_not_a_document(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    noise = (rng.random((300, 400, 3)) * 40 + 100).astype(np.uint8)
+    path = tmp_path / "wall.png"
+    Image.fromarray(noise).save(path)
+    result = extract(path)
+    assert result.doc_type == "unknown"
+    assert any(w.startswith("no fields found:") for w in result.warnings)
+
+
+def test_upload_bytes_and_read_pages(corpus):
+    path = corpus / "statements" / "bank_statement_ocr_nz/anz_everyday_pdf_sample.pdf"
+    result = extract(path, data=path.read_bytes(), name="upload.pdf")
+    assert result.source == "upload.pdf" and len(result.transactions) == 6
+    pages = read_pages(path)
+    assert pages[0].number == 1 and "Kauri Bank" in pages[0].text and not pages[0].ocr_used
+
+
+def test_unknown_doc_type_rejected(corpus):
+    with pytest.raises(ValueError):
+        extract(corpus / "statements" / "bank_statement_ocr_nz/anz_everyday_pdf_sample.pdf", "tax-return")

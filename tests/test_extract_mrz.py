@@ -1,0 +1,114 @@
+"""MRZ parsing, OCR repair and checks on the cheminfo text cases and real specimen images."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from ingest.extract.mrz import parse_mrz, resolve_date
+
+TD3 = ["P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<", "L898902C36UTO7408122F1204159ZE184226B<<<<<10"]
+
+
+def _cases(corpus):
+    path = corpus / "ids" / "mrz_text_cases" / "cheminfo_mrz_cases.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_cheminfo_verdicts_match_for_supported_formats(corpus):
+    disagreements = []
+    for case in _cases(corpus):
+        reading = parse_mrz(case["mrz_lines"])
+        if case["format"] in ("FRENCH_DRIVING_LICENSE", "SWISS_DRIVING_LICENSE"):
+            assert reading is None, case["case"]  # not an ICAO format: never reported valid
+            continue
+        assert reading is not None, case["case"]
+        if reading.valid != case["valid"]:
+            disagreements.append(case["case"])
+    assert disagreements == []
+
+
+def test_cheminfo_fields(corpus):
+    for case in _cases(corpus):
+        if not case["valid"] or case["format"] not in ("TD1", "TD2", "TD3", "FRENCH_ID", "FRENCH_NATIONAL_ID"):
+            continue
+        reading = parse_mrz(case["mrz_lines"])
+        f = case["fields"]
+        # French IDs: we keep the full 12-character card number as printed on the card; cheminfo
+        # splits off the issue date and office code in front of it.
+        assert reading.fields["document_number"].endswith(f["documentNumber"]), case["case"]
+        assert reading.fields["date_of_birth"] == f["birthDate"], case["case"]
+        assert reading.fields["surname"] == f["lastName"], case["case"]
+        assert reading.fields["given_names"] == f["firstName"], case["case"]
+
+
+def test_invalid_cases_name_the_failing_check(corpus):
+    by_name = {c["case"]: c for c in _cases(corpus)}
+    utopia = parse_mrz(by_name["td3: Utopia example"]["mrz_lines"])
+    assert utopia.check_digits_ok  # the ICAO specimen's digits are right...
+    assert not utopia.checks["issuing_country_real"][0]  # ...but Utopia issues no documents
+    garbled = parse_mrz(by_name["frenchNationalId: invalid MRZ"]["mrz_lines"])
+    assert not garbled.valid and not garbled.checks["format_charset"][0]
+
+
+def test_ocr_confusions_repaired_only_when_check_digits_pass():
+    ocr = ["P<UT0ERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<KK<<<", "L8989O2C36UT07408I22F12O4159ZE184226B<<<<<1O"]
+    reading = parse_mrz(ocr)
+    assert reading.lines == TD3
+    assert reading.check_digits_ok and reading.corrections
+    # A wrong digit that no confusion explains stays wrong, and the check says so.
+    broken = parse_mrz([TD3[0], TD3[1][:13] + "7408132" + TD3[1][20:]])
+    assert broken.checks["check_digit_date_of_birth"] == (False, "birth date hash failed")
+    assert not broken.checks["check_digit_composite"][0]
+
+
+def test_length_repair_of_dropped_fillers():
+    reading = parse_mrz([TD3[0][:-3], TD3[1].replace("<<<<<", "<<<<", 1)])
+    assert reading.lines == TD3 and reading.check_digits_ok
+
+
+def test_long_document_number_td1():
+    lines = ["IDBEL000590240<6013<<<<<<<<<<<", "8512017F1311048BEL851201002007", "REINARTZ<<ULRIKE<KATIA<E<<<<<<"]
+    reading = parse_mrz(lines)
+    assert reading.fields["document_number"] == "000590240601"
+    assert reading.checks["check_digit_document_number"][0]
+
+
+def test_two_digit_years():
+    today = date(2026, 11, 23)
+    assert resolve_date("740812", "birth", today) == "1974-08-12"
+    assert resolve_date("150101", "birth", today) == "2015-01-01"
+    assert resolve_date("120415", "expiry", today) == "2012-04-15"
+    assert resolve_date("450101", "expiry", today) == "2045-01-01"
+    assert resolve_date("991231", "expiry", today) == "1999-12-31"
+    assert resolve_date("741312", "birth", today) is None
+
+
+@pytest.fixture(scope="module")
+def passport(corpus):
+    from ingest.extract import extract
+
+    return extract(corpus / "ids" / "passporteye" / "tests_data" / "passport-td3.jpg", today=date(2026, 11, 23))
+
+
+def test_passport_image_end_to_end(passport):
+    assert passport.doc_type == "passport"
+    assert passport.value("surname") == "ERIKSSON"
+    assert passport.value("given_names") == "ANNA MARIA"
+    assert passport.value("document_number") == "L898902C3"
+    assert passport.value("date_of_birth") == "1974-08-12"
+    assert passport.value("expiry_date") == "2012-04-15"
+    assert passport.fields["document_number"].sensitive
+    for name in ("check_digit_document_number", "check_digit_date_of_birth", "check_digit_expiry_date", "check_digit_composite"):
+        assert passport.checks[name].ok, name
+    assert not passport.checks["expired"].ok and "expired on 2012-04-15" in passport.checks["expired"].detail
+    assert passport.checks["under_age"].ok
+
+
+def test_passport_printed_zone_cross_checked(passport):
+    assert passport.checks["visual_surname"].ok
+    assert passport.checks["visual_document_number"].ok
+    assert passport.checks["visual_date_of_birth"].ok
+    assert passport.fields["printed_date_of_birth"].value == "1974-08-12"

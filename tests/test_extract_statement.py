@@ -1,0 +1,109 @@
+"""Statement tables, header fields and reconciliation on the corpus statements."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from ingest.extract import extract
+from ingest.extract.statement import parse_money
+
+TEXT_PDFS = [
+    "bank_statement_ocr_nz/tutorial_everyday_statement.pdf",
+    "bank_statement_ocr_nz/anz_everyday_pdf_sample.pdf",
+    "bank_statement_ocr_nz/asb_everyday_pdf_sample.pdf",
+    "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf",
+    "transtractor/test1.pdf",
+    "monopoly/example_statement.pdf",
+]
+
+
+def _gt(corpus):
+    rows = [json.loads(l) for l in (corpus / "statements" / "statements_groundtruth.jsonl").read_text().splitlines() if l.strip()]
+    return {r["file"]: r["fields"] for r in rows}
+
+
+def _recall(result, expected):
+    got = [(t.date, Decimal(t.amount)) for t in result.transactions]
+    hits = 0
+    for t in expected:
+        key = (t["date"], Decimal(str(t["amount"])).quantize(Decimal("0.01")))
+        if key in got:
+            got.remove(key)
+            hits += 1
+    return hits / len(expected)
+
+
+@pytest.mark.parametrize("name", TEXT_PDFS)
+def test_text_pdf_transactions(corpus, name):
+    gt = _gt(corpus)[name]
+    result = extract(corpus / "statements" / name, "statement")
+    assert result.doc_type == "statement"
+    assert _recall(result, gt["transactions"]) >= 0.97
+    assert len(result.transactions) <= len(gt["transactions"]) + 1
+
+
+def test_nz_statement_header_and_reconciliation(corpus):
+    result = extract(corpus / "statements" / "bank_statement_ocr_nz/tutorial_everyday_statement.pdf")
+    assert result.doc_type == "statement"  # auto-detected
+    assert result.value("bank_name") == "Kowhai Bank NZ"
+    assert result.value("account_holder") == "JAMIE SAMPLE"
+    assert result.value("account_number").endswith("0-00".replace("-", "")[-4:]) and "*" in result.value("account_number")
+    assert result.fields["account_number"].sensitive
+    assert result.value("statement_period") == "2026-05-01/2026-05-31"
+    assert result.value("currency") == "NZD"
+    assert result.value("opening_balance") == "1250.00" and result.value("closing_balance") == "2716.50"
+    assert result.checks["balance_reconciles"].ok
+    assert result.checks["running_balance"].ok
+    visa = next(t for t in result.transactions if t.description.startswith("VISA NEW WORLD"))
+    assert "Orig date 06/05/2026" in visa.description  # continuation line joined to its row
+    assert all(t.row_ok for t in result.transactions)
+
+
+def test_transtractor_running_balance_names_the_misprinted_row(corpus):
+    result = extract(corpus / "statements" / "transtractor/test1.pdf", "statement")
+    # Row 30 prints "3978.53 CR" where the true balance is 73,978.53: exactly that row breaks.
+    check = result.checks["running_balance"]
+    assert not check.ok and "row(s) 30 " in check.detail + " "
+    assert result.transactions[29].row_ok is False
+    assert result.transactions[31].row_ok is None or result.transactions[31].row_ok
+    assert result.checks["balance_reconciles"].ok
+    multi = next(t for t in result.transactions if t.description.startswith("Transaction 31"))
+    assert multi.description == "Transaction 31 Goes over multiple pages"
+
+
+def test_tampered_amount_breaks_reconciliation(corpus, tmp_path):
+    import pymupdf
+
+    src = corpus / "statements" / "bank_statement_ocr_nz/anz_everyday_pdf_sample.pdf"
+    doc = pymupdf.open(src)
+    page = doc[0]
+    hit = page.search_for("268.15")[0]
+    page.add_redact_annot(hit, text="278.15", fontsize=9)
+    page.apply_redactions()
+    out = tmp_path / "tampered.pdf"
+    doc.save(out)
+    result = extract(out, "statement")
+    assert not result.checks["balance_reconciles"].ok
+    assert not result.checks["running_balance"].ok
+    assert "row(s) 3" in result.checks["running_balance"].detail
+
+
+def test_parse_money_formats():
+    assert parse_money("1,234.56") == Decimal("1234.56")
+    assert parse_money("1.234,56", decimal_comma=True) == Decimal("1234.56")
+    assert parse_money("(412.16)") == Decimal("-412.16")
+    assert parse_money("16,144.58 DR") == Decimal("-16144.58")
+    assert parse_money("90,350 CR") == Decimal("90350")
+    assert parse_money("-€ 5,00", decimal_comma=True) == Decimal("-5.00")
+    assert parse_money("Transaction") is None
+    assert parse_money("2026") is None
+
+
+def test_scanned_statement_ocr(corpus):
+    name = "bank_statement_ocr_nz/tutorial_everyday_scanned.pdf"
+    result = extract(corpus / "statements" / name, "statement")
+    assert _recall(result, _gt(corpus)[name]["transactions"]) >= 0.9
+    assert result.checks["balance_reconciles"].ok

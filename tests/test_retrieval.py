@@ -1,0 +1,84 @@
+"""Vector index, BM25 and rank fusion as units (synthetic vectors: fast and exact)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.bm25 import BM25Index, tokenize
+from retrieval.store import reciprocal_rank_fusion
+from retrieval.vector import FaissVectorIndex
+
+
+def _unit(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_flat_index_is_exact_cosine_and_removes() -> None:
+    vectors = _unit(200)
+    ids = np.arange(1000, 1200)
+    index = FaissVectorIndex.build(ids, vectors, dim=32, hnsw_threshold=10_000)
+    assert index.kind == "flat" and len(index) == 200
+    scores, found = index.search(vectors[7], k=5)
+    expected = np.argsort(-(vectors @ vectors[7]))[:5] + 1000
+    assert found[0].tolist() == expected.tolist()
+    assert scores[0][0] == pytest.approx(1.0, abs=1e-5)
+    index.remove(np.array([1007]))
+    assert 1007 not in index.search(vectors[7], k=5)[1][0]
+    allowed = np.array([1100, 1150])
+    assert set(index.search(vectors[7], k=5, allowed_ids=allowed)[1][0]) - {-1} == {1100, 1150}
+
+
+def test_switches_to_hnsw_above_threshold_and_masks_removed(tmp_path: Path) -> None:
+    vectors = _unit(600, seed=1)
+    index = FaissVectorIndex(dim=32, hnsw_threshold=300)
+    index.add(np.arange(300), vectors[:300])
+    assert index.kind == "flat"
+    index.add(np.arange(300, 600), vectors[300:])
+    assert index.kind == "hnsw" and len(index) == 600
+    recall = np.mean([index.search(vectors[i], k=1)[1][0][0] == i for i in range(0, 600, 7)])
+    assert recall >= 0.95
+    index.remove(np.array([14, 21]))
+    assert len(index) == 598 and 14 not in index.search(vectors[14], k=10)[1][0]
+    path = tmp_path / "v.faiss"
+    index.save(path)
+    loaded = FaissVectorIndex.load(path, dim=32, hnsw_threshold=300)
+    assert loaded.kind == "hnsw" and len(loaded) == 598
+    assert set(loaded.ids().tolist()) == set(range(600)) - {14, 21}
+    assert not list(tmp_path.glob(".*.tmp")), "temp files are renamed into place"
+
+
+def test_dimension_mismatch_rejected() -> None:
+    index = FaissVectorIndex(dim=8)
+    with pytest.raises(ValueError):
+        index.add(np.arange(2), _unit(2, dim=16))
+
+
+def test_tokenize_stems_and_drops_stopwords() -> None:
+    assert tokenize("The transfers are Charged") == ["transfer", "charged"]
+    assert tokenize("Fees: $45.00 for wires") == ["fee", "45.00", "wire"]
+    assert tokenize("policies status") == ["policy", "status"]
+
+
+def test_bm25_ranks_exact_terms_and_filters() -> None:
+    texts = [
+        "Wire transfer fee is $45.00 for international wires",
+        "Zelle limits depend on enrollment tenure",
+        "ACH transfers take three business days",
+    ]
+    bm25 = BM25Index()
+    bm25.build(np.array([10, 20, 30]), texts)
+    ids, scores = bm25.search("international wire fee", k=3)
+    assert ids[0] == 10 and scores[0] > 0
+    ids, _ = bm25.search("transfer", k=3, allowed_ids=np.array([30]))
+    assert ids.tolist() == [30]
+    assert bm25.search("zzzz unknown", k=3)[0].size == 0
+
+
+def test_reciprocal_rank_fusion() -> None:
+    fused = reciprocal_rank_fusion([np.array([1, 2, 3]), np.array([3, 1])], rrf_k=60, k=3)
+    assert [i for i, _ in fused] == [1, 3, 2]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
