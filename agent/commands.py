@@ -105,15 +105,16 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @eval_app.command("answers")
     def eval_answers(
         limit: int = typer.Option(0, "--limit", "-n", help="Only the first N questions (0 = all)."),
+        stride: int = typer.Option(1, "--stride", help="Every Nth question: a spread sample of answerable and unanswerable ones."),
         as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     ) -> None:
         """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl."""
         from agent.evaluate import evaluate_answers, load_questions
 
-        questions = load_questions()
+        questions = load_questions()[:: max(stride, 1)]
         if limit:
             questions = questions[:limit]
-        report = evaluate_answers(_resources(), questions, progress=not as_json)
+        report = evaluate_answers(_resources(), questions, progress=True)  # progress goes to stderr
         if as_json:
             typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
             return

@@ -305,7 +305,7 @@ def _reconcile_answer(doc: Upload, currency: str | None) -> DocAnswer:
     amounts = [_dec(t.amount) for t in r.transactions]
     cite = f"[your document {doc.name}, p. {_field_page(doc, 'closing_balance')}]"
     if opening is None or closing is None or any(a is None for a in amounts):
-        check = r.checks.get("reconciliation")
+        check = r.checks.get("reconciliation") or r.checks.get("balance_reconciles")
         if check is not None:
             verdict = "reconciles" if check.ok else "does not reconcile"
             return DocAnswer(f"Your statement {verdict}: {check.detail} {cite}.", ["reconciliation"], [_cite(doc, 1)])

@@ -242,6 +242,25 @@ def overlap_passages(answer: str, passages: Sequence[SourcePassage], limit: int 
     return [p for s, p in scored[:limit] if s >= 0.2 and s >= best * 0.6]
 
 
+MIN_LEXICAL_SUPPORT = 0.5
+_SUPPORT_IGNORE = {"yes", "no", "not", "also", "yes,", "pleas", "thank", "here", "follo"}
+
+
+def lexical_support(answer: str, evidence_texts: Iterable[str]) -> float:
+    """Share of the answer's content terms (5-letter stems) that occur in the evidence.
+
+    A small model that ignores its passages ("1. Open the Apple Pay app. 2. Tap…") writes words
+    the passages never contain; a grounded answer mostly reuses the passages' own words."""
+    terms = query_terms(strip_citations(answer)) - _SUPPORT_IGNORE
+    terms = {t for t in terms if not t.isdigit()}  # figures are checked separately
+    if not terms:
+        return 1.0
+    evidence: set[str] = set()
+    for text in evidence_texts:
+        evidence |= query_terms(text)
+    return len(terms & evidence) / len(terms)
+
+
 # --- amount vs limit comparisons ------------------------------------------------------------
 
 _AMOUNT_RE = re.compile(r"(?:[$€£]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?\b|\b\d+(?:\.\d{1,2})?\s?(?:dollars|usd)\b)", re.IGNORECASE)

@@ -37,7 +37,9 @@ from agent.grounding import (
     compare_amount_to_limit,
     content_words,
     evidence_strength,
+    MIN_LEXICAL_SUPPORT,
     is_model_decline,
+    lexical_support,
     load_calibration,
     overlap_passages,
     render_citations,
@@ -600,6 +602,9 @@ class ChatSession:
             if not cited:
                 return decline("the draft overlaps none of the retrieved passages")
             text = text.rstrip() + " " + "".join(p.label for p in cited)
+        support = lexical_support(kept, [neutralise(p.hit.chunk.text)[0] for p in cited] + field_values)
+        if support < MIN_LEXICAL_SUPPORT:
+            return decline(f"the draft's wording is not supported by its passages (support {support:.2f})")
         cited += _also_supporting(kept, passages, cited)
         used = sorted(
             {name for doc in fields.values() for name, value in doc.items() if value and value in kept}

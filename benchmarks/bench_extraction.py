@@ -1,7 +1,7 @@
 """Extraction benchmark on the shared corpus: accuracy, recall/precision, reconciliation, timing.
 
     python benchmarks/bench_extraction.py [--id-limit N] [--receipt-limit N] [--form-limit N]
-                                          [--no-passporteye] [--threads 2]
+                                          [--no-passporteye] [--id-variants] [--threads 2]
 
 Prints one table row per category (ours and passporteye side by side on the same ID images),
 then the misses. Timings are wall-clock seconds per image / per statement page with
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--form-limit", type=int, default=0)
     parser.add_argument("--no-passporteye", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--id-variants", action="store_true", help="also run IDs with preprocessing and with tesseract")
     parser.add_argument("--misses", type=int, default=15, help="misses to print per category")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -41,6 +42,7 @@ def main() -> None:
         receipt_limit=args.receipt_limit or None,
         form_limit=args.form_limit or None,
         passporteye=not args.no_passporteye,
+        id_variants=args.id_variants,
     )
     print(render(reports))
     for r in reports:

@@ -203,17 +203,23 @@ def read_oriented(
     *,
     try_rotations: bool = True,
     accept: Callable[[OcrResult], bool] | None = None,
+    worth_turning: Callable[[OcrResult], bool] | None = None,
 ) -> OcrResult:
     """Read an image, trying 90/180/270 degree turns when the upright reading looks wrong.
 
     A reading is accepted when its lines are horizontal and confident, or when `accept` (a
     domain signal, e.g. an MRZ whose check digits pass) says so; `accept` also stops the search
-    at the first turn it approves. The best-scoring
+    at the first turn it approves. `worth_turning` flags an upright-looking reading that still
+    deserves other turns (an MRZ-like line that fails its checks). The best-scoring
     reading wins; `OcrResult.rotation` records the turn applied.
     """
     first = engine.read(image)
-    if not try_rotations or (accept is not None and accept(first)) or not looks_misoriented(first):
+    if not try_rotations or (accept is not None and accept(first)):
         return first
+    if not looks_misoriented(first) and not (worth_turning is not None and worth_turning(first)):
+        return first
+    if not first.lines:
+        return first  # the detector found no text at all: turning the image will not create any
     best, best_score = first, _reading_score(first)
     tall = sum(ln.bbox.height > 1.5 * ln.bbox.width for ln in first.lines if len(ln.text) >= 4)
     order = (90, 270, 180) if tall > len(first.lines) / 3 else (180, 90, 270)

@@ -33,7 +33,7 @@ def test_injection_in_the_real_kb_file_is_removed_with_its_whole_paragraph() -> 
     text = (DEFAULT_KB_DIR / "foreign-exchange-and-travel.txt").read_text()
     assert "ignore all previous instructions" in text
     cleaned, removed = neutralise(text)
-    assert removed == 1
+    assert removed == 3  # the note and the two lines continuing it
     assert "ignore all previous" not in cleaned.lower()
     assert "wire transfer fees are waived" not in cleaned  # the continuation line goes too
     assert REMOVED_MARKER in cleaned

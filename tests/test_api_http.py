@@ -57,7 +57,7 @@ def app_server(tmp_path_factory):
         yield server
 
 
-def test_health_reports_index_without_loading_a_model(app_server):
+def test_health_reports_the_index(app_server):
     body = httpx.get(app_server.url + "/health", timeout=30).json()
     assert body["status"] == "ok"
     assert body["index"]["documents"] == len(KB_SUBSET)
@@ -212,3 +212,37 @@ def test_staff_api_is_disabled_without_a_configured_token(tmp_path_factory):
         )
     assert r.status_code == 403
     assert "disabled" in r.json()["detail"]
+
+
+def test_docteller_serve_starts_the_app(tmp_path):
+    """`docteller serve` on a free port answers /health and serves the UI; then shuts down."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from ui.server import free_port
+
+    port = free_port()
+    env = dict(os.environ, DOCTELLER_HOME=str(tmp_path / "home"), DOCTELLER_STAFF_TOKEN="")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docteller.cli", "serve", "--port", str(port), "--no-index-kb", "--lazy"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "docteller serve did not come up"
+                time.sleep(0.5)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.json()["staff_api"] is False  # empty token: staff view disabled
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -107,3 +107,16 @@ def test_scanned_statement_ocr(corpus):
     result = extract(corpus / "statements" / name, "statement")
     assert _recall(result, _gt(corpus)[name]["transactions"]) >= 0.9
     assert result.checks["balance_reconciles"].ok
+
+
+def test_statement_photo_upload(corpus):
+    """An image of a statement (the PDF page rasterised, as a phone scan app would send it)."""
+    import pymupdf
+
+    doc = pymupdf.open(corpus / "statements" / "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf")
+    png = doc[0].get_pixmap(dpi=120).tobytes("png")
+    result = extract("statement.png", data=png, name="statement.png")
+    assert result.doc_type == "statement"
+    expected = _gt(corpus)["bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"]["transactions"]
+    assert _recall(result, expected) == 1.0
+    assert result.checks["balance_reconciles"].ok and result.checks["running_balance"].ok

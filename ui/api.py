@@ -98,7 +98,7 @@ def build_api_router(backend: Backend) -> APIRouter:
 
     @router.get("/health")
     def health() -> dict[str, Any]:
-        """Liveness plus what is loaded; never loads a model itself."""
+        """Liveness, index size and which chat model is loaded (never loads the chat model)."""
         info: dict[str, Any] = {
             "status": "ok",
             "uptime_s": round(time.time() - backend.started, 1),

@@ -92,7 +92,7 @@ def _extraction_summary(doc: UploadedDocument) -> str:
     if result.checks:
         text += f" Checks: {passed} passed" + (f", **{len(failed)} failed** ({', '.join(failed)})" if failed else "") + "."
     if result.warnings:
-        text += " " + " ".join(result.warnings[:2])
+        text += " " + " ".join(w.rstrip(".") + "." for w in result.warnings[:2])
     text += " The details are in **My documents** on the right; you can correct any field there."
     return text
 
@@ -447,6 +447,8 @@ def build_blocks(backend: Backend) -> gr.Blocks:
         new_btn.click(
             new_conversation, None, [chatbot, box, *doc_outputs, *source_outputs], api_name="new_conversation"
         )
+        # The chatbot's own clear (bin) button means the same as "New conversation".
+        chatbot.clear(new_conversation, None, [chatbot, box, *doc_outputs, *source_outputs], api_visibility="private")
         human_btn.click(talk_to_human, None, [chatbot], api_name="talk_to_human")
         demo.unload(forget_tab)
 

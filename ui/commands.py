@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
-
-logger = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:  # noqa: ARG001 (no eval verbs here)

@@ -79,11 +79,31 @@ def draw_boxes(image: Image.Image, boxes: list[Box], scale: float = 1.0) -> Imag
     return Image.alpha_composite(base, overlay).convert("RGB")
 
 
-def _pdf_page_image(doc, page_number: int, boxes: list[Box], zoom: float = PDF_ZOOM) -> Image.Image:
+def _pdf_page_image(
+    doc, page_number: int, boxes: list[Box], zoom: float = PDF_ZOOM, focus: BBox | None = None
+) -> Image.Image:
+    """Render a page with boxes; `focus` crops to that region (plus a margin) so small print is legible."""
     import pymupdf as fitz
 
     index = min(max(page_number, 1), doc.page_count) - 1
     page = doc[index]
+    clip = None
+    if focus is not None:
+        margin = 72.0  # an inch of context above and below
+        rect = fitz.Rect(focus.x0 - margin, focus.y0 - margin, focus.x1 + margin, focus.y1 + margin)
+        rect.x0, rect.x1 = page.rect.x0, page.rect.x1  # keep full lines: context to the left and right
+        clip = rect & page.rect
+        if clip.is_empty or clip.height < 120:
+            clip = None
+    if clip is not None:
+        pix = page.get_pixmap(matrix=fitz.Matrix(zoom, zoom), clip=clip, alpha=False)
+        image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+        shifted = [
+            Box(bbox=BBox(x0=b.bbox.x0 - clip.x0, y0=b.bbox.y0 - clip.y0, x1=b.bbox.x1 - clip.x0, y1=b.bbox.y1 - clip.y0),
+                outline=b.outline, fill=b.fill, width=b.width, label=b.label)
+            for b in boxes
+        ]
+        return draw_boxes(image, shifted, scale=zoom)
     pix = page.get_pixmap(matrix=fitz.Matrix(zoom, zoom), alpha=False)
     image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
     return draw_boxes(image, boxes, scale=zoom)
@@ -123,7 +143,13 @@ def render_pdf_passage(path: Path, page_number: int, text: str, bbox: BBox | Non
     try:
         index = min(max(page_number, 1), doc.page_count) - 1
         rects = passage_boxes_on_pdf_page(doc[index], text, bbox)
-        return _pdf_page_image(doc, index + 1, [Box(bbox=r) for r in rects])
+        focus = None
+        for rect in rects:
+            focus = rect if focus is None else focus.union(rect)
+        # Crop to the passage (with context) unless it fills most of the page anyway.
+        if focus is not None and focus.height > 0.6 * doc[index].rect.height:
+            focus = None
+        return _pdf_page_image(doc, index + 1, [Box(bbox=r) for r in rects], focus=focus)
     finally:
         doc.close()
 
@@ -167,13 +193,20 @@ def render_image_boxes(path: Path, boxes: list[Box]) -> Image.Image:
 
 
 def render_document_page(path: Path, mime: str, page_number: int, boxes: list[Box]) -> Image.Image:
-    """Page `page_number` of an uploaded PDF or image with `boxes` drawn on it."""
+    """Page `page_number` of an uploaded PDF or image with `boxes` drawn on it.
+
+    A PDF page is cropped to the region holding the boxes: statement headers are small print on
+    a big page, and the side panel is narrow.
+    """
     if mime == "application/pdf":
         from ingest.sniff import open_pdf
 
+        focus = None
+        for box in boxes:
+            focus = box.bbox if focus is None else focus.union(box.bbox)
         doc = open_pdf(path)
         try:
-            return _pdf_page_image(doc, page_number, boxes)
+            return _pdf_page_image(doc, page_number, boxes, focus=focus)
         finally:
             doc.close()
     return render_image_boxes(path, boxes)
@@ -329,6 +362,28 @@ def transactions_html(result: ExtractionResult, limit: int = 500) -> str:
     )
 
 
+REDACT_FILL = (55, 65, 81, 255)
+
+
+def redaction_boxes(result: ExtractionResult, page: int) -> list[Box]:
+    """Opaque boxes over account and document numbers on the page preview, as in the tables.
+
+    A box shared with non-sensitive fields (the MRZ zone, which holds every MRZ field) is left
+    visible: blanking it would hide the very text the checks are about.
+    """
+    shared = {
+        tuple(f.bbox.as_list()) for f in result.fields.values() if f.bbox is not None and not f.sensitive
+    }
+    boxes = []
+    for field in result.fields.values():
+        if not field.sensitive or field.bbox is None or (field.page or 1) != page:
+            continue
+        if tuple(field.bbox.as_list()) in shared:
+            continue
+        boxes.append(Box(bbox=field.bbox, outline=REDACT_FILL, fill=REDACT_FILL, width=1))
+    return boxes
+
+
 def field_boxes(result: ExtractionResult, page: int, selected: str | None = None) -> list[Box]:
     """Boxes of the fields on `page` (1-based); the selected field stands out."""
     boxes = []
@@ -345,6 +400,7 @@ def field_boxes(result: ExtractionResult, page: int, selected: str | None = None
                 label=name.replace("_", " ") if chosen else None,
             )
         )
-    # The selected box is drawn last, on top of the others.
+    # The selected box is drawn last, on top of the others; then sensitive numbers are blanked
+    # (the overlay is painted, not blended, so the blank must come after any translucent box).
     boxes.sort(key=lambda b: b.outline == SELECTED_EDGE)
-    return boxes
+    return boxes + redaction_boxes(result, page)

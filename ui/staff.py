@@ -278,9 +278,9 @@ def build_staff_tab(backend: Backend) -> None:
     def do_unlock(supplied: str):
         if not token_matches(settings, supplied):
             logger.warning("staff unlock refused")
-            return False, "❌ Wrong staff token.", gr.update(visible=False), [], gr.update(), {}
+            return False, "**Wrong staff token.** Access refused.", gr.update(visible=False), [], gr.update(), {}
         rows, pick, st = listing(True)
-        return True, "✅ Staff view unlocked.", gr.update(visible=True), rows, pick, st
+        return True, "Staff view unlocked.", gr.update(visible=True), rows, pick, st
 
     def do_index(ok: bool, uploaded: list[str] | None, progress=gr.Progress()):
         require(ok)

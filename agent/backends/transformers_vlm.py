@@ -81,6 +81,7 @@ class TransformersVlmChatModel:
         else:
             load_kwargs["dtype"] = torch.float32
         self.quantized = quantize_4bit
+        self.last_usage: dict[str, Any] = {}
         self.processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
         self.model = AutoModelForImageTextToText.from_pretrained(model_dir, **load_kwargs)
         self.model.eval()
@@ -124,6 +125,12 @@ class TransformersVlmChatModel:
         inputs = inputs.to(self.model.device)
         if "pixel_values" in inputs and self.model.dtype != inputs["pixel_values"].dtype:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        # What the last call fed the model, for logs and diagnostics.
+        self.last_usage = {
+            "prompt_tokens": int(inputs["input_ids"].shape[-1]),
+            "images": len(images),
+            "pixel_values": tuple(inputs["pixel_values"].shape) if "pixel_values" in inputs else None,
+        }
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         generate_kwargs: dict[str, Any] = dict(

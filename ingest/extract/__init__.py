@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from docteller.model import ExtractionResult, sha256_bytes, sha256_file
-from docteller.protocols import OcrResult
+from ingest.extract.mrz import MrzReading
 from ingest.extract.pages import PageContent, load_pages, read_pages
 from ingest.sniff import IngestError
 
@@ -34,15 +34,32 @@ def extract(
     data: bytes | None = None,
     name: str | None = None,
     today: date | None = None,
+    engine: str = "rapidocr",
+    preprocess: bool = False,
 ) -> ExtractionResult:
-    """Extract and check the fields of one upload (see module docstring)."""
+    """Extract and check the fields of one upload (see module docstring).
+
+    `engine` picks the OCR engine for scans and photos (rapidocr | tesseract); `preprocess`
+    applies grayscale + autocontrast before OCR (measured in benchmarks/bench_extraction.py).
+    """
     if doc_type not in DOC_TYPES:
         raise ValueError(f"doc_type must be one of {', '.join(DOC_TYPES)}, not {doc_type!r}")
     started = time.perf_counter()
     label = name or str(path)
     # For IDs, an MRZ whose check digits pass is proof the photo is the right way up.
-    accept = _mrz_reads if doc_type in ("auto", "id", "passport") else None
-    _, pages = load_pages(path, data=data, name=name, keep_images=True, accept=accept)
+    from ingest.extract.identity import mrz_check_digits_pass, mrz_hint
+
+    ids = doc_type in ("auto", "id", "passport")
+    _, pages = load_pages(
+        path,
+        data=data,
+        name=name,
+        keep_images=True,
+        accept=mrz_check_digits_pass if ids else None,
+        worth_turning=mrz_hint if ids else None,
+        engine_name=engine,
+        preprocess=preprocess,
+    )
     doc_id = sha256_bytes(data) if data is not None else sha256_file(path)
     result = ExtractionResult(source=label, doc_id=doc_id, pages=len(pages))
     extract_pages(result, pages, doc_type, today=today)
@@ -102,15 +119,8 @@ def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: 
     result.warnings.append("no fields found: the text matches no supported document (ID/passport MRZ, statement, receipt, form)")
 
 
-def _plausible_mrz(reading) -> bool:
+def _plausible_mrz(reading: MrzReading) -> bool:
     """In auto mode, a long digit-heavy line is not an MRZ unless its check digits mostly agree
     (random text passes each check digit with probability ~1/10)."""
     digits = [ok for name, (ok, _) in reading.checks.items() if name.startswith("check_digit")]
     return sum(digits) >= max(2, len(digits) - 1) and any("<" in line for line in reading.raw_lines)
-
-
-def _mrz_reads(result: OcrResult) -> bool:
-    from ingest.extract.mrz import find_mrz
-
-    reading = find_mrz(result.lines)
-    return reading is not None and reading.check_digits_ok

@@ -68,7 +68,7 @@ def evaluate_mrz_text(corpus: Path) -> CategoryReport:
     return report
 
 
-def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye: bool = True) -> tuple[CategoryReport, CategoryReport | None]:
+def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye: bool = True, preprocess: bool = False, engine: str = "rapidocr") -> tuple[CategoryReport, CategoryReport | None]:
     """ID images: our MRZ vs passporteye.read_mrz, check-digit validity and field accuracy."""
     from ingest.extract import extract
 
@@ -77,7 +77,7 @@ def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye:
     records.sort(key=lambda r: not r["fields"])
     if limit:
         records = records[:limit]
-    ours = CategoryReport("ids")
+    ours = CategoryReport("ids" + ("_preprocessed" if preprocess else "") + ("" if engine == "rapidocr" else f"_{engine}"))
     theirs = CategoryReport("ids_passporteye") if compare_passporteye else None
     n_valid = n_fields = n_field_ok = n_gt_images = n_gt_all = 0
     pe_valid = pe_fields = pe_field_ok = pe_gt_all = 0
@@ -86,7 +86,7 @@ def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye:
         gt = rec["fields"]
         t0 = time.perf_counter()
         try:
-            res = extract(path, "auto")
+            res = extract(path, "auto", preprocess=preprocess, engine=engine)
         except Exception as exc:  # an unreadable specimen is a failure, not a crash of the eval
             ours.notes.append(f"{rec['file']}: {exc}")
             res = None
@@ -271,12 +271,27 @@ def evaluate_forms(corpus: Path, *, limit: int | None = None) -> CategoryReport:
     return report
 
 
-def run_all(corpus: Path, *, id_limit: int | None = None, receipt_limit: int | None = None, form_limit: int | None = None, passporteye: bool = True) -> list[CategoryReport]:
+def run_all(
+    corpus: Path,
+    *,
+    id_limit: int | None = None,
+    receipt_limit: int | None = None,
+    form_limit: int | None = None,
+    passporteye: bool = True,
+    id_variants: bool = False,
+) -> list[CategoryReport]:
     reports: list[CategoryReport] = [evaluate_mrz_text(corpus)]
     ours, theirs = evaluate_ids(corpus, limit=id_limit, compare_passporteye=passporteye)
     reports.append(ours)
     if theirs is not None:
         reports.append(theirs)
+    if id_variants:
+        # The same images with grayscale/contrast preprocessing, and with Tesseract instead.
+        reports.append(evaluate_ids(corpus, limit=id_limit, compare_passporteye=False, preprocess=True)[0])
+        from ingest.ocr import tesseract_available
+
+        if tesseract_available():
+            reports.append(evaluate_ids(corpus, limit=id_limit, compare_passporteye=False, engine="tesseract")[0])
     reports.extend(evaluate_statements(corpus).values())
     reports.append(evaluate_receipts(corpus, limit=receipt_limit))
     reports.append(evaluate_forms(corpus, limit=form_limit))

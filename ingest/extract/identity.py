@@ -6,6 +6,7 @@ import logging
 from datetime import date
 
 from docteller.model import Check, ExtractionResult, Field
+from docteller.protocols import OcrResult
 from docteller.redact import mask
 from ingest.extract.mrz import MrzReading, find_mrz, resolve_date
 from ingest.extract.pages import PageContent
@@ -35,6 +36,17 @@ def read_mrz_from_pages(pages: list[PageContent]) -> MrzReading | None:
         if best and best.check_digits_ok:
             return best
     return best
+
+
+def mrz_check_digits_pass(result: OcrResult) -> bool:
+    """Orientation acceptance for ID photos: an MRZ whose check digits all pass."""
+    reading = find_mrz(result.lines)
+    return reading is not None and reading.check_digits_ok
+
+
+def mrz_hint(result: OcrResult) -> bool:
+    """Filler runs ('<<<', or '>>>' when upside down) suggest an MRZ worth reading at other turns."""
+    return any("<<<" in ln.text or ">>>" in ln.text for ln in result.lines)
 
 
 def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[MrzReading | None, PageContent | None]:

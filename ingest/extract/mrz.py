@@ -511,6 +511,12 @@ def find_mrz(phrases: list[OcrLine], page: int | None = None) -> MrzReading | No
             if size == 2 and not 32 <= mean <= 48:
                 continue
             reading = parse_mrz([c.text for c in group])
+            if reading is None or not reading.check_digits_ok:
+                # Upside-down photos: PP-OCR's line classifier turns each line the right way
+                # up, but the lines then come in reverse order.
+                flipped = parse_mrz([c.text for c in reversed(group)])
+                if flipped is not None and (reading is None or flipped.score() > reading.score()):
+                    reading = flipped
             if reading is None:
                 continue
             box = group[0].bbox

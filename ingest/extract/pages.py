@@ -220,12 +220,16 @@ def ocr_image(
     try_rotations: bool = True,
     keep_image: bool = False,
     accept: Callable[[OcrResult], bool] | None = None,
+    worth_turning: Callable[[OcrResult], bool] | None = None,
+    preprocess: bool = False,
 ) -> PageContent:
-    from ingest.ocr import get_ocr_engine, limit_size, read_oriented
+    from ingest.ocr import get_ocr_engine, limit_size, read_oriented, to_grayscale_contrast
 
     small, scale = limit_size(image, MAX_OCR_SIDE)
+    if preprocess:
+        small = to_grayscale_contrast(small)
     engine = get_ocr_engine(engine_name)
-    result = read_oriented(engine, small, try_rotations=try_rotations, accept=accept)
+    result = read_oriented(engine, small, try_rotations=try_rotations, accept=accept, worth_turning=worth_turning)
     return content_from_ocr(number, result, image=small if keep_image else None, scale=scale)
 
 
@@ -238,6 +242,8 @@ def load_pages(
     max_pages: int = MAX_UPLOAD_PAGES,
     keep_images: bool = False,
     accept: Callable[[OcrResult], bool] | None = None,
+    worth_turning: Callable[[OcrResult], bool] | None = None,
+    preprocess: bool = False,
 ) -> tuple[str, list[PageContent]]:
     """(mime, pages) for a PDF or image upload. Raises `IngestError` for anything unreadable."""
     label = name or str(path)
@@ -259,7 +265,7 @@ def load_pages(
                     pages.append(content)
                     continue
                 image = _page_image(page)
-                ocr = ocr_image(i, image, engine_name=engine_name, keep_image=keep_images, accept=accept)
+                ocr = ocr_image(i, image, engine_name=engine_name, keep_image=keep_images, accept=accept, worth_turning=worth_turning, preprocess=preprocess)
                 # Map OCR pixel boxes onto PDF points so every page of a PDF shares one unit.
                 factor = 72.0 / OCR_DPI
                 ocr.phrases = [
@@ -278,7 +284,7 @@ def load_pages(
         return mime, pages
     if mime in IMAGE_MIMES:
         image = np.asarray(open_image(label if data is not None else path, data=data))
-        return mime, [ocr_image(1, image, engine_name=engine_name, keep_image=keep_images, accept=accept)]
+        return mime, [ocr_image(1, image, engine_name=engine_name, keep_image=keep_images, accept=accept, worth_turning=worth_turning, preprocess=preprocess)]
     raise IngestError(label, f"not a PDF or image ({mime}); extraction reads scans, photos and PDFs")
 
 

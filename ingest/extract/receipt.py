@@ -16,27 +16,42 @@ ADDRESS_HINT = re.compile(r"\b(JALAN|JLN|TAMAN|LOT|NO\.?\s*\d|\d{5}|BATU|LORONG|
 DATE_RE = re.compile(r"\b(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{1,2}\s*[A-Za-z]{3,9}\s*\d{2,4}|\d{4}-\d{2}-\d{2})\b")
 MONEY_RE = re.compile(r"(?<![\d.])(?:RM|\$)?\s*(\d{1,3}(?:,\d{3})*\.\d{2})(?![\d])")
 TOTAL_LABELS = (
-    (re.compile(r"\b(ROUNDED|NETT?|GRAND)\s*TOTAL\b|\bTOTAL\s*(AMOUNT\s*)?(PAYABLE|DUE)\b", re.I), 0.9),
-    (re.compile(r"^\W*TOTAL\s*(\(RM\)|RM|AMOUNT|AMT)?\s*[:=]?\s*(RM)?\s*[\d.,]*\s*$", re.I), 0.9),
+    (re.compile(r"\b(ROUNDED|NETT?|GRAND)\s*TOTAL\b|\bTOTAL\s*ROUNDED\b|\bTOTAL\s*(AMOUNT\s*)?(PAYABLE|DUE)\b|INCLUSIVE OF GST|INCL\.?\s*GST", re.I), 0.9),
+    (re.compile(r"^\W*TOTAL\s*(\(RM\)|RM|AMOUNT|AMT)?\W*(RM)?\s*[\d.,]*\s*$", re.I), 0.9),
     (re.compile(r"\bTOTAL\b", re.I), 0.7),
     (re.compile(r"\bAMOUNT\s*(DUE|PAYABLE)\b|\bCASH\b", re.I), 0.4),
 )
 
 
-def _same_row(line: OcrLine, others: list[OcrLine]) -> list[OcrLine]:
-    yc = (line.bbox.y0 + line.bbox.y1) / 2
-    return sorted(
-        (o for o in others if o is not line and abs((o.bbox.y0 + o.bbox.y1) / 2 - yc) < 0.6 * max(line.bbox.height, 1) and o.bbox.x0 >= line.bbox.x0),
-        key=lambda o: o.bbox.x0,
-    )
+NOT_PAYABLE = re.compile(r"\bSUB\s*-?\s*TOTAL|\bTOTAL\s*(QTY|QUANTITY|ITEMS?|DISCOUNT|GST|TAX|SAVING)|EXCLUD|\bCHANGE\b|\bTENDER", re.I)
+ROUNDING = re.compile(r"\bROUNDING\b|\bROUND(ING)?\s*ADJ", re.I)
 
 
-def _amount_for(line: OcrLine, phrases: list[OcrLine]) -> tuple[str, OcrLine] | None:
-    for candidate in [line, *_same_row(line, phrases)][::-1]:
-        found = MONEY_RE.findall(candidate.text.replace(" .", "."))
-        if found:
-            return found[-1].replace(",", ""), candidate
-    return None
+def _find_total(page: PageContent) -> tuple[str, OcrLine, float] | None:
+    """The payable total as (amount, line, confidence weight).
+
+    Receipts that round print the rounding adjustment and then the payable amount on the next
+    row with an amount, whatever its label ("RM 60.30", "Total Sales (incl. GST): 80.90").
+    Otherwise the highest-priority total label wins, first occurrence (later "Total:" rows are
+    usually a GST summary table).
+    """
+    rows = [(ln, MONEY_RE.findall(ln.text.replace(" .", "."))) for ln in page.lines()]
+    for i, (line, _) in enumerate(rows):
+        if ROUNDING.search(line.text):
+            for nxt, amounts in rows[i + 1 : i + 3]:
+                if amounts and not re.search(r"\bCASH|\bCHANGE|\bCARD\b|\bTENDER", nxt.text, re.I):
+                    as_phrase = OcrLine(text=nxt.text, bbox=nxt.bbox, confidence=nxt.confidence)
+                    return amounts[-1].replace(",", ""), as_phrase, 0.9
+            break
+    best = None
+    for pattern, weight in TOTAL_LABELS:
+        for line, amounts in rows:
+            if amounts and pattern.search(line.text) and not NOT_PAYABLE.search(line.text):
+                best = (amounts[-1].replace(",", ""), OcrLine(text=line.text, bbox=line.bbox, confidence=line.confidence), weight)
+                break
+        if best:
+            break
+    return best
 
 
 def extract_receipt(result: ExtractionResult, pages: list[PageContent]) -> None:
@@ -62,6 +77,10 @@ def extract_receipt(result: ExtractionResult, pages: list[PageContent]) -> None:
                 break
             if DATE_RE.search(t) and not ADDRESS_HINT.search(t):
                 break
+            # A company registration number run into the first address line ("789417-W NO.53 ...").
+            reg = re.match(r"^\(?\d{5,}-?\s?[A-Z]\)?\s+", t)
+            if reg and not parts:
+                p = OcrLine(text=t[reg.end() :], bbox=p.bbox, confidence=p.confidence)
             parts.append(p)
         if parts:
             box = parts[0].bbox
@@ -77,20 +96,9 @@ def extract_receipt(result: ExtractionResult, pages: list[PageContent]) -> None:
             if iso:
                 result.fields["date"] = Field(name="date", value=iso, confidence=round(p.confidence * 0.9, 4), page=page.number, bbox=p.bbox, raw=m.group(1), source=src)
                 break
-    # The payable total: the highest-priority label wins, and among equals the last one printed
-    # (after "Total Sales (incl. GST)" and "Rounding" comes the rounded "Total").
-    best = None
-    best_key = None
-    for order, p in enumerate(phrases):
-        if re.search(r"\bSUB\s*-?\s*TOTAL|\bTOTAL\s*(QTY|QUANTITY|ITEMS?|DISCOUNT|GST|TAX|SAVING)", p.text, re.I):
-            continue
-        weight = next((w for pattern, w in TOTAL_LABELS if pattern.search(p.text)), None)
-        if weight is None:
-            continue
-        hit = _amount_for(p, phrases)
-        if hit and (best_key is None or (weight, order) >= best_key):
-            best, best_key = (hit[0], hit[1], weight), (weight, order)
+    best = _find_total(page)
     if best is None:
+        # No labelled total: the largest amount on the receipt, with low confidence.
         amounts = [(Decimal(a.replace(",", "")), p) for p in phrases for a in MONEY_RE.findall(p.text)]
         if amounts:
             value, p = max(amounts, key=lambda t: t[0])

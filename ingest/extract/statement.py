@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # Header vocabulary (lowercase, accents kept as printed and also folded by the caller).
 ROLE_WORDS: dict[str, tuple[str, ...]] = {
     "date": ("date", "datum", "日期", "trans date", "transaction date", "post date", "posting date", "value date", "fecha"),
-    "description": ("description", "details", "transaction details", "particulars", "narrative", "transaction", "merchant", "omschrijving", "détails", "details", "libellé", "counterparty", "tegenrekening", "payee", "memo"),
+    "description": ("description", "details", "transaction details", "particulars", "narrative", "transaction", "merchant", "omschrijving", "détails", "libellé", "counterparty", "tegenrekening", "payee", "memo"),
     "debit": ("debit", "debits", "withdrawal", "withdrawals", "paid out", "money out", "debit/withdrawal", "chèques et débits", "débits", "af", "debet", "out"),
     "credit": ("credit", "credits", "deposit", "deposits", "paid in", "money in", "dépôts et crédits", "crédits", "bij", "in"),
     "balance": ("balance", "running balance", "solde", "saldo"),
@@ -238,8 +238,6 @@ def _row_from_line(line: Line, page: int, layout: _Layout) -> Row:
         value = parse_money(w.text, layout.decimal_comma) if w.bbox.x1 >= layout.money_start else None
         if value is not None:
             role = layout.money_role(w)
-            if role in amounts:  # two amounts in one column: keep the right-most (balance-like)
-                pass
             if role != "balance" and layout.columns and any(c.role in ("amount",) for c in layout.columns) and is_credit_marked(w.text):
                 value = abs(value)
             amounts[role] = value
@@ -301,8 +299,11 @@ def parse_table(pages: list[PageContent]) -> tuple[StatementTable, _Layout | Non
     table = StatementTable()
     layout: _Layout | None = None
     stop = False
+    running = _running_headers(pages)
     for page in pages:
         for raw_line in page.lines():
+            if (page.number, round(raw_line.bbox.y0)) in running:
+                continue
             line = _merge_split_amounts(raw_line)
             if stop:
                 break  # an explicit end-of-transactions marker holds for the rest of the document
@@ -326,9 +327,21 @@ def parse_table(pages: list[PageContent]) -> tuple[StatementTable, _Layout | Non
     return table, layout
 
 
-@dataclass
-class _Pending:
-    rows: list[Row] = field(default_factory=list)
+def _running_headers(pages: list[PageContent], margin: float = 0.12) -> set[tuple[int, int]]:
+    """(page, y) of amount-free lines repeated on 2+ pages in the top/bottom margins."""
+    if len(pages) < 2:
+        return set()
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for page in pages:
+        for line in page.lines():
+            yc = (line.bbox.y0 + line.bbox.y1) / 2
+            if margin * page.height < yc < (1 - margin) * page.height:
+                continue
+            if any(parse_money(w.text) is not None for w in line.words):
+                continue
+            key = re.sub(r"\d+", "#", line.text.lower())
+            seen.setdefault(key, []).append((page.number, round(line.bbox.y0)))
+    return {pos for positions in seen.values() if len({p for p, _ in positions}) >= 2 for pos in positions}
 
 
 def _group_rows(rows: list[Row]) -> list[list[Row]]:

@@ -1,0 +1,208 @@
+"""The non-default backends end to end: a real llama.cpp OpenAI-compatible server on 127.0.0.1
+(SmolLM2-135M), and a tiny random-weight Idefics3 VLM built on the fly and run on the CPU."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from docteller.protocols import ChatMessage
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    pytest.importorskip("sse_starlette", reason="llama-cpp-python[server] extras not installed")
+    from agent.model_files import smollm2_path
+
+    port = _free_port()
+    # llama.cpp logs ~200 kB while loading: a file, not a pipe nobody drains (that would block it).
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log_file = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("llama_cpp.server did not come up within 120 s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+MESSAGES = [
+    ChatMessage("system", "You are a helpful assistant."),
+    ChatMessage("user", "Name three colours."),
+]
+
+
+def test_openai_backend_streams_and_completes_against_a_real_server(llama_server: str, docteller_home: Path, monkeypatch) -> None:
+    from agent.backends import get_chat_model
+    from agent.backends.openai_http import OpenAIHttpChatModel
+    from docteller.settings import get_settings
+
+    monkeypatch.setenv("DOCTELLER_LLM_BACKEND", "openai")
+    monkeypatch.setenv("DOCTELLER_OPENAI_BASE_URL", llama_server)
+    get_settings.cache_clear()
+    model = get_chat_model()
+    assert isinstance(model, OpenAIHttpChatModel) and llama_server in model.model_id
+    pieces = list(model.stream(MESSAGES, max_tokens=24))
+    assert len(pieces) > 1, "streaming should deliver several server-sent events"
+    assert "".join(pieces).strip()
+    whole = OpenAIHttpChatModel(llama_server, use_stream=False).complete(MESSAGES, max_tokens=24)
+    assert whole.strip()
+
+
+def test_openai_backend_reports_a_down_server_clearly_after_retries() -> None:
+    from agent.backends.openai_http import ChatServerError, OpenAIHttpChatModel
+
+    model = OpenAIHttpChatModel(f"http://127.0.0.1:{_free_port()}/v1", retries=2, backoff=0.05, connect_timeout=1)
+    start = time.monotonic()
+    with pytest.raises(ChatServerError, match=r"unreachable.*after 3 attempt"):
+        list(model.stream(MESSAGES))
+    assert time.monotonic() - start >= 0.15  # backed off 0.05 + 0.1 s between attempts
+
+
+def test_openai_backend_retries_5xx_then_succeeds() -> None:
+    from agent.backends.openai_http import OpenAIHttpChatModel
+
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return httpx.Response(503, text="loading model")
+        body = (
+            'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n'
+            'data: {"choices":[{"delta":{"content":"lo"}}]}\n\n'
+            "data: [DONE]\n\n"
+        )
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    model = OpenAIHttpChatModel("http://test/v1", backoff=0.01, transport=httpx.MockTransport(handler))
+    assert "".join(model.stream(MESSAGES)) == "Hello" and calls["n"] == 3
+
+
+# --- tiny Idefics3 VLM ------------------------------------------------------------------------
+
+CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    """A random-weight Idefics3 checkpoint with a locally built tokenizer, saved like a real one."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    out = tmp_path_factory.mktemp("tiny-idefics3")
+    words = "the a fee is wire limit card passport expires on page your statement balance assistant user system".split()
+    specials = ["<unk>", "<pad>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
+                "<global-img>"] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    vocab = {tok: i for i, tok in enumerate(specials + words + [":", ".", "?", ",", "Assistant", "User", "System"])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(
+        pattern=r"<[^>]+>", behavior="isolated"), pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>", additional_special_tokens=specials[2:],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=False
+    )
+    image_seq_len = (32 // 8) ** 2 // (2**2)  # (image_size / patch_size)^2 / scale_factor^2
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
+                                  chat_template=CHAT_TEMPLATE)
+    config = Idefics3Config(
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+        pad_token_id=tokenizer.pad_token_id,
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8, "num_channels": 3},
+        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+                     "max_position_embeddings": 512, "pad_token_id": tokenizer.pad_token_id,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
+    )
+    torch.manual_seed(0)
+    model = Idefics3ForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def test_tiny_vlm_streams_with_an_image_on_cpu(tiny_vlm_dir: Path, docteller_home: Path, monkeypatch) -> None:
+    from PIL import Image
+
+    from agent.backends import get_chat_model
+    from agent.backends.transformers_vlm import TransformersVlmChatModel
+    from docteller.settings import get_settings
+
+    monkeypatch.setenv("DOCTELLER_LLM_BACKEND", "transformers")
+    monkeypatch.setenv("DOCTELLER_VLM_PATH", str(tiny_vlm_dir))
+    get_settings.cache_clear()
+    model = get_chat_model()
+    assert isinstance(model, TransformersVlmChatModel) and not model.quantized  # no CUDA here
+    assert len(model.model_hash) == 64
+    page = Image.new("RGB", (48, 40), "white")
+    messages = [
+        ChatMessage("system", "the assistant"),
+        ChatMessage("user", "your passport expires on page ?", images=[page]),
+    ]
+    pieces = list(model.stream(messages, max_tokens=6))
+    assert 1 <= len(pieces) <= 6  # random weights: any words, but streamed piece by piece
+    assert model.last_usage["images"] == 1 and model.last_usage["pixel_values"][0] == 1
+    assert model.last_usage["prompt_tokens"] > 4  # the <image> placeholders were expanded
+    assert list(model.stream([ChatMessage("user", "the fee is ?")], max_tokens=4))  # text-only turn too
+
+
+def test_vlm_directory_errors_are_clear(tmp_path: Path) -> None:
+    from agent.backends.transformers_vlm import TransformersVlmChatModel, VlmLoadError
+
+    with pytest.raises(VlmLoadError, match="no config.json"):
+        TransformersVlmChatModel(tmp_path)

@@ -1,0 +1,114 @@
+"""Questions about the customer's own documents, computed in code from real extracted statements."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.doc_answers import Upload, answer_document_question
+from docteller.model import ExtractionResult, Field
+
+STATEMENTS = {
+    "tutorial": "bank_statement_ocr_nz/tutorial_everyday_statement.pdf",
+    "transtractor": "transtractor/test1.pdf",
+}
+
+
+def _truth(corpus: Path, rel: str) -> dict:
+    for line in (corpus / "statements" / "statements_groundtruth.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["file"] == rel:
+            return record["fields"]
+    raise AssertionError(f"no ground truth for {rel}")
+
+
+@pytest.fixture(scope="module", params=sorted(STATEMENTS))
+def statement(request, corpus: Path) -> tuple[Upload, dict]:
+    from ingest.extract import extract
+
+    rel = STATEMENTS[request.param]
+    result = extract(corpus / "statements" / rel)
+    assert result.doc_type == "statement"
+    return Upload(result.doc_id, Path(rel).name, result), _truth(corpus, rel)
+
+
+def _money(value: float) -> str:
+    return f"{abs(Decimal(str(value))):,.2f}"
+
+
+def test_largest_debit_and_credit_match_ground_truth(statement) -> None:
+    upload, truth = statement
+    amounts = [t["amount"] for t in truth["transactions"]]
+    debit = answer_document_question("What was my largest debit?", [upload])
+    assert debit is not None and _money(min(amounts)) in debit.text
+    assert debit.citations and debit.citations[0].doc_id == upload.doc_id and debit.citations[0].page
+    credit = answer_document_question("what's the biggest credit on my statement", [upload])
+    assert credit is not None and _money(max(amounts)) in credit.text
+
+
+def test_totals_and_counts_match_ground_truth(statement) -> None:
+    upload, truth = statement
+    debits = answer_document_question("How much did I spend in total?", [upload])
+    assert debits is not None and _money(truth["total_debits"]) in debits.text
+    credits = answer_document_question("what is the total of my deposits", [upload])
+    assert credits is not None and _money(truth["total_credits"]) in credits.text
+    count = answer_document_question("How many transactions are on my statement?", [upload])
+    assert count is not None and f"{truth['transaction_count']} transactions" in count.text
+
+
+def test_reconciliation_is_computed(statement) -> None:
+    upload, truth = statement
+    answer = answer_document_question("Does my statement reconcile?", [upload])
+    assert answer is not None and answer.text.startswith("Yes")
+    assert _money(truth["closing_balance_derived"]) in answer.text
+    # A misread closing balance (e.g. corrected wrongly) is caught, with the difference shown.
+    broken = upload.result.model_copy(deep=True)
+    broken.fields["closing_balance"] = Field(name="closing_balance", value="1.00", page=1)
+    answer = answer_document_question("does my statement reconcile?", [Upload(upload.doc_id, upload.name, broken)])
+    assert answer is not None and answer.text.startswith("No")
+
+
+def test_balance_on_a_date(statement) -> None:
+    upload, truth = statement
+    txs = truth["transactions"]
+    middle = txs[len(txs) // 2]
+    day = dt.date.fromisoformat(middle["date"])
+    expected = [t for t in txs if dt.date.fromisoformat(t["date"]) <= day][-1]["balance"]
+    answer = answer_document_question(f"what was my balance on {day.isoformat()}?", [upload])
+    assert answer is not None and _money(expected) in answer.text
+
+
+def _passport(expiry: str) -> Upload:
+    result = ExtractionResult(
+        source="passport.jpg",
+        doc_id="p" * 64,
+        doc_type="passport",
+        fields={
+            "expiry_date": Field(name="expiry_date", value=expiry, page=1, confidence=0.99),
+            "document_number": Field(name="document_number", value="L898902C3", page=1, sensitive=True),
+        },
+    )
+    return Upload(result.doc_id, "passport.jpg", result)
+
+
+def test_passport_expiry_relative_to_today() -> None:
+    today = dt.date(2026, 11, 23)
+    valid = answer_document_question("When does my passport expire?", [_passport("2027-01-02")], today=today)
+    assert valid is not None and "expires on 2027-01-02, in 40 days" in valid.text
+    assert valid.fields_used == ["expiry_date"]
+    expired = answer_document_question("is my passport still valid?", [_passport("2026-11-01")], today=today)
+    assert expired is not None and "expired on 2026-11-01, 22 days ago" in expired.text
+    number = answer_document_question("what's my passport number?", [_passport("2027-01-02")], today=today)
+    assert number is not None and "L898902C3" not in number.text and "02C3" in number.text
+
+
+def test_policy_questions_are_left_to_retrieval() -> None:
+    passport = _passport("2030-01-01")
+    assert answer_document_question("What is the daily ATM withdrawal limit?", [passport]) is None
+    assert answer_document_question("How do I reset my online banking password?", [passport]) is None
+    missing = answer_document_question("what was my largest debit last month?", [passport])
+    assert missing is None or "upload" in missing.text.lower()
