@@ -27,9 +27,11 @@ class RapidOcrEngine:
     name = "rapidocr"
 
     def __init__(self) -> None:
-        # rapidocr logs every model path at INFO; keep our logs readable.
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
         from rapidocr import RapidOCR
+
+        # rapidocr logs every model path at INFO (its logger is configured on import, so
+        # quieten it afterwards); keep our logs readable.
+        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
 
         self._engine = RapidOCR()
         # The ONNX sessions are not documented as re-entrant; one read at a time per engine.

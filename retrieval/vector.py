@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,27 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 96
 
 __all__ = ["FaissVectorIndex", "VectorIndex", "gpu_available"]
+
+
+@contextmanager
+def _threads_for(n_queries: int) -> Iterator[None]:
+    """Search one query on one OpenMP thread.
+
+    Splitting a single query across threads buys little and, on a busy machine, OpenMP's
+    spinning barriers cost far more: measured on 2 shared cores at 10k vectors, p95 fell from
+    36 ms to 5 ms with one thread. Batches of queries keep all threads.
+    """
+    import faiss
+
+    if n_queries > 1:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def gpu_available() -> bool:
@@ -99,14 +122,15 @@ class FaissVectorIndex:
         if self._removed:
             removed = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._removed, dtype=np.int64)))
             selector = removed if selector is None else faiss.IDSelectorAnd(selector, removed)
-        if self._is_hnsw():
-            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
+        with _threads_for(len(query)):
+            if self._is_hnsw():
+                params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
+                if selector is not None:
+                    params.sel = selector
+                return self._index.search(query, k, params=params)
             if selector is not None:
-                params.sel = selector
-            return self._index.search(query, k, params=params)
-        if selector is not None:
-            return self._index.search(query, k, params=faiss.SearchParameters(sel=selector))
-        return self._searcher().search(query, k)
+                return self._index.search(query, k, params=faiss.SearchParameters(sel=selector))
+            return self._searcher().search(query, k)
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -246,3 +246,20 @@ def test_kill_9_mid_indexing_keeps_committed_documents(tmp_path: Path, corpus: P
     hits = index.search("advertising an account as free or no cost", k=3)
     assert hits and hits[0].chunk.doc_id in {r.doc_id for r in records}
     index.close()
+
+
+def test_ensure_kb_indexed_tracks_the_kb_folder(tmp_path: Path, embedder) -> None:
+    from docteller.settings import Settings
+    from ingest.pipeline import ensure_kb_indexed
+
+    kb_dir = tmp_path / "kb"
+    kb_dir.mkdir()
+    (kb_dir / "hours.md").write_text("# Hours\n\nBranches open 9 to 5 on weekdays.\n")
+    (kb_dir / "atm.md").write_text("# ATMs\n\nATM withdrawals are free at our own machines.\n")
+    settings = Settings(home=tmp_path / "home", kb_dir=kb_dir, workers=1)
+    index = KnowledgeIndex.open(settings.index_dir, embedder=embedder)
+    assert ensure_kb_indexed(settings, index=index).count("indexed") == 2
+    assert ensure_kb_indexed(settings, index=index).count("unchanged") == 2
+    (kb_dir / "atm.md").unlink()
+    ensure_kb_indexed(settings, index=index)
+    assert [Path(r.source).name for r in index.documents()] == ["hours.md"]

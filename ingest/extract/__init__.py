@@ -80,7 +80,10 @@ def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: 
         return
     if doc_type in ("auto", "id", "passport"):
         reading = identity.read_mrz_from_pages(pages)
-        if (reading is None or not reading.check_digits_ok) and doc_type != "auto":
+        # A zone that fails its checks (or, when an ID was asked for, no zone at all) earns a
+        # second look: deskewed and turned.
+        failing_zone = reading is not None and not reading.check_digits_ok and any("<<" in line for line in reading.raw_lines)
+        if failing_zone or (reading is None and doc_type != "auto"):
             for page in pages:
                 retry, turned = identity.retry_rotations(page)
                 if retry and (reading is None or retry.score() > reading.score()):

@@ -50,16 +50,21 @@ def mrz_hint(result: OcrResult) -> bool:
 
 
 def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[MrzReading | None, PageContent | None]:
-    """Read a photo again at other turns until an MRZ passes its check digits."""
+    """Read a photo again, deskewed and at other turns, until an MRZ passes its check digits."""
     if page.image is None:
         return None, None
     from ingest.extract.pages import content_from_ocr
     from ingest.ocr import get_ocr_engine, rotate_image
 
+    from ingest.ocr import deskew
+
     engine = get_ocr_engine(engine_name)
     best, best_page = None, None
-    for degrees in (180, 90, 270):
-        result = engine.read(rotate_image(page.image, degrees))
+    straight, angle = deskew(page.image)
+    attempts = [(0, straight)] if angle else []
+    attempts += [(degrees, rotate_image(page.image, degrees)) for degrees in (180, 90, 270)]
+    for degrees, image in attempts:
+        result = engine.read(image)
         result.rotation = degrees
         content = content_from_ocr(page.number, result)
         reading = find_mrz(content.phrases, page=page.number)

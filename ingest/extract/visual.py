@@ -125,7 +125,10 @@ def parse_printed_date(text: str) -> str | None:
         return _iso(int(m.group(1)), int(m.group(2)), int(m.group(3)))
     m = re.search(r"(\d{1,2})[./ -](\d{1,2})[./ -](\d{2,4})", t)
     if m:
-        return _iso(_year(m.group(3)), int(m.group(2)), int(m.group(1)))
+        first, second = int(m.group(1)), int(m.group(2))
+        if second > 12 >= first:  # month first (US style, 12/28/2017)
+            return _iso(_year(m.group(3)), first, second)
+        return _iso(_year(m.group(3)), second, first)
     m = re.search(r"(\d{1,2})\s*([A-Z]{3,9})(?:\s*/\s*[A-Z]{3,9})?\s*(\d{2,4})", t)
     if m and m.group(2) in MONTHS:
         return _iso(_year(m.group(3)), MONTHS[m.group(2)], int(m.group(1)))
