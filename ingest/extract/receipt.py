@@ -43,7 +43,7 @@ def _company_lines(phrases: list[OcrLine], anchor: OcrLine) -> list[OcrLine]:
     j = idx + 1
     while j < len(phrases) and j <= idx + 2:
         text = " ".join(p.text for p in lines)
-        if text.rstrip().endswith("&") or text.count("(") > text.count(")"):
+        if text.rstrip().endswith("&") or re.search(r"\bSDN\.?$", text.rstrip()) or text.count("(") > text.count(")"):
             lines.append(phrases[j])
             j += 1
             continue
@@ -106,8 +106,8 @@ def extract_receipt(result: ExtractionResult, pages: list[PageContent]) -> None:
             t = p.text.strip()
             if re.fullmatch(r"\(.*\d.*\)|.*\b(CO\.?\s*R[EF]G|COMPANY\s*NO|ROC|GST\s*(ID|REG))\b.*", t, re.I):
                 continue  # registration numbers printed under the company name
-            if ADDRESS_END.search(t) and not ADDRESS_HINT.search(t):
-                break
+            if ADDRESS_END.search(t) and (not ADDRESS_HINT.search(t) or ADDRESS_END.match(t)):
+                break  # contact/invoice details; an address line never starts with them
             if DATE_RE.search(t) and not ADDRESS_HINT.search(t):
                 break
             # A company registration number run into the first address line ("789417-W NO.53 ...").
