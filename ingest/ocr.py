@@ -156,7 +156,9 @@ def _reading_score(result: OcrResult) -> float:
     """How plausible a reading is: confident characters on horizontal lines."""
     score = 0.0
     for line in result.lines:
-        chars = len(line.text.replace(" ", ""))
+        # Upside-down glyphs come back as look-alike symbols (∀, ⊥, '>' for '<'): count only
+        # ASCII letters, digits and the MRZ filler.
+        chars = sum(c.isascii() and (c.isalnum() or c == "<") for c in line.text)
         wide = line.bbox.width >= line.bbox.height or chars <= 2
         score += line.confidence * chars * (1.0 if wide else 0.2)
     return score
@@ -231,7 +233,8 @@ def read_oriented(
         if accept and accept(result):
             return result
         score = _reading_score(result)
-        if score > best_score * 1.15:  # a turn must clearly beat the upright reading
+        margin = 1.15 if best is first else 1.0  # a turn must clearly beat the upright reading
+        if score > best_score * margin:
             best, best_score = result, score
     log.debug("orientation: chose %d degrees (score %.1f)", best.rotation, best_score)
     return best

@@ -114,3 +114,13 @@ def test_upload_bytes_and_read_pages(corpus):
 def test_unknown_doc_type_rejected(corpus):
     with pytest.raises(ValueError):
         extract(corpus / "statements" / "bank_statement_ocr_nz/anz_everyday_pdf_sample.pdf", "tax-return")
+
+
+def test_logs_never_hold_full_account_numbers(corpus, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        result = extract(corpus / "statements" / "bank_statement_ocr_nz/tutorial_everyday_statement.pdf")
+    assert result.fields["account_number"].sensitive
+    assert "statement: 12 transactions" in caplog.text
+    assert "0567890" not in caplog.text and "02-1234" not in caplog.text

@@ -35,9 +35,14 @@ def test_sideways_photo_is_turned(mrz_crop):
     engine = get_ocr_engine("rapidocr")
     small, _ = limit_size(mrz_crop, 800)  # keeps the up-to-4 readings of this test cheap
     sideways = rotate_image(small, 90)
-    result = read_oriented(engine, sideways, accept=mrz_check_digits_pass)
+    # Vertical text boxes: the turn that makes the lines horizontal and confident wins.
+    result = read_oriented(engine, sideways)
     assert result.rotation == 270
-    assert find_mrz(result.lines).fields["surname"] == "ERIKSSON"
+    assert "ERIKSSON<<ANNA" in result.text.replace(" ", "")
+    # With the MRZ acceptance test the zone reads (PP-OCR can read tall boxes; the finder
+    # copes with their column order), whichever turn gets there first.
+    accepted = read_oriented(engine, sideways, accept=mrz_check_digits_pass)
+    assert find_mrz(accepted.lines).fields["surname"] == "ERIKSSON"
 
 
 def test_upside_down_photo_is_turned(mrz_crop):

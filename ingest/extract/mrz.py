@@ -24,6 +24,7 @@ from mrz.base.functions import hash_is_ok
 
 from docteller.model import BBox
 from docteller.protocols import OcrLine
+from docteller.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def _evaluate_icao(fmt: str, lines: list[str]) -> tuple[dict[str, str], dict[str
     try:
         checker = _checker(fmt, "\n".join(lines))
     except Exception as exc:  # the mrz package raises plain exceptions on malformed input
-        log.debug("mrz %s rejected: %s", fmt, exc)
+        log.debug("mrz %s rejected: %s", fmt, redact_text(str(exc)))
         return None
     checks: dict[str, tuple[bool, str]] = {}
     for description, ok in checker.report.fields:
