@@ -339,6 +339,16 @@ class ChatSession:
                 doc_id=result.doc_id, name=result.source, extraction=result, chunks=chunks
             )
 
+    def reset(self) -> None:
+        """Start over: forget the history and every upload (and its session-scoped passages)."""
+        with self._lock:
+            self.history.clear()
+            self.uploads.clear()
+            self._page_images.clear()
+            if self._upload_index is not None:
+                self._upload_index.close()
+                self._upload_index = None
+
     def remove_upload(self, doc_id: str) -> None:
         with self._lock:
             if doc_id not in self.uploads:

@@ -200,6 +200,8 @@ def test_sessions_are_isolated(tmp_path: Path, kb, docteller_home: Path) -> None
     assert all(c.origin == "kb" for c in bob_answer.citations)
     assert bob.uploads == {} and bob._upload_index is None
     assert [q for q, _ in bob.history] == [question] and len(alice.history) == 1
+    alice.reset()
+    assert alice.uploads == {} and alice.history == [] and alice._upload_index is None
     # Uploads never enter the shared KB.
     assert all("alice" not in h.chunk.source for h in kb.search("ALICE EXAMPLE statement", k=10))
 
