@@ -219,13 +219,15 @@ def _find_grid_tables(page) -> list[list[TextBlock]]:
                     hs.append(((r.y0 + r.y1) / 2, r.x0, r.x1))
                 elif r.width < 2.5 and r.height > 4:
                     vs.append(((r.x0 + r.x1) / 2, r.y0, r.y1))
-                elif r.width > 8 and r.height > 4:  # a cell rectangle: all four edges are rules
+                elif r.width > 8 and r.height > 4 and drawing.get("type") != "f":
+                    # A stroked cell rectangle: all four edges are rules. Fill-only rectangles are
+                    # cell or text-highlight backgrounds, not rules (they split headers per word).
                     hs += [(r.y0, r.x0, r.x1), (r.y1, r.x0, r.x1)]
                     vs += [(r.x0, r.y0, r.y1), (r.x1, r.y0, r.y1)]
     if len(hs) < 3:
         return []
     ys = _cluster([h[0] for h in hs])
-    words = page.get_text("words")
+    words = page.get_text("words", flags=0)  # flags=0 expands ligatures (ﬀ → ff)
     tables: list[list[TextBlock]] = []
     current: list[TextBlock] = []
     last_bottom: float | None = None
@@ -236,7 +238,12 @@ def _find_grid_tables(page) -> list[list[TextBlock]]:
         xs = _cluster([v[0] for v in vs if v[1] <= top + 2 and v[2] >= bottom - 2])
         if len(xs) < 3:
             # No vertical rules: tables drawn with segmented horizontal rules, one per column.
+            # The same segments must close the band at its bottom, or this is the gap between two
+            # tables (a heading or paragraph), not a row.
             xs = _cluster([x for h in hs if abs(h[0] - top) <= 2 for x in (h[1], h[2])])
+            xs_bottom = _cluster([x for h in hs if abs(h[0] - bottom) <= 2 for x in (h[1], h[2])])
+            if len(xs) != len(xs_bottom) or any(abs(a - b) > 2 for a, b in zip(xs, xs_bottom)):
+                xs = []
         if len(xs) < 3:  # fewer than two cells: not a table band
             if current:
                 tables.append(current)
