@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from agent.prompt import SourcePassage, query_terms
 
@@ -169,19 +169,58 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in _SENTENCE_RE.split(text)) if s]
 
 
-def strip_unsupported(answer: str, evidence_texts: Sequence[str]) -> tuple[str, set[Decimal]]:
+def _filter_sentences(
+    answer: str,
+    evidence_texts: Sequence[str],
+    cited_evidence: dict[str, str] | None,
+    is_supported: Callable[[str, Sequence[str]], bool],
+) -> tuple[str, list[str]]:
+    """Keep the sentences `is_supported` accepts against their evidence: the passages a sentence
+    cites (`[S2]` -> cited_evidence["S2"]) plus the non-passage evidence (fields, the question), or
+    all the evidence when it cites nothing. Returns (kept text, dropped sentences)."""
+    cited_evidence = cited_evidence or {}
+    passage_texts = set(cited_evidence.values())
+    non_passage = [t for t in evidence_texts if t not in passage_texts]
+    kept: list[str] = []
+    dropped: list[str] = []
+    for sentence in split_sentences(answer):
+        ids = [sid for sid in cited_ids(sentence) if sid in cited_evidence]
+        scope = [*(cited_evidence[sid] for sid in ids), *non_passage] if ids else list(evidence_texts)
+        (kept if is_supported(sentence, scope) else dropped).append(sentence)
+    return " ".join(kept), dropped
+
+
+def strip_unsupported(
+    answer: str, evidence_texts: Sequence[str], cited_evidence: dict[str, str] | None = None
+) -> tuple[str, set[Decimal]]:
     """Drop sentences that state a figure the evidence doesn't contain.
 
+    With `cited_evidence` ({"S2": passage text}), a sentence that cites `[S2]` must find its
+    figures in S2 itself (or in the fields / the question). A small model otherwise states a real
+    figure from a neighbouring passage about another product (the branch wire fee as the daily
+    wire limit), which a check against all the evidence lets through.
     Returns (kept text, the unsupported figures found)."""
-    bad_all: set[Decimal] = set()
-    kept = []
-    for sentence in split_sentences(answer):
-        bad = unsupported_numbers(sentence, evidence_texts)
-        if bad:
-            bad_all |= bad
-        else:
-            kept.append(sentence)
-    return " ".join(kept), bad_all
+    bad: set[Decimal] = set()
+
+    def figures_supported(sentence: str, scope: Sequence[str]) -> bool:
+        missing = unsupported_numbers(sentence, scope)
+        bad.update(missing)
+        return not missing
+
+    kept, _ = _filter_sentences(answer, evidence_texts, cited_evidence, figures_supported)
+    return kept, bad
+
+
+def strip_unsupported_wording(
+    answer: str, evidence_texts: Sequence[str], cited_evidence: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """Drop sentences whose wording their passages don't support (lexical support below
+    `MIN_LEXICAL_SUPPORT`): a small model pads a correct, grounded sentence with how-to steps
+    it invented; the grounded sentence is kept, the padding goes."""
+    return _filter_sentences(
+        answer, evidence_texts, cited_evidence,
+        lambda sentence, scope: lexical_support(sentence, scope) >= MIN_LEXICAL_SUPPORT,
+    )
 
 
 # --- citations ------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ from agent.grounding import (
     render_citations,
     numbers_in,
     strip_unsupported,
+    strip_citations,
+    strip_unsupported_wording,
     unknown_entities,
 )
 from agent.prompt import (
@@ -598,12 +600,18 @@ class ChatSession:
         if not draft or is_model_decline(draft):
             return decline("the model found no answer in the passages")
         field_values = [v for doc in fields.values() for v in doc.values()]
-        evidence = [neutralise(p.hit.chunk.text)[0] for p in passages] + field_values + [question]
-        kept, unsupported = strip_unsupported(draft, evidence)
+        by_sid = {p.sid: neutralise(p.hit.chunk.text)[0] for p in passages}
+        evidence = [*by_sid.values(), *field_values, question]
+        kept, unsupported = strip_unsupported(draft, evidence, cited_evidence=by_sid)
         if unsupported:
             log.info("stripped unsupported figures %s from a draft answer", sorted(map(str, unsupported)))
         if not kept.strip():
             return decline("the draft's figures are not in the evidence")
+        kept, padding = strip_unsupported_wording(kept, [*by_sid.values(), *field_values], cited_evidence=by_sid)
+        if padding:
+            log.info("dropped %d unsupported sentence(s) from a draft answer", len(padding))
+        if not strip_citations(kept).strip(" .\n"):
+            return decline("the draft's wording is not supported by its passages")
         by_id = {p.sid: p for p in passages}
         cited = [by_id[s] for s in cited_ids(kept) if s in by_id]
         text = render_citations(kept, passages)

@@ -17,6 +17,7 @@ from agent.grounding import (
     overlap_passages,
     render_citations,
     strip_unsupported,
+    strip_unsupported_wording,
 )
 from agent.prompt import REMOVED_MARKER, SourcePassage, build_messages, focus_passage, neutralise
 from docteller.model import Chunk, SearchHit
@@ -57,6 +58,32 @@ def test_numbers_are_compared_by_value() -> None:
     )
     assert kept == "The fee is $45 [S1]."
     assert bad == {Decimal("10001")}
+
+
+def test_a_cited_figure_must_come_from_the_passage_it_cites() -> None:
+    """The real failure this guards: the 1.5B model gave the $30 branch wire fee (fee schedule)
+    as the daily wire limit while citing the wire-transfer page, which says $50,000."""
+    limits = "Online banking: outgoing domestic wires up to $50,000 per business day."
+    fees = "Outgoing domestic wire | $25 | $30"
+    draft = "The daily limit for domestic wires is $30 [S1]. Wires sent at a branch cost $30 [S2]."
+    kept, bad = strip_unsupported(draft, [limits, fees, "question"], cited_evidence={"S1": limits, "S2": fees})
+    assert kept == "Wires sent at a branch cost $30 [S2]."
+    assert bad == {Decimal("30")}
+    # Uncited sentences may use any passage; fields and the question stay evidence for all.
+    kept, bad = strip_unsupported("Up to $50,000 a day. Your $12,000 wire [S2].", [limits, fees, "my $12,000 wire"],
+                                  cited_evidence={"S1": limits, "S2": fees})
+    assert bad == set() and "$50,000" in kept and "$12,000" in kept
+
+
+def test_invented_padding_is_dropped_and_the_grounded_sentence_kept() -> None:
+    """A real 1.5B draft: five invented how-to steps around the one grounded sentence."""
+    wires = "Outgoing international wire (sent in U.S. dollars or foreign currency) | $45 | $50. Our fee | $45 online"
+    draft = ("To send money abroad you would follow these steps:\n"
+             "1. **Confirm the Transfer**: After entering everything, click the green Send button.\n"
+             "The fee for sending an international wire online is $45 [S1].")
+    kept, dropped = strip_unsupported_wording(draft, [wires], cited_evidence={"S1": wires})
+    assert kept == "The fee for sending an international wire online is $45 [S1]."
+    assert len(dropped) == 2
 
 
 def test_citations_map_only_to_real_passages() -> None:
