@@ -20,10 +20,7 @@ from docteller.redact import mask, redact_text
 SYSTEM_POLICY = """You are the customer-service assistant of Cedar Valley Savings Bank.
 Answer ONLY from the numbered passages and the customer's document fields given in the user message.
 Rules:
-- Start with the direct answer in one sentence, then cite it with its passage id in square
-  brackets, e.g. [S1]. Cite after every sentence that uses a passage.
-- Table rows read "item | value | value": the row for the item asked about states its fee,
-  limit or time even when the wording differs from the question.
+- After every sentence that uses a passage, cite it with its id in square brackets, e.g. [S1].
 - Copy numbers, amounts, fees, limits, dates and percentages exactly as written in the passages.
 - If the passages do not state the answer to this exact question (for example they are about a
   different product, account type, card, service or bank than the one asked about), reply

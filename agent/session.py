@@ -37,14 +37,13 @@ from agent.grounding import (
     compare_amount_to_limit,
     content_words,
     evidence_strength,
-    MIN_LEXICAL_SUPPORT,
     is_model_decline,
-    lexical_support,
     load_calibration,
     overlap_passages,
     render_citations,
     numbers_in,
     strip_unsupported,
+    split_sentences,
     strip_citations,
     strip_unsupported_wording,
     unknown_entities,
@@ -615,14 +614,16 @@ class ChatSession:
         by_id = {p.sid: p for p in passages}
         cited = [by_id[s] for s in cited_ids(kept) if s in by_id]
         text = render_citations(kept, passages)
-        if not cited:
-            cited = overlap_passages(kept, passages)
-            if not cited:
+        uncited = " ".join(s for s in split_sentences(kept) if not cited_ids(s))
+        if uncited.strip() or not cited:
+            # Sentences the model left uncited (every kept sentence already passed the support
+            # checks above) cite the passages they overlap most.
+            extra = [p for p in overlap_passages(uncited or kept, passages) if p not in cited]
+            if not cited and not extra:
                 return decline("the draft overlaps none of the retrieved passages")
-            text = text.rstrip() + " " + "".join(p.label for p in cited)
-        support = lexical_support(kept, [neutralise(p.hit.chunk.text)[0] for p in cited] + field_values)
-        if support < MIN_LEXICAL_SUPPORT:
-            return decline(f"the draft's wording is not supported by its passages (support {support:.2f})")
+            cited += extra
+            if extra:
+                text = text.rstrip() + " " + "".join(p.label for p in extra)
         cited += _also_supporting(kept, passages, cited)
         used = sorted(
             {name for doc in fields.values() for name, value in doc.items() if value and value in kept}
