@@ -73,7 +73,7 @@ def make_session(kb, docteller_home: Path):
 
 
 def _statement_pdf(path: Path, holder: str, closing: str, extra: str = "") -> Path:
-    import fitz
+    import pymupdf as fitz
 
     lines = [
         "Cedar Valley Savings Bank",
