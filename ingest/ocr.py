@@ -29,11 +29,9 @@ class RapidOcrEngine:
     def __init__(self) -> None:
         from rapidocr import RapidOCR
 
-        # rapidocr logs every model path at INFO (its logger is configured on import, so
-        # quieten it afterwards); keep our logs readable.
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
-
-        self._engine = RapidOCR()
+        # rapidocr logs every model path at INFO and resets its logger's level from its config
+        # on construction: ask the config for warnings only.
+        self._engine = RapidOCR(params={"Global.log_level": "warning"})
         # The ONNX sessions are not documented as re-entrant; one read at a time per engine.
         self._lock = threading.Lock()
 
