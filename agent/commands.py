@@ -41,15 +41,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             answer = session.ask(question)
             typer.echo(json.dumps(answer.as_cli_json(), indent=2, ensure_ascii=False))
             return
-        answer = None
-        for event in session.ask_stream(question):
-            if event.kind == "token":
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-            else:
-                answer = event.answer
-        sys.stdout.write("\n")
-        _print_sources(answer)
+        _stream_answer(session, question)
 
     @app.command()
     def chat(
@@ -92,15 +84,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                 typer.echo(f"bot> {answer.answer}")
                 continue
             sys.stdout.write("bot> ")
-            answer = None
-            for event in session.ask_stream(line):
-                if event.kind == "token":
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
-                else:
-                    answer = event.answer
-            sys.stdout.write("\n")
-            _print_sources(answer)
+            _stream_answer(session, line)
 
     @eval_app.command("answers")
     def eval_answers(
@@ -128,6 +112,19 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         for r in report["rows"]:
             if not r["correct"]:
                 typer.echo(f"  wrong {r['id']}: missing={r['missing']} cites_doc={r['cites_doc']} abstained={r['abstained']} :: {r['answer'][:120]}")
+
+
+def _stream_answer(session, question: str) -> None:
+    """Print the answer's tokens as they stream, then its sources."""
+    answer = None
+    for event in session.ask_stream(question):
+        if event.kind == "token":
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        else:
+            answer = event.answer
+    sys.stdout.write("\n")
+    _print_sources(answer)
 
 
 def _print_sources(answer) -> None:

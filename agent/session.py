@@ -509,17 +509,14 @@ class ChatSession:
         kb_strength = evidence_strength(kb_hits)
         upload_hits = [h for h in upload_hits if (h.vector_score or 0.0) >= threshold]
 
-        if kb_strength < threshold and not upload_hits:
-            answer = self._answer(
-                question,
-                DECLINE_TEXT,
-                abstained=True,
-                standalone_query=standalone,
-                reason=f"weak evidence: best similarity {kb_strength:.3f} < calibrated {threshold:.3f}",
-            )
+        def decline(reason: str) -> Iterator[AnswerEvent]:
+            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone, reason=reason)
             answer = self._finish(answer, retrieved_ids)
             yield AnswerEvent(kind="token", text=answer.answer)
             yield AnswerEvent(kind="final", answer=answer)
+
+        if kb_strength < threshold and not upload_hits:
+            yield from decline(f"weak evidence: best similarity {kb_strength:.3f} < calibrated {threshold:.3f}")
             return
 
         kept_kb = [
@@ -529,16 +526,7 @@ class ChatSession:
 
         strangers = unknown_entities(question, [h.chunk.embedding_text() for h in kb_hits + upload_hits])
         if strangers:
-            answer = self._answer(
-                question,
-                DECLINE_TEXT,
-                abstained=True,
-                standalone_query=standalone,
-                reason=f"the evidence never mentions {', '.join(strangers)}",
-            )
-            answer = self._finish(answer, retrieved_ids)
-            yield AnswerEvent(kind="token", text=answer.answer)
-            yield AnswerEvent(kind="final", answer=answer)
+            yield from decline(f"the evidence never mentions {', '.join(strangers)}")
             return
 
         comparison = compare_amount_to_limit(question, passages)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
 _STOPWORDS = frozenset(
@@ -56,6 +55,9 @@ class BM25Index:
 
     def build(self, ids: np.ndarray, texts: Sequence[str]) -> None:
         import bm25s
+
+        # bm25s sets its own logger to DEBUG on import and logs every index build.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         self._ids = np.asarray(ids, dtype=np.int64)
         if len(self._ids) == 0:
