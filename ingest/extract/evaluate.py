@@ -147,22 +147,21 @@ def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye:
                     else:
                         ok_all = False
                 pe_gt_all += ok_all
-    ours.metrics = {
-        "images": len(records),
-        "check_digits_all_valid": n_valid / len(records) if records else 0.0,
-        "gt_images": n_gt_images,
-        "field_exact": n_field_ok / n_fields if n_fields else 0.0,
-        "gt_images_all_fields": n_gt_all / n_gt_images if n_gt_images else 0.0,
-    }
+    ours.metrics = _id_metrics(len(records), n_valid, n_gt_images, n_field_ok, n_fields, n_gt_all)
     if theirs is not None:
-        theirs.metrics = {
-            "images": len(records),
-            "check_digits_all_valid": pe_valid / len(records) if records else 0.0,
-            "gt_images": n_gt_images,
-            "field_exact": pe_field_ok / pe_fields if pe_fields else 0.0,
-            "gt_images_all_fields": pe_gt_all / n_gt_images if n_gt_images else 0.0,
-        }
+        theirs.metrics = _id_metrics(len(records), pe_valid, n_gt_images, pe_field_ok, pe_fields, pe_gt_all)
     return ours, theirs
+
+
+def _id_metrics(images: int, all_valid: int, gt_images: int, field_ok: int, fields: int, gt_all: int) -> dict:
+    """One reader's ID scores: check-digit validity over all images, field accuracy over GT ones."""
+    return {
+        "images": images,
+        "check_digits_all_valid": all_valid / images if images else 0.0,
+        "gt_images": gt_images,
+        "field_exact": field_ok / fields if fields else 0.0,
+        "gt_images_all_fields": gt_all / gt_images if gt_images else 0.0,
+    }
 
 
 def _tx_key(date: str | None, amount) -> tuple[str | None, Decimal]:
