@@ -153,8 +153,8 @@ class AgentResources:
             from ingest.pipeline import ensure_kb_indexed
             from retrieval.store import KnowledgeIndex
 
-            kb = KnowledgeIndex.open(embedder=embedder)
-            ensure_kb_indexed(index=kb)
+            kb = KnowledgeIndex.open(settings.index_dir, embedder=embedder)
+            ensure_kb_indexed(settings, index=kb)
         if chat_model is None:
             from agent.backends import get_chat_model
 
