@@ -87,6 +87,8 @@ class SourcePassage:
     sid: str
     hit: SearchHit
     origin: str  # "kb" | "upload"
+    text: str | None = None  # the excerpt shown to the model (already cleaned); None: the whole chunk
+    score: float = 0.0  # how well the excerpt matches the question (agent.evidence)
 
     @property
     def label(self) -> str:
@@ -191,11 +193,14 @@ def build_messages(
     if passages:
         rendered = []
         for n, p in enumerate(passages):
-            budget = first_passage_chars if n == 0 else other_passage_chars
-            cleaned, _ = neutralise(p.hit.chunk.text)
-            if p.origin == "upload":  # account / document numbers reach the model masked
-                cleaned = redact_text(cleaned)
-            text = focus_passage(cleaned, question, budget)
+            if p.text is not None:
+                text = p.text
+            else:
+                budget = first_passage_chars if n == 0 else other_passage_chars
+                cleaned, _ = neutralise(p.hit.chunk.text)
+                if p.origin == "upload":  # account / document numbers reach the model masked
+                    cleaned = redact_text(cleaned)
+                text = focus_passage(cleaned, question, budget)
             source = "customer upload" if p.origin == "upload" else "bank policy"
             chunk = p.hit.chunk
             section = " > ".join(h for h in chunk.heading_path if h and h != chunk.title)
@@ -228,3 +233,59 @@ def build_rewrite_messages(question: str, history: Sequence[tuple[str, str]]) ->
         ChatMessage("system", REWRITE_SYSTEM),
         ChatMessage("user", f"Conversation:\n{convo}\n\nLast question: {question}\nStandalone question:"),
     ]
+
+
+PICK_POLICY = """You pick which policy lines answer a bank customer's question.
+Reply with the numbers of the lines that state the answer (at most two, best first, like: 2 or 2,4).
+Reply 0 when no line states the answer to this exact question: a line about a different product,
+account type, service, place or bank does not answer it.
+
+Example 1
+Lines:
+1. Service: Replacement debit card; Fee: $5
+2. Service: Expedited card delivery; Fee: $25
+Question: how much to get a new debit card sent fast
+Line numbers: 2
+
+Example 2
+Lines:
+1. Personal loans: 8.49% to 21.99% APR, terms 12 to 60 months.
+2. Home equity lines of credit from $10,000 to $250,000.
+Question: what's the interest rate on a boat loan
+Line numbers: 0
+
+Example 3
+Lines:
+1. Service: Outgoing domestic wire (online); Fee: $25
+2. Cut-off for same-day wires is 4:00 p.m. ET.
+Question: what does Wells Fargo charge for a wire
+Line numbers: 0"""
+# The examples use made-up figures on purpose: they teach the format and the "0" case, and the
+# whole policy is a fixed prefix that llama.cpp keeps in its KV cache between questions.
+
+MAX_PICKED_LINES = 2
+
+
+def build_pick_messages(question: str, lines: Sequence[str]) -> list[ChatMessage]:
+    """Numbered evidence lines (already neutralised) and the question; the model answers with numbers."""
+    body = "\n".join(f"{n}. {_one_line(text)}" for n, text in enumerate(lines, 1))
+    return [
+        ChatMessage("system", PICK_POLICY),
+        ChatMessage("user", f"Lines:\n{body}\nQuestion: {_one_line(question)}\nLine numbers:"),
+    ]
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def parse_picked(reply: str, n_lines: int) -> list[int]:
+    """Line numbers from the model's reply, in order, without repeats or out-of-range ones; [] for 0."""
+    picked: list[int] = []
+    for token in re.findall(r"\d+", reply.split("\n")[0]):
+        number = int(token)
+        if number == 0 and not picked:
+            return []
+        if 1 <= number <= n_lines and number not in picked:
+            picked.append(number)
+    return picked[:MAX_PICKED_LINES]

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field as PydanticField
 
 from agent.audit import AuditEntry, AuditLog, now_iso
 from agent.doc_answers import DocAnswer, Upload, answer_document_question
+from agent.evidence import EvidenceLine, EvidenceSelector
 from agent.grounding import (
     DECLINE_TEXT,
     Calibration,
@@ -51,10 +52,11 @@ from agent.grounding import (
 from agent.prompt import (
     SourcePassage,
     build_messages,
+    build_pick_messages,
     build_rewrite_messages,
+    parse_picked,
     masked_field_values,
     neutralise,
-    number_passages,
 )
 from docteller.model import Document, ExtractionResult, Field, SearchHit
 from docteller.protocols import ChatMessage, ChatModel
@@ -63,9 +65,13 @@ from docteller.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-KB_TOP_K = 5
+KB_TOP_K = 5  # hits whose best similarity is compared with the calibrated threshold
+KB_POOL = 8  # hits whose sentences and table rows compete for the prompt
 UPLOAD_TOP_K = 3
 PROMPT_PASSAGES = 4
+EVIDENCE_CHARS = 600  # ≈ 150 prompt tokens of evidence: see agent.evidence
+EVIDENCE_LINE_CHARS = 700  # extractive answers: the numbered lines the model picks from…
+MAX_EVIDENCE_LINES = 8  # …at most this many
 HISTORY_TURNS = 2
 
 
@@ -134,6 +140,7 @@ class AgentResources:
         self.embedder = embedder
         self.calibration = calibration or load_calibration()
         self.audit = AuditLog(self.settings.audit_path)
+        self.evidence = EvidenceSelector(embedder if embedder is not None else getattr(kb, "embedder", None))
         self._contact_cache: tuple[str, list[Citation]] | None = None
 
     @classmethod
@@ -500,13 +507,13 @@ class ChatSession:
         resources = self.resources
         threshold = resources.calibration.threshold
         query = self._standalone_query(question)
-        kb_hits: list[SearchHit] = resources.kb.search(query, k=KB_TOP_K)
+        kb_hits: list[SearchHit] = resources.kb.search(query, k=KB_POOL)
         upload_hits: list[SearchHit] = (
             self.upload_index.search(query, k=UPLOAD_TOP_K) if self.uploads and self._upload_index else []
         )
         retrieved_ids = [h.chunk.id for h in upload_hits + kb_hits]
         standalone = query if query != question else None
-        kb_strength = evidence_strength(kb_hits)
+        kb_strength = evidence_strength(kb_hits[:KB_TOP_K])  # as calibrated
         upload_hits = [h for h in upload_hits if (h.vector_score or 0.0) >= threshold]
 
         def decline(reason: str) -> Iterator[AnswerEvent]:
@@ -519,12 +526,14 @@ class ChatSession:
             yield from decline(f"weak evidence: best similarity {kb_strength:.3f} < calibrated {threshold:.3f}")
             return
 
-        kept_kb = [
-            h for h in kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, kb_strength - 0.2)
-        ][:PROMPT_PASSAGES]
-        passages = number_passages(kept_kb, upload_hits)
+        kept_kb = [h for h in kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, kb_strength - 0.2)]
+        passages = resources.evidence.select(
+            query, kept_kb, upload_hits, budget_chars=EVIDENCE_CHARS, max_passages=PROMPT_PASSAGES
+        )
 
-        strangers = unknown_entities(question, [h.chunk.embedding_text() for h in kb_hits + upload_hits])
+        strangers = unknown_entities(
+            question, [h.chunk.embedding_text() for h in kb_hits[:KB_TOP_K] + upload_hits]
+        )
         if strangers:
             yield from decline(f"the evidence never mentions {', '.join(strangers)}")
             return
@@ -549,6 +558,10 @@ class ChatSession:
             yield AnswerEvent(kind="final", answer=answer)
             return
 
+        if resources.settings.answer_style == "extractive":
+            yield from self._extractive(question, query, kept_kb, upload_hits, standalone, retrieved_ids)
+            return
+
         fields = self._fields_for_prompt()
         messages = build_messages(question if standalone is None else query, passages, fields=fields,
                                   history=[(q, a[:300]) for q, a in self.history[-HISTORY_TURNS:]])
@@ -571,6 +584,50 @@ class ChatSession:
         draft = "".join(pieces).strip()
         answer = self._check_draft(question, draft, passages, fields, standalone)
         answer = self._finish(answer, retrieved_ids)
+        yield AnswerEvent(kind="final", answer=answer)
+
+    def _extractive(
+        self,
+        question: str,
+        query: str,
+        kb_hits: Sequence[SearchHit],
+        upload_hits: Sequence[SearchHit],
+        standalone: str | None,
+        retrieved_ids: Sequence[str],
+    ) -> Iterator[AnswerEvent]:
+        """The model picks the evidence lines that answer; they are quoted verbatim and cited.
+
+        A small model reads a short numbered list and points at the answer far more reliably
+        than it restates it (measured on the eval set: see the README), and a quoted line can't
+        misstate a fee. The model answering "0" is a decline."""
+        lines = self.resources.evidence.lines(
+            query, kb_hits, upload_hits, budget_chars=EVIDENCE_LINE_CHARS, max_lines=MAX_EVIDENCE_LINES
+        )
+        reply = ""
+        if lines:
+            reply = "".join(
+                self.resources.chat_model.stream(
+                    build_pick_messages(query, [line.text for line in lines]), max_tokens=8, temperature=0.0
+                )
+            )
+        picked = parse_picked(reply, len(lines))
+        if not picked:
+            reason = "the model found no line that answers the question" if lines else "no evidence lines"
+            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone, reason=reason)
+        else:
+            chosen = [lines[n - 1] for n in picked]
+            citations: dict[str, Citation] = {}
+            for line in chosen:
+                citations.setdefault(line.passage.hit.chunk.id, _citation_from_hit(line.passage.hit, line.passage.origin))
+            answer = self._answer(
+                question,
+                quote_answer_text(chosen),
+                citations=list(citations.values()),
+                standalone_query=standalone,
+                reason=f"quoted evidence line(s) {', '.join(map(str, picked))} of {len(lines)}, picked by the model",
+            )
+        answer = self._finish(answer, retrieved_ids)
+        yield AnswerEvent(kind="token", text=answer.answer)
         yield AnswerEvent(kind="final", answer=answer)
 
     def _check_draft(
@@ -624,6 +681,16 @@ class ChatSession:
             standalone_query=standalone,
             reason="model answer, figures checked against the evidence",
         )
+
+
+def quote_answer_text(lines: Sequence[EvidenceLine]) -> str:
+    """Picked lines quoted verbatim, each followed by its citation."""
+    whose = "your document says" if all(line.passage.origin == "upload" for line in lines) else "our policy says"
+    if len(lines) == 1:
+        return f"Here is what {whose}: “{lines[0].text}” {lines[0].passage.label}"
+    whose = whose.replace("policy says", "policies say").replace("document says", "documents say")
+    items = "\n".join(f"- “{line.text}” {line.passage.label}" for line in lines)
+    return f"Here is what {whose}:\n{items}"
 
 
 def _also_supporting(

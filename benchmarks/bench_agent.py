@@ -1,10 +1,13 @@
 """Agent benchmark: streaming overhead against raw llama-cpp-python, and answer quality.
 
-Part 1 (speed) builds the agent's real prompt for a few KB questions and, in the same process with
+Part 1 (speed) records the agent's real prompt for a few KB questions and, in the same process with
 the same loaded model, measures
   - raw: `Llama.create_chat_completion(stream=True)` on that exact prompt, and
-  - agent: `ChatSession.ask_stream()` end to end (retrieval, prompt, generation, checks),
-reporting time to first token (TTFT) and generation tokens/s, and the agent/raw ratio.
+  - agent: `ChatSession.ask_stream()` end to end (retrieval, evidence selection, prompt,
+    generation, checks),
+reporting time to first token (TTFT) and generation tokens/s, and the agent/raw ratio, both cold
+(empty KV cache) and warm (the previous request was another question: only the system policy
+is cached, the steady state of a running server).
 Part 2 (quality, `--eval`) runs the answer evaluation on knowledge_base/eval/questions.jsonl.
 
     python benchmarks/bench_agent.py [--threads 2] [--questions 3] [--eval] [--stride 4]
@@ -49,68 +52,104 @@ def _time_stream(pieces) -> tuple[float, float, int]:
     return first - start, rate, count
 
 
-def bench_speed(threads: int, n_questions: int) -> dict:
+class _RecordingModel:
+    """Passes calls through to the real chat model and keeps the last answer prompt it was given."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.last_messages = None
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def stream(self, messages, **kwargs):
+        self.last_messages = messages
+        return self.model.stream(messages, **kwargs)
+
+
+def bench_speed(threads: int, n_questions: int, style: str) -> dict:
+    """TTFT and tokens/s, agent vs raw llama-cpp on the agent's own prompt, in two conditions:
+    cold (empty KV cache: every prompt token is evaluated) and warm (the previous request was a
+    different question, so only the shared system policy is cached, as on a running server)."""
     os.environ["DOCTELLER_LLM_THREADS"] = str(threads)
     from docteller.settings import get_settings
 
     get_settings.cache_clear()
-    from agent.prompt import build_messages, number_passages
-    from agent.session import KB_TOP_K, PROMPT_PASSAGES, AgentResources
+    from llama_cpp import LlamaRAMCache
+
+    from agent.session import AgentResources
 
     resources = AgentResources.load()
     model = resources.chat_model
     llm = getattr(model, "llm", None)
     if llm is None:
         raise SystemExit("the speed benchmark needs the llama.cpp backend (DOCTELLER_LLM_BACKEND=llamacpp)")
-    max_tokens = resources.settings.max_new_tokens
+    recorder = _RecordingModel(model)
+    resources.chat_model = recorder
+    resources.settings.answer_style = style
+    # Extractive answers generate only the picked line numbers; generative ones the whole answer.
+    max_tokens = 8 if style == "extractive" else resources.settings.max_new_tokens
+    questions = QUESTIONS[: max(n_questions, 2)]
+    prompts = {}
+    for question in questions:  # the exact messages the agent sends for each question
+        resources.new_session().ask(question)
+        prompts[question] = [{"role": m.role, "content": m.content} for m in recorder.last_messages]
+
+    def start_state(mode: str, other: str) -> None:
+        llm.reset()
+        llm.set_cache(LlamaRAMCache(capacity_bytes=256 << 20))
+        if mode == "warm":
+            for _ in llm.create_chat_completion(messages=prompts[other], stream=True, max_tokens=1):
+                pass
+
     rows = []
-    for question in QUESTIONS[:n_questions]:
-        hits = resources.kb.search(question, k=KB_TOP_K)[:PROMPT_PASSAGES]
-        messages = build_messages(question, number_passages(hits, []))
-        payload = [{"role": m.role, "content": m.content} for m in messages]
-        prompt_tokens = model.count_tokens("".join(m.content for m in messages))
+    for i, question in enumerate(questions):
+        payload = prompts[question]
+        other = questions[i - 1]
+        prompt_tokens = len(llm.tokenize("".join(m["content"] for m in payload).encode(), add_bos=False))
 
         def raw_stream():
-            llm.reset()  # no KV-cache reuse from the previous run: both sides start cold
             for chunk in llm.create_chat_completion(messages=payload, stream=True, max_tokens=max_tokens,
                                                     temperature=0.0, top_k=1, repeat_penalty=1.05):
                 if chunk["choices"][0].get("delta", {}).get("content"):
                     yield 1
 
         def agent_stream():
-            llm.reset()
-            session = resources.new_session()
-            for event in session.ask_stream(question):
+            for event in resources.new_session().ask_stream(question):
                 if event.kind == "token":
                     yield 1
 
-        raw_ttft, raw_rate, raw_n = _time_stream(raw_stream())
-        agent_ttft, agent_rate, agent_n = _time_stream(agent_stream())
-        rows.append(
-            {
-                "question": question,
-                "prompt_tokens": prompt_tokens,
-                "raw_ttft_s": round(raw_ttft, 2),
-                "agent_ttft_s": round(agent_ttft, 2),
-                "raw_tok_s": round(raw_rate, 2),
-                "agent_tok_s": round(agent_rate, 2),
-                "raw_pieces": raw_n,
-                "agent_pieces": agent_n,
+        row = {"question": question, "prompt_tokens": prompt_tokens}
+        for mode in ("cold", "warm"):
+            start_state(mode, other)
+            raw_ttft, raw_rate, raw_n = _time_stream(raw_stream())
+            start_state(mode, other)
+            agent_ttft, agent_rate, agent_n = _time_stream(agent_stream())
+            row |= {
+                f"{mode}_raw_ttft_s": round(raw_ttft, 2), f"{mode}_agent_ttft_s": round(agent_ttft, 2),
+                f"{mode}_raw_tok_s": round(raw_rate, 2), f"{mode}_agent_tok_s": round(agent_rate, 2),
             }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    ratios = [r["agent_tok_s"] / r["raw_tok_s"] for r in rows if r["raw_tok_s"] and r["agent_tok_s"] == r["agent_tok_s"]]
-    return {
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    ratios = [r["warm_agent_tok_s"] / r["warm_raw_tok_s"] for r in rows
+              if r["warm_raw_tok_s"] and r["warm_agent_tok_s"] == r["warm_agent_tok_s"]]
+    summary = {
+        "answer_style": style,
         "model": model.model_id,
         "threads": threads,
         "load_average": os.getloadavg(),
-        "median_raw_ttft_s": statistics.median(r["raw_ttft_s"] for r in rows),
-        "median_agent_ttft_s": statistics.median(r["agent_ttft_s"] for r in rows),
-        "median_raw_tok_s": statistics.median(r["raw_tok_s"] for r in rows),
-        "median_agent_tok_s": statistics.median(r["agent_tok_s"] for r in rows),
-        "tok_s_ratio_agent_over_raw": round(statistics.median(ratios), 3) if ratios else None,
-        "rows": rows,
+        "median_prompt_tokens": median("prompt_tokens"),
     }
+    for mode in ("cold", "warm"):
+        for key in ("raw_ttft_s", "agent_ttft_s", "raw_tok_s", "agent_tok_s"):
+            summary[f"median_{mode}_{key}"] = median(f"{mode}_{key}")
+    summary["tok_s_ratio_agent_over_raw"] = round(statistics.median(ratios), 3) if ratios else None
+    summary["rows"] = rows
+    return summary
 
 
 def bench_quality(stride: int, limit: int) -> dict:
@@ -126,17 +165,20 @@ def bench_quality(stride: int, limit: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--styles", default="extractive,generative", help="answer styles to time")
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--eval", action="store_true", help="also run the answer-quality evaluation")
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
-    speed = bench_speed(args.threads, args.questions)
-    print("\n== speed (same process, same prompt, same model) ==")
-    for key in ("model", "threads", "load_average", "median_raw_ttft_s", "median_agent_ttft_s",
-                "median_raw_tok_s", "median_agent_tok_s", "tok_s_ratio_agent_over_raw"):
-        print(f"{key:>28}: {speed[key]}")
+    for style in args.styles.split(","):
+        speed = bench_speed(args.threads, args.questions, style)
+        print(f"\n== speed, {style} answers (same process, same prompt, same model) ==")
+        for key, value in speed.items():
+            if key != "rows":
+                print(f"{key:>32}: {value}")
     print("  targets: agent TTFT <= 2.5 s, tokens/s ratio >= 0.9")
+    print("  (extractive answers arrive whole once the model has picked the lines: their tokens/s is not comparable)")
     if args.eval:
         summary = bench_quality(args.stride, args.limit)
         print("\n== answer quality ==")

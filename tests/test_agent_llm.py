@@ -60,6 +60,18 @@ def test_grounded_answer_with_the_right_citation(resources, question: str, fact:
     assert answer.model.startswith("Qwen2.5-Coder-1.5B")
 
 
+def test_generative_style_writes_a_checked_cited_answer(resources) -> None:
+    from agent.session import AgentResources
+
+    settings = resources.settings.model_copy(update={"answer_style": "generative"})
+    writer = AgentResources(resources.kb, resources.chat_model, embedder=resources.embedder, settings=settings)
+    answer = writer.new_session().ask("what interest rates do your personal loans have")
+    assert not answer.abstained, answer.reason
+    assert "8.49%" in answer.answer and "“" not in answer.answer  # written, not quoted
+    assert answer.reason == "model answer, figures checked against the evidence"
+    assert any(Path(c.source).name == "loans-and-mortgages.pdf" for c in answer.citations)
+
+
 def test_out_of_kb_question_is_declined(resources) -> None:
     answer = resources.new_session().ask("What is the interest rate on a used car loan?")
     assert answer.abstained and "can't find" in answer.answer and answer.citations == []

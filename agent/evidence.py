@@ -1,0 +1,237 @@
+"""Evidence selection: the few sentences and table rows of the retrieved chunks that answer the question.
+
+A retrieved chunk is a section of a policy; the answer is usually one sentence or one table row
+of it. The model is shown only the best-scoring units (sentences, list items, table rows with
+their header) of the top chunks, within a character budget, because
+- prompt processing dominates time to first token on a CPU (≈ 100 prompt tokens/s on 2 cores), and
+- a small model answers the neighbouring fact when it is shown whole sections.
+
+Each unit is scored by the cosine similarity of the question to the unit (embedded with its
+heading path for context), plus its share of the question's terms, plus its chunk's similarity.
+Unit embeddings are cached per chunk: KB chunks don't change between questions, so after the
+first questions only the question itself is embedded.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.prompt import REMOVED_MARKER, SourcePassage, neutralise, query_terms
+from docteller.model import Chunk, SearchHit
+from docteller.redact import redact_text
+
+# Weights of a unit's score: its own cosine similarity to the question, plus these times its
+# share of the question's terms and its chunk's cosine similarity (tuned on the eval set's
+# "facts present in the prompt" recall, see benchmarks/bench_agent.py --evidence).
+LEXICAL_WEIGHT = 0.3
+CHUNK_WEIGHT = 0.3
+
+_SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"“])")
+# A full stop after these doesn't end a sentence ("4:00 p.m. ET", "U.S. Treasury", "e.g. Zelle").
+_ABBREVIATION_RE = re.compile(r"(?:\b(?:[a-zA-Z]\.){2,}|\b(?:Mr|Mrs|Ms|Dr|St|No|Inc|Ltd|Co|Corp|vs|approx|Dept)\.)$")
+
+
+def _sentences(line: str) -> list[str]:
+    sentences: list[str] = []
+    for piece in _SENTENCE_SPLIT_RE.split(line):
+        if sentences and _ABBREVIATION_RE.search(sentences[-1]):
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        else:
+            sentences.append(piece)
+    return [s.strip() for s in sentences if s.strip()]
+
+
+@dataclass(frozen=True)
+class EvidenceUnit:
+    text: str
+    position: int  # order within its chunk
+    table_header: str | None  # the header row of the table this row belongs to
+
+
+@dataclass
+class ScoredUnit:
+    unit: EvidenceUnit
+    hit: SearchHit
+    origin: str
+    score: float
+
+
+def split_units(text: str) -> list[EvidenceUnit]:
+    """Sentences of prose lines, and table rows (`a | b | c`) each carrying their table's header."""
+    units: list[EvidenceUnit] = []
+    header: str | None = None
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line == REMOVED_MARKER:
+            header = None if not line else header
+            continue
+        if "|" in line:
+            if header is None:
+                header = line  # the first row of a table block is its header (chunking repeats it)
+                units.append(EvidenceUnit(line, len(units), None))
+            else:
+                units.append(EvidenceUnit(line, len(units), header))
+            continue
+        header = None
+        for sentence in _sentences(line):
+            units.append(EvidenceUnit(sentence, len(units), None))
+    return units
+
+
+@dataclass
+class EvidenceLine:
+    """A quotable line (sentence, or table row with its column names) and where it comes from."""
+
+    text: str
+    passage: SourcePassage
+
+
+def quotable(unit: EvidenceUnit) -> str:
+    """A unit as it reads quoted to a customer: a table row with its column names
+    ("Service: Stop payment; Fee: $30"), a sentence as is."""
+    if not unit.table_header:
+        return unit.text
+    # Merged header cells come out empty ("Service |  |  | Fee"): match the non-empty ones.
+    names = [c.strip() for c in unit.table_header.split("|") if c.strip()]
+    cells = [c.strip() for c in unit.text.split("|") if c.strip()]
+    if len(names) != len(cells):
+        return unit.text
+    return "; ".join(f"{name}: {cell}" for name, cell in zip(names, cells))
+
+
+def is_informative(unit: EvidenceUnit, headings: set[str]) -> bool:
+    """Headings ("Cancelling or recalling a wire"), bare labels and FAQ questions match a question
+    well but answer nothing; they are never offered as evidence lines."""
+    text = unit.text.strip()
+    if text.lower().rstrip(":") in headings or text.endswith("?"):
+        return False
+    if unit.table_header is None and "|" in text:
+        return True  # a table's header row: kept, it names the columns
+    words = text.split()
+    return len(words) > 5 or any(ch.isdigit() for ch in text) or text[-1:] in ".;!)"
+
+
+class EvidenceSelector:
+    """Picks the units of the retrieved chunks that best answer a question, within a budget."""
+
+    def __init__(self, embedder, cache_chunks: int = 4096) -> None:
+        self.embedder = embedder
+        self.cache_chunks = cache_chunks
+        self._cache: OrderedDict[str, tuple[list[EvidenceUnit], np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def units(self, chunk: Chunk, origin: str) -> tuple[list[EvidenceUnit], np.ndarray]:
+        """The chunk's units (instruction-like lines removed; uploads redacted) and their vectors."""
+        key = f"{origin}:{chunk.id}"
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        text = neutralise(chunk.text)[0]
+        if origin == "upload":  # account / document numbers reach the model masked
+            text = redact_text(text)
+        headings = {h.strip().lower() for h in (*chunk.heading_path, chunk.title) if h}
+        units = [u for u in split_units(text) if is_informative(u, headings)]
+        context = " > ".join(h for h in chunk.heading_path if h)
+        vectors = self.embedder.embed([f"{context}: {u.text}" if context else u.text for u in units])
+        with self._lock:
+            self._cache[key] = (units, vectors)
+            while len(self._cache) > self.cache_chunks:
+                self._cache.popitem(last=False)
+        return units, vectors
+
+    def score(self, query: str, hits: Sequence[tuple[SearchHit, str]]) -> list[ScoredUnit]:
+        """Every unit of every hit, best first."""
+        if not hits:
+            return []
+        query_vector = self.embedder.embed([query])[0]
+        terms = query_terms(query)
+        scored: list[ScoredUnit] = []
+        for hit, origin in hits:
+            units, vectors = self.units(hit.chunk, origin)
+            if not units:
+                continue
+            similarities = vectors @ query_vector
+            chunk_score = hit.vector_score or 0.0
+            for unit, similarity in zip(units, similarities):
+                lexical = len(terms & query_terms(unit.text)) / max(len(terms), 1)
+                total = float(similarity) + LEXICAL_WEIGHT * lexical + CHUNK_WEIGHT * chunk_score
+                scored.append(ScoredUnit(unit, hit, origin, total))
+        scored.sort(key=lambda s: -s.score)
+        return scored
+
+    def lines(
+        self,
+        query: str,
+        kb_hits: Sequence[SearchHit],
+        upload_hits: Sequence[SearchHit] = (),
+        *,
+        budget_chars: int = 700,
+        max_lines: int = 8,
+    ) -> list[EvidenceLine]:
+        """The best units as quotable lines, best first, each with the passage it is cited as."""
+        hits = [(h, "upload") for h in upload_hits] + [(h, "kb") for h in kb_hits]
+        sids: dict[str, str] = {}
+        lines: list[EvidenceLine] = []
+        seen: set[str] = set()
+        size = 0
+        for item in self.score(query, hits):
+            text = quotable(item.unit)
+            if text in seen or (size + len(text) > budget_chars and lines):
+                continue
+            seen.add(text)
+            size += len(text)
+            sid = sids.setdefault(item.hit.chunk.id, f"S{len(sids) + 1}")
+            passage = SourcePassage(sid, item.hit, item.origin, text=text, score=item.score)
+            lines.append(EvidenceLine(text, passage))
+            if len(lines) >= max_lines:
+                break
+        return lines
+
+    def select(
+        self,
+        query: str,
+        kb_hits: Sequence[SearchHit],
+        upload_hits: Sequence[SearchHit] = (),
+        *,
+        budget_chars: int = 600,
+        max_passages: int = 4,
+    ) -> list[SourcePassage]:
+        """Numbered passages (`S1`…) holding the best units, grouped by chunk in reading order."""
+        hits = [(h, "upload") for h in upload_hits] + [(h, "kb") for h in kb_hits]
+        chosen: dict[str, list[ScoredUnit]] = {}
+        size = 0
+        for item in self.score(query, hits):
+            key = item.hit.chunk.id
+            if key not in chosen and len(chosen) >= max_passages:
+                continue
+            cost = len(item.unit.text) + 1
+            header = item.unit.table_header
+            shown = {s.unit.text for s in chosen.get(key, [])}
+            if header and header not in shown:
+                cost += len(header) + 1
+            if size + cost > budget_chars and chosen:
+                continue
+            chosen.setdefault(key, []).append(item)
+            size += cost
+        passages: list[SourcePassage] = []
+        for n, items in enumerate(chosen.values(), 1):
+            items.sort(key=lambda s: s.unit.position)
+            lines: list[str] = []
+            for s in items:
+                header = s.unit.table_header
+                if header and header not in lines:
+                    lines.append(header)
+                lines.append(s.unit.text)
+            best = max(items, key=lambda s: s.score)
+            passages.append(
+                SourcePassage(
+                    f"S{n}", best.hit, best.origin, text="\n".join(lines), score=best.score
+                )
+            )
+        return passages

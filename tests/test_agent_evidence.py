@@ -1,0 +1,112 @@
+"""Evidence selection on the real bank KB: the sentence or table row that answers the question
+reaches the prompt, within the character budget, with its table header and a real chunk behind it."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.evaluate import fact_present, load_questions
+from agent.evidence import EvidenceSelector, EvidenceUnit, is_informative, quotable, split_units
+from agent.prompt import REMOVED_MARKER
+from docteller.settings import DEFAULT_KB_DIR
+
+
+@pytest.fixture(scope="module")
+def kb():
+    from ingest.embed import get_embedder
+    from ingest.loaders import load_document
+    from retrieval.store import KnowledgeIndex
+
+    index = KnowledgeIndex.in_memory(embedder=get_embedder())
+    for path in sorted(DEFAULT_KB_DIR.iterdir()):
+        if path.is_file():
+            index.add_document(load_document(path))
+    return index
+
+
+def test_units_are_sentences_and_table_rows_with_their_header() -> None:
+    text = (
+        "Wire transfers\n"
+        "Outgoing wires are sent the same day. Cut-off is 4:00 p.m. ET.\n"
+        "Service | Fee\n"
+        "Outgoing domestic wire | $25\n"
+        "Outgoing international wire | $45\n"
+        "\n"
+        "Ask us (Mon-Fri) about anything else."
+    )
+    units = split_units(text)
+    assert [u.text for u in units] == [
+        "Wire transfers",
+        "Outgoing wires are sent the same day.",
+        "Cut-off is 4:00 p.m. ET.",
+        "Service | Fee",
+        "Outgoing domestic wire | $25",
+        "Outgoing international wire | $45",
+        "Ask us (Mon-Fri) about anything else.",
+    ]
+    assert units[5].table_header == "Service | Fee"
+    assert units[6].table_header is None
+    assert quotable(units[5]) == "Service: Outgoing international wire; Fee: $45"
+    assert quotable(EvidenceUnit("Fee | $45 | extra", 0, "Service | Fee")) == "Fee | $45 | extra"  # ragged row
+    # The real fee schedule's header has merged (empty) cells.
+    assert quotable(EvidenceUnit("Cashier's check | $10", 0, "Service |  |  | Fee")) == "Service: Cashier's check; Fee: $10"
+
+
+def test_headings_labels_and_faq_questions_are_not_evidence() -> None:
+    headings = {"wire transfers", "cancelling or recalling a wire"}
+    def informative(text: str, header: str | None = None) -> bool:
+        return is_informative(EvidenceUnit(text, 0, header), headings)
+
+    assert not informative("Cancelling or recalling a wire")
+    assert not informative("Home equity line of credit")  # a bare label
+    assert not informative("Q: How do I order more checks?")
+    assert informative("Fees may change.")
+    assert informative("Outgoing wire | $25", "Service | Fee")
+    assert informative("A wire can be recalled for $35 but the return is not guaranteed and needs consent.")
+
+
+def test_injected_lines_never_become_units(kb) -> None:
+    selector = EvidenceSelector(kb.embedder)
+    hits = kb.search("are international wire fees waived", k=8)
+    for hit in hits:
+        units, vectors = selector.units(hit.chunk, "kb")
+        assert len(units) == len(vectors)
+        assert all(REMOVED_MARKER not in u.text and "ignore all previous" not in u.text.lower() for u in units)
+
+
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("what's the charge to stop payment on a check i wrote", "$30"),
+        ("how long is a preapproval letter good for?", "90 days"),
+        ("is there a delivery charge if i get currency sent to my house", "$7.50"),
+    ],
+)
+def test_the_answering_line_is_selected_within_budget(kb, question: str, fact: str) -> None:
+    selector = EvidenceSelector(kb.embedder)
+    hits = kb.search(question, k=8)
+    passages = selector.select(question, hits, budget_chars=600, max_passages=4)
+    shown = "\n".join(p.text for p in passages)
+    assert fact_present(fact, shown), shown
+    assert sum(len(p.text) for p in passages) <= 600 + 100  # budget, plus repeated table headers
+    chunk_ids = {h.chunk.id for h in hits}
+    assert all(p.hit.chunk.id in chunk_ids for p in passages)  # citations map to retrieved chunks
+    assert [p.sid for p in passages] == [f"S{i}" for i in range(1, len(passages) + 1)]
+    assert passages[0].score == max(p.score for p in passages)
+
+
+def test_selection_recall_on_the_eval_set_beats_whole_chunk_windows(kb) -> None:
+    """Facts of the answerable eval questions present in what the model is shown: the selected
+    lines (600 characters) must cover at least as many as the first 2,000 characters of the top
+    four chunks, the previous way of filling the prompt."""
+    selector = EvidenceSelector(kb.embedder)
+    questions = [q for q in load_questions() if q["answerable"]][::3]
+    selected = windows = 0
+    for q in questions:
+        hits = kb.search(q["question"], k=8)
+        shown = "\n".join(p.text for p in selector.select(q["question"], hits, budget_chars=600))
+        window = "\n".join(h.chunk.text for h in hits[:4])[:2000]
+        selected += all(fact_present(f, shown) for f in q["must_include"])
+        windows += all(fact_present(f, window) for f in q["must_include"])
+    assert selected >= windows
+    assert selected / len(questions) >= 0.8
