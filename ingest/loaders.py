@@ -70,8 +70,12 @@ def _title_from(pages: list[Page]) -> str | None:
     return None
 
 
+# Typographic ligatures some PDF fonts store as single code points ("ﬁxed" must match "fixed").
+_LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "st", "ﬆ": "st"})
+
+
 def _clean(text: str) -> str:
-    return re.sub(r"[ \t\u00a0]+", " ", text.replace("\u00ad", "")).strip()
+    return re.sub(r"[ \t\u00a0]+", " ", text.replace("\u00ad", "").translate(_LIGATURES)).strip()
 
 
 # --- PDF ------------------------------------------------------------------------------------
@@ -189,6 +193,20 @@ def _cluster(values: Iterable[float], tol: float = 2.0) -> list[float]:
     return out
 
 
+def _cell_texts(words: list[tuple], band: tuple[float, float], xs: list[float]) -> list[str]:
+    """Text of each cell of a row band cut at the column rules `xs`; words are placed by their centres."""
+    top, bottom = band
+    cells: list[list[tuple]] = [[] for _ in xs[:-1]]
+    for w in words:
+        cx, cy = (w[0] + w[2]) / 2, (w[1] + w[3]) / 2
+        if top <= cy <= bottom and xs[0] <= cx <= xs[-1]:
+            for i in range(len(xs) - 1):
+                if xs[i] <= cx <= xs[i + 1]:
+                    cells[i].append(w)
+                    break
+    return [_clean(" ".join(w[4] for w in sorted(c, key=lambda w: (w[5], w[6], w[7])))) for c in cells]
+
+
 def _find_grid_tables(page) -> list[list[TextBlock]]:
     """Ruled tables from the page's vector drawings: one `table_row` block per grid row.
 
@@ -232,6 +250,7 @@ def _find_grid_tables(page) -> list[list[TextBlock]]:
     current: list[TextBlock] = []
     last_bottom: float | None = None
     last_cols = 0
+    header_band, header_cols = (0.0, 0.0), 0
     for top, bottom in zip(ys, ys[1:]):
         if bottom - top < 4:
             continue
@@ -249,15 +268,7 @@ def _find_grid_tables(page) -> list[list[TextBlock]]:
                 tables.append(current)
                 current, last_bottom = [], None
             continue
-        cells: list[list[tuple]] = [[] for _ in xs[:-1]]
-        for w in words:
-            cx, cy = (w[0] + w[2]) / 2, (w[1] + w[3]) / 2
-            if top <= cy <= bottom and xs[0] <= cx <= xs[-1]:
-                for i in range(len(xs) - 1):
-                    if xs[i] <= cx <= xs[i + 1]:
-                        cells[i].append(w)
-                        break
-        texts = [_clean(" ".join(w[4] for w in sorted(c, key=lambda w: (w[5], w[6], w[7])))) for c in cells]
+        texts = _cell_texts(words, (top, bottom), xs)
         new_table = last_bottom is None or abs(top - last_bottom) > 3 or len(xs) - 1 != last_cols
         if new_table and current and not (last_bottom is not None and abs(top - last_bottom) <= 3):
             tables.append(current)
@@ -266,6 +277,12 @@ def _find_grid_tables(page) -> list[list[TextBlock]]:
         if not any(texts):
             continue
         bbox = BBox(x0=xs[0], y0=top, x1=xs[-1], y1=bottom)
+        if len(current) == 1 and 2 <= len(xs) - 1 < header_cols:
+            # Header cells often carry per-word rules or highlights that split them into more
+            # "cells" than the body has columns: cut the header again at the body's column rules.
+            current[0].text = CELL_SEPARATOR.join(_cell_texts(words, header_band, xs)).strip(" |")
+        if not current:
+            header_band, header_cols = (top, bottom), len(xs) - 1
         current.append(TextBlock(text=CELL_SEPARATOR.join(texts).strip(" |"), kind=BlockKind.table_row, bbox=bbox))
     if current:
         tables.append(current)

@@ -206,3 +206,21 @@ def test_wrong_extension_pdf_named_png_is_read_as_pdf(corpus: Path, tmp_path: Pa
     shutil.copy(corpus / "kb/us_code/../bank_tc_pdfs" / Path(AGREEMENT).name, disguised)
     doc = load_document(disguised)
     assert doc.mime == "application/pdf" and doc.page_count == 29
+
+
+def test_table_headers_are_cut_at_the_body_columns_and_ligatures_expanded() -> None:
+    """The bundled fee schedule's header cells carry per-word rules ("Online | / | mobile"), and its
+    mortgage table prints "ﬁxed" with a ligature code point: both would break quoting and search."""
+    from docteller.settings import DEFAULT_KB_DIR
+
+    headers = {}
+    texts = []
+    for name in ("fee-schedule.pdf", "loans-and-mortgages.pdf"):
+        for page in load_document(DEFAULT_KB_DIR / name).pages:
+            for block in page.blocks:
+                texts.append(block.text)
+                if block.table_header:
+                    headers.setdefault(name, []).append(block.text)
+    assert "Service | Online / mobile | At a branch" in headers["fee-schedule.pdf"]
+    assert "Product | Indicative APR range | Minimum down payment" in headers["loans-and-mortgages.pdf"]
+    assert any("30-year fixed" in t for t in texts) and not any("ﬁ" in t for t in texts)
