@@ -7,9 +7,12 @@ need before reading: orientation (90/180/270 turns), small deskew, grayscale/con
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -19,6 +22,46 @@ from docteller.model import BBox
 from docteller.protocols import OcrEngine, OcrLine, OcrResult
 
 log = logging.getLogger(__name__)
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content digest of a pixel array (shape included): equal images share a key."""
+    digest = hashlib.blake2b(np.ascontiguousarray(image).view(np.uint8).data, digest_size=16)
+    digest.update(repr((image.shape, image.dtype.str)).encode())
+    return digest.hexdigest()
+
+
+class ReadingCache:
+    """The last few readings by image content, so a second look at the same pixels is free.
+
+    The orientation search and the ID retry both read the same turned photo; without this a
+    failing ID paid for each turn twice. Readings are small (text and boxes), images are not
+    kept. Hits return a copy: callers set `rotation` on what they get.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._items: OrderedDict[str, OcrResult] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> OcrResult | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+        return _copy_result(hit)
+
+    def put(self, key: str, result: OcrResult) -> None:
+        with self._lock:
+            self._items[key] = _copy_result(result)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def _copy_result(result: OcrResult) -> OcrResult:
+    return dataclasses.replace(result, lines=list(result.lines), extras=dict(result.extras))
 
 
 class RapidOcrEngine:
@@ -34,8 +77,13 @@ class RapidOcrEngine:
         self._engine = RapidOCR(params={"Global.log_level": "warning"})
         # The ONNX sessions are not documented as re-entrant; one read at a time per engine.
         self._lock = threading.Lock()
+        self._cache = ReadingCache()
 
     def read(self, image: np.ndarray) -> OcrResult:
+        key = image_key(image)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         h, w = image.shape[:2]
         with self._lock:
             out = self._engine(image)
@@ -45,7 +93,9 @@ class RapidOcrEngine:
                 text = str(text).strip()
                 if text:
                     lines.append(OcrLine(text=text, bbox=BBox.from_points(box.tolist()), confidence=float(score)))
-        return OcrResult(lines=sort_reading_order(lines), width=w, height=h, engine=self.name)
+        result = OcrResult(lines=sort_reading_order(lines), width=w, height=h, engine=self.name)
+        self._cache.put(key, result)
+        return result
 
 
 def sort_reading_order(lines: list[OcrLine]) -> list[OcrLine]:
@@ -212,8 +262,9 @@ def read_oriented(
     A reading is accepted when its lines are horizontal and confident, or when `accept` (a
     domain signal, e.g. an MRZ whose check digits pass) says so; `accept` also stops the search
     at the first turn it approves. `worth_turning` flags an upright-looking reading that still
-    deserves other turns (an MRZ-like line that fails its checks). The best-scoring
-    reading wins; `OcrResult.rotation` records the turn applied.
+    deserves other turns (filler runs read upside down); for such a reading, whose lines
+    already run horizontally, only the half turn is tried. The best-scoring reading wins;
+    `OcrResult.rotation` records the turn applied.
     """
     first = engine.read(image)
     if not try_rotations or (accept is not None and accept(first)):
@@ -224,7 +275,14 @@ def read_oriented(
         return first  # the detector found no text at all: turning the image will not create any
     best, best_score = first, _reading_score(first)
     tall = sum(ln.bbox.height > 1.5 * ln.bbox.width for ln in first.lines if len(ln.text) >= 4)
-    order = (90, 270, 180) if tall > len(first.lines) / 3 else (180, 90, 270)
+    if tall > len(first.lines) / 3:
+        order: tuple[int, ...] = (90, 270, 180)
+    elif looks_misoriented(first):
+        order = (180, 90, 270)
+    else:
+        # Horizontal, confident lines that `worth_turning` still flags: a quarter turn would
+        # only stand them on end again, so the half turn is the one other reading worth paying.
+        order = (180,)
     for degrees in order:
         result = engine.read(rotate_image(image, degrees))
         result.rotation = degrees
@@ -238,10 +296,30 @@ def read_oriented(
     return best
 
 
-@lru_cache(maxsize=4)
+def warm_up(name: str = "rapidocr") -> None:
+    """Load the engine's models now rather than inside the first page's reading.
+
+    RapidOCR loads its detection, classification and recognition models on first use (~2 s
+    together); timing a batch of documents should not charge that to the first one.
+    """
+    from PIL import Image, ImageDraw
+
+    sample = Image.new("RGB", (320, 48), "white")
+    ImageDraw.Draw(sample).text((8, 16), "P<UTOERIKSSON<<ANNA<MARIA", fill="black")
+    get_ocr_engine(name).read(np.asarray(sample))
+
+
 def get_ocr_engine(name: str = "rapidocr") -> OcrEngine:
     """Shared engine instances: model loading costs ~2 s, reading is what should be paid per page."""
+    # One cache entry per engine however it is asked for: `get_ocr_engine()` and
+    # `get_ocr_engine("rapidocr")` are different lru_cache keys and loaded the models twice.
+    return _engine_named(name)
+
+
+@lru_cache(maxsize=4)
+def _engine_named(name: str) -> OcrEngine:
     if name == "rapidocr":
+        log.info("loading the RapidOCR models")
         return RapidOcrEngine()
     if name == "tesseract":
         return TesseractEngine()

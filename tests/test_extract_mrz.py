@@ -112,3 +112,25 @@ def test_passport_printed_zone_cross_checked(passport):
     assert passport.checks["visual_document_number"].ok
     assert passport.checks["visual_date_of_birth"].ok
     assert passport.fields["printed_date_of_birth"].value == "1974-08-12"
+
+
+def _lines(*texts):
+    from docteller.model import BBox
+    from docteller.protocols import OcrLine, OcrResult
+
+    lines = [OcrLine(text=t, bbox=BBox(x0=10, y0=10 + 40 * i, x1=600, y1=40 + 40 * i), confidence=0.97) for i, t in enumerate(texts)]
+    return OcrResult(lines=lines, width=620, height=40 * len(texts) + 20, engine="test")
+
+
+def test_mrz_hint_turns_only_unread_or_upside_down_zones():
+    from ingest.extract.identity import mrz_hint
+
+    # A zone that reads the right way up but fails a check digit (the 7 of the birth date
+    # check is wrong): another turn would re-read the same glyphs, so no hint.
+    failing = _lines("P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<", "L898902C36UTO7408127F1204159ZE184226B<<<<<10")
+    assert not mrz_hint(failing)
+    # Filler runs read as '>>>': the photo is upside down.
+    assert mrz_hint(_lines("01<<<<<B622481EZ9514021F2218047OTU63C209898L", ">>>>>>>>>>>AIRAM>ANNA>>NOSSKIRE"))
+    # Fillers with no zone around them (the detector split the lines oddly).
+    assert mrz_hint(_lines("ERIKSSON<<<", "ANNA"))
+    assert not mrz_hint(_lines("Surname/Nom", "ERIKSSON"))

@@ -79,3 +79,69 @@ def test_tesseract_second_opinion(mrz_crop):
     result = get_ocr_engine("tesseract").read(mrz_crop)
     assert result.engine == "tesseract"
     assert "ERIKSSON" in result.text.replace(" ", "")
+
+
+def test_engine_is_loaded_once():
+    # The default name and the explicit one must share one set of models (they used to be
+    # separate lru_cache keys, so two copies of the models were loaded).
+    assert get_ocr_engine() is get_ocr_engine("rapidocr")
+
+
+def test_repeated_read_comes_from_the_cache(mrz_crop, monkeypatch):
+    engine = get_ocr_engine("rapidocr")
+    first = engine.read(mrz_crop)
+    first.rotation = 90  # callers tag what they get: that must not leak into the cache
+
+    calls = []
+    real = engine._engine
+    monkeypatch.setattr(engine, "_engine", lambda image: calls.append(image.shape) or real(image))
+    again = engine.read(mrz_crop.copy())  # equal pixels, another array
+    assert calls == []
+    assert again.rotation == 0 and again.text == first.text
+    top_line = np.ascontiguousarray(mrz_crop[:70])  # other pixels: a real reading
+    other = engine.read(top_line)
+    assert calls == [top_line.shape]
+    assert other.text != first.text
+
+
+class _ScriptedEngine:
+    """Returns a fixed reading and records the shapes it was asked to read."""
+
+    name = "scripted"
+
+    def __init__(self, reading):
+        self.reading = reading
+        self.shapes = []
+
+    def read(self, image):
+        from docteller.protocols import OcrResult
+
+        self.shapes.append(image.shape[:2])
+        return OcrResult(lines=list(self.reading.lines), width=image.shape[1], height=image.shape[0], engine=self.name)
+
+
+def _reading(texts, tall=False):
+    from docteller.model import BBox
+    from docteller.protocols import OcrLine, OcrResult
+
+    lines = []
+    for i, text in enumerate(texts):
+        box = BBox(x0=10 + 30 * i, y0=10, x1=30 + 30 * i, y1=400) if tall else BBox(x0=10, y0=10 + 30 * i, x1=400, y1=30 + 30 * i)
+        lines.append(OcrLine(text=text, bbox=box, confidence=0.95))
+    return OcrResult(lines=lines, width=420, height=420, engine="scripted")
+
+
+def test_horizontal_reading_flagged_for_turning_tries_only_the_half_turn():
+    image = np.zeros((300, 200, 3), dtype=np.uint8)
+    engine = _ScriptedEngine(_reading(["P>UTOERIKSSON>>ANNA>>>>>>", "L898902C36UTO7408122F"]))
+    result = read_oriented(engine, image, worth_turning=lambda r: True)
+    # Upright, then 180 degrees (same shape); no quarter turns (which would swap the shape).
+    assert engine.shapes == [(300, 200), (300, 200)]
+    assert result.rotation == 0  # the scripted turn reads no better, so upright stays
+
+
+def test_vertical_reading_tries_quarter_turns_first():
+    image = np.zeros((300, 200, 3), dtype=np.uint8)
+    engine = _ScriptedEngine(_reading(["THIS PASSPORT", "CONTAINS 32 PAGES"], tall=True))
+    read_oriented(engine, image)
+    assert engine.shapes == [(300, 200), (200, 300), (200, 300), (300, 200)]  # 0, 90, 270, 180

@@ -45,24 +45,37 @@ def mrz_check_digits_pass(result: OcrResult) -> bool:
 
 
 def mrz_hint(result: OcrResult) -> bool:
-    """Filler runs ('<<<', or '>>>' when upside down) suggest an MRZ worth reading at other turns."""
-    return any("<<<" in ln.text or ">>>" in ln.text for ln in result.lines)
+    """Filler runs that suggest an MRZ is there but was not read the right way up.
+
+    '>>>' is how '<<<' reads upside down. '<<<' read correctly with no zone found around it
+    (garbled, or split oddly by the detector) also earns other turns; a zone that reads but
+    fails its check digits does not: its glyphs already face the right way, and another turn
+    only re-reads the same characters (the deskewed second look is for that case).
+    """
+    if any(">>>" in ln.text for ln in result.lines):
+        return True
+    return any("<<<" in ln.text for ln in result.lines) and find_mrz(result.lines) is None
 
 
 def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[MrzReading | None, PageContent | None]:
-    """Read a photo again, deskewed and at other turns, until an MRZ passes its check digits."""
+    """Read a photo again until an MRZ passes its check digits: deskewed at the turn the page
+    was read at, then, where that reading found no zone with filler runs, at the other turns.
+
+    Readings the orientation search already paid for come from the engine's cache.
+    """
     if page.image is None:
         return None, None
     from ingest.extract.pages import content_from_ocr
-    from ingest.ocr import get_ocr_engine, rotate_image
-
-    from ingest.ocr import deskew
+    from ingest.ocr import deskew, get_ocr_engine, rotate_image
 
     engine = get_ocr_engine(engine_name)
     best, best_page = None, None
-    straight, angle = deskew(page.image)
-    attempts = [(0, straight)] if angle else []
-    attempts += [(degrees, rotate_image(page.image, degrees)) for degrees in (180, 90, 270)]
+    turned = rotate_image(page.image, page.rotation)
+    straight, angle = deskew(turned)
+    attempts = [(page.rotation, straight)] if angle else []
+    zone = find_mrz(page.phrases, page=page.number)
+    if zone is None or not any("<<" in line for line in zone.raw_lines):
+        attempts += [(degrees, rotate_image(page.image, degrees)) for degrees in (0, 180, 90, 270) if degrees != page.rotation]
     for degrees, image in attempts:
         result = engine.read(image)
         result.rotation = degrees

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_PAGES = 200
 # PDF pages with fewer characters than this in their text layer are treated as scans.
 MIN_TEXT_LAYER_CHARS = 20
-# Scanned pages are rendered at this resolution for OCR (A4 -> ~1240 x 1754 px).
-OCR_DPI = 150
+# Scanned pages are rendered at this resolution for OCR (A4 -> ~992 x 1403 px). OCR time grows
+# with pixels; 150 dpi (then cut to MAX_OCR_SIDE) cost ~20% more per page and read the scanned
+# statement in the corpus no better (transactions recall/precision 1.0 either way).
+OCR_DPI = 120
 # Photos larger than this (longer side, px) are downscaled before OCR: PP-OCR's detector
 # resizes internally anyway, and reading time grows with pixels.
 MAX_OCR_SIDE = 1600
