@@ -144,13 +144,6 @@ def focus_passage(text: str, query: str, budget: int) -> str:
     return ("… " if lo > 0 else "") + window + (" …" if hi < len(units) - 1 else "")
 
 
-def number_passages(kb_hits: Sequence[SearchHit], upload_hits: Sequence[SearchHit]) -> list[SourcePassage]:
-    passages = [SourcePassage(f"S{i + 1}", h, "upload") for i, h in enumerate(upload_hits)]
-    offset = len(passages)
-    passages += [SourcePassage(f"S{offset + i + 1}", h, "kb") for i, h in enumerate(kb_hits)]
-    return passages
-
-
 def _attr(value: str) -> str:
     return neutralise(value)[0].replace('"', "'").replace("\n", " ")[:160]
 

@@ -70,8 +70,8 @@ KB_POOL = 8  # hits whose sentences and table rows compete for the prompt
 UPLOAD_TOP_K = 3
 PROMPT_PASSAGES = 4
 EVIDENCE_CHARS = 600  # ≈ 150 prompt tokens of evidence: see agent.evidence
-EVIDENCE_LINE_CHARS = 700  # extractive answers: the numbered lines the model picks from…
-MAX_EVIDENCE_LINES = 8  # …at most this many
+EVIDENCE_LINE_CHARS = 560  # extractive answers: the numbered lines the model picks from…
+MAX_EVIDENCE_LINES = 6  # …at most this many (≈ 140 prompt tokens: time to first token ≈ 2 s on 2 cores)
 HISTORY_TURNS = 2
 
 

@@ -37,18 +37,18 @@ QUESTIONS = [
 
 
 def _time_stream(pieces) -> tuple[float, float, int]:
-    """(ttft seconds, generation tokens/s after the first token, pieces) of a text stream."""
+    """(ttft seconds, generation tokens/s from the first to the last token, pieces) of a stream."""
     start = time.perf_counter()
-    first = None
+    first = last = None
     count = 0
     for _ in pieces:
         count += 1
+        last = time.perf_counter()
         if first is None:
-            first = time.perf_counter()
-    end = time.perf_counter()
+            first = last
     if first is None:
         return float("nan"), float("nan"), 0
-    rate = (count - 1) / (end - first) if count > 1 and end > first else float("nan")
+    rate = (count - 1) / (last - first) if count > 1 and last > first else float("nan")
     return first - start, rate, count
 
 

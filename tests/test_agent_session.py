@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.session import MAX_EVIDENCE_LINES
 from docteller.protocols import ChatMessage
 from docteller.settings import DEFAULT_KB_DIR
 
@@ -279,7 +280,7 @@ def test_extractive_answer_quotes_the_picked_line_verbatim(make_session) -> None
     assert re.search(r"\[Debit and Credit Cards[^\]]*, p\. 1\]", answer.answer)
     assert [c.origin for c in answer.citations] == ["kb"] and "cards-lost-stolen" in answer.citations[0].source
     assert "picked by the model" in (answer.reason or "")
-    assert len(re.findall(r"^\d+\. ", prompt, re.M)) <= 8
+    assert len(re.findall(r"^\d+\. ", prompt, re.M)) <= MAX_EVIDENCE_LINES
     assert "Line numbers: 0" in model.calls[-1][0].content  # the system policy teaches declining
 
 
