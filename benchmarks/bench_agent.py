@@ -75,8 +75,6 @@ def bench_speed(threads: int, n_questions: int, style: str) -> dict:
     from docteller.settings import get_settings
 
     get_settings.cache_clear()
-    from llama_cpp import LlamaRAMCache
-
     from agent.session import AgentResources
 
     resources = AgentResources.load()
@@ -97,7 +95,6 @@ def bench_speed(threads: int, n_questions: int, style: str) -> dict:
 
     def start_state(mode: str, other: str) -> None:
         llm.reset()
-        llm.set_cache(LlamaRAMCache(capacity_bytes=256 << 20))
         if mode == "warm":
             for _ in llm.create_chat_completion(messages=prompts[other], stream=True, max_tokens=1):
                 pass
