@@ -11,8 +11,11 @@ Answering a question (`ChatSession.ask_stream`):
 2. a question about the customer's own documents -> computed in code (`agent.doc_answers`);
 3. otherwise a follow-up is rewritten into a standalone query (model + heuristic guard), the KB
    and the session's uploads are searched, weak evidence is declined, amount-vs-limit questions
-   are decided in code, and the model drafts an answer from numbered passages;
-4. the draft is checked: figures must occur in the evidence, citations map to real chunks.
+   are decided in code, and the best evidence lines are chosen (`agent.evidence`);
+4. extractive style (default): the model picks the lines that answer, which are quoted verbatim
+   with citations, or declines; generative style: the model drafts an answer from numbered
+   passages and the draft is checked (figures must occur in the passage a sentence cites,
+   citations map to real chunks).
 """
 
 from __future__ import annotations
