@@ -145,8 +145,11 @@ class EvidenceSelector:
                 self._cache.popitem(last=False)
         return units, vectors
 
-    def score(self, query: str, hits: Sequence[tuple[SearchHit, str]]) -> list[ScoredUnit]:
-        """Every unit of every hit, best first."""
+    def score(
+        self, query: str, kb_hits: Sequence[SearchHit], upload_hits: Sequence[SearchHit] = ()
+    ) -> list[ScoredUnit]:
+        """Every unit of every hit, best first: the input of `lines` and `select`."""
+        hits = [(h, "upload") for h in upload_hits] + [(h, "kb") for h in kb_hits]
         if not hits:
             return []
         query_vector = self.embedder.embed([query])[0]
@@ -165,22 +168,14 @@ class EvidenceSelector:
         scored.sort(key=lambda s: -s.score)
         return scored
 
-    def lines(
-        self,
-        query: str,
-        kb_hits: Sequence[SearchHit],
-        upload_hits: Sequence[SearchHit] = (),
-        *,
-        budget_chars: int = 700,
-        max_lines: int = 8,
-    ) -> list[EvidenceLine]:
+    @staticmethod
+    def lines(scored: Sequence[ScoredUnit], *, budget_chars: int = 700, max_lines: int = 8) -> list[EvidenceLine]:
         """The best units as quotable lines, best first, each with the passage it is cited as."""
-        hits = [(h, "upload") for h in upload_hits] + [(h, "kb") for h in kb_hits]
         sids: dict[str, str] = {}
         lines: list[EvidenceLine] = []
         seen: set[str] = set()
         size = 0
-        for item in self.score(query, hits):
+        for item in scored:
             text = quotable(item.unit)
             if text in seen or (size + len(text) > budget_chars and lines):
                 continue
@@ -193,20 +188,12 @@ class EvidenceSelector:
                 break
         return lines
 
-    def select(
-        self,
-        query: str,
-        kb_hits: Sequence[SearchHit],
-        upload_hits: Sequence[SearchHit] = (),
-        *,
-        budget_chars: int = 600,
-        max_passages: int = 4,
-    ) -> list[SourcePassage]:
+    @staticmethod
+    def select(scored: Sequence[ScoredUnit], *, budget_chars: int = 600, max_passages: int = 4) -> list[SourcePassage]:
         """Numbered passages (`S1`…) holding the best units, grouped by chunk in reading order."""
-        hits = [(h, "upload") for h in upload_hits] + [(h, "kb") for h in kb_hits]
         chosen: dict[str, list[ScoredUnit]] = {}
         size = 0
-        for item in self.score(query, hits):
+        for item in scored:
             key = item.hit.chunk.id
             if key not in chosen and len(chosen) >= max_passages:
                 continue

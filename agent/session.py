@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field as PydanticField
 
 from agent.audit import AuditEntry, AuditLog, now_iso
 from agent.doc_answers import DocAnswer, Upload, answer_document_question
-from agent.evidence import EvidenceLine, EvidenceSelector
+from agent.evidence import EvidenceLine, EvidenceSelector, ScoredUnit
 from agent.grounding import (
     DECLINE_TEXT,
     Calibration,
@@ -530,9 +530,8 @@ class ChatSession:
             return
 
         kept_kb = [h for h in kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, kb_strength - 0.2)]
-        passages = resources.evidence.select(
-            query, kept_kb, upload_hits, budget_chars=EVIDENCE_CHARS, max_passages=PROMPT_PASSAGES
-        )
+        scored = resources.evidence.score(query, kept_kb, upload_hits)  # once: both answer styles use it
+        passages = resources.evidence.select(scored, budget_chars=EVIDENCE_CHARS, max_passages=PROMPT_PASSAGES)
 
         strangers = unknown_entities(
             question, [h.chunk.embedding_text() for h in kb_hits[:KB_TOP_K] + upload_hits]
@@ -562,7 +561,7 @@ class ChatSession:
             return
 
         if resources.settings.answer_style == "extractive":
-            yield from self._extractive(question, query, kept_kb, upload_hits, standalone, retrieved_ids)
+            yield from self._extractive(question, query, scored, standalone, retrieved_ids)
             return
 
         fields = self._fields_for_prompt()
@@ -593,8 +592,7 @@ class ChatSession:
         self,
         question: str,
         query: str,
-        kb_hits: Sequence[SearchHit],
-        upload_hits: Sequence[SearchHit],
+        scored: Sequence[ScoredUnit],
         standalone: str | None,
         retrieved_ids: Sequence[str],
     ) -> Iterator[AnswerEvent]:
@@ -603,9 +601,7 @@ class ChatSession:
         A small model reads a short numbered list and points at the answer far more reliably
         than it restates it (measured on the eval set: see the README), and a quoted line can't
         misstate a fee. The model answering "0" is a decline."""
-        lines = self.resources.evidence.lines(
-            query, kb_hits, upload_hits, budget_chars=EVIDENCE_LINE_CHARS, max_lines=MAX_EVIDENCE_LINES
-        )
+        lines = self.resources.evidence.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=MAX_EVIDENCE_LINES)
         reply = ""
         if lines:
             reply = "".join(

@@ -85,7 +85,7 @@ def test_injected_lines_never_become_units(kb) -> None:
 def test_the_answering_line_is_selected_within_budget(kb, question: str, fact: str) -> None:
     selector = EvidenceSelector(kb.embedder)
     hits = kb.search(question, k=8)
-    passages = selector.select(question, hits, budget_chars=600, max_passages=4)
+    passages = selector.select(selector.score(question, hits), budget_chars=600, max_passages=4)
     shown = "\n".join(p.text for p in passages)
     assert fact_present(fact, shown), shown
     assert sum(len(p.text) for p in passages) <= 600 + 100  # budget, plus repeated table headers
@@ -104,7 +104,7 @@ def test_selection_recall_on_the_eval_set_beats_whole_chunk_windows(kb) -> None:
     selected = windows = 0
     for q in questions:
         hits = kb.search(q["question"], k=8)
-        shown = "\n".join(p.text for p in selector.select(q["question"], hits, budget_chars=600))
+        shown = "\n".join(p.text for p in selector.select(selector.score(q["question"], hits), budget_chars=600))
         window = "\n".join(h.chunk.text for h in hits[:4])[:2000]
         selected += all(fact_present(f, shown) for f in q["must_include"])
         windows += all(fact_present(f, window) for f in q["must_include"])
