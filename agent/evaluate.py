@@ -10,7 +10,11 @@
 - `evaluate_answers` asks every question in a fresh session and scores correctness (all
   must_include facts present and the right document cited), correct declines and false declines.
 
-Run `python -m agent.evaluate calibrate` after the KB or the embedder changes.
+- `calibrate_judge` does the same for the extractive answer's judge (the chat model's P(yes)
+  that the best evidence lines answer), per chat model.
+
+Run `python -m agent.evaluate calibrate` after the KB or the embedder changes, then
+`python -m agent.evaluate calibrate-judge` (also after changing the chat model).
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ def retrieval_scores(kb: Any, questions: Sequence[dict[str, Any]], k: int = 5) -
     return [(evidence_strength(kb.search(q["question"], k=k)), bool(q["answerable"])) for q in questions]
 
 
-def choose_threshold(scored: Sequence[tuple[float, bool]]) -> dict[str, Any]:
+def choose_threshold(
+    scored: Sequence[tuple[float, bool]], max_false_decline: float | None = MAX_FALSE_DECLINE_RATE
+) -> dict[str, Any]:
     """Best separating threshold on (score, answerable) pairs; see the module docstring."""
     answerable = sorted(s for s, a in scored if a)
     unanswerable = sorted(s for s, a in scored if not a)
@@ -61,12 +67,13 @@ def choose_threshold(scored: Sequence[tuple[float, bool]]) -> dict[str, Any]:
     for t in candidates:
         false_decline = sum(s < t for s in answerable) / len(answerable)
         correct_decline = sum(s < t for s in unanswerable) / len(unanswerable)
-        if false_decline > MAX_FALSE_DECLINE_RATE:
+        if max_false_decline is not None and false_decline > max_false_decline:
             continue
         j = correct_decline - false_decline
         if best is None or j > best[0] + 1e-12:
             best = (j, t, false_decline, correct_decline)
-    assert best is not None  # the lowest candidate declines nothing
+    if best is None:
+        raise ValueError(f"no threshold keeps false declines <= {max_false_decline}")
     _, threshold, fdr, cdr = best
     return {
         "metric": "top_vector_score",
@@ -91,6 +98,9 @@ def calibrate_threshold(kb: Any, questions: Sequence[dict[str, Any]], out: Path 
     result["embedding_model"] = getattr(embedder, "model_id", None)
     result["questions_file"] = "knowledge_base/eval/questions.jsonl"
     result["computed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    if "answer_judge" in previous:  # kept: recalibrate it too (`calibrate-judge`) when retrieval changed
+        result["answer_judge"] = previous["answer_judge"]
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -149,6 +159,7 @@ def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progre
                 "seconds": round(seconds, 2),
                 "answer": answer.answer,
                 "reason": answer.reason,
+                "judgement": answer.evidence_judgement,
             }
         )
         if progress:
@@ -169,6 +180,46 @@ def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progre
     return {"summary": summary, "rows": rows}
 
 
+def calibrate_judge(resources: Any, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH,
+                    progress: bool = False) -> dict[str, Any]:
+    """Calibrate the extractive answer's judge threshold for the loaded chat model.
+
+    Every question is answered with the judge threshold at 0 (so each answer records the
+    model's P(yes)); questions declined before the judge (weak retrieval, unknown names) count
+    as declined at any threshold. The threshold maximises Youden's J (correct declines - false
+    declines) without a cap on false declines: the retrieval threshold already holds those
+    under 5 %, and the judge's job is to catch the unanswerable questions that got past it."""
+    saved = resources.judge_threshold
+    resources.judge_threshold = 0.0
+    try:
+        report = evaluate_answers(resources, questions, progress=progress)
+    finally:
+        resources.judge_threshold = saved
+    rows = report["rows"]
+    scored = [(r["judgement"] if r["judgement"] is not None else -1.0, r["answerable"]) for r in rows]
+    chosen = choose_threshold(scored, max_false_decline=None)
+    t = chosen["threshold"]
+    answerable = [r for r in rows if r["answerable"]]
+    correct = sum(r["correct"] and (r["judgement"] or -1.0) >= t for r in answerable)
+    judge = {
+        "threshold": t,
+        "answer_correct": _ratio(correct, len(answerable)),
+        "correct_declines": chosen["correct_decline_rate"],
+        "false_declines": chosen["false_decline_rate"],
+        "model_id": resources.chat_model.model_id,
+        "model_sha256": resources.chat_model.model_hash,
+        "method": (
+            "P(yes) of the extractive judge per eval question (declined before the judge = -1); "
+            "threshold = midpoint between neighbouring observed values maximising Youden's J"
+        ),
+        "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    data["answer_judge"] = judge
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    return judge
+
+
 def _ratio(n: int, d: int) -> float | None:
     return round(n / d, 4) if d else None
 
@@ -177,8 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m agent.evaluate")
-    parser.add_argument("command", choices=["calibrate"])
-    parser.parse_args(argv)
+    parser.add_argument("command", choices=["calibrate", "calibrate-judge"])
+    args = parser.parse_args(argv)
+    if args.command == "calibrate-judge":
+        from agent.session import AgentResources
+
+        print(json.dumps(calibrate_judge(AgentResources.load(), load_questions(), progress=True), indent=2))
+        return 0
     from ingest.embed import get_embedder
     from ingest.pipeline import ensure_kb_indexed
     from retrieval.store import KnowledgeIndex

@@ -104,11 +104,16 @@ def quotable(unit: EvidenceUnit) -> str:
     return "; ".join(f"{name}: {cell}" for name, cell in zip(names, cells))
 
 
+# Running page headers/footers ("… Schedule of Fees — Page 1 of 3") and a FAQ answer's bare
+# "A: Yes." say nothing on their own.
+_NOT_EVIDENCE_RE = re.compile(r"\bPage \d+ of \d+\b|^(?:A:\s*)?(?:yes|no)\b[.!]?$", re.IGNORECASE)
+
+
 def is_informative(unit: EvidenceUnit, headings: set[str]) -> bool:
     """Headings ("Cancelling or recalling a wire"), bare labels and FAQ questions match a question
     well but answer nothing; they are never offered as evidence lines."""
     text = unit.text.strip()
-    if text.lower().rstrip(":") in headings or text.endswith("?"):
+    if text.lower().rstrip(":") in headings or text.endswith("?") or _NOT_EVIDENCE_RE.search(text):
         return False
     if unit.table_header is None and "|" in text:
         return True  # a table's header row: kept, it names the columns
@@ -176,6 +181,8 @@ class EvidenceSelector:
         seen: set[str] = set()
         size = 0
         for item in scored:
+            if item.unit.table_header is None and "|" in item.unit.text:
+                continue  # a table's header row names columns; it answers nothing when quoted
             text = quotable(item.unit)
             if text in seen or (size + len(text) > budget_chars and lines):
                 continue

@@ -59,16 +59,34 @@ def is_model_decline(text: str) -> bool:
 # --- evidence strength ----------------------------------------------------------------------
 
 
+DEFAULT_JUDGE_THRESHOLD = 0.5  # for a chat model the judge was not calibrated with: "yes" more likely than "no"
+
+
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
     metric: str = "top_vector_score"
+    # The extractive answer's judge: decline when the model's P("yes", the lines answer the
+    # question) is below this. Calibrated per chat model (a different model gets the default).
+    judge_threshold: float = DEFAULT_JUDGE_THRESHOLD
+    judge_model_sha256: str | None = None
+
+    def judge_threshold_for(self, model_hash: str) -> float:
+        if self.judge_model_sha256 and model_hash == self.judge_model_sha256:
+            return self.judge_threshold
+        return DEFAULT_JUDGE_THRESHOLD
 
 
 def load_calibration(path: Path = CALIBRATION_PATH) -> Calibration:
     try:
         data = json.loads(path.read_text())
-        return Calibration(threshold=float(data["threshold"]), metric=data.get("metric", "top_vector_score"))
+        judge = data.get("answer_judge") or {}
+        return Calibration(
+            threshold=float(data["threshold"]),
+            metric=data.get("metric", "top_vector_score"),
+            judge_threshold=float(judge.get("threshold", DEFAULT_JUDGE_THRESHOLD)),
+            judge_model_sha256=judge.get("model_sha256"),
+        )
     except FileNotFoundError as exc:
         raise RuntimeError(
             f"{path} is missing: run `python -m agent.evaluate calibrate` to calibrate the "

@@ -228,57 +228,43 @@ def build_rewrite_messages(question: str, history: Sequence[tuple[str, str]]) ->
     ]
 
 
-PICK_POLICY = """You pick which policy lines answer a bank customer's question.
-Reply with the numbers of the lines that state the answer (at most two, best first, like: 2 or 2,4).
-Reply 0 when no line states the answer to this exact question: a line about a different product,
-account type, service, place or bank does not answer it.
+JUDGE_POLICY = """You check whether bank policy lines answer a customer's question.
+Reply yes when one of the lines states the answer to this exact question, otherwise reply no.
+A line about a different product, account type, service, place or bank does not answer it.
 
 Example 1
 Lines:
 1. Service: Replacement debit card; Fee: $5
 2. Service: Expedited card delivery; Fee: $25
 Question: how much to get a new debit card sent fast
-Line numbers: 2
+Answered: yes
 
 Example 2
 Lines:
 1. Personal loans: 8.49% to 21.99% APR, terms 12 to 60 months.
 2. Home equity lines of credit from $10,000 to $250,000.
 Question: what's the interest rate on a boat loan
-Line numbers: 0
+Answered: no
 
 Example 3
 Lines:
 1. Service: Outgoing domestic wire (online); Fee: $25
 2. Cut-off for same-day wires is 4:00 p.m. ET.
 Question: what does Wells Fargo charge for a wire
-Line numbers: 0"""
-# The examples use made-up figures on purpose: they teach the format and the "0" case, and the
+Answered: no"""
+# The examples use made-up figures on purpose: they teach the format and the "no" case, and the
 # whole policy is a fixed prefix that llama.cpp keeps in its KV cache between questions.
+JUDGE_CHOICES = ("yes", "no")
 
-MAX_PICKED_LINES = 2
 
-
-def build_pick_messages(question: str, lines: Sequence[str]) -> list[ChatMessage]:
-    """Numbered evidence lines (already neutralised) and the question; the model answers with numbers."""
+def build_judge_messages(question: str, lines: Sequence[str]) -> list[ChatMessage]:
+    """Numbered evidence lines (already neutralised) and the question; the model answers yes or no."""
     body = "\n".join(f"{n}. {_one_line(text)}" for n, text in enumerate(lines, 1))
     return [
-        ChatMessage("system", PICK_POLICY),
-        ChatMessage("user", f"Lines:\n{body}\nQuestion: {_one_line(question)}\nLine numbers:"),
+        ChatMessage("system", JUDGE_POLICY),
+        ChatMessage("user", f"Lines:\n{body}\nQuestion: {_one_line(question)}\nAnswered:"),
     ]
 
 
 def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
-
-
-def parse_picked(reply: str, n_lines: int) -> list[int]:
-    """Line numbers from the model's reply, in order, without repeats or out-of-range ones; [] for 0."""
-    picked: list[int] = []
-    for token in re.findall(r"\d+", reply.split("\n")[0]):
-        number = int(token)
-        if number == 0 and not picked:
-            return []
-        if 1 <= number <= n_lines and number not in picked:
-            picked.append(number)
-    return picked[:MAX_PICKED_LINES]

@@ -12,8 +12,8 @@ Answering a question (`ChatSession.ask_stream`):
 3. otherwise a follow-up is rewritten into a standalone query (model + heuristic guard), the KB
    and the session's uploads are searched, weak evidence is declined, amount-vs-limit questions
    are decided in code, and the best evidence lines are chosen (`agent.evidence`);
-4. extractive style (default): the model picks the lines that answer, which are quoted verbatim
-   with citations, or declines; generative style: the model drafts an answer from numbered
+4. extractive style (default): the best evidence lines are quoted verbatim with citations when
+   the model judges that they answer the question (calibrated threshold), else it declines; generative style: the model drafts an answer from numbered
    passages and the draft is checked (figures must occur in the passage a sentence cites,
    citations map to real chunks).
 """
@@ -55,14 +55,15 @@ from agent.grounding import (
 from agent.prompt import (
     SourcePassage,
     build_messages,
-    build_pick_messages,
+    JUDGE_CHOICES,
+    build_judge_messages,
     build_rewrite_messages,
-    parse_picked,
     masked_field_values,
     neutralise,
 )
 from docteller.model import Document, ExtractionResult, Field, SearchHit
-from docteller.protocols import ChatMessage, ChatModel
+from agent.backends.choices import choice_from_text
+from docteller.protocols import ChatMessage, ChatModel, ChoiceScorer
 from docteller.redact import mask
 from docteller.settings import Settings, get_settings
 
@@ -73,8 +74,9 @@ KB_POOL = 8  # hits whose sentences and table rows compete for the prompt
 UPLOAD_TOP_K = 3
 PROMPT_PASSAGES = 4
 EVIDENCE_CHARS = 600  # ≈ 150 prompt tokens of evidence: see agent.evidence
-EVIDENCE_LINE_CHARS = 560  # extractive answers: the numbered lines the model picks from…
-MAX_EVIDENCE_LINES = 6  # …at most this many (≈ 140 prompt tokens: time to first token ≈ 2 s on 2 cores)
+EVIDENCE_LINE_CHARS = 560  # extractive answers: the numbered lines the model judges…
+JUDGED_LINES = 3  # …at most this many (≈ 100 prompt tokens: the judgement takes ≈ 1 s on 2 cores)
+SECOND_LINE_MARGIN = 0.15  # the runner-up line is quoted too when it scores within this of the best
 HISTORY_TURNS = 2
 
 
@@ -103,6 +105,8 @@ class Answer(BaseModel):
     standalone_query: str | None = None
     reason: str | None = None  # why it abstained / how it was answered
     session_id: str = ""
+    # Extractive answers: the model's probability that the evidence lines answer the question.
+    evidence_judgement: float | None = None
 
     def as_cli_json(self) -> dict[str, Any]:
         return {
@@ -142,6 +146,7 @@ class AgentResources:
         self.chat_model = chat_model
         self.embedder = embedder
         self.calibration = calibration or load_calibration()
+        self.judge_threshold = self.calibration.judge_threshold_for(getattr(chat_model, "model_hash", ""))
         self.audit = AuditLog(self.settings.audit_path)
         self.evidence = EvidenceSelector(embedder if embedder is not None else getattr(kb, "embedder", None))
         self._contact_cache: tuple[str, list[Citation]] | None = None
@@ -596,35 +601,43 @@ class ChatSession:
         standalone: str | None,
         retrieved_ids: Sequence[str],
     ) -> Iterator[AnswerEvent]:
-        """The model picks the evidence lines that answer; they are quoted verbatim and cited.
+        """The best evidence lines are quoted verbatim and cited if the model judges they answer.
 
-        A small model reads a short numbered list and points at the answer far more reliably
-        than it restates it (measured on the eval set: see the README), and a quoted line can't
-        misstate a fee. The model answering "0" is a decline."""
-        lines = self.resources.evidence.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=MAX_EVIDENCE_LINES)
-        reply = ""
-        if lines:
-            reply = "".join(
-                self.resources.chat_model.stream(
-                    build_pick_messages(query, [line.text for line in lines]), max_tokens=8, temperature=0.0
-                )
-            )
-        picked = parse_picked(reply, len(lines))
-        if not picked:
-            reason = "the model found no line that answers the question" if lines else "no evidence lines"
-            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone, reason=reason)
+        The lines come ranked by `agent.evidence` (question similarity, shared terms, chunk
+        similarity). The model reads the best few and gives its probability that they state the
+        answer; below the calibrated threshold the question is declined. Measured on the eval set
+        (README), the 1.5B model ranks lines no better than the scorer but judges answerability
+        better than it picks, and a quoted line can't misstate a fee."""
+        lines = self.resources.evidence.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=JUDGED_LINES)
+        if not lines:
+            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
+                                  reason="no evidence lines")
         else:
-            chosen = [lines[n - 1] for n in picked]
-            citations: dict[str, Citation] = {}
-            for line in chosen:
-                citations.setdefault(line.passage.hit.chunk.id, _citation_from_hit(line.passage.hit, line.passage.origin))
-            answer = self._answer(
-                question,
-                quote_answer_text(chosen),
-                citations=list(citations.values()),
-                standalone_query=standalone,
-                reason=f"quoted evidence line(s) {', '.join(map(str, picked))} of {len(lines)}, picked by the model",
-            )
+            judgement = judge_probability(self.resources.chat_model, query, [line.text for line in lines])
+            threshold = self.resources.judge_threshold
+            if judgement < threshold:
+                answer = self._answer(
+                    question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
+                    reason=f"the model judged that the best {len(lines)} evidence lines don't answer it "
+                    f"(P(yes) {judgement:.2f} < calibrated {threshold:.2f})",
+                )
+            else:
+                best = lines[0].passage.score or 0.0
+                chosen = [lines[0]] + [
+                    line for line in lines[1:2] if (line.passage.score or 0.0) >= best - SECOND_LINE_MARGIN
+                ]
+                citations: dict[str, Citation] = {}
+                for line in chosen:
+                    citations.setdefault(line.passage.hit.chunk.id, _citation_from_hit(line.passage.hit, line.passage.origin))
+                answer = self._answer(
+                    question,
+                    quote_answer_text(chosen),
+                    citations=list(citations.values()),
+                    standalone_query=standalone,
+                    reason=f"quoted the best {len(chosen)} of {len(lines)} evidence lines; the model judged "
+                    f"they answer it (P(yes) {judgement:.2f} ≥ {threshold:.2f})",
+                )
+            answer.evidence_judgement = round(judgement, 4)
         answer = self._finish(answer, retrieved_ids)
         yield AnswerEvent(kind="token", text=answer.answer)
         yield AnswerEvent(kind="final", answer=answer)
@@ -682,8 +695,18 @@ class ChatSession:
         )
 
 
+def judge_probability(model: ChatModel, question: str, lines: Sequence[str]) -> float:
+    """The model's probability that `lines` state the answer to `question` (one forward pass
+    where the backend exposes token probabilities; otherwise 1 or 0 from a short greedy reply)."""
+    messages = build_judge_messages(question, lines)
+    if isinstance(model, ChoiceScorer):
+        return model.choice_probabilities(messages, JUDGE_CHOICES)["yes"]
+    reply = "".join(model.stream(messages, max_tokens=3, temperature=0.0))
+    return choice_from_text(reply, JUDGE_CHOICES)["yes"]
+
+
 def quote_answer_text(lines: Sequence[EvidenceLine]) -> str:
-    """Picked lines quoted verbatim, each followed by its citation."""
+    """Evidence lines quoted verbatim, each followed by its citation."""
     whose = "your document says" if all(line.passage.origin == "upload" for line in lines) else "our policy says"
     if len(lines) == 1:
         return f"Here is what {whose}: “{lines[0].text}” {lines[0].passage.label}"

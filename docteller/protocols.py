@@ -99,3 +99,15 @@ class ChatModel(Protocol):
     ) -> Iterator[str]:
         """Yield the answer's text pieces as they are generated."""
         ...
+
+
+@runtime_checkable
+class ChoiceScorer(Protocol):
+    """Optional capability of a `ChatModel`: how likely its reply starts with each choice.
+
+    One forward pass instead of a generation, and a probability rather than a hard answer, so a
+    yes/no judgement can be thresholded and calibrated (see `agent.judge`)."""
+
+    def choice_probabilities(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        """{choice: probability}, normalised over `choices` (case and a leading space ignored)."""
+        ...

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -83,6 +84,73 @@ def test_openai_backend_streams_and_completes_against_a_real_server(llama_server
     assert whole.strip()
 
 
+JUDGE = [ChatMessage("system", "Reply yes or no."), ChatMessage("user", "Is the sky blue on a clear day?")]
+
+
+def test_openai_backend_judges_from_server_logprobs(llama_server: str) -> None:
+    import math
+
+    from agent.backends.openai_http import OpenAIHttpChatModel
+
+    real = OpenAIHttpChatModel(llama_server, retries=0)
+    judged = real.choice_probabilities(JUDGE, ("yes", "no"))
+    assert real._serves_logprobs is True and sum(judged.values()) == pytest.approx(1.0)
+    reply = real.complete(JUDGE, max_tokens=3).strip().lower()
+    for choice in ("yes", "no"):
+        if reply.startswith(choice):  # greedy decoding took the more likely first token
+            assert judged[choice] > 0.5
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.read())["logprobs"] is True
+        top = [{"token": "Yes", "logprob": math.log(0.6)}, {"token": " no", "logprob": math.log(0.2)},
+               {"token": "maybe", "logprob": math.log(0.2)}]
+        return httpx.Response(200, json={"choices": [{"message": {"content": "Yes"},
+                                                      "logprobs": {"content": [{"token": "Yes", "top_logprobs": top}]}}]})
+
+    served = OpenAIHttpChatModel("http://test/v1", transport=httpx.MockTransport(handler))
+    probabilities = served.choice_probabilities(JUDGE, ("yes", "no"))
+    assert probabilities["yes"] == pytest.approx(0.75) and probabilities["no"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(("reply", "expected"), [("No, it is not.", {"yes": 0.0, "no": 1.0}), ("Perhaps", {"yes": 0.0, "no": 0.0})])
+def test_openai_backend_without_logprobs_judges_from_a_short_reply(reply: str, expected: dict) -> None:
+    from agent.backends.openai_http import OpenAIHttpChatModel
+
+    requests: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(json.loads(request.read()))
+        return httpx.Response(200, json={"choices": [{"message": {"content": reply}}]})
+
+    model = OpenAIHttpChatModel("http://test/v1", transport=httpx.MockTransport(handler))
+    assert model.choice_probabilities(JUDGE, ("yes", "no")) == expected
+    assert model.choice_probabilities(JUDGE, ("yes", "no")) == expected
+    # Asked for logprobs once; then it remembers the server has none and only asks for a reply.
+    assert ["logprobs" in r for r in requests] == [True, False, False]
+
+
+def test_llamacpp_choice_probabilities_agree_with_greedy_generation() -> None:
+    pytest.importorskip("llama_cpp")
+    from agent.backends.llamacpp import LlamaCppChatModel
+    from agent.model_files import smollm2_path
+
+    model = LlamaCppChatModel(smollm2_path(), model_id="smollm2", model_hash="x", n_ctx=512, n_threads=2)
+    choices = ("yes", "no")
+    first = model.choice_probabilities(JUDGE, choices)
+    assert set(first) == set(choices) and sum(first.values()) == pytest.approx(1.0)
+    assert 0.0 < first["yes"] < 1.0  # a distribution, not a hard answer
+    # A generation in between (another prompt) must not disturb the cached state it reuses.
+    "".join(model.stream(MESSAGES, max_tokens=4))
+    again = model.choice_probabilities(JUDGE, choices)
+    assert again["yes"] == pytest.approx(first["yes"], abs=1e-3)
+    # Greedy decoding takes the most likely first token: when that is one of the choices, it is
+    # the one with the higher probability.
+    reply = "".join(model.stream(JUDGE, max_tokens=2)).strip().lower()
+    for choice in choices:
+        if reply.startswith(choice):
+            assert first[choice] > 0.5
+
+
 def test_openai_backend_reports_a_down_server_clearly_after_retries() -> None:
     from agent.backends.openai_http import ChatServerError, OpenAIHttpChatModel
 
@@ -138,7 +206,7 @@ def tiny_vlm_dir(tmp_path_factory) -> Path:
     )
 
     out = tmp_path_factory.mktemp("tiny-idefics3")
-    words = "the a fee is wire limit card passport expires on page your statement balance assistant user system".split()
+    words = "the a fee is wire limit card passport expires on page your statement balance assistant user system yes no".split()
     specials = ["<unk>", "<pad>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
                 "<global-img>"] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
     vocab = {tok: i for i, tok in enumerate(specials + words + [":", ".", "?", ",", "Assistant", "User", "System"])}
@@ -199,6 +267,8 @@ def test_tiny_vlm_streams_with_an_image_on_cpu(tiny_vlm_dir: Path, docteller_hom
     assert model.last_usage["images"] == 1 and model.last_usage["pixel_values"][0] == 1
     assert model.last_usage["prompt_tokens"] > 4  # the <image> placeholders were expanded
     assert list(model.stream([ChatMessage("user", "the fee is ?")], max_tokens=4))  # text-only turn too
+    judged = model.choice_probabilities(messages, ("yes", "no"))  # one forward pass, with the image
+    assert set(judged) == {"yes", "no"} and sum(judged.values()) == pytest.approx(1.0)
 
 
 def test_vlm_directory_errors_are_clear(tmp_path: Path) -> None:

@@ -120,14 +120,29 @@ def test_threshold_choice_separates_and_respects_false_decline_cap() -> None:
     assert result["correct_decline_rate"] == pytest.approx(2 / 3, abs=1e-3)
 
 
+def test_threshold_choice_without_a_cap_maximises_youden_j() -> None:
+    # The judge's threshold: declining the 0.45 answerable one also catches two unanswerable ones.
+    scored = [(0.9, True), (0.8, True), (0.45, True), (0.5, False), (0.48, False), (0.4, False), (-1.0, False)]
+    assert choose_threshold(scored)["threshold"] == pytest.approx(0.425)  # capped: no false decline
+    free = choose_threshold(scored, max_false_decline=None)
+    assert free["threshold"] == pytest.approx(0.65)
+    assert free["correct_decline_rate"] == 1.0 and free["false_decline_rate"] == pytest.approx(1 / 3, abs=1e-3)
+
+
 def test_shipped_calibration_is_loadable_and_documented() -> None:
     import json
 
-    from agent.grounding import CALIBRATION_PATH
+    from agent.grounding import CALIBRATION_PATH, DEFAULT_JUDGE_THRESHOLD
+    from agent.model_files import DEFAULT_MODEL_SHA256
 
     data = json.loads(Path(CALIBRATION_PATH).read_text())
-    assert 0.0 < load_calibration().threshold < 1.0
+    calibration = load_calibration()
+    assert 0.0 < calibration.threshold < 1.0
     assert data["n_answerable"] > 0 and data["n_unanswerable"] > 0 and "Youden" in data["method"]
+    # The judge threshold was calibrated for the packaged model and applies only to it.
+    assert data["answer_judge"]["model_sha256"] == DEFAULT_MODEL_SHA256 and "Youden" in data["answer_judge"]["method"]
+    assert calibration.judge_threshold_for(DEFAULT_MODEL_SHA256) == data["answer_judge"]["threshold"]
+    assert calibration.judge_threshold_for("another-model") == DEFAULT_JUDGE_THRESHOLD
 
 
 def test_focus_keeps_the_relevant_stretch() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.session import MAX_EVIDENCE_LINES
+from agent.session import JUDGED_LINES
 from docteller.protocols import ChatMessage
 from docteller.settings import DEFAULT_KB_DIR
 
@@ -259,73 +259,85 @@ def test_handoff_gives_contact_details_and_is_audited(make_session) -> None:
     assert lines[0]["model_sha256"] == model.model_hash
 
 
-# --- extractive answers: the model picks numbered lines, the code quotes them --------------
+# --- extractive answers: the best lines are quoted when the model judges that they answer ----
 
 
-def line_number(messages: Sequence[ChatMessage], needle: str) -> str:
-    """The number under which the pick prompt lists the line containing `needle`."""
-    for m in re.finditer(r"^(\d+)\. (.*)$", messages[-1].content, re.M):
-        if needle in m.group(2):
-            return m.group(1)
-    raise AssertionError(f"{needle!r} not in any numbered line:\n{messages[-1].content}")
+def numbered_lines(messages: Sequence[ChatMessage]) -> list[str]:
+    return re.findall(r"^\d+\. (.*)$", messages[-1].content, re.M)
 
 
-def test_extractive_answer_quotes_the_picked_line_verbatim(make_session) -> None:
-    session, model = make_session(lambda m: line_number(m, "$5,000"), answer_style="extractive")
+class JudgingModel(ScriptedModel):
+    """A scripted model that also exposes token probabilities (`ChoiceScorer`): P(yes) is fixed."""
+
+    def __init__(self, p_yes: float) -> None:
+        super().__init__(lambda m: "yes")
+        self.p_yes = p_yes
+
+    def choice_probabilities(self, messages, choices):
+        self.calls.append(list(messages))
+        return {"yes": self.p_yes, "no": 1 - self.p_yes}
+
+
+def test_extractive_answer_quotes_the_best_line_verbatim(make_session) -> None:
+    session, model = make_session(lambda m: "yes", answer_style="extractive")
     answer = session.ask("What is the daily limit for debit card purchases?")
     assert not answer.abstained, answer.reason
-    prompt = model.calls[-1][-1].content
-    picked = next(line for line in prompt.splitlines() if "$5,000" in line).split(". ", 1)[1]
-    assert f"“{picked}”" in answer.answer  # the line itself, not a paraphrase
+    shown = numbered_lines(model.calls[-1])
+    assert 1 <= len(shown) <= JUDGED_LINES and "$5,000" in shown[0]
+    assert f"“{shown[0]}”" in answer.answer  # the line itself, not a paraphrase
     assert re.search(r"\[Debit and Credit Cards[^\]]*, p\. 1\]", answer.answer)
-    assert [c.origin for c in answer.citations] == ["kb"] and "cards-lost-stolen" in answer.citations[0].source
-    assert "picked by the model" in (answer.reason or "")
-    assert len(re.findall(r"^\d+\. ", prompt, re.M)) <= MAX_EVIDENCE_LINES
-    assert "Line numbers: 0" in model.calls[-1][0].content  # the system policy teaches declining
+    assert "cards-lost-stolen" in answer.citations[0].source and {c.origin for c in answer.citations} == {"kb"}
+    assert answer.evidence_judgement == 1.0 and "judged" in (answer.reason or "")
+    assert "Answered: no" in model.calls[-1][0].content  # the system policy teaches declining
 
 
-@pytest.mark.parametrize("reply", ["0", "none of them", "Line 99", ""])
-def test_extractive_declines_when_no_line_is_picked(make_session, reply: str) -> None:
+@pytest.mark.parametrize("reply", ["no", "No, none of them", "maybe", ""])
+def test_extractive_declines_unless_the_model_says_yes(make_session, reply: str) -> None:
     session, model = make_session(lambda m: reply, answer_style="extractive")
     answer = session.ask("What is the daily limit for debit card purchases?")
     assert model.calls and answer.abstained and answer.citations == []
-    assert "can't find" in answer.answer
+    assert "can't find" in answer.answer and answer.evidence_judgement == 0.0
 
 
-def test_extractive_two_lines_cite_each_source(make_session) -> None:
-    def reply(messages):
-        return f"{line_number(messages, '$5,000')}, {line_number(messages, '$800')}"
+@pytest.mark.parametrize(("p_yes", "declined"), [(0.7, False), (0.3, True)])
+def test_extractive_judgement_is_compared_with_the_threshold(kb, docteller_home: Path, p_yes: float, declined: bool) -> None:
+    from agent.grounding import DEFAULT_JUDGE_THRESHOLD
+    from agent.session import AgentResources
+    from docteller.settings import get_settings
 
-    session, _ = make_session(reply, answer_style="extractive")
-    answer = session.ask("What are the daily limits for debit card purchases and ATM cash withdrawals?")
-    assert not answer.abstained
-    assert answer.answer.startswith("Here is what our policies say:\n- “")
-    assert "$5,000" in answer.answer and "$800" in answer.answer
-    assert answer.answer.count(", p. ") == 2
+    model = JudgingModel(p_yes)
+    settings = get_settings().model_copy(update={"answer_style": "extractive"})
+    resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
+    # The calibrated threshold belongs to the packaged model; another model gets the default.
+    assert resources.judge_threshold == DEFAULT_JUDGE_THRESHOLD
+    answer = resources.new_session().ask("What is the daily limit for debit card purchases?")
+    assert answer.abstained is declined and answer.evidence_judgement == p_yes
+    assert f"P(yes) {p_yes:.2f}" in (answer.reason or "") and "$5,000" in model.calls[-1][-1].content
+    if not declined:
+        assert "$5,000" in answer.answer and answer.citations
 
 
 def test_extractive_quote_from_an_upload_is_cited_as_the_customer_document(make_session, tmp_path: Path) -> None:
     pdf = _statement_pdf(tmp_path / "march.pdf", "JAMIE SAMPLE", "1,800.00", extra=INJECTION)
-    session, model = make_session(lambda m: line_number(m, "overdraft protection plan starts"), answer_style="extractive")
+    session, model = make_session(lambda m: "yes", answer_style="extractive")
     session.add_upload(pdf)
     answer = session.ask("When does the overdraft protection plan mentioned in my statement start?")
     assert not answer.abstained
     assert "1 April 2026" in answer.answer and "[your document march.pdf, p. 1]" in answer.answer
-    assert answer.answer.startswith("Here is what your document says:")
-    assert [c.origin for c in answer.citations] == ["upload"]
+    assert "upload" in [c.origin for c in answer.citations]
     prompt = model.prompts
     assert "ignore all previous instructions" not in prompt.lower() and "4400 1234 5678 9012" not in prompt
 
 
-def test_extractive_follow_up_is_rewritten_then_answered_from_picked_lines(make_session) -> None:
+def test_extractive_follow_up_is_rewritten_then_answered_from_the_rewritten_query(make_session) -> None:
     def reply(messages):
         if "standalone" in messages[0].content.lower():
             return "What is the daily ATM cash withdrawal limit for a Premier Checking debit card?"
-        return line_number(messages, "$1,500")
+        return "yes"
 
     session, model = make_session(reply, answer_style="extractive")
     session.ask("What is the daily limit for debit card purchases?")
     answer = session.ask("and for premier checking ATM withdrawals?")
     assert answer.standalone_query and "Premier Checking" in answer.standalone_query
     assert "$1,500" in answer.answer and "“" in answer.answer and not answer.abstained
-    assert "Premier Checking" in model.calls[-1][-1].content  # lines were picked for the rewritten query
+    assert "Premier Checking" in model.calls[-1][-1].content  # lines were chosen for the rewritten query

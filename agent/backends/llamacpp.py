@@ -12,7 +12,11 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from agent.backends.choices import choice_token_ids, normalised
 from docteller.protocols import ChatMessage
 from docteller.settings import Settings, get_settings
 
@@ -51,6 +55,8 @@ class LlamaCppChatModel:
         # cache for the prefix the previous prompt shares, so only the evidence and the question
         # are evaluated. (llama-cpp-python's LlamaRAMCache would also survive a query rewrite in
         # between, but saving state after every completion costs ≈ 0.6 s per answer.)
+        self._choice_ids: dict[tuple[str, ...], dict[str, set[int]]] = {}
+        self._formatter: Any = None
         log.info("loaded %s (%s) with %s threads", model_id, self.model_path.name, n_threads)
 
     @classmethod
@@ -88,3 +94,42 @@ class LlamaCppChatModel:
                 piece = chunk["choices"][0].get("delta", {}).get("content")
                 if piece:
                     yield piece
+
+    def choice_probabilities(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        """One forward pass over the chat-formatted prompt; the first reply token's distribution.
+
+        The prompt is formatted with the GGUF's own chat template, as `create_chat_completion`
+        does, and shares its KV-cache prefix reuse (the fixed system prompt is not re-evaluated)."""
+        key = tuple(choices)
+        if key not in self._choice_ids:
+            self._choice_ids[key] = choice_token_ids(
+                lambda text: self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False), choices
+            )
+        prompt = self._format([{"role": m.role, "content": m.content} for m in messages])
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        with self._lock:
+            llm = self.llm
+            cached = llm.input_ids[: llm.n_tokens]
+            shared = 0
+            limit = min(len(cached), len(tokens) - 1)  # evaluate at least the last token
+            while shared < limit and cached[shared] == tokens[shared]:
+                shared += 1
+            llm.n_tokens = shared  # `eval` drops the KV cache after this point
+            llm.eval(tokens[shared:])
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        return normalised(lambda token: float(probabilities[token]), self._choice_ids[key])
+
+    def _format(self, payload: list[dict[str, str]]) -> str:
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise RuntimeError(f"{self.model_path.name} has no chat template in its metadata")
+            token_text = lambda token: self.llm.detokenize([token]).decode("utf-8", "ignore") if token >= 0 else ""
+            self._formatter = Jinja2ChatFormatter(
+                template=template, eos_token=token_text(self.llm.token_eos()), bos_token=token_text(self.llm.token_bos())
+            )
+        return self._formatter(messages=payload).prompt

@@ -51,6 +51,7 @@ class OpenAIHttpChatModel:
         self.retries = retries
         self.backoff = backoff
         self.use_stream = use_stream
+        self._serves_logprobs: bool | None = None  # learnt on the first choice_probabilities call
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -118,6 +119,36 @@ class OpenAIHttpChatModel:
         """One non-streaming request; the whole answer at once."""
         body = self._request_body(messages, max_tokens, temperature, stream=False)
         return "".join(self._with_retries(lambda: self._complete_once(body)))
+
+    def choice_probabilities(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        """The first reply token's `top_logprobs` (vLLM, llama.cpp server with logits_all, OpenAI);
+        a server that doesn't return them is asked for a short greedy reply instead."""
+        import math
+
+        from agent.backends.choices import choice_from_text, normalised
+
+        if self._serves_logprobs is not False:
+            body = self._request_body(messages, 1, 0.0, stream=False) | {"logprobs": True, "top_logprobs": 20}
+            try:
+                response = self._client.post("/chat/completions", json=body)
+                _raise_for_status(response)
+                content = (response.json()["choices"][0].get("logprobs") or {}).get("content") or []
+                top = content[0].get("top_logprobs") or [] if content else []
+            except (ChatServerError, _RetryableStatus, KeyError, IndexError, ValueError) as exc:
+                log.info("chat server gives no logprobs (%s); judging from a short reply", exc)
+                top = []
+            except httpx.HTTPError as exc:
+                raise ChatServerError(f"chat server at {self.base_url} failed: {exc}") from exc
+            if top:
+                self._serves_logprobs = True
+                by_text: dict[str, float] = {}
+                for entry in top:
+                    text = str(entry.get("token", "")).strip().lower()
+                    by_text[text] = by_text.get(text, 0.0) + math.exp(float(entry.get("logprob", -math.inf)))
+                ids = {c: {c.strip().lower()} for c in choices}
+                return normalised(lambda text: by_text.get(text, 0.0), ids)
+            self._serves_logprobs = False
+        return choice_from_text(self.complete(messages, max_tokens=3, temperature=0.0), choices)
 
     def _complete_once(self, body: dict[str, Any]) -> Iterator[str]:
         response = self._client.post("/chat/completions", json=body)

@@ -113,12 +113,8 @@ class TransformersVlmChatModel:
             templated.append({"role": m.role, "content": content})
         return templated, images
 
-    def stream(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0
-    ) -> Iterator[str]:
-        import torch
-        from transformers import TextIteratorStreamer
-
+    def _inputs(self, messages: Sequence[ChatMessage]) -> Any:
+        """Chat-templated, processed model inputs (text and images) on the model's device."""
         templated, images = self._template_messages(messages)
         prompt = self.processor.apply_chat_template(templated, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
@@ -131,6 +127,29 @@ class TransformersVlmChatModel:
             "images": len(images),
             "pixel_values": tuple(inputs["pixel_values"].shape) if "pixel_values" in inputs else None,
         }
+        return inputs
+
+    def choice_probabilities(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        """One forward pass; the distribution of the reply's first token over the choices."""
+        import torch
+
+        from agent.backends.choices import choice_token_ids, normalised
+
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        ids = choice_token_ids(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], choices)
+        inputs = self._inputs(messages)
+        with self._lock, torch.inference_mode():
+            logits = self.model(**inputs).logits[0, -1].float()
+        probabilities = torch.softmax(logits, dim=-1)
+        return normalised(lambda token: float(probabilities[token]), ids)
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0
+    ) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        inputs = self._inputs(messages)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         generate_kwargs: dict[str, Any] = dict(
