@@ -7,16 +7,18 @@ their header) of the top chunks, within a character budget, because
 - a small model answers the neighbouring fact when it is shown whole sections.
 
 Each unit is scored by the cosine similarity of the question to the unit (embedded with its
-heading path for context), plus its share of the question's terms, plus its chunk's similarity.
+heading path for context), plus its share of the question's terms (weighted by how rare each is
+among the candidate units; a table row's column names count), plus its chunk's similarity.
 Unit embeddings are cached per chunk: KB chunks don't change between questions, so after the
 first questions only the question itself is embedded.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,8 +29,8 @@ from docteller.model import Chunk, SearchHit
 from docteller.redact import redact_text
 
 # Weights of a unit's score: its own cosine similarity to the question, plus these times its
-# share of the question's terms and its chunk's cosine similarity (tuned on the eval set's
-# "facts present in the prompt" recall, see benchmarks/bench_agent.py --evidence).
+# weighted share of the question's terms and its chunk's cosine similarity (tuned on the eval
+# set: how often the best line, or the best two, hold the answer's facts).
 LEXICAL_WEIGHT = 0.3
 CHUNK_WEIGHT = 0.3
 
@@ -159,15 +161,23 @@ class EvidenceSelector:
             return []
         query_vector = self.embedder.embed([query])[0]
         terms = query_terms(query)
+        candidates = [(hit, origin, *self.units(hit.chunk, origin)) for hit, origin in hits]
+        unit_terms = {
+            id(unit): query_terms(quotable(unit)) for _, _, units, _ in candidates for unit in units
+        }
+        # A question term is weighted by its rarity among the candidate units (inverse document
+        # frequency within this pool): when every line is about wires, "incoming" decides.
+        frequency = Counter(t for found in unit_terms.values() for t in found & terms)
+        weight = {t: math.log((len(unit_terms) + 1) / (frequency[t] + 1)) + 1 for t in terms}
+        total_weight = sum(weight.values()) or 1.0
         scored: list[ScoredUnit] = []
-        for hit, origin in hits:
-            units, vectors = self.units(hit.chunk, origin)
+        for hit, origin, units, vectors in candidates:
             if not units:
                 continue
             similarities = vectors @ query_vector
             chunk_score = hit.vector_score or 0.0
             for unit, similarity in zip(units, similarities):
-                lexical = len(terms & query_terms(unit.text)) / max(len(terms), 1)
+                lexical = sum(weight[t] for t in terms & unit_terms[id(unit)]) / total_weight
                 total = float(similarity) + LEXICAL_WEIGHT * lexical + CHUNK_WEIGHT * chunk_score
                 scored.append(ScoredUnit(unit, hit, origin, total))
         scored.sort(key=lambda s: -s.score)

@@ -17,13 +17,10 @@ def _cases(corpus):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_cheminfo_verdicts_match_for_supported_formats(corpus):
+def test_cheminfo_verdicts_match_for_every_format(corpus):
     disagreements = []
     for case in _cases(corpus):
         reading = parse_mrz(case["mrz_lines"])
-        if case["format"] in ("FRENCH_DRIVING_LICENSE", "SWISS_DRIVING_LICENSE"):
-            assert reading is None, case["case"]  # not an ICAO format: never reported valid
-            continue
         assert reading is not None, case["case"]
         if reading.valid != case["valid"]:
             disagreements.append(case["case"])
@@ -42,6 +39,55 @@ def test_cheminfo_fields(corpus):
         assert reading.fields["date_of_birth"] == f["birthDate"], case["case"]
         assert reading.fields["surname"] == f["lastName"], case["case"]
         assert reading.fields["given_names"] == f["firstName"], case["case"]
+
+
+def test_cheminfo_driving_licence_fields(corpus):
+    cases = [c for c in _cases(corpus) if c["valid"] and c["format"] in ("FRENCH_DRIVING_LICENSE", "SWISS_DRIVING_LICENSE")]
+    assert len(cases) == 2
+    for case in cases:
+        reading = parse_mrz(case["mrz_lines"])
+        f = case["fields"]
+        assert reading.format == case["format"], case["case"]
+        assert reading.fields["document_type"] == "driving licence", case["case"]
+        assert reading.fields["document_code"] == f["documentCode"], case["case"]
+        assert reading.fields["document_number"] == f["documentNumber"], case["case"]
+        assert reading.fields["issuing_country"] == f["issuingState"], case["case"]
+        assert reading.fields["surname"] == f["lastName"], case["case"]
+        assert reading.fields["given_names"] == f.get("firstName", ""), case["case"]
+        assert reading.fields["expiry_date"] == f.get("expirationDate", ""), case["case"]
+        assert reading.fields["date_of_birth"] == f.get("birthDate", ""), case["case"]
+    french, swiss = sorted(cases, key=lambda c: c["format"])
+    # The French licence's two check digits are the only ones a driving licence carries.
+    checks = parse_mrz(french["mrz_lines"]).checks
+    assert checks["check_digit_document_number"][0] and checks["check_digit_composite"][0]
+    extra = parse_mrz(swiss["mrz_lines"]).fields
+    assert (extra["language_code"], extra["pin_code"], extra["version_number"]) == (swiss["fields"]["languageCode"], swiss["fields"]["pinCode"], swiss["fields"]["versionNumber"])
+
+
+def test_driving_licence_invalid_and_ocr_cases(corpus):
+    by_name = {c["case"]: c for c in _cases(corpus)}
+    # No check digits on the Swiss licence: the format checks name what is wrong.
+    garbled = parse_mrz(by_name["swissDrivingLicense: invalid text"]["mrz_lines"])
+    assert not garbled.valid
+    failing = {name for name, (ok, _) in garbled.checks.items() if not ok}
+    assert failing == {"format_charset", "format_version_number", "format_name"}
+    assert "version number" in garbled.checks["format_version_number"][1]
+    # OCR confusions repaired by position (cheminfo's own autocorrect example for the Swiss one).
+    swiss = parse_mrz(["AAAOOID<<", "FACHE30514Z1ZB097<<B001Z6<<<<<", "MARCHAND<<FA81ENNE<<<<<<<<<<<<"])
+    assert swiss.valid and swiss.lines == by_name["swissDrivingLicense: valid MRZ"]["mrz_lines"]
+    french = parse_mrz(["D1FRA13AAOOOO26I8I23IMART1N<<9"])
+    assert french.valid and french.lines == by_name["frenchDrivingLicense: valid MRZ"]["mrz_lines"]
+    # A wrong check digit stays wrong.
+    wrong = parse_mrz(["D1FRA13AA000027181231MARTIN<<9"])
+    assert not wrong.checks["check_digit_document_number"][0] and not wrong.checks["check_digit_composite"][0]
+
+
+def test_driving_licences_do_not_take_td1_readings():
+    td1 = ["I<UTOD231458907<<<<<<<<<<<<<<<", "7408122F1204159UTO<<<<<<<<<<<6", "ERIKSSON<<ANNA<MARIA<<<<<<<<<<"]
+    assert parse_mrz(td1).format == "TD1"
+    # One TD1 line read alone is no French licence (its second character is a letter or '<').
+    assert parse_mrz(["IDFRAX4RTBPFW46<<<<<<<<<<<<<<<"]) is None
+    assert parse_mrz([td1[0]]) is None
 
 
 def test_invalid_cases_name_the_failing_check(corpus):
@@ -134,3 +180,15 @@ def test_mrz_hint_turns_only_unread_or_upside_down_zones():
     # Fillers with no zone around them (the detector split the lines oddly).
     assert mrz_hint(_lines("ERIKSSON<<<", "ANNA"))
     assert not mrz_hint(_lines("Surname/Nom", "ERIKSSON"))
+
+
+def test_driving_licence_reading_becomes_an_id_result_without_an_invented_sex(corpus):
+    from docteller.model import ExtractionResult
+    from ingest.extract.identity import mrz_result
+
+    case = next(c for c in _cases(corpus) if c["case"] == "frenchDrivingLicense: valid MRZ")
+    result = ExtractionResult(doc_id="licence", source="licence.png")
+    mrz_result(result, parse_mrz(case["mrz_lines"]), today=date(2026, 11, 24))
+    assert result.doc_type == "id" and result.fields["document_type"].value == "driving licence"
+    assert result.fields["expiry_date"].value == "2018-12-31" and not result.checks["expired"].ok
+    assert "sex" not in result.fields  # a licence's MRZ carries none: not reported as "X"

@@ -23,6 +23,7 @@ PROTECTED_BY = {
     "personal_number": "check_digit_personal_number",
 }
 DOC_TYPES = {"P": "passport", "V": "visa", "I": "id", "A": "id", "C": "id"}
+DRIVING_LICENCE_FORMATS = ("FRENCH_DRIVING_LICENSE", "SWISS_DRIVING_LICENSE")
 CROSS_CHECKED = ("surname", "given_names", "document_number", "date_of_birth", "expiry_date", "sex")
 
 
@@ -94,8 +95,8 @@ def mrz_result(result: ExtractionResult, reading: MrzReading, today: date | None
     f = reading.fields
     code = f.get("document_type", "").replace("<", "")
     result.doc_type = DOC_TYPES.get(code[:1], "id") if reading.format not in ("MRVA", "MRVB") else "visa"
-    if reading.format == "FRENCH_ID":
-        result.doc_type = "id"
+    if reading.format == "FRENCH_ID" or reading.format in DRIVING_LICENCE_FORMATS:
+        result.doc_type = "id"  # national formats: identity documents; `document_type` says which
     values = {
         "document_type": code,
         "issuing_country": f.get("issuing_country", "").replace("<", ""),
@@ -104,7 +105,8 @@ def mrz_result(result: ExtractionResult, reading: MrzReading, today: date | None
         "document_number": f.get("document_number", "").replace("<", ""),
         "nationality": f.get("nationality", "").replace("<", ""),
         "date_of_birth": resolve_date(f.get("date_of_birth", ""), "birth", today),
-        "sex": f.get("sex", "").replace("<", "") or "X",
+        # ICAO writes "<" for an unspecified sex (shown as X); driving licences carry no sex.
+        "sex": f.get("sex", "").replace("<", "") or (None if reading.format in DRIVING_LICENCE_FORMATS else "X"),
         "expiry_date": resolve_date(f.get("expiry_date", ""), "expiry", today) if f.get("expiry_date") else None,
     }
     if f.get("personal_number", "").strip("<"):

@@ -1,9 +1,11 @@
 """Machine-readable zones (ICAO 9303): find them in OCR lines, repair OCR confusions, check them.
 
 Formats: TD1 (3 x 30, ID cards), TD2 (2 x 36), TD3 (2 x 44, passports), MRV-A (2 x 44) and
-MRV-B (2 x 36) visas, and the French national ID card (2 x 36, pre-2021 layout). The `mrz`
-package does the format and check-digit work (`mrz.checker.*CodeChecker`, `hash_is_ok`); this
-module only decides which characters OCR most likely misread.
+MRV-B (2 x 36) visas, the French national ID card (2 x 36, pre-2021 layout), and two driving
+licences outside ICAO 9303: the French one (1 x 30) and the Swiss one (9 + 30 + 30, no check
+digits, so only format checks decide its validity). The `mrz` package does the format and
+check-digit work (`mrz.checker.*CodeChecker`, `hash_is_ok`); this module only decides which
+characters OCR most likely misread.
 
 Repair is positional: a date can only hold digits, a country code only letters, so an `O` read
 in a date is a `0` and a `5` in a name is an `S`. Alphanumeric fields (document and personal
@@ -36,8 +38,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Layout:
     name: str
-    line_length: int
     masks: tuple[str, ...]
+
+    @property
+    def line_lengths(self) -> tuple[int, ...]:
+        return tuple(len(mask) for mask in self.masks)
 
 
 def _mask(*parts: tuple[str, int]) -> str:
@@ -47,7 +52,6 @@ def _mask(*parts: tuple[str, int]) -> str:
 LAYOUTS = {
     "TD1": Layout(
         "TD1",
-        30,
         (
             _mask(("A", 2), ("A", 3), ("X", 9), ("C", 1), ("X", 15)),
             _mask(("N", 6), ("C", 1), ("S", 1), ("N", 6), ("C", 1), ("A", 3), ("X", 11), ("C", 1)),
@@ -56,7 +60,6 @@ LAYOUTS = {
     ),
     "TD2": Layout(
         "TD2",
-        36,
         (
             _mask(("A", 2), ("A", 3), ("A", 31)),
             _mask(("X", 9), ("C", 1), ("A", 3), ("N", 6), ("C", 1), ("S", 1), ("N", 6), ("C", 1), ("X", 7), ("C", 1)),
@@ -64,7 +67,6 @@ LAYOUTS = {
     ),
     "TD3": Layout(
         "TD3",
-        44,
         (
             _mask(("A", 2), ("A", 3), ("A", 39)),
             _mask(("X", 9), ("C", 1), ("A", 3), ("N", 6), ("C", 1), ("S", 1), ("N", 6), ("C", 1), ("X", 14), ("C", 1), ("C", 1)),
@@ -72,7 +74,6 @@ LAYOUTS = {
     ),
     "MRVA": Layout(
         "MRVA",
-        44,
         (
             _mask(("A", 2), ("A", 3), ("A", 39)),
             _mask(("X", 9), ("C", 1), ("A", 3), ("N", 6), ("C", 1), ("S", 1), ("N", 6), ("C", 1), ("X", 16)),
@@ -80,7 +81,6 @@ LAYOUTS = {
     ),
     "MRVB": Layout(
         "MRVB",
-        36,
         (
             _mask(("A", 2), ("A", 3), ("A", 31)),
             _mask(("X", 9), ("C", 1), ("A", 3), ("N", 6), ("C", 1), ("S", 1), ("N", 6), ("C", 1), ("X", 8)),
@@ -88,10 +88,25 @@ LAYOUTS = {
     ),
     "FRENCH_ID": Layout(
         "FRENCH_ID",
-        36,
         (
             _mask(("A", 2), ("A", 3), ("A", 25), ("X", 6)),
             _mask(("N", 4), ("X", 3), ("N", 5), ("C", 1), ("A", 14), ("N", 6), ("C", 1), ("S", 1), ("C", 1)),
+        ),
+    ),
+    # Document code (letter + digit, e.g. D1), FRA, licence number (2 digits, 2 letters,
+    # 5 digits: 13AA00002), its check digit, expiry, surname, composite check digit.
+    "FRENCH_DRIVING_LICENSE": Layout(
+        "FRENCH_DRIVING_LICENSE",
+        (_mask(("A", 1), ("N", 1), ("A", 3), ("N", 2), ("A", 2), ("N", 5), ("C", 1), ("N", 6), ("A", 8), ("C", 1)),),
+    ),
+    # Licence number (3 alphanumerics, 3 digits, language code, '<<'); FA, CHE/LIE, PIN code,
+    # version number, '<<', birth date, fillers; the name line.
+    "SWISS_DRIVING_LICENSE": Layout(
+        "SWISS_DRIVING_LICENSE",
+        (
+            _mask(("X", 3), ("N", 3), ("A", 1), ("A", 2)),
+            _mask(("A", 2), ("A", 3), ("N", 9), ("N", 3), ("A", 2), ("N", 6), ("A", 5)),
+            _mask(("A", 30)),
         ),
     ),
 }
@@ -275,6 +290,8 @@ _CHECK_NAMES = {
 }
 
 # Where each check digit sits: (line index, slice of the checked field, index of the digit).
+# The French driving licence is absent: its number's layout is fixed (13AA00002), so the
+# positional masks repair it and nothing is left ambiguous.
 _HASHED_FIELDS = {
     "TD1": {"check_digit_document_number": (0, slice(5, 14), 14)},
     "TD2": {"check_digit_document_number": (1, slice(0, 9), 9)},
@@ -334,6 +351,19 @@ def _evaluate_icao(fmt: str, lines: list[str]) -> tuple[dict[str, str], dict[str
     return fields, checks
 
 
+def _check_digit(name: str, value: str, digit: str) -> tuple[bool, str]:
+    try:
+        ok = bool(_VALID.match(value)) and digit.isdigit() and hash_is_ok(value, digit)
+    except Exception:  # hash_is_ok raises on characters outside the MRZ alphabet
+        ok = False
+    return ok, f"{name.removeprefix('check_digit_').replace('_', ' ')} check digit {'passed' if ok else 'failed'}"
+
+
+def _format_check(ok: bool, passed: str, failed: str) -> tuple[bool, str]:
+    # Details reach the user: they never quote the document number (it is sensitive).
+    return ok, passed if ok else failed
+
+
 def _evaluate_french_id(lines: list[str]) -> tuple[dict[str, str], dict[str, tuple[bool, str]]] | None:
     l1, l2 = lines
     if not (l1.startswith("ID") and l1[2:5] == "FRA"):
@@ -344,11 +374,7 @@ def _evaluate_french_id(lines: list[str]) -> tuple[dict[str, str], dict[str, tup
         ("check_digit_date_of_birth", l2[27:33], l2[33]),
         ("check_digit_composite", l1 + l2[0:35], l2[35]),
     ):
-        try:
-            ok = bool(_VALID.match(value)) and digit.isdigit() and hash_is_ok(value, digit)
-        except Exception:  # hash_is_ok raises on characters outside the MRZ alphabet
-            ok = False
-        checks[name] = (ok, f"{name.removeprefix('check_digit_').replace('_', ' ')} check digit {'passed' if ok else 'failed'}")
+        checks[name] = _check_digit(name, value, digit)
     sex_ok = l2[34] in "MF"
     checks["format_sex"] = (sex_ok, "sex is M or F" if sex_ok else f"sex {l2[34]!r} is not M/F")
     birth_ok = _yymmdd_ok(l2[27:33])
@@ -370,6 +396,83 @@ def _evaluate_french_id(lines: list[str]) -> tuple[dict[str, str], dict[str, tup
     return fields, checks
 
 
+def _evaluate_french_driving_licence(lines: list[str]) -> tuple[dict[str, str], dict[str, tuple[bool, str]]] | None:
+    (line,) = lines
+    if line[2:5] != "FRA":
+        return None
+    # Both check digits cover the zone from its first character: the document-number digit
+    # D1FRA + number (0-14), the composite everything before it (0-29).
+    checks = {
+        "check_digit_document_number": _check_digit("check_digit_document_number", line[0:14], line[14]),
+        "check_digit_composite": _check_digit("check_digit_composite", line[0:29], line[29]),
+    }
+    code = line[0:2]
+    checks["format_document_type"] = _format_check(
+        code[0] in "ABD" and code[1].isdigit(), f"document code {code} is a licence code", f"document code {code!r} is not a letter A/B/D and a digit"
+    )
+    checks["format_document_number"] = _format_check(
+        bool(re.fullmatch(r"[0-9]{2}[A-Z]{2}[0-9]{5}", line[5:14])),
+        "licence number is 2 digits, 2 letters, 5 digits",
+        "licence number is not 2 digits, 2 letters, 5 digits",
+    )
+    checks["format_expiry_date"] = _format_check(_yymmdd_ok(line[15:21]), "expiry date is a calendar date", "expiry date is not a date")
+    surname = line[21:29]
+    checks["format_name"] = _format_check(
+        bool(re.fullmatch(r"[A-Z]+(<[A-Z]+)*<*", surname)), "surname is letters", "surname is empty or contains non-letters"
+    )
+    fields = {
+        "document_type": "driving licence",
+        "document_code": code,
+        "issuing_country": "FRA",
+        "surname": surname.strip("<").replace("<", " "),
+        "given_names": "",
+        "document_number": line[5:14],
+        "nationality": "",
+        "date_of_birth": "",
+        "sex": "",
+        "expiry_date": line[15:21],
+        "optional_data": "",
+    }
+    return fields, checks
+
+
+def _evaluate_swiss_driving_licence(lines: list[str]) -> tuple[dict[str, str], dict[str, tuple[bool, str]]]:
+    l1, l2, l3 = lines
+    checks: dict[str, tuple[bool, str]] = {}
+    checks["format_document_number"] = _format_check(
+        bool(re.fullmatch(r"[A-Z0-9]{3}[0-9]{3}", l1[0:6])), "licence number is 3 letters/digits and 3 digits", "licence number is not 3 letters/digits and 3 digits"
+    )
+    checks["format_language_code"] = _format_check(l1[6] in "DFIR", f"language code {l1[6]} is D, F, I or R", f"language code {l1[6]!r} is not D, F, I or R")
+    checks["format_document_type"] = _format_check(l2[0:2] == "FA", "document code is FA", f"document code {l2[0:2]!r} is not FA")
+    checks["format_issuing_country"] = _format_check(l2[2:5] in ("CHE", "LIE"), f"issuer {l2[2:5]} is CHE or LIE", f"issuer {l2[2:5]!r} is not CHE or LIE")
+    checks["format_pin_code"] = _format_check(l2[5:14].isdigit(), "PIN code is 9 digits", "PIN code is not 9 digits")
+    checks["format_version_number"] = _format_check(l2[14:17].isdigit(), "version number is 3 digits", f"version number {l2[14:17]!r} is not 3 digits")
+    checks["format_date_of_birth"] = _format_check(_yymmdd_ok(l2[19:25]), "birth date is a calendar date", "birth date is not a date")
+    fillers_ok = l1[7:9] == "<<" and l2[17:19] == "<<" and l2[25:30] == "<<<<<"
+    checks["format_fillers"] = _format_check(fillers_ok, "separators are fillers", "a separator position holds something other than '<'")
+    checks["format_name"] = _format_check(
+        bool(re.fullmatch(r"[A-Z]+(<[A-Z]+)*(<<[A-Z]+(<[A-Z]+)*)?<*", l3)), "names are letters", "names are empty or contain non-letters"
+    )
+    surname, _, given = l3.partition("<<")
+    fields = {
+        "document_type": "driving licence",
+        "document_code": l2[0:2],
+        "issuing_country": l2[2:5],
+        "surname": surname.replace("<", " ").strip(),
+        "given_names": re.sub(r"<+", " ", given).strip(),
+        "document_number": l1[0:7],
+        "nationality": "",
+        "date_of_birth": l2[19:25],
+        "sex": "",
+        "expiry_date": "",
+        "optional_data": "",
+        "language_code": l1[6],
+        "pin_code": l2[5:14],
+        "version_number": l2[14:17],
+    }
+    return fields, checks
+
+
 def _yymmdd_ok(value: str) -> bool:
     if not re.fullmatch(r"\d{6}", value):
         return False
@@ -381,7 +484,13 @@ def _yymmdd_ok(value: str) -> bool:
 
 
 def _evaluate(fmt: str, lines: list[str]):
-    return _evaluate_french_id(lines) if fmt == "FRENCH_ID" else _evaluate_icao(fmt, lines)
+    if fmt == "FRENCH_ID":
+        return _evaluate_french_id(lines)
+    if fmt == "FRENCH_DRIVING_LICENSE":
+        return _evaluate_french_driving_licence(lines)
+    if fmt == "SWISS_DRIVING_LICENSE":
+        return _evaluate_swiss_driving_licence(lines)
+    return _evaluate_icao(fmt, lines)
 
 
 def _formats_for(lines: list[str]) -> list[str]:
@@ -390,6 +499,14 @@ def _formats_for(lines: list[str]) -> list[str]:
     first = lines[0]
     if n == 3 and min(len(l) for l in lines) >= 26:
         return ["TD1"]
+    # The Swiss licence's short first line (9) keeps it apart from TD1 (3 x 30).
+    if n == 3 and len(first) <= 12 and min(len(l) for l in lines[1:]) >= 26:
+        return ["SWISS_DRIVING_LICENSE"]
+    # A lone 30-character line: only the French licence (D1FRA...). Its code's digit (or the
+    # I/L OCR reads for a 1) keeps out a TD1 first line read alone, which has a letter or '<'
+    # there (IDFRA, I<FRA).
+    if n == 1 and 26 <= len(first) <= 34 and re.match(r"[ABD][0-9IL]FRA", first):
+        return ["FRENCH_DRIVING_LICENSE"]
     if n == 2 and length >= 40:
         return ["MRVA", "TD3"] if first.startswith("V") else ["TD3", "MRVA"]
     if n == 2 and length >= 32:
@@ -413,7 +530,7 @@ def parse_mrz(raw_lines: list[str], formats: list[str] | None = None) -> MrzRead
         layout = LAYOUTS[fmt]
         if len(cleaned) != len(layout.masks):
             continue
-        per_line = [_length_variants(line, layout.line_length) for line in cleaned]
+        per_line = [_length_variants(line, length) for line, length in zip(cleaned, layout.line_lengths)]
         for combo in itertools.islice(itertools.product(*per_line), 32):
             reading = _read_fixed(fmt, list(combo), cleaned)
             if reading and (best is None or reading.score() > best.score()):
