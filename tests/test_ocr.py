@@ -45,6 +45,27 @@ def test_sideways_photo_is_turned(mrz_crop):
     assert find_mrz(accepted.lines).fields["surname"] == "ERIKSSON"
 
 
+def test_passport_photo_on_its_side_is_turned_toward_its_mrz_first(corpus, monkeypatch):
+    from PIL import Image
+
+    from ingest.extract.identity import id_orientation_hints, mrz_check_digits_pass, mrz_quarter_turn
+    from ingest.ocr import limit_size
+
+    # The Latvian specimen lies with its MRZ on the left: a 270 degree turn brings it down.
+    photo = np.asarray(Image.open(corpus / "ids" / "passporteye" / "mrz_testdata" / "0_pass-lva.jpg").convert("RGB"))
+    small, _ = limit_size(photo, 1000)
+    engine = get_ocr_engine("rapidocr")
+    assert mrz_quarter_turn(engine.read(small)) == 270
+    assert mrz_quarter_turn(engine.read(rotate_image(small, 180))) == 90  # zone on the right
+    reads = []
+    original = engine.read
+    monkeypatch.setattr(engine, "read", lambda image: reads.append(image.shape) or original(image))
+    hints = id_orientation_hints()
+    result = read_oriented(engine, small, accept=hints.accept, worth_turning=hints.worth_turning, quarter_turn=hints.quarter_turn)
+    assert result.rotation == 270 and mrz_check_digits_pass(result)
+    assert len(reads) == 2  # upright, then straight to the right quarter turn
+
+
 def test_upside_down_photo_is_turned(mrz_crop):
     from ingest.extract.identity import mrz_check_digits_pass, mrz_hint
 

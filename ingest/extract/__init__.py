@@ -46,8 +46,7 @@ def extract(
         raise ValueError(f"doc_type must be one of {', '.join(DOC_TYPES)}, not {doc_type!r}")
     started = time.perf_counter()
     label = name or str(path)
-    # For IDs, an MRZ whose check digits pass is proof the photo is the right way up.
-    from ingest.extract.identity import mrz_check_digits_pass, mrz_hint
+    from ingest.extract.identity import id_orientation_hints
 
     ids = doc_type in ("auto", "id", "passport")
     _, pages = load_pages(
@@ -55,8 +54,7 @@ def extract(
         data=data,
         name=name,
         keep_images=True,
-        accept=mrz_check_digits_pass if ids else None,
-        worth_turning=mrz_hint if ids else None,
+        hints=id_orientation_hints() if ids else None,
         engine_name=engine,
         preprocess=preprocess,
     )

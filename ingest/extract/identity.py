@@ -58,6 +58,22 @@ def mrz_hint(result: OcrResult) -> bool:
     return any("<<<" in ln.text for ln in result.lines) and find_mrz(result.lines) is None
 
 
+def mrz_quarter_turn(result: OcrResult) -> int | None:
+    """For a photo lying on its side: the quarter turn that brings its MRZ to the bottom.
+
+    The recogniser already reads lines standing on end, so the zone's filler runs ('<<', or
+    '>>' when the crop came out upside down) show where it lies: on the right, a clockwise
+    quarter turn (90) brings it down; on the left, 270."""
+    zone = [
+        ln for ln in result.lines
+        if ("<<" in ln.text or ">>" in ln.text) and len(ln.text) >= 20 and ln.bbox.height > 1.5 * ln.bbox.width
+    ]
+    if not zone or not result.width:
+        return None
+    centre = sum((ln.bbox.x0 + ln.bbox.x1) / 2 for ln in zone) / len(zone)
+    return 90 if centre > result.width / 2 else 270
+
+
 def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[MrzReading | None, PageContent | None]:
     """Read a photo again until an MRZ passes its check digits: deskewed at the turn the page
     was read at, then, where that reading found no zone with filler runs, at the other turns.
@@ -225,3 +241,10 @@ def labelled_id_result(result: ExtractionResult, pages: list[PageContent], today
         result.warnings.append("no MRZ found: fields read from printed labels only (no check digits to verify them)")
         add_validity_checks(result, today)
     return found
+
+
+def id_orientation_hints():
+    """How ID photos are turned upright: an MRZ whose check digits pass is proof."""
+    from ingest.ocr import OrientationHints
+
+    return OrientationHints(accept=mrz_check_digits_pass, worth_turning=mrz_hint, quarter_turn=mrz_quarter_turn)

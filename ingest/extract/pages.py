@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from docteller.model import BBox, BlockKind, Page, TextBlock
 from docteller.protocols import OcrLine, OcrResult
+
+if TYPE_CHECKING:
+    from ingest.ocr import OrientationHints
 from ingest.sniff import IMAGE_MIMES, PDF, IngestError, open_image, open_pdf, sniff, sniff_bytes
 
 log = logging.getLogger(__name__)
@@ -221,17 +224,18 @@ def ocr_image(
     engine_name: str = "rapidocr",
     try_rotations: bool = True,
     keep_image: bool = False,
-    accept: Callable[[OcrResult], bool] | None = None,
-    worth_turning: Callable[[OcrResult], bool] | None = None,
+    hints: OrientationHints | None = None,
     preprocess: bool = False,
 ) -> PageContent:
-    from ingest.ocr import get_ocr_engine, limit_size, read_oriented, to_grayscale_contrast
+    from ingest.ocr import OrientationHints, get_ocr_engine, limit_size, read_oriented, to_grayscale_contrast
 
     small, scale = limit_size(image, MAX_OCR_SIDE)
     if preprocess:
         small = to_grayscale_contrast(small)
     engine = get_ocr_engine(engine_name)
-    result = read_oriented(engine, small, try_rotations=try_rotations, accept=accept, worth_turning=worth_turning)
+    hints = hints or OrientationHints()
+    result = read_oriented(engine, small, try_rotations=try_rotations, accept=hints.accept,
+                           worth_turning=hints.worth_turning, quarter_turn=hints.quarter_turn)
     return content_from_ocr(number, result, image=small if keep_image else None, scale=scale)
 
 
@@ -243,8 +247,7 @@ def load_pages(
     engine_name: str = "rapidocr",
     max_pages: int = MAX_UPLOAD_PAGES,
     keep_images: bool = False,
-    accept: Callable[[OcrResult], bool] | None = None,
-    worth_turning: Callable[[OcrResult], bool] | None = None,
+    hints: OrientationHints | None = None,
     preprocess: bool = False,
 ) -> tuple[str, list[PageContent]]:
     """(mime, pages) for a PDF or image upload. Raises `IngestError` for anything unreadable."""
@@ -267,7 +270,7 @@ def load_pages(
                     pages.append(content)
                     continue
                 image = _page_image(page)
-                ocr = ocr_image(i, image, engine_name=engine_name, keep_image=keep_images, accept=accept, worth_turning=worth_turning, preprocess=preprocess)
+                ocr = ocr_image(i, image, engine_name=engine_name, keep_image=keep_images, hints=hints, preprocess=preprocess)
                 # Map OCR pixel boxes onto PDF points so every page of a PDF shares one unit.
                 factor = 72.0 / OCR_DPI
                 ocr.phrases = [
@@ -286,7 +289,7 @@ def load_pages(
         return mime, pages
     if mime in IMAGE_MIMES:
         image = np.asarray(open_image(label if data is not None else path, data=data))
-        return mime, [ocr_image(1, image, engine_name=engine_name, keep_image=keep_images, accept=accept, worth_turning=worth_turning, preprocess=preprocess)]
+        return mime, [ocr_image(1, image, engine_name=engine_name, keep_image=keep_images, hints=hints, preprocess=preprocess)]
     raise IngestError(label, f"not a PDF or image ({mime}); extraction reads scans, photos and PDFs")
 
 
