@@ -196,20 +196,22 @@ def calibrate_judge(resources: Any, questions: Sequence[dict[str, Any]], out: Pa
     finally:
         resources.judge_threshold = saved
     rows = report["rows"]
-    scored = [(r["judgement"] if r["judgement"] is not None else -1.0, r["answerable"]) for r in rows]
-    chosen = choose_threshold(scored, max_false_decline=None)
+    chosen = choose_threshold([(_judge_score(r), r["answerable"]) for r in rows], max_false_decline=None)
     t = chosen["threshold"]
-    answerable = [r for r in rows if r["answerable"]]
-    correct = sum(r["correct"] and (r["judgement"] or -1.0) >= t for r in answerable)
+    correct = sum(r["correct"] and _judge_score(r) >= t for r in rows if r["answerable"])
     judge = {
         "threshold": t,
-        "answer_correct": _ratio(correct, len(answerable)),
+        "answer_correct": _ratio(correct, sum(r["answerable"] for r in rows)),
         "correct_declines": chosen["correct_decline_rate"],
         "false_declines": chosen["false_decline_rate"],
+        # The same figures when each half of the questions is judged with the threshold chosen
+        # on the other half: what to expect on questions the threshold never saw.
+        "two_fold": _two_fold(rows),
         "model_id": resources.chat_model.model_id,
         "model_sha256": resources.chat_model.model_hash,
         "method": (
-            "P(yes) of the extractive judge per eval question (declined before the judge = -1); "
+            "P(yes) of the extractive judge per eval question (declined before the judge = -1, "
+            "answered in code without it = 2); "
             "threshold = midpoint between neighbouring observed values maximising Youden's J"
         ),
         "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -218,6 +220,34 @@ def calibrate_judge(resources: Any, questions: Sequence[dict[str, Any]], out: Pa
     data["answer_judge"] = judge
     out.write_text(json.dumps(data, indent=2) + "\n")
     return judge
+
+
+def _judge_score(row: dict[str, Any]) -> float:
+    """A row's P(yes); rows that never reached the judge are declined or answered at any threshold."""
+    if row["judgement"] is not None:
+        return row["judgement"]
+    return -1.0 if row["abstained"] else 2.0
+
+
+def _two_fold(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Correct answers / declines with a threshold chosen on the other half (even/odd questions)."""
+    correct = declined_unanswerable = declined_answerable = 0
+    for fold in (0, 1):
+        train, test = rows[fold::2], rows[1 - fold :: 2]
+        t = choose_threshold([(_judge_score(r), r["answerable"]) for r in train], max_false_decline=None)["threshold"]
+        for r in test:
+            answered = _judge_score(r) >= t
+            if r["answerable"]:
+                correct += answered and r["correct"]
+                declined_answerable += not answered
+            else:
+                declined_unanswerable += not answered
+    n_answerable = sum(r["answerable"] for r in rows)
+    return {
+        "answer_correct": _ratio(correct, n_answerable),
+        "correct_declines": _ratio(declined_unanswerable, len(rows) - n_answerable),
+        "false_declines": _ratio(declined_answerable, n_answerable),
+    }
 
 
 def _ratio(n: int, d: int) -> float | None:

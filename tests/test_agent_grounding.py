@@ -129,6 +129,21 @@ def test_threshold_choice_without_a_cap_maximises_youden_j() -> None:
     assert free["correct_decline_rate"] == 1.0 and free["false_decline_rate"] == pytest.approx(1 / 3, abs=1e-3)
 
 
+def test_judge_two_fold_estimate_counts_answers_that_bypass_the_judge() -> None:
+    from agent.evaluate import _two_fold
+
+    rows = [
+        {"judgement": j, "abstained": a, "answerable": ans, "correct": c}
+        for j, a, ans, c in [
+            (0.9, False, True, True), (0.8, False, True, False), (0.3, False, False, False), (0.2, False, False, False),
+            (None, True, True, False),  # declined before the judge (weak retrieval): declined at any threshold
+            (None, False, True, True),  # answered in code (a limit comparison): answered at any threshold
+            (0.7, False, True, True), (0.4, False, False, False),
+        ]
+    ]
+    assert _two_fold(rows) == {"answer_correct": 0.6, "correct_declines": 1.0, "false_declines": 0.2}
+
+
 def test_shipped_calibration_is_loadable_and_documented() -> None:
     import json
 

@@ -124,3 +124,41 @@ def test_logs_never_hold_full_account_numbers(corpus, caplog):
     assert result.fields["account_number"].sensitive
     assert "statement: 12 transactions" in caplog.text
     assert "0567890" not in caplog.text and "02-1234" not in caplog.text
+
+
+def _card_photo(tmp_path, lines: list[str]):
+    """A residence-permit-style card with printed labels and no MRZ, as a PNG photo.
+
+    The corpus has no MRZ-less ID specimen, so the card is rendered: PyMuPDF draws the text in
+    Helvetica and rasterises it, and the photo is then read by OCR like any upload."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=340, height=215)  # ID-1 card proportions, in points
+    page.draw_rect(page.rect, color=(0.2, 0.3, 0.6), width=3)
+    for i, line in enumerate(lines):
+        page.insert_text((18, 34 + 22 * i), line, fontsize=11 if i else 13, fontname="helv")
+    path = tmp_path / "card.png"
+    page.get_pixmap(dpi=200).save(path)
+    doc.close()
+    return path
+
+
+def test_id_card_without_mrz_gives_labelled_fields_with_confidence(tmp_path):
+    card = _card_photo(tmp_path, [
+        "REPUBLIC OF UTOPIA - RESIDENCE CARD",
+        "Surname: OKAFOR",
+        "Given names: CHIDI AMARA",
+        "Date of birth: 14.07.1990",
+        "Document No: RC4471902",
+        "Date of expiry: 30.06.2031",
+    ])
+    result = extract(card, "auto")
+    assert result.doc_type == "id"
+    values = {name: f.value for name, f in result.fields.items()}
+    assert values["surname"] == "OKAFOR" and values["given_names"] == "CHIDI AMARA"
+    assert values["date_of_birth"] == "1990-07-14" and values["expiry_date"] == "2031-06-30"
+    assert values["document_number"] == "RC4471902"
+    assert all(f.source == "visual" and 0 < f.confidence < 1 and f.bbox is not None for f in result.fields.values())
+    assert any("no MRZ" in w for w in result.warnings)  # no check digits could verify them
+    assert result.checks["expired"].ok
