@@ -13,9 +13,9 @@ Answering a question (`ChatSession.ask_stream`):
    and the session's uploads are searched, weak evidence is declined, amount-vs-limit questions
    are decided in code, and the best evidence lines are chosen (`agent.evidence`);
 4. extractive style (default): the best evidence lines are quoted verbatim with citations when
-   the model judges that they answer the question (calibrated threshold), else it declines; generative style: the model drafts an answer from numbered
-   passages and the draft is checked (figures must occur in the passage a sentence cites,
-   citations map to real chunks).
+   the model judges that they answer the question (calibrated threshold), else it declines;
+   generative style: the model drafts an answer from numbered passages and the draft is checked
+   (figures must occur in the passage a sentence cites, citations map to real chunks).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field as PydanticField
 
 from agent.audit import AuditEntry, AuditLog, now_iso
+from agent.backends.choices import choice_from_text
 from agent.doc_answers import DocAnswer, Upload, answer_document_question
 from agent.evidence import EvidenceLine, EvidenceSelector, ScoredUnit
 from agent.grounding import (
@@ -53,16 +54,15 @@ from agent.grounding import (
     unknown_entities,
 )
 from agent.prompt import (
-    SourcePassage,
-    build_messages,
     JUDGE_CHOICES,
+    SourcePassage,
     build_judge_messages,
+    build_messages,
     build_rewrite_messages,
     masked_field_values,
     neutralise,
 )
 from docteller.model import Document, ExtractionResult, Field, SearchHit
-from agent.backends.choices import choice_from_text
 from docteller.protocols import ChatMessage, ChatModel, ChoiceScorer
 from docteller.redact import mask
 from docteller.settings import Settings, get_settings
