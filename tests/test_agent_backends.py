@@ -159,6 +159,29 @@ def test_llamacpp_choice_probabilities_agree_with_greedy_generation() -> None:
             assert first[choice] > 0.5
 
 
+def test_llamacpp_restores_a_long_system_prompt_evicted_by_another_prompt(monkeypatch) -> None:
+    pytest.importorskip("llama_cpp")
+    from agent.backends.llamacpp import LlamaCppChatModel
+    from agent.model_files import smollm2_path
+    from agent.prompt import build_judge_messages, build_rewrite_messages
+
+    model = LlamaCppChatModel(smollm2_path(), model_id="smollm2", model_hash="x", n_ctx=1024, n_threads=2)
+    loads = []
+    original = model.llm.load_state
+    monkeypatch.setattr(model.llm, "load_state", lambda state: loads.append(state) or original(state))
+    judge = build_judge_messages("what does a cashier's check cost", ["Service: Cashier's check; Fee: $10"])
+    first = model.choice_probabilities(judge, ("yes", "no"))
+    assert len(model._system_states) == 1  # the judge's policy is long enough to keep
+    # A follow-up's query rewrite (a short system prompt: not kept) replaces the KV cache...
+    "".join(model.stream(build_rewrite_messages("and at a branch?", [("wire fee?", "It is $25 online.")]), max_tokens=8))
+    assert len(model._system_states) == 1 and loads == []
+    # ...and the next judgement restores the judge's policy instead of evaluating it again.
+    again = model.choice_probabilities(build_judge_messages("and a money order?", ["Service: Money order; Fee: $5"]), ("yes", "no"))
+    assert len(loads) == 1 and 0.0 < again["yes"] < 1.0
+    assert model.choice_probabilities(judge, ("yes", "no"))["yes"] == pytest.approx(first["yes"], abs=1e-4)
+    assert len(loads) == 1  # the cache already held it: nothing to restore
+
+
 def test_openai_backend_reports_a_down_server_clearly_after_retries() -> None:
     from agent.backends.openai_http import ChatServerError, OpenAIHttpChatModel
 
