@@ -124,6 +124,12 @@ def _tx_date(t: Transaction) -> dt.date | None:
         return None
 
 
+_ASKS_OWN_EXPIRY = re.compile(
+    r"\b(when|what date|which date|expiry date|expiration date|how long)\b"
+    r"|\b(is|has|did|does)\s+my\b[^?.]*\b(expire[ds]?|valid|out of date)\b"
+)
+
+
 def answer_document_question(
     question: str, uploads: Sequence[Upload], *, today: dt.date | None = None
 ) -> DocAnswer | None:
@@ -138,7 +144,9 @@ def answer_document_question(
     ):
         doc = _latest(uploads, _ID_TYPES)
         if doc is None:
-            if _ID_WORDS.search(question) and not re.search(r"\bcard\b", low):
+            # "When does my passport expire?" needs the document; "my passport expired last week,
+            # can I still open an account?" states it and asks the policy: that is the KB's.
+            if _ID_WORDS.search(question) and not re.search(r"\bcard\b", low) and _ASKS_OWN_EXPIRY.search(low):
                 return DocAnswer("I don't have your ID document yet. Please upload your passport or ID card and ask again.")
             return None
         return _expiry_answer(doc, today)

@@ -112,3 +112,18 @@ def test_policy_questions_are_left_to_retrieval() -> None:
     assert answer_document_question("How do I reset my online banking password?", [passport]) is None
     missing = answer_document_question("what was my largest debit last month?", [passport])
     assert missing is None or "upload" in missing.text.lower()
+
+
+@pytest.mark.parametrize(
+    ("question", "asks_for_upload"),
+    [
+        ("When does my passport expire?", True),
+        ("has my ID expired?", True),
+        ("what's the expiry date on my passport", True),
+        # The customer states the expiry and asks the policy: the KB answers, not a request to upload.
+        ("my passport expired a couple weeks ago, can i still use it as ID to open an acount?", False),
+    ],
+)
+def test_expiry_without_an_uploaded_id_asks_for_it_only_when_the_question_is_about_the_document(question, asks_for_upload):
+    answer = answer_document_question(question, [])
+    assert (answer is not None and "Please upload your passport" in answer.text) is asks_for_upload
