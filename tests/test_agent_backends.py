@@ -129,6 +129,35 @@ def test_openai_backend_without_logprobs_judges_from_a_short_reply(reply: str, e
     assert ["logprobs" in r for r in requests] == [True, False, False]
 
 
+def test_openai_backend_judging_survives_a_busy_server_and_a_refusal() -> None:
+    import math
+
+    from agent.backends.openai_http import OpenAIHttpChatModel
+
+    calls = {"n": 0}
+
+    def busy_then_logprobs(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return httpx.Response(503, text="loading model")
+        top = [{"token": "no", "logprob": math.log(0.9)}, {"token": "yes", "logprob": math.log(0.1)}]
+        return httpx.Response(200, json={"choices": [{"message": {"content": "no"},
+                                                      "logprobs": {"content": [{"token": "no", "top_logprobs": top}]}}]})
+
+    busy = OpenAIHttpChatModel("http://test/v1", backoff=0.01, transport=httpx.MockTransport(busy_then_logprobs))
+    assert busy.choice_probabilities(JUDGE, ("yes", "no"))["no"] == pytest.approx(0.9)
+    assert busy._serves_logprobs is True and calls["n"] == 3  # a busy server is not taken for one without logprobs
+
+    def refuses_logprobs(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.read()).get("logprobs"):
+            return httpx.Response(400, json={"error": "logprobs not supported"})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "Yes."}}]})
+
+    refusing = OpenAIHttpChatModel("http://test/v1", transport=httpx.MockTransport(refuses_logprobs))
+    assert refusing.choice_probabilities(JUDGE, ("yes", "no")) == {"yes": 1.0, "no": 0.0}
+    assert refusing._serves_logprobs is False
+
+
 def test_llamacpp_choice_probabilities_agree_with_greedy_generation() -> None:
     pytest.importorskip("llama_cpp")
     from agent.backends.llamacpp import LlamaCppChatModel

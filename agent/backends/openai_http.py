@@ -129,16 +129,9 @@ class OpenAIHttpChatModel:
 
         if self._serves_logprobs is not False:
             body = self._request_body(messages, 1, 0.0, stream=False) | {"logprobs": True, "top_logprobs": 20}
-            try:
-                response = self._client.post("/chat/completions", json=body)
-                _raise_for_status(response)
-                content = (response.json()["choices"][0].get("logprobs") or {}).get("content") or []
-                top = content[0].get("top_logprobs") or [] if content else []
-            except (ChatServerError, _RetryableStatus, KeyError, IndexError, ValueError) as exc:
-                log.info("chat server gives no logprobs (%s); judging from a short reply", exc)
-                top = []
-            except httpx.HTTPError as exc:
-                raise ChatServerError(f"chat server at {self.base_url} failed: {exc}") from exc
+            # Retried like any request while the server is down or busy (503); only a server
+            # that answers without logprobs, or refuses them (4xx), is judged by reply from then on.
+            top = next(self._with_retries(lambda: self._top_logprobs_once(body)))
             if top:
                 self._serves_logprobs = True
                 by_text: dict[str, float] = {}
@@ -149,6 +142,21 @@ class OpenAIHttpChatModel:
                 return normalised(lambda text: by_text.get(text, 0.0), ids)
             self._serves_logprobs = False
         return choice_from_text(self.complete(messages, max_tokens=3, temperature=0.0), choices)
+
+    def _top_logprobs_once(self, body: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        """The first reply token's top_logprobs ([] when the server gives none or refuses them)."""
+        response = self._client.post("/chat/completions", json=body)
+        if response.status_code in RETRYABLE_STATUS:
+            _raise_for_status(response)  # _RetryableStatus: retried by _with_retries
+        if response.status_code >= 400:
+            log.info("chat server refuses logprobs (HTTP %d); judging from a short reply", response.status_code)
+            yield []
+            return
+        try:
+            content = (response.json()["choices"][0].get("logprobs") or {}).get("content") or []
+        except (KeyError, IndexError, ValueError):
+            content = []
+        yield (content[0].get("top_logprobs") or []) if content else []
 
     def _complete_once(self, body: dict[str, Any]) -> Iterator[str]:
         response = self._client.post("/chat/completions", json=body)
