@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     llm_context: int = 4096
     max_new_tokens: int = 320
     temperature: float = 0.0
-    # "extractive": the model picks the policy lines that answer and they are quoted verbatim with
-    # citations (measured best for the packaged 1.5B model); "generative": the model writes the
+    # "extractive": the best policy lines are quoted verbatim with citations when the model judges
+    # that they answer (measured best for the packaged 1.5B model); "generative": the model writes the
     # answer, every figure checked against the passage it cites (for stronger models).
     answer_style: Literal["extractive", "generative"] = "extractive"
 
