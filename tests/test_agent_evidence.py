@@ -110,3 +110,29 @@ def test_selection_recall_on_the_eval_set_beats_whole_chunk_windows(kb) -> None:
         windows += all(fact_present(f, window) for f in q["must_include"])
     assert selected >= windows
     assert selected / len(questions) >= 0.8
+
+
+def _line(text: str, chunk_id: str, score: float):
+    from agent.evidence import EvidenceLine
+    from agent.prompt import SourcePassage
+    from docteller.model import Chunk, SearchHit
+
+    chunk = Chunk(id=chunk_id, doc_id="d", ordinal=0, text=text, page_start=1, page_end=1, title="Rates")
+    return EvidenceLine(text, SourcePassage("S1", SearchHit(chunk=chunk, score=score), "kb", text=text, score=score))
+
+
+@pytest.mark.parametrize(
+    ("scores_and_chunks", "quoted"),
+    [
+        ([(1.0, "rates"), (0.7, "rates"), (0.65, "rates")], 1),  # a clear best line stands alone
+        ([(1.0, "rates"), (0.9, "other"), (0.88, "faq")], 2),  # a third from another section is not quoted
+        ([(1.0, "rates"), (0.9, "other"), (0.88, "rates")], 3),  # a third row of the same table is
+        ([(1.0, "rates"), (0.9, "rates"), (0.8, "rates")], 2),  # ...when it scores within the margin
+    ],
+)
+def test_quoted_lines_follow_the_margin_and_the_section(scores_and_chunks, quoted: int) -> None:
+    from agent.session import quoted_lines
+
+    lines = [_line(f"Term: {n} months; APY: 4.{n}%", chunk, score) for n, (score, chunk) in enumerate(scores_and_chunks, 1)]
+    assert quoted_lines(lines) == lines[:quoted]
+    assert quoted_lines([]) == []
