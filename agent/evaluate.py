@@ -5,7 +5,8 @@
 
 - `calibrate_threshold` retrieves every question from the KB, looks at the best hit's cosine
   similarity, and picks the threshold that separates answerable from unanswerable questions
-  best (Youden's J) while declining at most 5 % of answerable ones; the midpoint between the
+  best (Youden's J) while declining at most 2 % of answerable ones (a pre-filter before the
+  judge); the midpoint between the
   neighbouring observed scores is stored in `agent/calibration.json` with the figures behind it.
 - `evaluate_answers` asks every question in a fresh session and scores correctness (all
   must_include facts present and the right document cited), correct declines and false declines.
@@ -34,6 +35,11 @@ from docteller.settings import EVAL_QUESTIONS
 log = logging.getLogger(__name__)
 
 MAX_FALSE_DECLINE_RATE = 0.05
+# The retrieval threshold is only a pre-filter since the extractive answer's judge declines what
+# the lines don't answer: it may decline at most 2 % of answerable questions (measured: with the
+# 5 % cap, 4 of the 16 false declines were retrieval's; with 2 %, false declines fell from
+# 0.15 to 0.11 and correct answers rose from 0.74 to 0.77).
+RETRIEVAL_MAX_FALSE_DECLINE_RATE = 0.02
 
 
 def load_questions(path: Path = EVAL_QUESTIONS) -> list[dict[str, Any]]:
@@ -87,13 +93,13 @@ def choose_threshold(
         "method": (
             "best KB hit's cosine similarity per eval question (k=5 hybrid search); threshold = "
             "midpoint between neighbouring observed scores maximising Youden's J "
-            f"(correct declines - false declines) subject to false declines <= {MAX_FALSE_DECLINE_RATE}"
+            f"(correct declines - false declines) subject to false declines <= {max_false_decline}"
         ),
     }
 
 
 def calibrate_threshold(kb: Any, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH) -> dict[str, Any]:
-    result = choose_threshold(retrieval_scores(kb, questions))
+    result = choose_threshold(retrieval_scores(kb, questions), max_false_decline=RETRIEVAL_MAX_FALSE_DECLINE_RATE)
     embedder = getattr(kb, "embedder", None)
     result["embedding_model"] = getattr(embedder, "model_id", None)
     result["questions_file"] = "knowledge_base/eval/questions.jsonl"
@@ -188,7 +194,7 @@ def calibrate_judge(resources: Any, questions: Sequence[dict[str, Any]], out: Pa
     model's P(yes)); questions declined before the judge (weak retrieval, unknown names) count
     as declined at any threshold. The threshold maximises Youden's J (correct declines - false
     declines) without a cap on false declines: the retrieval threshold already holds those
-    under 5 %, and the judge's job is to catch the unanswerable questions that got past it."""
+    under 2 %, and the judge's job is to catch the unanswerable questions that got past it."""
     saved = resources.judge_threshold
     resources.judge_threshold = 0.0
     try:
