@@ -6,8 +6,8 @@
 - `calibrate_threshold` retrieves every question from the KB, looks at the best hit's cosine
   similarity, and picks the threshold that separates answerable from unanswerable questions
   best (Youden's J) while declining at most 2 % of answerable ones (a pre-filter before the
-  judge); the midpoint between the
-  neighbouring observed scores is stored in `agent/calibration.json` with the figures behind it.
+  judge); the midpoint between the neighbouring observed scores is stored in
+  `agent/calibration.json` with the figures behind it.
 - `evaluate_answers` asks every question in a fresh session and scores correctness (all
   must_include facts present and the right document cited), correct declines and false declines.
 
