@@ -218,12 +218,17 @@ def _reading_score(result: OcrResult) -> float:
     return score
 
 
+def stands_on_end(line: OcrLine) -> bool:
+    """A text box much taller than wide: its text runs vertically (a photo lying on its side)."""
+    return line.bbox.height > 1.5 * line.bbox.width
+
+
 def looks_misoriented(result: OcrResult) -> bool:
     """Most multi-character lines are taller than wide (text runs vertically), or nothing reads well."""
     multi = [ln for ln in result.lines if len(ln.text) >= 4]
     if not multi:
         return True
-    tall = sum(ln.bbox.height > 1.5 * ln.bbox.width for ln in multi)
+    tall = sum(stands_on_end(ln) for ln in multi)
     return tall > len(multi) / 2 or result.mean_confidence < 0.5
 
 
@@ -292,7 +297,7 @@ def read_oriented(
     if not first.lines:
         return first  # the detector found no text at all: turning the image will not create any
     best, best_score = first, _reading_score(first)
-    tall = sum(ln.bbox.height > 1.5 * ln.bbox.width for ln in first.lines if len(ln.text) >= 4)
+    tall = sum(stands_on_end(ln) for ln in first.lines if len(ln.text) >= 4)
     if tall > len(first.lines) / 3:
         order: tuple[int, ...] = (270, 90, 180) if quarter_turn and quarter_turn(first) == 270 else (90, 270, 180)
     elif looks_misoriented(first):

@@ -64,10 +64,9 @@ def mrz_quarter_turn(result: OcrResult) -> int | None:
     The recogniser already reads lines standing on end, so the zone's filler runs ('<<', or
     '>>' when the crop came out upside down) show where it lies: on the right, a clockwise
     quarter turn (90) brings it down; on the left, 270."""
-    zone = [
-        ln for ln in result.lines
-        if ("<<" in ln.text or ">>" in ln.text) and len(ln.text) >= 20 and ln.bbox.height > 1.5 * ln.bbox.width
-    ]
+    from ingest.ocr import stands_on_end
+
+    zone = [ln for ln in result.lines if ("<<" in ln.text or ">>" in ln.text) and len(ln.text) >= 20 and stands_on_end(ln)]
     if not zone or not result.width:
         return None
     centre = sum((ln.bbox.x0 + ln.bbox.x1) / 2 for ln in zone) / len(zone)
