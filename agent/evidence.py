@@ -54,6 +54,7 @@ class EvidenceUnit:
     text: str
     position: int  # order within its chunk
     table_header: str | None  # the header row of the table this row belongs to
+    section: str | None = None  # table rows: the heading of the section holding the table
 
 
 @dataclass
@@ -64,20 +65,26 @@ class ScoredUnit:
     score: float
 
 
-def split_units(text: str) -> list[EvidenceUnit]:
-    """Sentences of prose lines, and table rows (`a | b | c`) each carrying their table's header."""
+def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
+    """Sentences of prose lines, and table rows (`a | b | c`) each carrying their table's header
+    and the heading of their section: the last of `headings` (the chunk's heading path) seen
+    above the table, or the path's last one when the chunk starts inside a section."""
     units: list[EvidenceUnit] = []
     header: str | None = None
+    by_name = {h.strip().lower(): h.strip() for h in headings if h and h.strip()}
+    section = next((h.strip() for h in reversed(headings) if h and h.strip()), None)
     for line in (raw.strip() for raw in text.splitlines()):
         if not line or line == REMOVED_MARKER:
             header = None if not line else header
             continue
+        if line.lower().rstrip(":") in by_name:
+            section = by_name[line.lower().rstrip(":")]
         if "|" in line:
             if header is None:
                 header = line  # the first row of a table block is its header (chunking repeats it)
                 units.append(EvidenceUnit(line, len(units), None))
             else:
-                units.append(EvidenceUnit(line, len(units), header))
+                units.append(EvidenceUnit(line, len(units), header, section))
             continue
         header = None
         for sentence in _sentences(line):
@@ -93,9 +100,13 @@ class EvidenceLine:
     passage: SourcePassage
 
 
+_SECTION_NUMBER_RE = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z]\.)\s+")
+
+
 def quotable(unit: EvidenceUnit) -> str:
-    """A unit as it reads quoted to a customer: a table row with its column names
-    ("Service: Stop payment; Fee: $30"), a sentence as is."""
+    """A unit as it reads quoted to a customer: a table row with its section and column names
+    ("Mobile check deposit — Limit: Per day; Amount: $5,000"), a sentence as is. Without the
+    section a row is a fragment: a per-day limit of what?"""
     if not unit.table_header:
         return unit.text
     # Merged header cells come out empty ("Service |  |  | Fee"): match the non-empty ones.
@@ -103,7 +114,11 @@ def quotable(unit: EvidenceUnit) -> str:
     cells = [c.strip() for c in unit.text.split("|") if c.strip()]
     if len(names) != len(cells):
         return unit.text
-    return "; ".join(f"{name}: {cell}" for name, cell in zip(names, cells))
+    row = "; ".join(f"{name}: {cell}" for name, cell in zip(names, cells))
+    section = _SECTION_NUMBER_RE.sub("", unit.section or "").strip()
+    if section and not set(query_terms(section)) <= set(query_terms(row)):
+        return f"{section} — {row}"
+    return row
 
 
 # Running page headers/footers ("… Schedule of Fees — Page 1 of 3") and a FAQ answer's bare
@@ -143,9 +158,11 @@ class EvidenceSelector:
         if origin == "upload":  # account / document numbers reach the model masked
             text = redact_text(text)
         headings = {h.strip().lower() for h in (*chunk.heading_path, chunk.title) if h}
-        units = [u for u in split_units(text) if is_informative(u, headings)]
+        units = [u for u in split_units(text, chunk.heading_path) if is_informative(u, headings)]
         context = " > ".join(h for h in chunk.heading_path if h)
-        vectors = self.embedder.embed([f"{context}: {u.text}" if context else u.text for u in units])
+        # Table rows are embedded with their column names ("Cut-off time for same-day sending:
+        # 4:00 p.m. PT"): the bare cells ("4:00 p.m. PT") say nothing of what they are.
+        vectors = self.embedder.embed([f"{context}: {quotable(u)}" if context else quotable(u) for u in units])
         with self._lock:
             self._cache[key] = (units, vectors)
             while len(self._cache) > self.cache_chunks:

@@ -32,6 +32,11 @@ ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
 # --- entry point ----------------------------------------------------------------------------
 
 
+# Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
+# documents it holds from an older version instead of keeping their stale chunks.
+PARSER_VERSION = "2"  # 2: plain-text headings and list items
+
+
 def load_document(path: str | Path, origin: str = "kb", settings: Settings | None = None) -> Document:
     """Read one file into a `Document` (id = sha256 of its bytes). Raises `IngestError`."""
     settings = settings or get_settings()
@@ -57,7 +62,7 @@ def load_document(path: str | Path, origin: str = "kb", settings: Settings | Non
         title=title,
         mime=mime,
         pages=pages,
-        metadata=metadata,
+        metadata={**metadata, "parser_version": PARSER_VERSION},
         origin=origin,  # type: ignore[arg-type]
     )
 
@@ -447,13 +452,68 @@ def _inline_text(token) -> str:
     return "".join(parts)
 
 
+# Plain-text structure, as people type it: "2. SELLING BACK LEFTOVER CURRENCY" or a line
+# underlined with === / --- is a heading; "-", "*", "•" or "1)" starts a list item, and the
+# item's wrapped lines are indented under it.
+_TEXT_BULLET_RE = re.compile(r"^\s*(?:[-*•–]|\(?\d{1,2}\)|[a-z]\))\s+")
+_TEXT_NUMBERED_RE = re.compile(r"^\s*(?:\d{1,2}(?:\.\d{1,2})*\.?|[A-Z]\.)\s+")
+_TEXT_UNDERLINE_RE = re.compile(r"^\s*(=+|-+)\s*$")
+
+
+def _text_heading_level(line: str) -> int | None:
+    """2 for a numbered all-caps line ("1. ORDERING FOREIGN CURRENCY"), 1 for another short
+    all-caps line without a full stop; None for anything else."""
+    stripped = line.strip()
+    letters = [ch for ch in stripped if ch.isalpha()]
+    if not (3 <= len(stripped) <= 100) or len(letters) < 3 or stripped.endswith((".", ",", ";")):
+        return None
+    if not all(ch.isupper() for ch in letters):
+        return None
+    return 2 if _TEXT_NUMBERED_RE.match(stripped) else 1
+
+
+def _text_blocks(paragraph: str) -> list[TextBlock]:
+    """One blank-line-separated paragraph of plain text as heading, list-item and paragraph blocks."""
+    lines = [line for line in paragraph.split("\n") if line.strip()]
+    blocks: list[TextBlock] = []
+    if len(lines) == 2 and _TEXT_UNDERLINE_RE.match(lines[1]) and not _TEXT_UNDERLINE_RE.match(lines[0]):
+        level = 1 if lines[1].strip().startswith("=") else 2
+        return [TextBlock(text=_clean(lines[0]), kind=BlockKind.heading, heading_level=level)]
+    while lines and (level := _text_heading_level(lines[0])) is not None:
+        text = _clean(lines.pop(0))
+        if blocks and level == 1 and blocks[-1].heading_level == 1:
+            # A heading typed over two lines ("CEDAR VALLEY SAVINGS BANK" / "FOREIGN CURRENCY…").
+            blocks[-1].text = f"{blocks[-1].text} — {text}"
+        else:
+            blocks.append(TextBlock(text=text, kind=BlockKind.heading, heading_level=level))
+    current: list[str] = []
+    kind = BlockKind.paragraph
+
+    def flush() -> None:
+        text = _clean(" ".join(current))
+        if text:
+            blocks.append(TextBlock(text=text, kind=kind))
+        current.clear()
+
+    for line in lines:
+        bullet = _TEXT_BULLET_RE.match(line)
+        if bullet:
+            flush()
+            kind = BlockKind.list_item
+            current.append(line[bullet.end():])
+        else:
+            current.append(line)
+    flush()
+    return blocks
+
+
 def _load_text(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
     text = _decode(path, data).replace("\r\n", "\n")
     # Form feeds separate pages in text exports of paginated documents.
     pages = []
     for number, page_text in enumerate(text.split("\f"), start=1):
-        paragraphs = [_clean(p.replace("\n", " ")) for p in re.split(r"\n\s*\n", page_text)]
-        pages.append(Page(number=number, blocks=[TextBlock(text=p) for p in paragraphs if p]))
+        blocks = [block for p in re.split(r"\n\s*\n", page_text) for block in _text_blocks(p)]
+        pages.append(Page(number=number, blocks=blocks))
     return pages, {}
 
 

@@ -133,7 +133,7 @@ def index_paths(
     `strict` only changes the logging level of failures here; the CLI turns failures into a
     non-zero exit status with --strict.
     """
-    from ingest.loaders import load_document
+    from ingest.loaders import PARSER_VERSION, load_document
     from retrieval.store import KnowledgeIndex
 
     settings = settings or get_settings()
@@ -159,7 +159,7 @@ def index_paths(
         except OSError as exc:
             report(FileResult(path=str(path), status="failed", reason=f"cannot read file ({exc.strerror or exc})"))
             continue
-        if index.manifest.has_document(digest):
+        if index.manifest.is_current(digest, PARSER_VERSION):
             record = next((d for d in index.documents() if d.doc_id == digest), None)
             report(
                 FileResult(

@@ -143,6 +143,14 @@ class Manifest:
         with self._lock:
             return self._conn.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is not None
 
+    def is_current(self, doc_id: str, parser_version: str | None) -> bool:
+        """Indexed, and read by the same parser version (no version given: indexed at all)."""
+        with self._lock:
+            row = self._conn.execute("SELECT metadata FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        if row is None:
+            return False
+        return parser_version is None or json.loads(row[0] or "{}").get("parser_version") == parser_version
+
     def doc_ids_for_source(self, source: str) -> list[str]:
         with self._lock:
             return [r[0] for r in self._conn.execute("SELECT doc_id FROM documents WHERE source = ?", (source,))]

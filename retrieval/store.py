@@ -116,17 +116,23 @@ class KnowledgeIndex:
         """Index a document. Same content again: "unchanged". Same source, new content: "replaced"."""
         from ingest.chunking import chunk_document, doc_type_of
 
+        version = doc.metadata.get("parser_version")
         with self._lock:
-            if self.manifest.has_document(doc.id):
+            if self.manifest.is_current(doc.id, version):
                 return AddResult(status="unchanged", doc_id=doc.id, chunks=self._chunk_count(doc.id))
+            # Same source with other content, or this content read by an older parser.
             previous = [d for d in self.manifest.doc_ids_for_source(doc.source) if d != doc.id]
+            if self.manifest.has_document(doc.id):
+                previous.append(doc.id)
         chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
         vectors = self.embedder.embed([c.embedding_text() for c in chunks])  # outside the lock: slow
         with self._lock:
             with self.manifest.transaction() as conn:
-                if self.manifest.has_document(doc.id):  # indexed concurrently meanwhile
+                if self.manifest.is_current(doc.id, version):  # indexed concurrently meanwhile
                     return AddResult(status="unchanged", doc_id=doc.id, chunks=len(chunks))
-                removed = [self.manifest.delete_document(conn, old) for old in previous]
+                # The old chunks go in the same transaction the new ones arrive in: a failure
+                # keeps the old document whole.
+                removed = [self.manifest.delete_document(conn, old) for old in previous if self.manifest.has_document(old)]
                 row_ids = self.manifest.insert_document(conn, doc, doc_type_of(doc), chunks, vectors)
             for old_rows in removed:
                 self._vectors.remove(old_rows)

@@ -52,6 +52,29 @@ def test_units_are_sentences_and_table_rows_with_their_header() -> None:
     assert quotable(EvidenceUnit("Cashier's check | $10", 0, "Service |  |  | Fee")) == "Service: Cashier's check; Fee: $10"
 
 
+def test_table_rows_are_quoted_with_their_section() -> None:
+    text = (
+        "Mobile check deposit\n"
+        "Limit | Amount\n"
+        "Per day | $5,000\n"
+        "\n"
+        "4. Wire transfers\n"
+        "Service | Fee\n"
+        "Outgoing wire transfer | $25\n"
+    )
+    units = split_units(text, ["Deposits", "Mobile check deposit", "4. Wire transfers"])
+    rows = [u for u in units if u.table_header]
+    # "Per day: $5,000" alone is a limit of nothing; the number of a numbered heading is dropped,
+    # and a section the row already names ("wire transfer") is not repeated.
+    assert [quotable(u) for u in rows] == [
+        "Mobile check deposit — Limit: Per day; Amount: $5,000",
+        "Service: Outgoing wire transfer; Fee: $25",
+    ]
+    # A chunk that starts inside a section takes the section from its heading path.
+    (row,) = [u for u in split_units("Limit | Amount\nPer day | $5,000", ["Deposits", "Mobile check deposit"]) if u.table_header]
+    assert quotable(row) == "Mobile check deposit — Limit: Per day; Amount: $5,000"
+
+
 def test_headings_labels_and_faq_questions_are_not_evidence() -> None:
     headings = {"wire transfers", "cancelling or recalling a wire"}
     def informative(text: str, header: str | None = None) -> bool:

@@ -147,6 +147,31 @@ def test_changed_file_replaces_and_delete_by_prefix(tmp_path: Path, corpus: Path
     assert reopened.documents() == [] and reopened.stats()["vectors"] == 0
 
 
+def test_documents_read_by_an_older_parser_are_read_again(tmp_path: Path, embedder, monkeypatch) -> None:
+    import ingest.loaders
+    from docteller.settings import Settings
+    from ingest.loaders import load_document
+
+    doc_path = tmp_path / "kb" / "policy.txt"
+    doc_path.parent.mkdir()
+    doc_path.write_text("CARD POLICY\n\nLost cards are replaced free of charge.\n")
+    index = KnowledgeIndex.open(tmp_path / "idx", embedder=embedder)
+    settings = Settings(home=tmp_path, workers=1)
+    monkeypatch.setattr(ingest.loaders, "PARSER_VERSION", "old")
+    first = index_paths([doc_path.parent], settings=settings, index=index)
+    assert [f.status for f in first.files] == ["indexed"]
+    assert [f.status for f in index_paths([doc_path.parent], settings=settings, index=index).files] == ["unchanged"]
+    monkeypatch.undo()
+    # Same bytes, newer parser: read again, in place (same id), and only once.
+    again = index_paths([doc_path.parent], settings=settings, index=index)
+    assert [f.status for f in again.files] == ["replaced"]
+    assert [r.doc_id for r in index.documents()] == [first.files[0].doc_id]
+    assert index.add_document(load_document(doc_path)).status == "unchanged"
+    assert [f.status for f in index_paths([doc_path.parent], settings=settings, index=index).files] == ["unchanged"]
+    assert index.stats()["vectors"] == index.stats()["chunks"] == 1
+    index.close()
+
+
 def test_in_memory_index_writes_nothing(tmp_path: Path, corpus: Path, embedder, docteller_home: Path) -> None:
     from ingest.loaders import load_document
 

@@ -72,6 +72,46 @@ def test_markdown_table_rows(tmp_path: Path) -> None:
     assert any(b.kind is BlockKind.list_item and b.text == "item one" for b in doc.pages[0].blocks)
 
 
+def test_plain_text_headings_and_wrapped_list_items(tmp_path: Path) -> None:
+    txt = tmp_path / "travel.txt"
+    txt.write_text(
+        "CEDAR VALLEY SAVINGS BANK\n"
+        "TRAVEL MONEY - CUSTOMER SHEET\n"
+        "Revised January 2026\n"
+        "\n"
+        "1. ORDERING FOREIGN CURRENCY\n"
+        "\n"
+        "Customers can order banknotes in 20\n"
+        "foreign currencies.\n"
+        "\n"
+        "  - Order online or in any branch.\n"
+        "  - Minimum order: $100. Maximum: $5,000 per customer per\n"
+        "    day.\n"
+        "\n"
+        "Fees\n"
+        "====\n"
+        "\n"
+        "There is no commission.\n"
+    )
+    doc = load_document(txt)
+    blocks = [(b.kind, b.heading_level, b.text) for b in doc.pages[0].blocks]
+    assert blocks == [
+        (BlockKind.heading, 1, "CEDAR VALLEY SAVINGS BANK — TRAVEL MONEY - CUSTOMER SHEET"),
+        (BlockKind.paragraph, None, "Revised January 2026"),
+        (BlockKind.heading, 2, "1. ORDERING FOREIGN CURRENCY"),
+        (BlockKind.paragraph, None, "Customers can order banknotes in 20 foreign currencies."),
+        (BlockKind.list_item, None, "Order online or in any branch."),
+        (BlockKind.list_item, None, "Minimum order: $100. Maximum: $5,000 per customer per day."),
+        (BlockKind.heading, 1, "Fees"),
+        (BlockKind.paragraph, None, "There is no commission."),
+    ]
+    assert doc.title == "CEDAR VALLEY SAVINGS BANK — TRAVEL MONEY - CUSTOMER SHEET"
+    from ingest.chunking import chunk_document
+
+    limits = next(c for c in chunk_document(doc) if "$5,000" in c.text)
+    assert limits.heading_path[-1] == "1. ORDERING FOREIGN CURRENCY"
+
+
 def test_faq_csv_one_block_per_row(corpus: Path, tmp_path: Path) -> None:
     src = corpus / "kb/bankfaqs/BankFAQs.csv"
     with open(src, newline="", encoding="utf-8") as fh:
