@@ -34,9 +34,17 @@ from docteller.redact import redact_text
 LEXICAL_WEIGHT = 0.3
 CHUNK_WEIGHT = 0.3
 
+SHORT_LINE_CHARS = 160
+# An untagged heading (OCR'd and plain pages have no heading markup): a few capitalised words
+# with no closing punctuation.
+_CAPTION_RE = re.compile(r"^(?:\d{1,2}\.\s+)?[A-Z][^.:;,!?|]{2,50}$")
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"“])")
-# A full stop after these doesn't end a sentence ("4:00 p.m. ET", "U.S. Treasury", "e.g. Zelle").
-_ABBREVIATION_RE = re.compile(r"(?:\b(?:[a-zA-Z]\.){2,}|\b(?:Mr|Mrs|Ms|Dr|St|No|Inc|Ltd|Co|Corp|vs|approx|Dept)\.)$")
+# A full stop after these doesn't end a sentence ("4:00 p.m. ET", "U.S. Treasury", "e.g. Zelle",
+# "Martin Luther King Jr. Day").
+# Nor does the full stop of a numbered heading ("1. Monthly maintenance fees").
+_ABBREVIATION_RE = re.compile(
+    r"(?:\b(?:[a-zA-Z]\.){2,}|\b(?:Mr|Mrs|Ms|Dr|Jr|Sr|St|No|Inc|Ltd|Co|Corp|vs|approx|Dept)\.|^(?:\d{1,3}|[A-Za-z])\.)$"
+)
 
 
 def _sentences(line: str) -> list[str]:
@@ -54,7 +62,7 @@ class EvidenceUnit:
     text: str
     position: int  # order within its chunk
     table_header: str | None  # the header row of the table this row belongs to
-    section: str | None = None  # table rows: the heading of the section holding the table
+    section: str | None = None  # the heading of the section holding it (quoted with table rows)
 
 
 @dataclass
@@ -66,9 +74,10 @@ class ScoredUnit:
 
 
 def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
-    """Sentences of prose lines, and table rows (`a | b | c`) each carrying their table's header
-    and the heading of their section: the last of `headings` (the chunk's heading path) seen
-    above the table, or the path's last one when the chunk starts inside a section."""
+    """Sentences of prose lines, and table rows (`a | b | c`) each carrying their table's header,
+    each unit carrying the heading of its section: the last of `headings` (the chunk's heading
+    path) or caption-like line seen above it, or the path's last one when the chunk starts
+    inside a section."""
     units: list[EvidenceUnit] = []
     header: str | None = None
     by_name = {h.strip().lower(): h.strip() for h in headings if h and h.strip()}
@@ -87,8 +96,12 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
                 units.append(EvidenceUnit(line, len(units), header, section))
             continue
         header = None
-        for sentence in _sentences(line):
-            units.append(EvidenceUnit(sentence, len(units), None))
+        if _CAPTION_RE.match(line):
+            section = line  # "Safe deposit boxes" above a table in an OCR'd notice: its caption
+        # A short line (a list item, a label and its value) is one fact: "Minimum order: $100.
+        # Maximum: $5,000 per day." split in two leaves "Maximum: $5,000 per day" a maximum of what?
+        for sentence in [line] if len(line) <= SHORT_LINE_CHARS else _sentences(line):
+            units.append(EvidenceUnit(sentence, len(units), None, section))
     return units
 
 
@@ -115,10 +128,16 @@ def quotable(unit: EvidenceUnit) -> str:
     if len(names) != len(cells):
         return unit.text
     row = "; ".join(f"{name}: {cell}" for name, cell in zip(names, cells))
+    section = section_of(unit)
+    return f"{section} — {row}" if section else row
+
+
+def section_of(unit: EvidenceUnit) -> str | None:
+    """The unit's section heading without its number, unless the unit already names it."""
     section = _SECTION_NUMBER_RE.sub("", unit.section or "").strip()
-    if section and not set(query_terms(section)) <= set(query_terms(row)):
-        return f"{section} — {row}"
-    return row
+    if section and not set(query_terms(section)) <= set(query_terms(unit.text)):
+        return section
+    return None
 
 
 # Running page headers/footers ("… Schedule of Fees — Page 1 of 3") and a FAQ answer's bare

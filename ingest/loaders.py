@@ -34,7 +34,7 @@ ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
 
 # Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
 # documents it holds from an older version instead of keeping their stale chunks.
-PARSER_VERSION = "2"  # 2: plain-text headings and list items
+PARSER_VERSION = "3"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces
 
 
 def load_document(path: str | Path, origin: str = "kb", settings: Settings | None = None) -> Document:
@@ -532,6 +532,11 @@ def _load_html(path: Path, data: bytes, settings: Settings) -> tuple[list[Page],
     root = soup.find("main") or soup.find("article") or soup.body or soup
     blocks: list[TextBlock] = []
     table_n = 0
+    for text_node in root.find_all(string=True):
+        # A line break in HTML source is a space (except inside <pre>): "officers are at\nthe Main
+        # Office" is one sentence.
+        if "\n" in text_node and text_node.find_parent("pre") is None:
+            text_node.replace_with(text_node.replace("\r", "").replace("\n", " "))
     for el in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "tr", "pre", "blockquote", "dt", "dd"]):
         if el.name in ("p", "li") and el.find_parent(["li", "td", "th"]) is not None and el.name != "li":
             continue  # its text is part of the enclosing list item or cell
@@ -550,6 +555,8 @@ def _load_html(path: Path, data: bytes, settings: Settings) -> tuple[list[Page],
             block.table_header = bool(el.find("th")) and not el.find("td") or el.find_parent("thead") is not None
             blocks.append(block)
             continue
+        elif el.name == "pre":
+            text = el.get_text().strip("\n")
         else:
             text = _clean(el.get_text(" "))
         if not text:

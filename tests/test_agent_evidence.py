@@ -27,7 +27,10 @@ def kb():
 def test_units_are_sentences_and_table_rows_with_their_header() -> None:
     text = (
         "Wire transfers\n"
-        "Outgoing wires are sent the same day. Cut-off is 4:00 p.m. ET.\n"
+        "Outgoing wires requested online, by phone or at any of our branches are sent within the United States on the same business day. Cut-off is "
+        "4:00 p.m. ET on Martin Luther King Jr. Day eve.\n"
+        "Minimum order: $100. Maximum: $5,000 per day.\n"
+        "1. Monthly maintenance fees\n"
         "Service | Fee\n"
         "Outgoing domestic wire | $25\n"
         "Outgoing international wire | $45\n"
@@ -37,16 +40,18 @@ def test_units_are_sentences_and_table_rows_with_their_header() -> None:
     units = split_units(text)
     assert [u.text for u in units] == [
         "Wire transfers",
-        "Outgoing wires are sent the same day.",
-        "Cut-off is 4:00 p.m. ET.",
+        "Outgoing wires requested online, by phone or at any of our branches are sent within the United States on the same business day.",
+        "Cut-off is 4:00 p.m. ET on Martin Luther King Jr. Day eve.",
+        "Minimum order: $100. Maximum: $5,000 per day.",  # a short line is one fact
+        "1. Monthly maintenance fees",  # not "1." and a sentence
         "Service | Fee",
         "Outgoing domestic wire | $25",
         "Outgoing international wire | $45",
         "Ask us (Mon-Fri) about anything else.",
     ]
-    assert units[5].table_header == "Service | Fee"
-    assert units[6].table_header is None
-    assert quotable(units[5]) == "Service: Outgoing international wire; Fee: $45"
+    assert units[7].table_header == "Service | Fee"
+    assert units[8].table_header is None
+    assert quotable(units[7]) == "Monthly maintenance fees — Service: Outgoing international wire; Fee: $45"
     assert quotable(EvidenceUnit("Fee | $45 | extra", 0, "Service | Fee")) == "Fee | $45 | extra"  # ragged row
     # The real fee schedule's header has merged (empty) cells.
     assert quotable(EvidenceUnit("Cashier's check | $10", 0, "Service |  |  | Fee")) == "Service: Cashier's check; Fee: $10"
@@ -69,6 +74,11 @@ def test_table_rows_are_quoted_with_their_section() -> None:
     assert [quotable(u) for u in rows] == [
         "Mobile check deposit — Limit: Per day; Amount: $5,000",
         "Service: Outgoing wire transfer; Fee: $25",
+    ]
+    # Without heading markup (an OCR'd notice), a caption-like line above a table names it.
+    ocr = "Bring your key and photo ID.\nSafe deposit boxes\nBox size | Annual rent\n3x5 | $45"
+    assert [quotable(u) for u in split_units(ocr) if u.table_header] == [
+        "Safe deposit boxes — Box size: 3x5; Annual rent: $45"
     ]
     # A chunk that starts inside a section takes the section from its heading path.
     (row,) = [u for u in split_units("Limit | Amount\nPer day | $5,000", ["Deposits", "Mobile check deposit"]) if u.table_header]

@@ -144,6 +144,19 @@ def test_html_drops_boilerplate_keeps_headings_and_rows(tmp_path: Path) -> None:
     assert (BlockKind.table_row, "Riverside | 9-5") in kinds
 
 
+def test_html_source_line_breaks_are_spaces(tmp_path: Path) -> None:
+    page = tmp_path / "branches.html"
+    page.write_text(
+        "<html><body><main><p>Mortgage loan officers are at\nthe Main Office and, by appointment,\n"
+        "at the Northgate Branch.</p><pre>line one\nline two</pre></main></body></html>"
+    )
+    texts = [b.text for b in load_document(page).pages[0].blocks]
+    assert texts == [
+        "Mortgage loan officers are at the Main Office and, by appointment, at the Northgate Branch.",
+        "line one\nline two",
+    ]
+
+
 def test_docx_headings_by_style_and_tables(tmp_path: Path) -> None:
     import docx
 
