@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 
 MAX_FALSE_DECLINE_RATE = 0.05
 # The retrieval threshold is only a pre-filter since the extractive answer's judge declines what
-# the lines don't answer: it may decline at most 2 % of answerable questions (measured: with the
-# 5 % cap, 4 of the 16 false declines were retrieval's; with 2 %, false declines fell from
-# 0.15 to 0.11 and correct answers rose from 0.74 to 0.77).
-RETRIEVAL_MAX_FALSE_DECLINE_RATE = 0.02
+# the lines don't answer: it may decline no answerable question of the eval set, and so only
+# keeps off the judge questions no policy is near ("what's the weather in Paris"). Measured:
+# capped at 5 % it caused 4 of 16 false declines; at 2 % (0.3827) it still declined 2
+# answerable questions the judge answers correctly when let through (eval 0.81 / 0.88 / 0.09;
+# with no false declines at retrieval 0.83 / 0.88 / 0.08).
+RETRIEVAL_MAX_FALSE_DECLINE_RATE = 0.0
 
 
 def load_questions(path: Path = EVAL_QUESTIONS) -> list[dict[str, Any]]:

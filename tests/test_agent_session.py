@@ -155,7 +155,7 @@ def test_kb_injection_never_reaches_the_model(make_session) -> None:
     session.ask("Are international wire transfer fees waived?")
     assert model.calls, "the travel sheet should have been retrieved and shown"
     prompt = model.prompts
-    assert "foreign-exchange" in prompt.lower() or "Foreign" in prompt
+    assert "foreign-exchange" in prompt.lower() or "foreign currency" in prompt.lower()
     assert "ignore all previous instructions" not in prompt.lower()
     assert "fees are waived" not in prompt
 
