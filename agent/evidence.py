@@ -82,6 +82,7 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
     header: str | None = None
     by_name = {h.strip().lower(): h.strip() for h in headings if h and h.strip()}
     section = next((h.strip() for h in reversed(headings) if h and h.strip()), None)
+    lead_in: str | None = None  # a sentence ending in ":" that the next lines complete
     for line in (raw.strip() for raw in text.splitlines()):
         if not line or line == REMOVED_MARKER:
             header = None if not line else header
@@ -98,10 +99,19 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
         header = None
         if _CAPTION_RE.match(line):
             section = line  # "Safe deposit boxes" above a table in an OCR'd notice: its caption
+        if line[0].islower() and lead_in is not None:
+            # A list item finishing its lead-in ("You can close an account:" / "by phone at
+            # 1-800-555-0142;") is quoted with it: alone it says "by phone" to do what?
+            if units and units[-1].text == lead_in:
+                units.pop()  # the lead-in alone answers nothing once its items carry it
+            units.append(EvidenceUnit(f"{lead_in} {line}", len(units), None, section))
+            continue
         # A short line (a list item, a label and its value) is one fact: "Minimum order: $100.
         # Maximum: $5,000 per day." split in two leaves "Maximum: $5,000 per day" a maximum of what?
-        for sentence in [line] if len(line) <= SHORT_LINE_CHARS else _sentences(line):
+        sentences = [line] if len(line) <= SHORT_LINE_CHARS else _sentences(line)
+        for sentence in sentences:
             units.append(EvidenceUnit(sentence, len(units), None, section))
+        lead_in = sentences[-1] if sentences[-1].endswith(":") and len(sentences[-1]) <= SHORT_LINE_CHARS else None
     return units
 
 

@@ -57,6 +57,22 @@ def test_units_are_sentences_and_table_rows_with_their_header() -> None:
     assert quotable(EvidenceUnit("Cashier's check | $10", 0, "Service |  |  | Fee")) == "Service: Cashier's check; Fee: $10"
 
 
+def test_list_items_are_quoted_with_their_lead_in() -> None:
+    text = (
+        "You can close a checking or savings account:\n"
+        "by phone at 1-800-555-0142 after we verify your identity;\n"
+        "in any branch, with photo ID.\n"
+        "Joint accounts pass to the surviving owner.\n"
+        "lowercase line with no lead-in above it"
+    )
+    assert [u.text for u in split_units(text)] == [
+        "You can close a checking or savings account: by phone at 1-800-555-0142 after we verify your identity;",
+        "You can close a checking or savings account: in any branch, with photo ID.",
+        "Joint accounts pass to the surviving owner.",
+        "lowercase line with no lead-in above it",
+    ]
+
+
 def test_table_rows_are_quoted_with_their_section() -> None:
     text = (
         "Mobile check deposit\n"
