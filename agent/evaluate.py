@@ -38,9 +38,9 @@ MAX_FALSE_DECLINE_RATE = 0.05
 # The retrieval threshold is only a pre-filter since the extractive answer's judge declines what
 # the lines don't answer: it may decline no answerable question of the eval set, and so only
 # keeps off the judge questions no policy is near ("what's the weather in Paris"). Measured:
-# capped at 5 % it caused 4 of 16 false declines; at 2 % (0.3827) it still declined 2
-# answerable questions the judge answers correctly when let through (eval 0.81 / 0.88 / 0.09;
-# with no false declines at retrieval 0.83 / 0.88 / 0.08).
+# capped at 5 % it caused 4 of 16 false declines; capped at 2 % (0.3827) it still declined 2
+# answerable questions that the judge, when they were let through, answered correctly (correct
+# 0.81 -> 0.83, correct declines unchanged).
 RETRIEVAL_MAX_FALSE_DECLINE_RATE = 0.0
 
 

@@ -90,6 +90,7 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
         if line.lower().rstrip(":") in by_name:
             section = by_name[line.lower().rstrip(":")]
         if "|" in line:
+            lead_in = None
             if header is None:
                 header = line  # the first row of a table block is its header (chunking repeats it)
                 units.append(EvidenceUnit(line, len(units), None))

@@ -63,13 +63,21 @@ def test_list_items_are_quoted_with_their_lead_in() -> None:
         "by phone at 1-800-555-0142 after we verify your identity;\n"
         "in any branch, with photo ID.\n"
         "Joint accounts pass to the surviving owner.\n"
-        "lowercase line with no lead-in above it"
+        "lowercase line with no lead-in above it\n"
+        "Fees by channel:\n"
+        "Channel | Fee\n"
+        "Branch | $5\n"
+        "after the table, nothing to complete"
     )
     assert [u.text for u in split_units(text)] == [
         "You can close a checking or savings account: by phone at 1-800-555-0142 after we verify your identity;",
         "You can close a checking or savings account: in any branch, with photo ID.",
         "Joint accounts pass to the surviving owner.",
         "lowercase line with no lead-in above it",
+        "Fees by channel:",
+        "Channel | Fee",
+        "Branch | $5",
+        "after the table, nothing to complete",
     ]
 
 
