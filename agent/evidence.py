@@ -8,7 +8,8 @@ their header) of the top chunks, within a character budget, because
 
 Each unit is scored by the cosine similarity of the question to the unit (embedded with its
 heading path for context), plus its share of the question's terms (weighted by how rare each is
-among the candidate units; a table row's column names count), plus its chunk's similarity.
+among the candidate units; a table row's column names count), plus its chunk's similarity, plus
+a bonus when it holds the kind of value asked for (a time for "how late", an amount for "how much").
 Unit embeddings are cached per chunk: KB chunks don't change between questions, so after the
 first questions only the question itself is embedded.
 """
@@ -33,6 +34,28 @@ from docteller.redact import redact_text
 # set: how often the best line, or the best two, hold the answer's facts).
 LEXICAL_WEIGHT = 0.3
 CHUNK_WEIGHT = 0.3
+# A unit holding the kind of value the question asks for (a time for "how late", an amount for
+# "how much") gets this much more. Tuned like the weights above: with it the best line held the
+# answer's facts for 74 answerable eval questions instead of 70, the quoted lines for 93 instead of 90.
+ANSWER_TYPE_WEIGHT = 0.06
+
+# (what the question asks, what a unit that answers it holds): the expected answer type.
+_ANSWER_TYPES = [
+    (r"\b(?:what time|by when|how late|how early|latest|earliest|cut-?off|hours|open (?:on|until|at|late)|"
+     r"close[sd]? (?:on|at|early))\b",
+     r"\d{1,2}(?::\d{2})?\s*(?:a\.m\.|p\.m\.)|\bnoon\b|\bmidnight\b"),
+    (r"\b(?:how much|fees?|costs?|charge[sd]?|price|penalty)\b", r"\$\d|\bfree\b|\d%"),
+    (r"\b(?:rates?|apy|apr|interest)\b", r"\d%"),
+    (r"\bhow long\b", r"\d+\s*(?:business\s+)?(?:days?|weeks?|months?|years?|hours?)\b"),
+    (r"\b(?:who|call|phone|number|contact)\b", r"\d{3}-\d{3}-\d{4}"),
+    (r"\b(?:max(?:imum)?|limits?|most|min(?:imum)?|least)\b", r"\d"),
+]
+ANSWER_TYPES = [(re.compile(q, re.IGNORECASE), re.compile(a, re.IGNORECASE)) for q, a in _ANSWER_TYPES]
+
+
+def expected_answers(question: str) -> list[re.Pattern[str]]:
+    """Patterns of the values the question asks for ("how late …" → a clock time)."""
+    return [answer for asks, answer in ANSWER_TYPES if asks.search(question)]
 
 SHORT_LINE_CHARS = 160
 # An untagged heading (OCR'd and plain pages have no heading markup): a few capitalised words
@@ -217,6 +240,7 @@ class EvidenceSelector:
         frequency = Counter(t for found in unit_terms.values() for t in found & terms)
         weight = {t: math.log((len(unit_terms) + 1) / (frequency[t] + 1)) + 1 for t in terms}
         total_weight = sum(weight.values()) or 1.0
+        wanted = expected_answers(query)
         scored: list[ScoredUnit] = []
         for hit, origin, units, vectors in candidates:
             if not units:
@@ -226,6 +250,8 @@ class EvidenceSelector:
             for unit, similarity in zip(units, similarities):
                 lexical = sum(weight[t] for t in terms & unit_terms[id(unit)]) / total_weight
                 total = float(similarity) + LEXICAL_WEIGHT * lexical + CHUNK_WEIGHT * chunk_score
+                if wanted and any(pattern.search(quotable(unit)) for pattern in wanted):
+                    total += ANSWER_TYPE_WEIGHT
                 scored.append(ScoredUnit(unit, hit, origin, total))
         scored.sort(key=lambda s: -s.score)
         return scored

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.evaluate import fact_present, load_questions
-from agent.evidence import EvidenceSelector, EvidenceUnit, is_informative, quotable, split_units
+from agent.evidence import EvidenceSelector, EvidenceUnit, expected_answers, is_informative, quotable, split_units
 from agent.prompt import REMOVED_MARKER
 from docteller.settings import DEFAULT_KB_DIR
 
@@ -150,6 +150,36 @@ def test_the_answering_line_is_selected_within_budget(kb, question: str, fact: s
     assert all(p.hit.chunk.id in chunk_ids for p in passages)  # citations map to retrieved chunks
     assert [p.sid for p in passages] == [f"S{i}" for i in range(1, len(passages) + 1)]
     assert passages[0].score == max(p.score for p in passages)
+
+
+def test_expected_answer_types() -> None:
+    def holds(question: str, line: str) -> bool:
+        return any(p.search(line) for p in expected_answers(question))
+
+    assert holds("how late is the main office open on fridays", "Fridays until 6:00 p.m.")
+    assert not holds("how late is the main office open on fridays", "All branches are closed on Sundays.")
+    assert holds("how much is a cashier's check", "Cashier's check | $10")
+    assert holds("whats the rate on a 1 year cd", "12 months | 4.35%")
+    assert holds("who do I call about a lost card", "Call 1-800-555-0199")
+    assert expected_answers("can I open an account online") == []
+
+
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("how late is the main office open on fridays", "6:00 p.m."),
+        ("whats the latest i can submit a wire online for it to go out today", "4:00 p.m."),
+    ],
+)
+def test_a_line_holding_the_asked_for_value_is_quoted(kb, question: str, fact: str) -> None:
+    """Lines that share the question's words ("closed on Sundays", the international wire's
+    2:00 p.m.) used to outrank the one holding the time asked for."""
+    from agent.session import quoted_lines
+
+    selector = EvidenceSelector(kb.embedder)
+    lines = selector.lines(selector.score(question, kb.search(question, k=8)), budget_chars=560, max_lines=3)
+    quoted = " ".join(line.text for line in quoted_lines(lines))
+    assert fact_present(fact, quoted), quoted
 
 
 def test_selection_recall_on_the_eval_set_beats_whole_chunk_windows(kb) -> None:
