@@ -5,7 +5,7 @@
 
 - `calibrate_threshold` retrieves every question from the KB, looks at the best hit's cosine
   similarity, and picks the threshold that separates answerable from unanswerable questions
-  best (Youden's J) while declining at most 2 % of answerable ones (a pre-filter before the
+  best (Youden's J) while declining none of the answerable ones (a pre-filter before the
   judge); the midpoint between the neighbouring observed scores is stored in
   `agent/calibration.json` with the figures behind it.
 - `evaluate_answers` asks every question in a fresh session and scores correctness (all
@@ -195,8 +195,8 @@ def calibrate_judge(resources: Any, questions: Sequence[dict[str, Any]], out: Pa
     Every question is answered with the judge threshold at 0 (so each answer records the
     model's P(yes)); questions declined before the judge (weak retrieval, unknown names) count
     as declined at any threshold. The threshold maximises Youden's J (correct declines - false
-    declines) without a cap on false declines: the retrieval threshold already holds those
-    under 2 %, and the judge's job is to catch the unanswerable questions that got past it."""
+    declines) without a cap on false declines: the retrieval threshold declines no answerable
+    eval question, and the judge's job is to catch the unanswerable questions that got past it."""
     saved = resources.judge_threshold
     resources.judge_threshold = 0.0
     try:

@@ -57,6 +57,7 @@ def expected_answers(question: str) -> list[re.Pattern[str]]:
     """Patterns of the values the question asks for ("how late …" → a clock time)."""
     return [answer for asks, answer in ANSWER_TYPES if asks.search(question)]
 
+
 SHORT_LINE_CHARS = 160
 # An untagged heading (OCR'd and plain pages have no heading markup): a few capitalised words
 # with no closing punctuation.
@@ -232,9 +233,8 @@ class EvidenceSelector:
         query_vector = self.embedder.embed([query])[0]
         terms = query_terms(query)
         candidates = [(hit, origin, *self.units(hit.chunk, origin)) for hit, origin in hits]
-        unit_terms = {
-            id(unit): query_terms(quotable(unit)) for _, _, units, _ in candidates for unit in units
-        }
+        quoted = {id(unit): quotable(unit) for _, _, units, _ in candidates for unit in units}
+        unit_terms = {key: query_terms(text) for key, text in quoted.items()}
         # A question term is weighted by its rarity among the candidate units (inverse document
         # frequency within this pool): when every line is about wires, "incoming" decides.
         frequency = Counter(t for found in unit_terms.values() for t in found & terms)
@@ -250,7 +250,7 @@ class EvidenceSelector:
             for unit, similarity in zip(units, similarities):
                 lexical = sum(weight[t] for t in terms & unit_terms[id(unit)]) / total_weight
                 total = float(similarity) + LEXICAL_WEIGHT * lexical + CHUNK_WEIGHT * chunk_score
-                if wanted and any(pattern.search(quotable(unit)) for pattern in wanted):
+                if wanted and any(pattern.search(quoted[id(unit)]) for pattern in wanted):
                     total += ANSWER_TYPE_WEIGHT
                 scored.append(ScoredUnit(unit, hit, origin, total))
         scored.sort(key=lambda s: -s.score)

@@ -132,7 +132,7 @@ class KnowledgeIndex:
                     return AddResult(status="unchanged", doc_id=doc.id, chunks=len(chunks))
                 # The old chunks go in the same transaction the new ones arrive in: a failure
                 # keeps the old document whole.
-                removed = [self.manifest.delete_document(conn, old) for old in previous if self.manifest.has_document(old)]
+                removed = [self.manifest.delete_document(conn, old) for old in previous]
                 row_ids = self.manifest.insert_document(conn, doc, doc_type_of(doc), chunks, vectors)
             for old_rows in removed:
                 self._vectors.remove(old_rows)
