@@ -16,6 +16,7 @@ first questions only the question itself is embedded.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -28,6 +29,8 @@ import numpy as np
 from agent.prompt import REMOVED_MARKER, SourcePassage, neutralise, query_terms
 from docteller.model import Chunk, SearchHit
 from docteller.redact import redact_text
+
+log = logging.getLogger(__name__)
 
 # Weights of a unit's score: its own cosine similarity to the question, plus these times its
 # weighted share of the question's terms and its chunk's cosine similarity (tuned on the eval
@@ -167,9 +170,28 @@ def quotable(unit: EvidenceUnit) -> str:
     return f"{section} — {row}" if section else row
 
 
+def quote(unit: EvidenceUnit) -> str:
+    """A unit as quoted to the customer and shown to the judge: `quotable`, and a sentence too
+    after its section ("CedarPay person-to-person payments — The limit is $2,500 per day").
+
+    Sentences are scored without their section (`quotable`): with it, every sentence of a section
+    shares its terms and the ranking got worse (the quoted lines held the answer's facts for 86
+    answerable eval questions instead of 93). Shown with it, the judge's P(yes) separated
+    answerable from unanswerable questions better (AUC 0.874 -> 0.900): "The limit is $2,500 per
+    day" is the limit of what?"""
+    text = quotable(unit)
+    if unit.table_header:
+        return text
+    section = section_of(unit)
+    return f"{section} — {text}" if section else text
+
+
 def section_of(unit: EvidenceUnit) -> str | None:
-    """The unit's section heading without its number, unless the unit already names it."""
+    """The unit's section heading without its number (an all-caps one in sentence case), unless
+    the unit already names it."""
     section = _SECTION_NUMBER_RE.sub("", unit.section or "").strip()
+    if section.isupper():
+        section = section[0] + section[1:].lower()
     if section and not set(query_terms(section)) <= set(query_terms(unit.text)):
         return section
     return None
@@ -201,13 +223,9 @@ class EvidenceSelector:
         self._cache: OrderedDict[str, tuple[list[EvidenceUnit], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def units(self, chunk: Chunk, origin: str) -> tuple[list[EvidenceUnit], np.ndarray]:
-        """The chunk's units (instruction-like lines removed; uploads redacted) and their vectors."""
-        key = f"{origin}:{chunk.id}"
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+    @staticmethod
+    def _split(chunk: Chunk, origin: str) -> tuple[list[EvidenceUnit], list[str]]:
+        """The chunk's units and the texts they are embedded as."""
         text = neutralise(chunk.text)[0]
         if origin == "upload":  # account / document numbers reach the model masked
             text = redact_text(text)
@@ -216,12 +234,32 @@ class EvidenceSelector:
         context = " > ".join(h for h in chunk.heading_path if h)
         # Table rows are embedded with their column names ("Cut-off time for same-day sending:
         # 4:00 p.m. PT"): the bare cells ("4:00 p.m. PT") say nothing of what they are.
-        vectors = self.embedder.embed([f"{context}: {quotable(u)}" if context else quotable(u) for u in units])
+        return units, [f"{context}: {quotable(u)}" if context else quotable(u) for u in units]
+
+    def units(self, chunk: Chunk, origin: str) -> tuple[list[EvidenceUnit], np.ndarray]:
+        """The chunk's units (instruction-like lines removed; uploads redacted) and their vectors."""
+        key = f"{origin}:{chunk.id}"
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        units, texts = self._split(chunk, origin)
+        vectors = self.embedder.embed(texts)
         with self._lock:
             self._cache[key] = (units, vectors)
             while len(self._cache) > self.cache_chunks:
                 self._cache.popitem(last=False)
         return units, vectors
+
+    def seed(self, chunk: Chunk, origin: str, vectors: np.ndarray) -> bool:
+        """Cache a chunk's unit vectors computed earlier (`KnowledgeUnits`' file); False when
+        they don't fit its units any more (the splitting changed since)."""
+        units, _ = self._split(chunk, origin)
+        if len(units) != len(vectors):
+            return False
+        with self._lock:
+            self._cache[f"{origin}:{chunk.id}"] = (units, vectors)
+        return True
 
     def score(
         self, query: str, kb_hits: Sequence[SearchHit], upload_hits: Sequence[SearchHit] = ()
@@ -266,7 +304,7 @@ class EvidenceSelector:
         for item in scored:
             if item.unit.table_header is None and "|" in item.unit.text:
                 continue  # a table's header row names columns; it answers nothing when quoted
-            text = quotable(item.unit)
+            text = quote(item.unit)
             if text in seen or (size + len(text) > budget_chars and lines):
                 continue
             seen.add(text)
@@ -312,3 +350,125 @@ class EvidenceSelector:
                 )
             )
         return passages
+
+
+class KnowledgeUnits:
+    """Sentence-level search over every unit of the KB ("small-to-big" retrieval).
+
+    A chunk is retrieved by its similarity as a whole, so a fee table of twelve rows ranks low
+    for the one row that answers ("Coin counting: free for customers; 5% of the total for
+    non-customers") and its rows never compete. Here every unit is compared with the question
+    on its own, and the chunks of the best few join the retrieved ones. Measured on the eval set:
+    the quoted lines held the answer's facts for 95 answerable questions instead of 93.
+
+    The unit vectors are what `EvidenceSelector` embeds anyway; they are kept in the index
+    folder (`FILE`) so a new process doesn't re-embed the KB (≈ 10 s for the bundled one)."""
+
+    FILE = "evidence-units.npz"
+
+    def __init__(self, selector: EvidenceSelector, kb) -> None:
+        self.selector = selector
+        self.kb = kb
+        self._generation: int | None = None
+        self._chunks: list[Chunk] = []
+        self._chunk_vectors = np.zeros((0, 0), dtype=np.float32)
+        self._owner = np.zeros(0, dtype=np.int64)  # unit -> index into _chunks
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._lock = threading.Lock()
+
+    def search(self, query: str, k: int, exclude: set[str] = frozenset()) -> list[SearchHit]:
+        """Hits for the chunks of the `k` units most similar to `query` (chunks in `exclude`
+        skipped), each with its chunk's cosine similarity as `vector_score`."""
+        self.refresh()
+        if k <= 0 or len(self._vectors) == 0:
+            return []
+        query_vector = self.selector.embedder.embed([query])[0]
+        similarities = self._vectors @ query_vector
+        hits: list[SearchHit] = []
+        seen = set(exclude)
+        for unit in np.argsort(-similarities)[: 4 * k]:
+            chunk_index = int(self._owner[unit])
+            chunk = self._chunks[chunk_index]
+            if chunk.id in seen:
+                continue
+            seen.add(chunk.id)
+            similarity = float(self._chunk_vectors[chunk_index] @ query_vector)
+            hits.append(SearchHit(chunk=chunk, score=float(similarities[unit]), vector_score=similarity))
+            if len(hits) >= k:
+                break
+        return hits
+
+    def refresh(self) -> None:
+        """(Re)build the unit matrix when the KB changed since the last build."""
+        generation = getattr(self.kb, "generation", 0)
+        with self._lock:
+            if generation == self._generation:
+                return
+            chunks, chunk_vectors = self.kb.chunks_with_embeddings()
+            stored = self._load()
+            blocks: list[np.ndarray | None] = [stored.get(c.id) for c in chunks]
+            missing = [
+                n for n, (chunk, vectors) in enumerate(zip(chunks, blocks))
+                if vectors is None or not self.selector.seed(chunk, "kb", vectors)
+            ]
+            if missing:  # one batch: far faster than chunk by chunk
+                texts = [self.selector._split(chunks[n], "kb")[1] for n in missing]
+                vectors = self.selector.embedder.embed([t for group in texts for t in group])
+                start = 0
+                for n, group in zip(missing, texts):
+                    blocks[n] = vectors[start : start + len(group)]
+                    start += len(group)
+                    self.selector.seed(chunks[n], "kb", blocks[n])
+            dim = chunk_vectors.shape[1] if len(chunk_vectors) else getattr(self.selector.embedder, "dim", 0)
+            self._vectors = _stack(blocks, dim)
+            self._owner = np.repeat(np.arange(len(chunks), dtype=np.int64), [len(b) for b in blocks])
+            self._chunks, self._chunk_vectors = chunks, chunk_vectors
+            self._generation = generation
+            if missing:
+                self._save(chunks, blocks)
+
+    def _path(self):
+        index_dir = getattr(self.kb, "index_dir", None)
+        return index_dir / self.FILE if index_dir is not None else None
+
+    def _model_id(self) -> str:
+        return str(getattr(self.selector.embedder, "model_id", ""))
+
+    def _load(self) -> dict[str, np.ndarray]:
+        path = self._path()
+        if path is None or not path.is_file():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["model_id"]) != self._model_id():
+                    return {}
+                ends = np.cumsum(data["counts"])
+                return {
+                    str(chunk_id): data["vectors"][end - count : end]
+                    for chunk_id, count, end in zip(data["chunk_ids"], data["counts"], ends)
+                }
+        except (OSError, KeyError, ValueError) as exc:  # a damaged cache is rebuilt, never fatal
+            log.warning("ignoring %s (%s); re-embedding the KB's evidence units", path, exc)
+            return {}
+
+    def _save(self, chunks: Sequence[Chunk], blocks: Sequence[np.ndarray]) -> None:
+        path = self._path()
+        if path is None or not chunks:
+            return
+        tmp = path.with_name(path.name + ".tmp.npz")
+        try:
+            np.savez(
+                tmp,
+                model_id=np.array(self._model_id()),
+                chunk_ids=np.array([c.id for c in chunks]),
+                counts=np.array([len(b) for b in blocks], dtype=np.int64),
+                vectors=_stack(blocks, self._vectors.shape[1]),
+            )
+            tmp.replace(path)
+        except OSError as exc:  # a read-only index still answers; the vectors are rebuilt next time
+            log.warning("could not save %s: %s", path, exc)
+
+
+def _stack(blocks: Sequence[np.ndarray], dim: int) -> np.ndarray:
+    rows = [b for b in blocks if len(b)]
+    return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, dim), dtype=np.float32)

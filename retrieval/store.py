@@ -69,6 +69,8 @@ class KnowledgeIndex:
         self._defer_save = 0
         self._vectors_dirty = False
         self._vectors = self._load_vectors()
+        # Bumped on every change to the indexed chunks, so derived caches know to refresh.
+        self.generation = 0
 
     # -- construction ------------------------------------------------------------------------
 
@@ -186,6 +188,17 @@ class KnowledgeIndex:
     def get_chunk(self, chunk_id: str) -> Chunk | None:
         return self.manifest.chunk(chunk_id)
 
+    def chunks_with_embeddings(self) -> tuple[list[Chunk], np.ndarray]:
+        """Every indexed chunk, in index order, and the matrix of their stored embeddings."""
+        with self._lock:
+            row_ids, matrix = self.manifest.embeddings()
+            by_row: dict[int, Chunk] = {}
+            rows = row_ids.tolist()
+            for start in range(0, len(rows), 500):  # SQLite caps the parameters of one query
+                by_row.update(self.manifest.chunks_by_row(rows[start : start + 500]))
+        keep = [i for i, row in enumerate(row_ids.tolist()) if row in by_row]
+        return [by_row[int(row_ids[i])] for i in keep], matrix[keep]
+
     def search(self, query: str, k: int = 5, filters: dict | None = None) -> list[SearchHit]:
         """Hybrid search, best first. `filters`: {"doc_id": id or prefix, "doc_type": "pdf"|…}."""
         query = (query or "").strip()
@@ -250,6 +263,7 @@ class KnowledgeIndex:
         return next((d.chunks for d in self.manifest.documents() if d.doc_id == doc_id), 0)
 
     def _changed(self) -> None:
+        self.generation += 1
         self._bm25_stale = True
         self._vectors_dirty = True
         if not self._defer_save:

@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 
 from agent.evaluate import fact_present, load_questions
-from agent.evidence import EvidenceSelector, EvidenceUnit, expected_answers, is_informative, quotable, split_units
+from agent.evidence import (
+    EvidenceSelector,
+    EvidenceUnit,
+    KnowledgeUnits,
+    expected_answers,
+    is_informative,
+    quotable,
+    quote,
+    split_units,
+)
 from agent.prompt import REMOVED_MARKER
 from docteller.settings import DEFAULT_KB_DIR
 
@@ -107,6 +116,60 @@ def test_table_rows_are_quoted_with_their_section() -> None:
     # A chunk that starts inside a section takes the section from its heading path.
     (row,) = [u for u in split_units("Limit | Amount\nPer day | $5,000", ["Deposits", "Mobile check deposit"]) if u.table_header]
     assert quotable(row) == "Mobile check deposit — Limit: Per day; Amount: $5,000"
+
+
+def test_sentences_are_quoted_after_their_section_but_scored_without_it() -> None:
+    text = "CEDARPAY PERSON-TO-PERSON PAYMENTS\nThe limit is $2,500 per day.\nCedarPay person-to-person payments are free."
+    units = split_units(text, ["Transfers", "CEDARPAY PERSON-TO-PERSON PAYMENTS"])
+    limit, free = [u for u in units if "$" in u.text or "free" in u.text]
+    assert quotable(limit) == "The limit is $2,500 per day."  # scored as is
+    # Quoted, "the limit" says of what (an all-caps heading in sentence case); a sentence that
+    # already names its section is not prefixed again.
+    assert quote(limit) == "Cedarpay person-to-person payments — The limit is $2,500 per day."
+    assert quote(free) == "CedarPay person-to-person payments are free."
+
+
+def test_unit_search_finds_the_row_of_a_chunk_that_ranks_low_as_a_whole(kb, tmp_path) -> None:
+    """The coin-counting fee is one row of a twelve-row fee table: the table isn't among the
+    question's kept hits, but the row alone is among the most similar units of the KB."""
+    from ingest.embed import get_embedder
+    from ingest.loaders import load_document
+    from retrieval.store import KnowledgeIndex
+
+    question = "can non customers use your coin counter? whats it cost"
+    index = KnowledgeIndex.open(tmp_path / "index", embedder=get_embedder())
+    for name in ("faq.csv", "fee-schedule.pdf"):
+        index.add_document(load_document(DEFAULT_KB_DIR / name))
+    units = KnowledgeUnits(EvidenceSelector(index.embedder), index)
+    hits = units.search(question, k=3)
+    rows = [quotable(u) for h in hits for u in split_units(h.chunk.text, h.chunk.heading_path) if u.table_header]
+    assert any("Coin counting" in r and "5% of the total" in r for r in rows), rows
+    assert all(h.vector_score is not None and -1 <= h.vector_score <= 1 for h in hits)
+    # Chunks already retrieved are skipped, not returned twice.
+    assert not {h.chunk.id for h in units.search(question, k=3, exclude={hits[0].chunk.id})} & {hits[0].chunk.id}
+
+    # The vectors are kept beside the index: a new process loads them instead of re-embedding.
+    saved = tmp_path / "index" / KnowledgeUnits.FILE
+    assert saved.is_file()
+
+    class CountingEmbedder:
+        def __init__(self, inner):
+            self.inner, self.model_id, self.dim, self.texts = inner, inner.model_id, inner.dim, 0
+
+        def embed(self, texts):
+            self.texts += len(texts)
+            return self.inner.embed(texts)
+
+    counting = CountingEmbedder(index.embedder)
+    reloaded = KnowledgeUnits(EvidenceSelector(counting), index)
+    assert [h.chunk.id for h in reloaded.search(question, k=3)] == [h.chunk.id for h in hits]
+    assert counting.texts == 1  # the question only
+
+    # A document added to the index is searched from the next question on.
+    index.add_document(load_document(DEFAULT_KB_DIR / "foreign-exchange-and-travel.txt"))
+    found = reloaded.search("most foreign cash i can buy in one day", k=3)
+    assert any("FOREIGN CURRENCY" in h.chunk.title.upper() for h in found), [h.chunk.title for h in found]
+    index.close()
 
 
 def test_headings_labels_and_faq_questions_are_not_evidence() -> None:
