@@ -16,6 +16,7 @@ first questions only the question itself is embedded.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -62,6 +63,7 @@ def expected_answers(question: str) -> list[re.Pattern[str]]:
 
 
 SHORT_LINE_CHARS = 160
+FAQ_ANSWER_CHARS = 320
 # An untagged heading (OCR'd and plain pages have no heading markup): a few capitalised words
 # with no closing punctuation.
 _CAPTION_RE = re.compile(r"^(?:\d{1,2}\.\s+)?[A-Z][^.:;,!?|]{2,50}$")
@@ -136,7 +138,10 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
             continue
         # A short line (a list item, a label and its value) is one fact: "Minimum order: $100.
         # Maximum: $5,000 per day." split in two leaves "Maximum: $5,000 per day" a maximum of what?
-        sentences = [line] if len(line) <= SHORT_LINE_CHARS else _sentences(line)
+        # An FAQ answer ("A: Yes. Notary services are free for customers … Non-customers pay
+        # $10 per signature.") was written to answer its question whole: split, the fee is whose?
+        short = FAQ_ANSWER_CHARS if line.startswith("A:") else SHORT_LINE_CHARS
+        sentences = [line] if len(line) <= short else _sentences(line)
         for sentence in sentences:
             units.append(EvidenceUnit(sentence, len(units), None, section))
         lead_in = sentences[-1] if sentences[-1].endswith(":") and len(sentences[-1]) <= SHORT_LINE_CHARS else None
@@ -251,11 +256,11 @@ class EvidenceSelector:
                 self._cache.popitem(last=False)
         return units, vectors
 
-    def seed(self, chunk: Chunk, origin: str, vectors: np.ndarray) -> bool:
+    def seed(self, chunk: Chunk, origin: str, vectors: np.ndarray, digest: str | None = None) -> bool:
         """Cache a chunk's unit vectors computed earlier (`KnowledgeUnits`' file); False when
-        they don't fit its units any more (the splitting changed since)."""
-        units, _ = self._split(chunk, origin)
-        if len(units) != len(vectors):
+        they were computed from other unit texts (`units_digest`: the splitting changed since)."""
+        units, texts = self._split(chunk, origin)
+        if len(units) != len(vectors) or (digest is not None and digest != units_digest(texts)):
             return False
         with self._lock:
             self._cache[f"{origin}:{chunk.id}"] = (units, vectors)
@@ -406,11 +411,13 @@ class KnowledgeUnits:
                 return
             chunks, chunk_vectors = self.kb.chunks_with_embeddings()
             stored = self._load()
-            blocks: list[np.ndarray | None] = [stored.get(c.id) for c in chunks]
-            missing = [
-                n for n, (chunk, vectors) in enumerate(zip(chunks, blocks))
-                if vectors is None or not self.selector.seed(chunk, "kb", vectors)
-            ]
+            blocks: list[np.ndarray | None] = []
+            missing: list[int] = []
+            for n, chunk in enumerate(chunks):
+                vectors, digest = stored.get(chunk.id, (None, None))
+                if vectors is None or not self.selector.seed(chunk, "kb", vectors, digest):
+                    missing.append(n)
+                blocks.append(vectors)
             if missing:  # one batch: far faster than chunk by chunk
                 texts = [self.selector._split(chunks[n], "kb")[1] for n in missing]
                 vectors = self.selector.embedder.embed([t for group in texts for t in group])
@@ -434,7 +441,8 @@ class KnowledgeUnits:
     def _model_id(self) -> str:
         return str(getattr(self.selector.embedder, "model_id", ""))
 
-    def _load(self) -> dict[str, np.ndarray]:
+    def _load(self) -> dict[str, tuple[np.ndarray, str]]:
+        """{chunk id: (unit vectors, digest of the texts they were embedded from)} from the file."""
         path = self._path()
         if path is None or not path.is_file():
             return {}
@@ -444,8 +452,8 @@ class KnowledgeUnits:
                     return {}
                 ends = np.cumsum(data["counts"])
                 return {
-                    str(chunk_id): data["vectors"][end - count : end]
-                    for chunk_id, count, end in zip(data["chunk_ids"], data["counts"], ends)
+                    str(chunk_id): (data["vectors"][end - count : end], str(digest))
+                    for chunk_id, count, end, digest in zip(data["chunk_ids"], data["counts"], ends, data["digests"])
                 }
         except (OSError, KeyError, ValueError) as exc:  # a damaged cache is rebuilt, never fatal
             log.warning("ignoring %s (%s); re-embedding the KB's evidence units", path, exc)
@@ -461,12 +469,18 @@ class KnowledgeUnits:
                 tmp,
                 model_id=np.array(self._model_id()),
                 chunk_ids=np.array([c.id for c in chunks]),
+                digests=np.array([units_digest(self.selector._split(c, "kb")[1]) for c in chunks]),
                 counts=np.array([len(b) for b in blocks], dtype=np.int64),
                 vectors=_stack(blocks, self._vectors.shape[1]),
             )
             tmp.replace(path)
         except OSError as exc:  # a read-only index still answers; the vectors are rebuilt next time
             log.warning("could not save %s: %s", path, exc)
+
+
+def units_digest(texts: Sequence[str]) -> str:
+    """Identifies the texts a chunk's unit vectors were embedded from."""
+    return hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()
 
 
 def _stack(blocks: Sequence[np.ndarray], dim: int) -> np.ndarray:

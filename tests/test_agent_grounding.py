@@ -18,6 +18,7 @@ from agent.grounding import (
     render_citations,
     strip_unsupported,
     strip_unsupported_wording,
+    unknown_entities,
 )
 from agent.prompt import REMOVED_MARKER, SourcePassage, build_messages, focus_passage, neutralise
 from docteller.model import Chunk, SearchHit
@@ -171,3 +172,15 @@ def test_fact_matching_normalises_amounts() -> None:
     assert fact_present("$1,500", "waived with a $1500 minimum balance")
     assert fact_present("$3.00", "the fee is $3")
     assert not fact_present("$30", "the fee is $3")
+
+
+def test_products_and_names_the_evidence_never_mentions() -> None:
+    cd_penalty = ["CD early withdrawal penalties: terms longer than 12 months: 180 days of interest."]
+    # A lower-case product the evidence lacks is caught like a capitalised bank name.
+    assert unknown_entities("what's the penalty for cashing out my 401k early", cd_penalty) == ["401k"]
+    assert unknown_entities("What are Chase's overdraft fees?", ["Overdraft fee: $35."]) == ["Chase"]
+    assert unknown_entities("can i pay with apple pay or zelle", ["Debit card purchases."]) == ["apple pay", "zelle"]
+    # Named in the evidence, or not a product at all: nothing is missing.
+    assert unknown_entities("penalty for cashing out a 2 year CD early?", cd_penalty) == []
+    assert unknown_entities("send money with Zelle", ["Zelle payments are free."]) == []
+    assert unknown_entities("do you pay interest on business days", ["Interest is paid monthly."]) == []
