@@ -34,7 +34,8 @@ ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
 
 # Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
 # documents it holds from an older version instead of keeping their stale chunks.
-PARSER_VERSION = "3"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces
+PARSER_VERSION = "4"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
+# 4: a PDF table cell's word broken at a line end is rejoined
 
 
 def load_document(path: str | Path, origin: str = "kb", settings: Settings | None = None) -> Document:
@@ -209,7 +210,20 @@ def _cell_texts(words: list[tuple], band: tuple[float, float], xs: list[float]) 
                 if xs[i] <= cx <= xs[i + 1]:
                     cells[i].append(w)
                     break
-    return [_clean(" ".join(w[4] for w in sorted(c, key=lambda w: (w[5], w[6], w[7])))) for c in cells]
+    return [_join_cell_words(sorted(c, key=lambda w: (w[5], w[6], w[7]))) for c in cells]
+
+
+def _join_cell_words(words: list[tuple]) -> str:
+    """A cell's words in reading order; a word broken at a line end ("non-" / "customers") is
+    rejoined with its hyphen kept ("non-customers"), not split by a space."""
+    text = ""
+    for n, w in enumerate(words):
+        new_line = n > 0 and (w[5], w[6]) != (words[n - 1][5], words[n - 1][6])
+        broken = new_line and len(words[n - 1][4]) > 1 and words[n - 1][4].endswith("-")
+        if text and not broken:
+            text += " "
+        text += w[4]
+    return _clean(text)
 
 
 def _find_grid_tables(page) -> list[list[TextBlock]]:

@@ -277,3 +277,5 @@ def test_table_headers_are_cut_at_the_body_columns_and_ligatures_expanded() -> N
     assert "Service | Online / mobile | At a branch" in headers["fee-schedule.pdf"]
     assert "Product | Indicative APR range | Minimum down payment" in headers["loans-and-mortgages.pdf"]
     assert any("30-year fixed" in t for t in texts) and not any("ﬁ" in t for t in texts)
+    # A cell's word hyphenated across lines is one word again ("non-" / "customers").
+    assert "Coin counting | Free for customers; 5% of the total for non-customers" in texts
