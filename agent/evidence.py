@@ -67,6 +67,7 @@ FAQ_ANSWER_CHARS = 320
 # An untagged heading (OCR'd and plain pages have no heading markup): a few capitalised words
 # with no closing punctuation.
 _CAPTION_RE = re.compile(r"^(?:\d{1,2}\.\s+)?[A-Z][^.:;,!?|]{2,50}$")
+_LABEL_VALUE_RE = re.compile(r"^[A-Z][A-Za-z ]{1,30}:\s+\S")
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"“])")
 # A full stop after these doesn't end a sentence ("4:00 p.m. ET", "U.S. Treasury", "e.g. Zelle",
 # "Martin Luther King Jr. Day").
@@ -74,6 +75,11 @@ _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"“])")
 _ABBREVIATION_RE = re.compile(
     r"(?:\b(?:[a-zA-Z]\.){2,}|\b(?:Mr|Mrs|Ms|Dr|Jr|Sr|St|No|Inc|Ltd|Co|Corp|vs|approx|Dept)\.|^(?:\d{1,3}|[A-Za-z])\.)$"
 )
+
+
+def _is_field(line: str) -> bool:
+    """A short "Label: value" line that isn't a sentence ("Closed until: March 27, 2026")."""
+    return len(line) <= 60 and bool(_LABEL_VALUE_RE.match(line)) and ". " not in line
 
 
 def _sentences(line: str) -> list[str]:
@@ -112,6 +118,8 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
     by_name = {h.strip().lower(): h.strip() for h in headings if h and h.strip()}
     section = next((h.strip() for h in reversed(headings) if h and h.strip()), None)
     lead_in: str | None = None  # a sentence ending in ":" that the next lines complete
+    previous_line_unit: str | None = None  # the unit made of the whole previous line
+    whole_lines: set[str] = set()  # units that are a whole line, not a sentence of a paragraph
     for line in (raw.strip() for raw in text.splitlines()):
         if not line or line == REMOVED_MARKER:
             header = None if not line else header
@@ -142,9 +150,30 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
         # $10 per signature.") was written to answer its question whole: split, the fee is whose?
         short = FAQ_ANSWER_CHARS if line.startswith("A:") else SHORT_LINE_CHARS
         sentences = [line] if len(line) <= short else _sentences(line)
+        if (
+            _is_field(line) and units and units[-1].text == previous_line_unit
+            and units[-1].table_header is None and units[-1].section == section
+            and _is_field(units[-1].text.split("; ")[-1])
+        ):
+            # A run of "Label: value" lines is one record ("Closed from: March 2; Closed until:
+            # March 27; Reopening: March 30"), led by the sentence just above it when there is
+            # one ("The Riverside Branch will be closed for renovation."): each alone is a date
+            # of what?
+            record = units.pop()
+            merged = f"{record.text}; {line}"
+            if "; " not in record.text and units and units[-1].table_header is None and units[-1].section == section \
+                    and units[-1].text.endswith(".") and units[-1].text in whole_lines:
+                merged = f"{units.pop().text} {merged}"
+            units.append(EvidenceUnit(merged, len(units), None, section))
+            previous_line_unit = merged
+            lead_in = None
+            continue
         for sentence in sentences:
             units.append(EvidenceUnit(sentence, len(units), None, section))
         lead_in = sentences[-1] if sentences[-1].endswith(":") and len(sentences[-1]) <= SHORT_LINE_CHARS else None
+        previous_line_unit = units[-1].text if len(sentences) == 1 else None
+        if previous_line_unit is not None:
+            whole_lines.add(previous_line_unit)
     return units
 
 

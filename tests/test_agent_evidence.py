@@ -118,6 +118,36 @@ def test_table_rows_are_quoted_with_their_section() -> None:
     assert quotable(row) == "Mobile check deposit — Limit: Per day; Amount: $5,000"
 
 
+def test_label_value_lines_are_one_record_led_by_the_line_above() -> None:
+    """The OCR'd branch notice: each date alone is a date of what? Led by its sentence, the
+    record answers both "what dates is Riverside closed" and "when does it reopen"."""
+    text = (
+        "The Riverside Branch will be closed for renovation.\n"
+        "Closed from: March 2, 2026\n"
+        "Closed until: March 27, 2026\n"
+        "Reopening: Monday, March 30, 2026 at 9:00 a.m.\n"
+        "During the closure, please visit our Main Office.\n"
+        "You can refer your complaint to the Ombudsman, a free service for customers of member banks. You must contact "
+        "the Ombudsman within 6 months of our final response.\n"
+        "Website: ifo.example\n"
+        "Phone: 1-800-555-0191\n"
+        "Minimum order: $100. Maximum: $5,000 per day.\n"
+        "Fees: closing an account within 90 days costs $25.\n"
+    )
+    assert [u.text for u in split_units(text)] == [
+        "The Riverside Branch will be closed for renovation. Closed from: March 2, 2026; Closed until: March 27, 2026; "
+        "Reopening: Monday, March 30, 2026 at 9:00 a.m.",
+        "During the closure, please visit our Main Office.",
+        "You can refer your complaint to the Ombudsman, a free service for customers of member banks.",
+        # A paragraph's last sentence doesn't lead the record below it: the 6 months stay a fact of their own.
+        "You must contact the Ombudsman within 6 months of our final response.",
+        "Website: ifo.example; Phone: 1-800-555-0191",
+        # Sentences with a label are not fields.
+        "Minimum order: $100. Maximum: $5,000 per day.",
+        "Fees: closing an account within 90 days costs $25.",
+    ]
+
+
 def test_sentences_are_quoted_after_their_section_but_scored_without_it() -> None:
     text = "CEDARPAY PERSON-TO-PERSON PAYMENTS\nThe limit is $2,500 per day.\nCedarPay person-to-person payments are free."
     units = split_units(text, ["Transfers", "CEDARPAY PERSON-TO-PERSON PAYMENTS"])
