@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -61,6 +62,7 @@ class SentenceTransformerEmbedder:
         self.device = device
         self._model = None
         self._lock = threading.Lock()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._dim = _dimension_from_config(self.model_dir)
 
     @property
@@ -80,9 +82,29 @@ class SentenceTransformerEmbedder:
             self._dim = int(self.model.get_sentence_embedding_dimension())
         return self._dim
 
+    # A question is embedded by the KB search, the KB unit search and the evidence scorer in
+    # turn; the last few single texts are remembered so it is encoded once.
+    QUERY_CACHE_SIZE = 64
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) == 1:
+            with self._lock:
+                cached = self._queries.get(texts[0])
+                if cached is not None:
+                    self._queries.move_to_end(texts[0])
+            if cached is not None:
+                return cached.copy()
+        vectors = self._encode(texts)
+        if len(texts) == 1:
+            with self._lock:
+                self._queries[texts[0]] = vectors.copy()
+                while len(self._queries) > self.QUERY_CACHE_SIZE:
+                    self._queries.popitem(last=False)
+        return vectors
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,

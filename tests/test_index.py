@@ -100,6 +100,20 @@ def test_hits_carry_cosine_and_fused_scores(built, embedder) -> None:
     assert hits[0].as_json()["page"] == hits[0].chunk.page_start
 
 
+def test_a_question_is_encoded_once_however_often_it_is_embedded(embedder, monkeypatch) -> None:
+    encoded: list[list[str]] = []
+    real = embedder._encode
+    monkeypatch.setattr(embedder, "_encode", lambda texts: encoded.append(list(texts)) or real(texts))
+    question = "a question asked only by this test"
+    first, again = embedder.embed([question]), embedder.embed([question])
+    assert encoded == [[question]] and np.array_equal(first, again)
+    again[0, 0] += 1.0  # callers get copies: the cached vector stays as encoded
+    assert np.array_equal(embedder.embed([question]), first)
+    embedder.embed(["one", "two"])
+    embedder.embed(["one", "two"])
+    assert encoded[1:] == [["one", "two"], ["one", "two"]]  # batches (documents) are not cached
+
+
 def test_filters_by_doc_and_type(built) -> None:
     _, index, _ = built
     faq_hits = index.search("IVR password", k=5, filters={"doc_type": "faq"})
