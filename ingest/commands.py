@@ -56,6 +56,16 @@ def index_command(
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
 
+    totals = summary.totals()
+    if totals["indexed"] or totals["replaced"]:
+        # Answers also search the KB sentence by sentence (agent.evidence.KnowledgeUnits): embed
+        # the new sentences now, while staff wait for indexing, not on a customer's first question.
+        from agent.evidence import EvidenceSelector, KnowledgeUnits
+        from retrieval.store import KnowledgeIndex
+
+        with console.status("embedding sentences for answer evidence"), KnowledgeIndex.open() as index:
+            KnowledgeUnits(EvidenceSelector(index.embedder), index).refresh()
+
     if as_json:
         typer.echo(json.dumps(summary.as_json(), indent=2))
     else:

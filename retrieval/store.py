@@ -68,9 +68,9 @@ class KnowledgeIndex:
         self._bm25_stale = True
         self._defer_save = 0
         self._vectors_dirty = False
-        self._vectors = self._load_vectors()
         # Bumped on every change to the indexed chunks, so derived caches know to refresh.
         self.generation = 0
+        self._vectors = self._load_vectors()
 
     # -- construction ------------------------------------------------------------------------
 

@@ -32,6 +32,13 @@ def test_index_search_docs_eval(folder: Path, docteller_home: Path, tmp_path: Pa
     assert summary["totals"]["indexed"] == 2 and summary["totals"]["failed"] == 2
     failed = {Path(f["path"]).name: f["reason"] for f in summary["files"] if f["status"] == "failed"}
     assert "empty file" in failed["empty.txt"] and "PDF" in failed["broken.pdf"]
+    # The indexed documents' sentences are embedded for answer evidence at indexing time.
+    import numpy as np
+
+    from agent.evidence import KnowledgeUnits
+
+    with np.load(docteller_home / "index" / KnowledgeUnits.FILE) as units:
+        assert len(units["chunk_ids"]) >= 2 and units["vectors"].shape[0] >= len(units["chunk_ids"])
 
     strict = runner.invoke(app, ["index", str(folder), "--strict"])
     assert strict.exit_code == 1
