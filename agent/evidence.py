@@ -77,6 +77,22 @@ _ABBREVIATION_RE = re.compile(
 )
 
 
+# No sentence or heading ends on these: a line that does was wrapped ("… Parkway. The" /
+# "Riverside night deposit box …", as OCR reads a scanned notice line by line).
+_CONTINUES_RE = re.compile(r"\b(?:the|a|an|and|or|of|to|in|on|at|for|with|by|from|our|your|their|its)$", re.IGNORECASE)
+
+
+def _rejoin_wrapped_lines(lines: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        if out and line and "|" not in line and "|" not in out[-1] and _CONTINUES_RE.search(out[-1]):
+            out[-1] = f"{out[-1]} {line}"
+        else:
+            out.append(line)
+    return out
+
+
 def _is_field(line: str) -> bool:
     """A short "Label: value" line that isn't a sentence ("Closed until: March 27, 2026")."""
     return len(line) <= 60 and bool(_LABEL_VALUE_RE.match(line)) and ". " not in line
@@ -120,7 +136,7 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
     lead_in: str | None = None  # a sentence ending in ":" that the next lines complete
     previous_line_unit: str | None = None  # the unit made of the whole previous line
     whole_lines: set[str] = set()  # units that are a whole line, not a sentence of a paragraph
-    for line in (raw.strip() for raw in text.splitlines()):
+    for line in _rejoin_wrapped_lines(text.splitlines()):
         if not line or line == REMOVED_MARKER:
             header = None if not line else header
             continue

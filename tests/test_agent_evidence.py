@@ -126,7 +126,8 @@ def test_label_value_lines_are_one_record_led_by_the_line_above() -> None:
         "Closed from: March 2, 2026\n"
         "Closed until: March 27, 2026\n"
         "Reopening: Monday, March 30, 2026 at 9:00 a.m.\n"
-        "During the closure, please visit our Main Office.\n"
+        "During the closure, please visit our Main Office. The\n"  # OCR: one line per printed line
+        "Riverside ATM will remain open.\n"
         "You can refer your complaint to the Ombudsman, a free service for customers of member banks. You must contact "
         "the Ombudsman within 6 months of our final response.\n"
         "Website: ifo.example\n"
@@ -137,7 +138,7 @@ def test_label_value_lines_are_one_record_led_by_the_line_above() -> None:
     assert [u.text for u in split_units(text)] == [
         "The Riverside Branch will be closed for renovation. Closed from: March 2, 2026; Closed until: March 27, 2026; "
         "Reopening: Monday, March 30, 2026 at 9:00 a.m.",
-        "During the closure, please visit our Main Office.",
+        "During the closure, please visit our Main Office. The Riverside ATM will remain open.",  # rejoined
         "You can refer your complaint to the Ombudsman, a free service for customers of member banks.",
         # A paragraph's last sentence doesn't lead the record below it: the 6 months stay a fact of their own.
         "You must contact the Ombudsman within 6 months of our final response.",
