@@ -232,6 +232,7 @@ def quote(unit: EvidenceUnit) -> str:
     text = quotable(unit)
     if unit.table_header:
         return text
+    text = text.removeprefix("A: ")  # an FAQ answer's marker means nothing in a quote
     section = section_of(unit)
     return f"{section} — {text}" if section else text
 

@@ -185,7 +185,7 @@ class AgentResources:
         KB's evidence units are loaded (embedded on first use: ≈ 10 s for the bundled KB); the
         answer prompt's fixed system policy is evaluated so llama.cpp keeps it in its KV cache
         for every later prompt that starts with it. Measured on 2 cores: the first question took
-        13 s, after warming up 1.8 s (the rest 1.5 s). Nothing is written to the audit log, and a
+        13 s, after warming up 1.45 s (the rest 1.3–1.6 s). Nothing is written to the audit log, and a
         failure is only logged: it shows again, audibly, on the first question."""
         try:
             self.evidence.score("warm-up", self.kb.search("warm-up", k=KB_POOL))

@@ -158,6 +158,7 @@ def test_sentences_are_quoted_after_their_section_but_scored_without_it() -> Non
     # already names its section is not prefixed again.
     assert quote(limit) == "Cedarpay person-to-person payments — The limit is $2,500 per day."
     assert quote(free) == "CedarPay person-to-person payments are free."
+    assert quote(EvidenceUnit("A: Yes. Coin counting is free for customers.", 0, None)) == "Yes. Coin counting is free for customers."
 
 
 def test_unit_search_finds_the_row_of_a_chunk_that_ranks_low_as_a_whole(kb, tmp_path) -> None:
