@@ -431,19 +431,21 @@ class KnowledgeUnits:
         """Hits for the chunks of the `k` units most similar to `query` (chunks in `exclude`
         skipped), each with its chunk's cosine similarity as `vector_score`."""
         self.refresh()
-        if k <= 0 or len(self._vectors) == 0:
+        with self._lock:  # one consistent build, should another thread refresh meanwhile
+            vectors, owner, chunks, chunk_vectors = self._vectors, self._owner, self._chunks, self._chunk_vectors
+        if k <= 0 or len(vectors) == 0:
             return []
         query_vector = self.selector.embedder.embed([query])[0]
-        similarities = self._vectors @ query_vector
+        similarities = vectors @ query_vector
         hits: list[SearchHit] = []
         seen = set(exclude)
         for unit in np.argsort(-similarities)[: 4 * k]:
-            chunk_index = int(self._owner[unit])
-            chunk = self._chunks[chunk_index]
+            chunk_index = int(owner[unit])
+            chunk = chunks[chunk_index]
             if chunk.id in seen:
                 continue
             seen.add(chunk.id)
-            similarity = float(self._chunk_vectors[chunk_index] @ query_vector)
+            similarity = float(chunk_vectors[chunk_index] @ query_vector)
             hits.append(SearchHit(chunk=chunk, score=float(similarities[unit]), vector_score=similarity))
             if len(hits) >= k:
                 break
