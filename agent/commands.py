@@ -131,6 +131,6 @@ def _print_sources(answer) -> None:
     if answer is None:
         return
     if answer.citations:
-        typer.echo("sources: " + "; ".join(f"{c.title}, p. {c.page}" for c in answer.citations), err=True)
+        typer.echo("sources: " + "; ".join(f"{c.title}, p. {c.page}" for c in answer.sources()), err=True)
     if answer.abstained:
         typer.echo(f"(declined: {answer.reason})", err=True)

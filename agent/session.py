@@ -109,10 +109,15 @@ class Answer(BaseModel):
     # Extractive answers: the model's probability that the evidence lines answer the question.
     evidence_judgement: float | None = None
 
+    def sources(self) -> list[Citation]:
+        """The citations once per document page (two quoted lines of one page cite two chunks)."""
+        seen: set[tuple[str, int | None]] = set()
+        return [c for c in self.citations if (c.doc_id, c.page) not in seen and not seen.add((c.doc_id, c.page))]
+
     def as_cli_json(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
-            "citations": [{"doc_id": c.doc_id, "title": c.title, "page": c.page} for c in self.citations],
+            "citations": [{"doc_id": c.doc_id, "title": c.title, "page": c.page} for c in self.sources()],
             "abstained": self.abstained,
             "fields_used": self.fields_used,
             "model": self.model,

@@ -61,11 +61,13 @@ class ChatCompletionRequest(BaseModel):
 def sources_text(citations: list[dict[str, Any]]) -> str:
     if not citations:
         return ""
-    lines = []
-    for n, c in enumerate(citations, 1):
+    lines: list[str] = []
+    for c in citations:
         title = c.get("title") or Path(str(c.get("source") or "document")).name
         page = c.get("page")
-        lines.append(f"[{n}] {title}" + (f", p. {page}" if page else ""))
+        label = f"{title}, p. {page}" if page else title
+        if not any(line.endswith(f"] {label}") for line in lines):  # two chunks of one page: one source
+            lines.append(f"[{len(lines) + 1}] {label}")
     return "\n\nSources:\n" + "\n".join(lines)
 
 
