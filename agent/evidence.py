@@ -134,7 +134,6 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
     by_name = {h.strip().lower(): h.strip() for h in headings if h and h.strip()}
     section = next((h.strip() for h in reversed(headings) if h and h.strip()), None)
     lead_in: str | None = None  # a sentence ending in ":" that the next lines complete
-    previous_line_unit: str | None = None  # the unit made of the whole previous line
     whole_lines: set[str] = set()  # units that are a whole line, not a sentence of a paragraph
     for line in _rejoin_wrapped_lines(text.splitlines()):
         if not line or line == REMOVED_MARKER:
@@ -167,7 +166,7 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
         short = FAQ_ANSWER_CHARS if line.startswith("A:") else SHORT_LINE_CHARS
         sentences = [line] if len(line) <= short else _sentences(line)
         if (
-            _is_field(line) and units and units[-1].text == previous_line_unit
+            _is_field(line) and units and units[-1].text in whole_lines
             and units[-1].table_header is None and units[-1].section == section
             and _is_field(units[-1].text.split("; ")[-1])
         ):
@@ -181,15 +180,14 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
                     and units[-1].text.endswith(".") and units[-1].text in whole_lines:
                 merged = f"{units.pop().text} {merged}"
             units.append(EvidenceUnit(merged, len(units), None, section))
-            previous_line_unit = merged
+            whole_lines.add(merged)
             lead_in = None
             continue
         for sentence in sentences:
             units.append(EvidenceUnit(sentence, len(units), None, section))
         lead_in = sentences[-1] if sentences[-1].endswith(":") and len(sentences[-1]) <= SHORT_LINE_CHARS else None
-        previous_line_unit = units[-1].text if len(sentences) == 1 else None
-        if previous_line_unit is not None:
-            whole_lines.add(previous_line_unit)
+        if len(sentences) == 1:
+            whole_lines.add(units[-1].text)
     return units
 
 
@@ -275,7 +273,7 @@ class EvidenceSelector:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _split(chunk: Chunk, origin: str) -> tuple[list[EvidenceUnit], list[str]]:
+    def split(chunk: Chunk, origin: str) -> tuple[list[EvidenceUnit], list[str]]:
         """The chunk's units and the texts they are embedded as."""
         text = neutralise(chunk.text)[0]
         if origin == "upload":  # account / document numbers reach the model masked
@@ -294,23 +292,16 @@ class EvidenceSelector:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        units, texts = self._split(chunk, origin)
-        vectors = self.embedder.embed(texts)
-        with self._lock:
-            self._cache[key] = (units, vectors)
-            while len(self._cache) > self.cache_chunks:
-                self._cache.popitem(last=False)
-        return units, vectors
+        units, texts = self.split(chunk, origin)
+        return units, self.remember(chunk, origin, units, self.embedder.embed(texts))
 
-    def seed(self, chunk: Chunk, origin: str, vectors: np.ndarray, digest: str | None = None) -> bool:
-        """Cache a chunk's unit vectors computed earlier (`KnowledgeUnits`' file); False when
-        they were computed from other unit texts (`units_digest`: the splitting changed since)."""
-        units, texts = self._split(chunk, origin)
-        if len(units) != len(vectors) or (digest is not None and digest != units_digest(texts)):
-            return False
+    def remember(self, chunk: Chunk, origin: str, units: list[EvidenceUnit], vectors: np.ndarray) -> np.ndarray:
+        """Cache a chunk's units (`split`) and their vectors, computed here or kept from earlier."""
         with self._lock:
             self._cache[f"{origin}:{chunk.id}"] = (units, vectors)
-        return True
+            while len(self._cache) > self.cache_chunks:
+                self._cache.popitem(last=False)
+        return vectors
 
     def score(
         self, query: str, kb_hits: Sequence[SearchHit], upload_hits: Sequence[SearchHit] = ()
@@ -458,29 +449,33 @@ class KnowledgeUnits:
             if generation == self._generation:
                 return
             chunks, chunk_vectors = self.kb.chunks_with_embeddings()
+            splits = [self.selector.split(chunk, "kb") for chunk in chunks]
+            digests = [units_digest(texts) for _, texts in splits]
             stored = self._load()
             blocks: list[np.ndarray | None] = []
             missing: list[int] = []
-            for n, chunk in enumerate(chunks):
-                vectors, digest = stored.get(chunk.id, (None, None))
-                if vectors is None or not self.selector.seed(chunk, "kb", vectors, digest):
+            for n, (chunk, (units, _), digest) in enumerate(zip(chunks, splits, digests)):
+                # Vectors embedded from other unit texts (the splitting changed since) are stale.
+                vectors, stored_digest = stored.get(chunk.id, (None, None))
+                if vectors is None or stored_digest != digest or len(vectors) != len(units):
                     missing.append(n)
+                    vectors = None
                 blocks.append(vectors)
             if missing:  # one batch: far faster than chunk by chunk
-                texts = [self.selector._split(chunks[n], "kb")[1] for n in missing]
-                vectors = self.selector.embedder.embed([t for group in texts for t in group])
+                vectors = self.selector.embedder.embed([t for n in missing for t in splits[n][1]])
                 start = 0
-                for n, group in zip(missing, texts):
-                    blocks[n] = vectors[start : start + len(group)]
-                    start += len(group)
-                    self.selector.seed(chunks[n], "kb", blocks[n])
+                for n in missing:
+                    blocks[n] = vectors[start : start + len(splits[n][1])]
+                    start += len(splits[n][1])
+            for chunk, (units, _), vectors in zip(chunks, splits, blocks):
+                self.selector.remember(chunk, "kb", units, vectors)
             dim = chunk_vectors.shape[1] if len(chunk_vectors) else getattr(self.selector.embedder, "dim", 0)
             self._vectors = _stack(blocks, dim)
             self._owner = np.repeat(np.arange(len(chunks), dtype=np.int64), [len(b) for b in blocks])
             self._chunks, self._chunk_vectors = chunks, chunk_vectors
             self._generation = generation
             if missing:
-                self._save(chunks, blocks)
+                self._save(chunks, digests, blocks)
 
     def _path(self):
         index_dir = getattr(self.kb, "index_dir", None)
@@ -507,7 +502,7 @@ class KnowledgeUnits:
             log.warning("ignoring %s (%s); re-embedding the KB's evidence units", path, exc)
             return {}
 
-    def _save(self, chunks: Sequence[Chunk], blocks: Sequence[np.ndarray]) -> None:
+    def _save(self, chunks: Sequence[Chunk], digests: Sequence[str], blocks: Sequence[np.ndarray]) -> None:
         path = self._path()
         if path is None or not chunks:
             return
@@ -517,7 +512,7 @@ class KnowledgeUnits:
                 tmp,
                 model_id=np.array(self._model_id()),
                 chunk_ids=np.array([c.id for c in chunks]),
-                digests=np.array([units_digest(self.selector._split(c, "kb")[1]) for c in chunks]),
+                digests=np.array(digests),
                 counts=np.array([len(b) for b in blocks], dtype=np.int64),
                 vectors=_stack(blocks, self._vectors.shape[1]),
             )

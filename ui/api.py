@@ -61,14 +61,14 @@ class ChatCompletionRequest(BaseModel):
 def sources_text(citations: list[dict[str, Any]]) -> str:
     if not citations:
         return ""
-    lines: list[str] = []
+    labels: list[str] = []
     for c in citations:
         title = c.get("title") or Path(str(c.get("source") or "document")).name
         page = c.get("page")
         label = f"{title}, p. {page}" if page else title
-        if not any(line.endswith(f"] {label}") for line in lines):  # two chunks of one page: one source
-            lines.append(f"[{len(lines) + 1}] {label}")
-    return "\n\nSources:\n" + "\n".join(lines)
+        if label not in labels:  # two chunks of one page: one source
+            labels.append(label)
+    return "\n\nSources:\n" + "\n".join(f"[{n}] {label}" for n, label in enumerate(labels, 1))
 
 
 def _citations(answer: Any) -> list[dict[str, Any]]:
