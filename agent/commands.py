@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from docteller.settings import EVAL_QUESTIONS
+
 
 def _resources():
     from agent.session import AgentResources
@@ -91,11 +93,16 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         limit: int = typer.Option(0, "--limit", "-n", help="Only the first N questions (0 = all)."),
         stride: int = typer.Option(1, "--stride", help="Every Nth question: a spread sample of answerable and unanswerable ones."),
         as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+        questions_path: Path = typer.Option(
+            EVAL_QUESTIONS, "--questions", exists=True, dir_okay=False,
+            help="Questions file (JSONL). knowledge_base/eval/heldout.jsonl holds questions no threshold or rule was tuned on.",
+        ),
     ) -> None:
-        """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl."""
+        """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl
+        (the questions the thresholds are calibrated on) or another questions file."""
         from agent.evaluate import evaluate_answers, load_questions
 
-        questions = load_questions()[:: max(stride, 1)]
+        questions = load_questions(questions_path)[:: max(stride, 1)]
         if limit:
             questions = questions[:limit]
         report = evaluate_answers(_resources(), questions, progress=True)  # progress goes to stderr

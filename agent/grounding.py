@@ -157,6 +157,44 @@ def unknown_entities(question: str, evidence_texts: Iterable[str]) -> list[str]:
     return missing + [name for _, name in products if name.lower() not in named]
 
 
+# --- a value the evidence presupposes instead of stating -------------------------------------
+
+# "what credit limit would I get", "what credit score do I need": the question asks what value the
+# bank will give or require of the customer, named by the words between "what"/"which" and the
+# verb. Only a compound of two or three words: a single word ("what rate would I get") is a generic
+# head the evidence states in other words ("your rate depends on …", "8.49% to 21.99% APR"). Not
+# "what account number should I give": "the form shows your account number" answers that.
+_ASKED_VALUE_RE = re.compile(
+    r"\b(?:what|which)\s+((?:[a-z0-9'-]+\s+){1,2}?[a-z0-9'-]+)\s+(?:would|will|do|does|can|could|must)\s+"
+    r"(?:i|we)\s+(?:get|need|have|receive|require|qualify for|be (?:given|offered|approved for))\b",
+    re.IGNORECASE,
+)
+
+
+def presupposed_value(question: str, evidence_texts: Iterable[str]) -> str | None:
+    """The thing a "what X would/do I …" question asks about, when the evidence mentions it only
+    as "your X" and never says what it is: "cash advances are limited to 30% of your credit
+    limit" and "a soft inquiry does not affect your credit score" take the customer's credit
+    limit and score as given, so neither answers "what credit limit would I get" or "what credit
+    score do I need", however close the topic. None when the evidence states X ("your daily limit
+    is $800", "Credit limit: $5,000"), doesn't name it at all (it may paraphrase), or the
+    question asks no such thing."""
+    asked = _ASKED_VALUE_RE.search(question)
+    if asked is None:
+        return None
+    thing = re.sub(r"\s+", " ", asked.group(1).lower())
+    evidence = " ".join(evidence_texts).lower()
+    mentions = list(re.finditer(rf"\b{re.escape(thing)}\b", evidence))
+    if not mentions:
+        return None
+    for mention in mentions:
+        presupposed = evidence[: mention.start()].endswith("your ")
+        stated = re.match(r"\s*(?::|=|\b(?:is|are|was|will be|would be)\b)", evidence[mention.end():])
+        if not presupposed or stated:
+            return None
+    return thing
+
+
 # --- numbers --------------------------------------------------------------------------------
 
 _CITATION_RE = re.compile(r"\[(?:S\d+(?:\s*,\s*S?\d+)*|[^\[\]]{1,120}?,\s*p\.\s*\d+)\]")

@@ -106,9 +106,27 @@ _STOPWORDS = frozenset(
 )
 
 
+_YEARS_RE = re.compile(r"\b(\d{1,2}|one|two|three|four|five)[\s-]*(?:years?|yrs?)\b", re.IGNORECASE)
+_SMALL_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def _years_as_months(text: str) -> str:
+    """"a 1 year CD", "2-yr term" → "12 months", "24 months": rate tables and terms count months."""
+    def months(m: re.Match[str]) -> str:
+        n = m.group(1).lower()
+        return f"{12 * int(_SMALL_NUMBERS.get(n, n))} months"
+
+    return _YEARS_RE.sub(months, text)
+
+
+# "the most I can wire", "max per day" ask for what policies call the maximum.
+_TERM_ALIASES = {"max": "maxim", "most": "maxim", "min": "minim", "least": "minim"}
+
+
 def query_terms(text: str) -> set[str]:
     # Crude stemming (first 5 letters) lets "withdrawals" meet "withdraw" without a stemmer.
-    return {w[:5] for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1}
+    words = _WORD_RE.findall(_years_as_months(text).lower())
+    return {_TERM_ALIASES.get(w, w[:5]) for w in words if w not in _STOPWORDS and len(w) > 1}
 
 
 def focus_passage(text: str, query: str, budget: int) -> str:

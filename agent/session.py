@@ -51,6 +51,7 @@ from agent.grounding import (
     split_sentences,
     strip_citations,
     strip_unsupported_wording,
+    presupposed_value,
     unknown_entities,
 )
 from agent.prompt import (
@@ -642,9 +643,20 @@ class ChatSession:
         (README), the 1.5B model ranks lines no better than the scorer but judges answerability
         better than it picks, and a quoted line can't misstate a fee."""
         lines = self.resources.evidence.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=JUDGED_LINES)
+        # A name the question asks about must be in the lines that would be quoted or in their
+        # headings, not only somewhere in the retrieved chunks: "can I change my debit card PIN at
+        # an ATM" retrieves a chunk that says "we never ask for your PIN", and lines about ATM limits.
+        strangers = unknown_entities(question, [_line_context(line) for line in lines])
+        presupposed = presupposed_value(query, [line.text for line in lines])
         if not lines:
             answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
                                   reason="no evidence lines")
+        elif strangers:
+            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
+                                  reason=f"the evidence lines never mention {', '.join(strangers)}")
+        elif presupposed:
+            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
+                                  reason=f"the evidence lines say 'your {presupposed}' but never what it is")
         else:
             judgement = judge_probability(self.resources.chat_model, query, [line.text for line in lines])
             threshold = self.resources.judge_threshold
@@ -733,6 +745,12 @@ def judge_probability(model: ChatModel, question: str, lines: Sequence[str]) -> 
         return model.choice_probabilities(messages, JUDGE_CHOICES)["yes"]
     reply = "".join(model.stream(messages, max_tokens=3, temperature=0.0))
     return choice_from_text(reply, JUDGE_CHOICES)["yes"]
+
+
+def _line_context(line: EvidenceLine) -> str:
+    """A judged line with the document title and headings it sits under."""
+    chunk = line.passage.hit.chunk
+    return " ".join([chunk.title, *chunk.heading_path, line.text])
 
 
 def quoted_lines(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:

@@ -264,11 +264,13 @@ def test_expected_answer_types() -> None:
     [
         ("how late is the main office open on fridays", "6:00 p.m."),
         ("whats the latest i can submit a wire online for it to go out today", "4:00 p.m."),
+        ("whats the rate on a 1 year cd", "4.35%"),  # the table says "12 months"
+        ("most foreign cash i can buy in one day?", "$5,000"),  # the policy says "Maximum"
     ],
 )
 def test_a_line_holding_the_asked_for_value_is_quoted(kb, question: str, fact: str) -> None:
     """Lines that share the question's words ("closed on Sundays", the international wire's
-    2:00 p.m.) used to outrank the one holding the time asked for."""
+    2:00 p.m., the 18-month CD) used to outrank the one holding the value asked for."""
     from agent.session import quoted_lines
 
     selector = EvidenceSelector(kb.embedder)

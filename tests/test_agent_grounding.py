@@ -18,6 +18,7 @@ from agent.grounding import (
     render_citations,
     strip_unsupported,
     strip_unsupported_wording,
+    presupposed_value,
     unknown_entities,
 )
 from agent.prompt import REMOVED_MARKER, SourcePassage, build_messages, focus_passage, neutralise
@@ -184,3 +185,19 @@ def test_products_and_names_the_evidence_never_mentions() -> None:
     assert unknown_entities("penalty for cashing out a 2 year CD early?", cd_penalty) == []
     assert unknown_entities("send money with Zelle", ["Zelle payments are free."]) == []
     assert unknown_entities("do you pay interest on business days", ["Interest is paid monthly."]) == []
+
+
+def test_a_value_the_evidence_only_presupposes_is_not_an_answer() -> None:
+    cash_advance = ["Card limits — Card: Cedar Rewards Visa cash advances; Limit: 30% of your credit limit"]
+    soft_inquiry = ["Personal Loans — Applying shows you your rate with a soft credit inquiry, which does not "
+                    "affect your credit score; a hard inquiry is made only if you accept the offer."]
+    assert presupposed_value("what credit limit would I get on the Cedar Rewards Visa", cash_advance) == "credit limit"
+    assert presupposed_value("What credit score do I need for a personal loan?", soft_inquiry) == "credit score"
+    # Stated, not presupposed: "your X is …", "X: …", or X without "your".
+    assert presupposed_value("what credit limit would I get", ["Your credit limit is $5,000."]) is None
+    assert presupposed_value("what credit limit would I get", ["Credit limit: $500 to $10,000"]) is None
+    # Not named at all (the evidence may say it in other words), a one-word head, or advice.
+    assert presupposed_value("what interest rate would I get on savings", ["Basic Savings: 0.50% APY"]) is None
+    assert presupposed_value("what rate would I get on a personal loan", soft_inquiry) is None
+    assert presupposed_value("what account number should I give my employer",
+                             ["The pre-filled PDF shows your account number and our routing number."]) is None

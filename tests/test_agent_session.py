@@ -299,6 +299,39 @@ def test_extractive_declines_unless_the_model_says_yes(make_session, reply: str)
     assert "can't find" in answer.answer and answer.evidence_judgement == 0.0
 
 
+@pytest.mark.parametrize(
+    ("question", "reason"),
+    [
+        # The retrieved chunks mention a PIN ("we never ask for your PIN"); the judged lines are
+        # ATM withdrawal limits.
+        ("Can I change my debit card PIN at an ATM?", "never mention PIN"),
+        # The best lines say "30% of your credit limit": the limit taken as given, never stated.
+        ("what credit limit would I get on the Cedar Rewards Visa", "'your credit limit' but never what it is"),
+    ],
+)
+def test_extractive_declines_lines_that_only_touch_the_question_without_asking_the_model(
+    make_session, question: str, reason: str
+) -> None:
+    session, model = make_session(lambda m: "yes", answer_style="extractive")
+    answer = session.ask(question)
+    assert answer.abstained and answer.citations == [] and reason in (answer.reason or "")
+    assert not model.calls  # declined before the judge, so even a model that says yes to all can't answer
+
+
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("what daily limit would I have on debit card purchases", "$5,000"),  # "daily limit" not in the lines
+        ("what cash back would I get with the Cedar Rewards Visa", "1.5%"),  # "1.5% cash back": stated
+    ],
+)
+def test_extractive_what_would_i_get_questions_are_judged_and_answered(make_session, question: str, fact: str) -> None:
+    session, model = make_session(lambda m: "yes", answer_style="extractive")
+    answer = session.ask(question)
+    assert not answer.abstained, answer.reason
+    assert model.calls and fact in answer.answer
+
+
 @pytest.mark.parametrize(("p_yes", "declined"), [(0.7, False), (0.3, True)])
 def test_extractive_judgement_is_compared_with_the_threshold(kb, docteller_home: Path, p_yes: float, declined: bool) -> None:
     from agent.grounding import DEFAULT_JUDGE_THRESHOLD
