@@ -26,6 +26,7 @@ from markdown_it import MarkdownIt
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCS_DIR = PROJECT_ROOT / "knowledge_base" / "documents"
 QUESTIONS_PATH = PROJECT_ROOT / "knowledge_base" / "eval" / "questions.jsonl"
+HELDOUT_PATH = PROJECT_ROOT / "knowledge_base" / "eval" / "heldout.jsonl"
 BUILD_SCRIPT = PROJECT_ROOT / "scripts" / "build_kb.py"
 
 KEBAB_CASE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\.[a-z]+$")
@@ -176,6 +177,25 @@ def test_answerable_question_facts_are_on_the_cited_page(item: dict) -> None:
     page_text = pages[item["page"] - 1]
     missing = [fact for fact in item["must_include"] if normalize(fact) not in page_text]
     assert not missing, f"{item['id']}: {missing} not on {item['doc']} page {item['page']}"
+
+
+def test_heldout_questions_are_new_and_their_facts_are_in_the_kb() -> None:
+    """The held-out set measures what the eval set was not tuned on: no question repeats one
+    there, and each answerable one's facts are in its document (or in some document, where
+    several state them), so a decline there is a false decline."""
+    items = [json.loads(line) for line in HELDOUT_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    eval_questions = {normalize(q["question"]) for q in questions()}
+    assert len({item["id"] for item in items}) == len(items) >= 40
+    for item in items:
+        assert set(item) == QUESTION_KEYS and normalize(item["question"]) not in eval_questions, item
+        if not item["answerable"]:
+            assert item["must_include"] == [] and item["doc"] is None, item
+            continue
+        names = [item["doc"]] if item["doc"] else [p.name for p in kb_documents()]
+        text = " ".join(page for name in names for page in page_texts(name))
+        missing = [fact for fact in item["must_include"] if normalize(fact) not in text]
+        assert item["must_include"] and not missing, f"{item['id']}: {missing} not in {names}"
+    assert sum(not item["answerable"] for item in items) >= 15
 
 
 def test_scanned_notice_facts_exist_nowhere_else() -> None:
