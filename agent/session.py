@@ -646,8 +646,9 @@ class ChatSession:
         # A name the question asks about must be in the lines that would be quoted or in their
         # headings, not only somewhere in the retrieved chunks: "can I change my debit card PIN at
         # an ATM" retrieves a chunk that says "we never ask for your PIN", and lines about ATM limits.
+        texts = [line.text for line in lines]
         strangers = unknown_entities(question, [_line_context(line) for line in lines])
-        presupposed = presupposed_value(query, [line.text for line in lines])
+        presupposed = presupposed_value(query, texts)
         if not lines:
             answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
                                   reason="no evidence lines")
@@ -658,7 +659,7 @@ class ChatSession:
             answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
                                   reason=f"the evidence lines say 'your {presupposed}' but never what it is")
         else:
-            judgement = judge_probability(self.resources.chat_model, query, [line.text for line in lines])
+            judgement = judge_probability(self.resources.chat_model, query, texts)
             threshold = self.resources.judge_threshold
             if judgement < threshold:
                 answer = self._answer(

@@ -79,8 +79,8 @@ def page_texts(name: str) -> tuple[str, ...]:
 
 
 @cache
-def questions() -> tuple[dict, ...]:
-    lines = QUESTIONS_PATH.read_text(encoding="utf-8").splitlines()
+def questions(path: Path = QUESTIONS_PATH) -> tuple[dict, ...]:
+    lines = path.read_text(encoding="utf-8").splitlines()
     return tuple(json.loads(line) for line in lines if line.strip())
 
 
@@ -183,7 +183,7 @@ def test_heldout_questions_are_new_and_their_facts_are_in_the_kb() -> None:
     """The held-out set measures what the eval set was not tuned on: no question repeats one
     there, and each answerable one's facts are in its document (or in some document, where
     several state them), so a decline there is a false decline."""
-    items = [json.loads(line) for line in HELDOUT_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = questions(HELDOUT_PATH)
     eval_questions = {normalize(q["question"]) for q in questions()}
     assert len({item["id"] for item in items}) == len(items) >= 40
     for item in items:
