@@ -154,7 +154,7 @@ class AgentResources:
         self.embedder = embedder
         self.calibration = calibration or load_calibration()
         self.judge_threshold = self.calibration.judge_threshold_for(getattr(chat_model, "model_hash", ""))
-        self.audit = AuditLog(self.settings.audit_path)
+        self.audit = AuditLog.for_settings(self.settings)
         self.evidence = EvidenceSelector(embedder if embedder is not None else getattr(kb, "embedder", None))
         self.units = KnowledgeUnits(self.evidence, kb) if hasattr(kb, "chunks_with_embeddings") else None
         self._contact_cache: tuple[str, list[Citation]] | None = None

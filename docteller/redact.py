@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 # Runs of 6+ digits/letters-with-digits, optionally broken by spaces or dashes (IBANs, card
 # numbers, passport numbers). Short numbers (amounts, dates, years) are left alone.
@@ -32,3 +34,56 @@ def redact_text(text: str) -> str:
         return mask(token)
 
     return _LONG_NUMBER.sub(_sub, text)
+
+
+class ValueMasker:
+    """Masks given secret values (document and account numbers read from an upload) wherever
+    they appear in text, whatever the field, check or message that carries them.
+
+    Masking by field name misses a number misread into another field ("printed expiry date" =
+    the passport number) or quoted in a check's detail; masking by value does not. Spaces, dashes
+    and MRZ fillers ('<') between characters are tolerated, so '1234 5678' and '1234<5678' match.
+    """
+
+    def __init__(self, values: Iterable[str | None], keep: int = 4) -> None:
+        self.keep = keep
+        secrets = sorted({_compact(v) for v in values if v and "*" not in v and len(_compact(v)) >= 5},
+                         key=len, reverse=True)
+        self.secrets = tuple(secrets)
+        pattern = "|".join(r"[\s\-<]?".join(re.escape(c) for c in s) for s in secrets)
+        self._pattern = re.compile(pattern, re.IGNORECASE) if pattern else None
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets)
+
+    def text(self, value: str | None) -> str:
+        if not value or self._pattern is None:
+            return value or ""
+        return self._pattern.sub(lambda m: mask(m.group(0), self.keep), value)
+
+    def contains(self, value: str | None) -> bool:
+        return bool(value and self._pattern is not None and self._pattern.search(value))
+
+    def json(self, data: Any) -> Any:
+        """A copy of JSON-like data with every string masked."""
+        if isinstance(data, str):
+            return self.text(data)
+        if isinstance(data, dict):
+            return {k: self.json(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self.json(v) for v in data]
+        return data
+
+
+def _compact(value: str) -> str:
+    return re.sub(r"[\s\-<]", "", value)
+
+
+def masker_for(results: Iterable[Any]) -> ValueMasker:
+    """A masker for every sensitive value (as read and as normalised) in extraction results."""
+    values: list[str | None] = []
+    for result in results:
+        for f in result.fields.values():
+            if f.sensitive:
+                values.extend([f.value, f.raw])
+    return ValueMasker(values)

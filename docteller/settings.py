@@ -65,6 +65,33 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 7860
     staff_token: str | None = None  # no token configured -> staff view disabled
+    # Comma-separated bearer keys for /v1/chat/completions and /v1/extract; none -> API disabled.
+    api_keys: str = ""
+    # Signs the session cookie; unset -> a random per-process secret (set one when several app
+    # processes sit behind one port, so any of them accepts the cookie).
+    session_secret: str | None = None
+    cookie_secure: bool = False  # send the session cookie over HTTPS only (set behind TLS)
+    cors_origins: str = ""  # comma-separated origins allowed to call the app from a browser
+    api_docs: bool = False  # serve /docs and /openapi.json
+    max_message_chars: int = 2000  # longer questions are refused at once (413)
+    rate_limit_per_minute: int = 20  # questions and uploads per client (browser session or API key)
+    max_streams_per_client: int = 2  # answers in flight at once per client
+    answer_time_budget_s: float = 90.0  # a turn that takes longer is stopped and a person offered
+    max_sessions: int = 500  # live conversations kept in memory
+    session_idle_minutes: float = 60.0  # a conversation idle this long is ended, uploads deleted
+    # A full registry never evicts a conversation active within this many minutes: new ones wait.
+    session_protect_minutes: float = 10.0
+    max_api_conversations_per_key: int = 200
+    audit_max_mb: int = 50  # audit.jsonl rotates at this size …
+    audit_backups: int = 10  # … keeping this many old files (audit.jsonl.1 … .N)
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def index_dir(self) -> Path:

@@ -16,12 +16,16 @@ def index_command(
     paths: list[Path] = typer.Argument(..., help="Files or folders (walked recursively; hidden files skipped)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any file failed."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="If another run is indexing into this home, wait for it (default) or exit 3 at once."
+    ),
 ) -> None:
     """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from docteller.processes import IndexBusy
     from ingest.pipeline import FileResult, index_paths, iter_files
     from retrieval.manifest import EmbeddingModelMismatch
 
@@ -51,10 +55,13 @@ def index_command(
                 progress_bar.console.print(f"[red]failed[/red] {result.path}: {result.reason}")
 
         try:
-            summary = index_paths(paths, strict=strict, progress=on_file)
+            summary = index_paths(paths, strict=strict, progress=on_file, lock_wait_s=None if wait else 0)
         except EmbeddingModelMismatch as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
+        except IndexBusy as exc:
+            console.print(f"[red]busy:[/red] {exc}")
+            raise typer.Exit(3) from exc
 
     totals = summary.totals()
     if totals["indexed"] or totals["replaced"]:

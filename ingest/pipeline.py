@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -19,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from docteller.model import Document, sha256_file
+from docteller.processes import end_with_parent, index_write_lock
 from docteller.settings import Settings, get_settings
 from ingest.sniff import IngestError
 
@@ -127,12 +129,30 @@ def index_paths(
     progress: Callable[[FileResult], None] | None = None,
     index=None,
     origin: str = "kb",
+    sources: dict[Path, str] | None = None,
+    lock_wait_s: float | None = None,
 ) -> IndexSummary:
     """Index files and folders into `index` (default: the persistent index). Never raises for a bad file.
 
     `strict` only changes the logging level of failures here; the CLI turns failures into a
-    non-zero exit status with --strict.
+    non-zero exit status with --strict. `sources` names a file's document by what the user
+    called it (a staff upload's original name) instead of where it sits on disk, so a changed
+    upload of the same name replaces its old version. Only one indexing run writes to a home at
+    a time: another waits for it (`lock_wait_s`: at most that long, then `IndexBusy`).
     """
+    with index_write_lock(settings or get_settings(), lock_wait_s):
+        return _index_paths(paths, settings, strict, progress, index, origin, sources or {})
+
+
+def _index_paths(
+    paths: list[Path],
+    settings: Settings | None,
+    strict: bool,
+    progress: Callable[[FileResult], None] | None,
+    index,
+    origin: str,
+    sources: dict[Path, str],
+) -> IndexSummary:
     from ingest.loaders import PARSER_VERSION, load_document
     from retrieval.store import KnowledgeIndex
 
@@ -177,6 +197,8 @@ def index_paths(
     def store(path: Path, t0: float, loaded: Callable[[], Document]) -> None:
         try:
             doc = loaded()
+            if path in sources:
+                doc = doc.model_copy(update={"source": sources[path]})
             added = index.add_document(doc)
         except IngestError as exc:
             report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))
@@ -205,7 +227,9 @@ def index_paths(
         else:
             # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork.
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 futures: list[tuple[Path, float, Future]] = [
                     (path, t0, pool.submit(_load_in_worker, str(path), origin, settings)) for path, t0 in to_load
                 ]
@@ -238,10 +262,11 @@ def ensure_kb_indexed(settings: Settings | None = None, index=None) -> IndexSumm
         summary = index_paths([kb_dir], settings=settings, index=index)
         present = {str(p) for p in iter_files([kb_dir])}
         root = str(kb_dir)
-        for record in index.documents():
-            if record.origin == "kb" and record.source.startswith(root) and record.source not in present:
-                log.info("removing %s from the index: no longer in %s", record.source, kb_dir)
-                index.delete(record.doc_id)
+        with index_write_lock(settings):
+            for record in index.documents():
+                if record.origin == "kb" and record.source.startswith(root) and record.source not in present:
+                    log.info("removing %s from the index: no longer in %s", record.source, kb_dir)
+                    index.delete(record.doc_id)
         return summary
     finally:
         if own_index:

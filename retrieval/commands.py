@@ -52,8 +52,13 @@ def docs_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
 @docs_app.command("delete")
 def docs_delete(doc_id: str = typer.Argument(..., help="Document id or a unique prefix of it.")) -> None:
     """Remove a document and its chunks from the index."""
+    from docteller.processes import index_write_lock
+    from docteller.settings import get_settings
+
     index = _open_index()
-    if not index.delete(doc_id):
+    with index_write_lock(get_settings()):
+        removed = index.delete(doc_id)
+    if not removed:
         typer.echo(f"error: no document with id (or unique id prefix) {doc_id!r}", err=True)
         raise typer.Exit(1)
     index.close()

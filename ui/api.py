@@ -9,24 +9,36 @@ request is a fresh session.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from ui.backend import Backend, SessionBusy, TabSession, UploadRejected, citation_dicts
-from ui.staff import run_indexing, summarise, token_matches
+from ui.backend import (
+    Backend,
+    SessionBusy,
+    SessionLimit,
+    StaffActor,
+    TabSession,
+    TurnCancelled,
+    UploadRejected,
+    citation_dicts,
+)
+from ui.render import masked_extraction_json
+from ui.security import check_filename, client_address, token_equals
+from ui.staff import run_indexing, summarise
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +62,13 @@ class ChatMessageIn(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     model: str | None = None
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=200)
     stream: bool = False
     # Accepted for compatibility; the agent's own settings decide length and sampling.
     max_tokens: int | None = None
     temperature: float | None = None
-    user: str | None = None  # a stable id keeps one server-side conversation across requests
+    # A stable id keeps one conversation across requests; it is scoped to the API key that sent it.
+    user: str | None = Field(default=None, max_length=256)
 
 
 def sources_text(citations: list[dict[str, Any]]) -> str:
@@ -85,18 +98,40 @@ def _answer_extras(answer: Any) -> dict[str, Any]:
 
 def build_api_router(backend: Backend) -> APIRouter:
     router = APIRouter()
-    bearer = HTTPBearer(auto_error=False)
+    settings = backend.settings
 
-    def _session_for(request: ChatCompletionRequest) -> TabSession:
-        if request.user:
-            return backend.session(f"api-user-{request.user}")
-        return backend.new_api_session()
+    def _api_key(http: Request) -> str:
+        # The security middleware already refused requests without a valid key.
+        return (http.headers.get("authorization") or "").partition(" ")[2]
+
+    def _session_for(request: ChatCompletionRequest, api_key: str) -> TabSession:
+        try:
+            if request.user:
+                return backend.api_session(api_key, request.user)
+            return backend.new_api_session()
+        except SessionLimit as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from None
 
     def _question(request: ChatCompletionRequest) -> str:
         users = [m for m in request.messages if m.role == "user" and m.text().strip()]
         if not users:
             raise HTTPException(400, "messages must contain a user message with text")
-        return users[-1].text().strip()
+        question = users[-1].text().strip()
+        if len(question) > settings.max_message_chars:
+            raise HTTPException(
+                413, f"the message is {len(question)} characters; the limit is {settings.max_message_chars}"
+            )
+        return question
+
+    def _admit(api_key: str) -> Callable[[], None]:
+        """Per-client rate and concurrent-answer limits; returns the release of the stream slot."""
+        client = backend.api_key_group(api_key)
+        if not backend.rate_limiter.allow(client):
+            raise HTTPException(429, "too many requests; slow down", headers={"Retry-After": "10"})
+        release = backend.stream_limiter.acquire(client)
+        if release is None:
+            raise HTTPException(429, "too many answers in progress for this key", headers={"Retry-After": "5"})
+        return release
 
     @router.get("/health")
     def health() -> dict[str, Any]:
@@ -106,14 +141,14 @@ def build_api_router(backend: Backend) -> APIRouter:
             "uptime_s": round(time.time() - backend.started, 1),
             "model": backend.model_id,
             "sessions": len(backend.sessions),
-            "staff_api": bool(backend.settings.staff_token),
+            "staff_api": bool(settings.staff_token),
         }
         try:
             stats = backend.stats()
             info["index"] = {k: stats[k] for k in ("documents", "chunks") if k in stats} or stats
-        except Exception as exc:  # the app is up even if the index is not readable yet
+        except Exception:  # the app is up even if the index is not readable yet
+            logger.exception("health: index not readable")
             info["status"] = "degraded"
-            info["index_error"] = str(exc)
         return info
 
     @router.get("/v1/models")
@@ -124,134 +159,204 @@ def build_api_router(backend: Backend) -> APIRouter:
         }
 
     @router.post("/v1/chat/completions", response_model=None)
-    def chat_completions(request: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
+    async def chat_completions(request: ChatCompletionRequest, http: Request) -> JSONResponse | StreamingResponse:
         question = _question(request)
-        session = _session_for(request)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
-        model_name = request.model or "docteller"
-        cleanup = request.user is None
+        api_key = _api_key(http)
+        release = _admit(api_key)
+        try:
+            session = await run_in_threadpool(_session_for, request, api_key)
+        except BaseException:
+            release()
+            raise
+        reply = _Reply(request, session, question, cleanup=request.user is None, release=release)
+        if request.stream:
+            return StreamingResponse(reply.stream(http), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return await reply.whole(http)
 
-        if not request.stream:
-            try:
-                answer = None
-                for event in session.ask_stream(question):
-                    if not isinstance(event, str):
-                        answer = event
-            except SessionBusy as exc:
-                raise HTTPException(409, str(exc)) from None
-            finally:
-                if cleanup:
-                    session.close()
-            if answer is None:
-                raise HTTPException(500, "the agent finished without an answer")
-            content = (answer.answer or "").strip() + sources_text(_citations(answer))
-            return JSONResponse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model_name,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                    ],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                    **_answer_extras(answer),
-                }
-            )
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            body = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model_name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                **extra,
-            }
-            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-        def events() -> Iterator[str]:
-            yield chunk({"role": "assistant", "content": ""})
-            streamed: list[str] = []
-            try:
-                for event in session.ask_stream(question):
-                    if isinstance(event, str):
-                        streamed.append(event)
-                        yield chunk({"content": event})
-                        continue
-                    # Tokens are the model's draft; the final answer is the checked one (figures
-                    # verified, or a decline). If checking changed it, say so rather than leave
-                    # the client with an unchecked draft.
-                    tail = sources_text(_citations(event))
-                    final_text = (event.answer or "").strip()
-                    if " ".join("".join(streamed).split()) != " ".join(final_text.split()):
-                        tail = f"\n\nChecked answer: {final_text}" + tail
-                    yield chunk({"content": tail}, "stop", answer=final_text, **_answer_extras(event))
-            except Exception as exc:  # the stream has started: report in-band, never hang the client
-                logger.exception("streamed answer failed")
-                yield chunk({"content": f"\n\n[error: {exc}]"}, "stop")
-            finally:
-                if cleanup:
-                    session.close()
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-    async def _receive(upload: UploadFile, dest_dir: Path) -> Path:
-        """Copy an upload to disk, stopping at the size cap instead of filling the disk."""
-        cap = backend.settings.max_upload_mb * 1024 * 1024
-        name = Path(upload.filename or "upload").name or "upload"
-        dest = dest_dir / name
+    async def _receive(upload: UploadFile, dest_dir: Path) -> tuple[Path, str]:
+        """Copy an upload to disk under our own name (the client's is returned, checked, for
+        display only), stopping at the size cap."""
+        try:
+            name = check_filename(upload.filename)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        cap = settings.max_upload_mb * 1024 * 1024
+        slot = Path(tempfile.mkdtemp(dir=dest_dir))
+        dest = slot / "upload"
         size = 0
         with open(dest, "wb") as out:
             while block := await upload.read(1 << 20):
                 size += len(block)
                 if size > cap:
-                    raise HTTPException(
-                        413, f"{name} is too large (over {backend.settings.max_upload_mb} MB limit)"
-                    )
+                    raise HTTPException(413, f"{name} is too large (over {settings.max_upload_mb} MB limit)")
                 out.write(block)
-        return dest
+        return dest, name
 
     @router.post("/v1/extract")
-    async def extract(file: UploadFile = File(...)) -> dict[str, Any]:
-        """Extract fields, checks and transactions from one ID, passport or statement."""
+    async def extract(http: Request, file: UploadFile = File(...), unmasked: bool = False) -> dict[str, Any]:
+        """Extract fields, checks and transactions from one ID, passport or statement.
+
+        Document and account numbers are masked by value everywhere in the JSON; `unmasked=true`
+        is only honoured with the staff token as the bearer, and is audited.
+        """
+        bearer = _api_key(http)
+        staff = token_equals(bearer, settings.staff_token)
+        if unmasked and not staff:
+            raise HTTPException(403, "unmasked values need the staff token")
+        release = _admit(bearer)
         workdir = Path(tempfile.mkdtemp(prefix="docteller-api-"))
         try:
-            path = await _receive(file, workdir)
+            path, name = await _receive(file, workdir)
             try:
-                result = await run_in_threadpool(backend.extract_file, path, path.name)
+                result = await run_in_threadpool(backend.extract_file, path, name)
             except UploadRejected as exc:
                 raise HTTPException(_STATUS_FOR.get(exc.kind, 422), str(exc)) from None
-            return result.as_json()
+            if unmasked:
+                backend.audit_staff(
+                    "staff.extract_unmasked", StaffActor.from_token(bearer, client_address(http.scope)),
+                    file=name, doc_type=result.doc_type,
+                )
+                return result.as_json()
+            return masked_extraction_json(result)
         finally:
+            release()
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def require_staff(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if not backend.settings.staff_token:
-            raise HTTPException(403, "staff API disabled: no staff token is configured (DOCTELLER_STAFF_TOKEN)")
-        if credentials is None or not token_matches(backend.settings, credentials.credentials):
-            logger.warning("refused /v1/index request with a missing or wrong staff token")
-            raise HTTPException(401, "staff token required", headers={"WWW-Authenticate": "Bearer"})
+    @router.post("/v1/index", response_model=None)
+    async def index(http: Request, files: list[UploadFile] = File(...)) -> JSONResponse:
+        """Bulk-index policy documents (zips unpacked safely); per-file results.
 
-    @router.post("/v1/index", dependencies=[Depends(require_staff)])
-    async def index(files: list[UploadFile] = File(...)) -> dict[str, Any]:
-        """Bulk-index policy documents (zips unpacked safely); per-file results."""
+        200 when every file was indexed (or unchanged), 207 when some failed, 422 when all did.
+        """
         workdir = Path(tempfile.mkdtemp(prefix="docteller-api-index-"))
+        actor = StaffActor.from_token(_api_key(http), client_address(http.scope))
         try:
-            paths = [await _receive(f, workdir) for f in files]
+            pairs = [await _receive(f, workdir) for f in files]
+            received = [p for p, _ in pairs]
+            names = {str(p): name for p, name in pairs}
 
             def work() -> list[list[Any]]:
                 rows: list[list[Any]] = []
-                for _, _, rows, _ in run_indexing(backend, paths):
+                for _, _, rows, _ in run_indexing(backend, received, actor=actor, original_names=names):
                     pass
                 return rows
 
             rows = await run_in_threadpool(work)
             keys = ("file", "status", "reason", "pages", "chunks", "seconds")
-            return {"results": [dict(zip(keys, r)) for r in rows], "summary": summarise(rows).replace("**", "")}
+            failed = sum(1 for r in rows if r[1] == "failed")
+            status = 200 if not failed else (422 if failed == len(rows) else 207)
+            body = {"results": [dict(zip(keys, r)) for r in rows], "summary": summarise(rows).replace("**", "")}
+            return JSONResponse(body, status_code=status)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
     return router
+
+
+class _Reply:
+    """One chat-completions answer, whole or streamed, cancelled when the client goes away."""
+
+    def __init__(
+        self, request: ChatCompletionRequest, session: TabSession, question: str, cleanup: bool,
+        release: Callable[[], None],
+    ) -> None:
+        self.request, self.session, self.question = request, session, question
+        self.cleanup, self.release = cleanup, release
+        self.cancel = threading.Event()
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model_name = request.model or "docteller"
+
+    def _finish(self) -> None:
+        self.cancel.set()  # a no-op when the answer completed
+        if self.cleanup:
+            self.session.close()
+        self.release()
+
+    async def _watch(self, http: Request) -> None:
+        while not self.cancel.is_set():
+            if await http.is_disconnected():
+                self.cancel.set()
+                return
+            await asyncio.sleep(0.25)
+
+    async def whole(self, http: Request) -> JSONResponse:
+        def run() -> Any:
+            answer = None
+            for event in self.session.ask_stream(self.question, cancel=self.cancel):
+                if not isinstance(event, str):
+                    answer = event
+            return answer
+
+        watcher = asyncio.create_task(self._watch(http))
+        try:
+            answer = await run_in_threadpool(run)
+        except SessionBusy as exc:
+            raise HTTPException(409, str(exc)) from None
+        except TurnCancelled:
+            raise HTTPException(499, "client closed the request") from None
+        finally:
+            watcher.cancel()
+            self._finish()
+        if answer is None:
+            raise HTTPException(500, "the agent finished without an answer")
+        content = (answer.answer or "").strip() + sources_text(_citations(answer))
+        return JSONResponse(
+            {
+                "id": self.id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                **_answer_extras(answer),
+            }
+        )
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    async def stream(self, http: Request) -> AsyncIterator[str]:
+        """SSE chunks. Starlette cancels this generator when the client disconnects; the
+        `finally` then stops the agent's turn so the shared model is free for others."""
+        events = self.session.ask_stream(self.question, cancel=self.cancel)
+        done = object()
+        watcher = asyncio.create_task(self._watch(http))
+        yield self._chunk({"role": "assistant", "content": ""})
+        streamed: list[str] = []
+        try:
+            while True:
+                event = await run_in_threadpool(next, events, done)
+                if event is done:
+                    break
+                if isinstance(event, str):
+                    streamed.append(event)
+                    yield self._chunk({"content": event})
+                    continue
+                # Tokens are the model's draft; the final answer is the checked one (figures
+                # verified, or a decline). If checking changed it, say so rather than leave
+                # the client with an unchecked draft.
+                tail = sources_text(_citations(event))
+                final_text = (event.answer or "").strip()
+                if " ".join("".join(streamed).split()) != " ".join(final_text.split()):
+                    tail = f"\n\nChecked answer: {final_text}" + tail
+                yield self._chunk({"content": tail}, "stop", answer=final_text, **_answer_extras(event))
+        except SessionBusy as exc:
+            yield self._chunk({"content": f"\n\n[{exc}]"}, "stop")
+        except TurnCancelled:
+            return
+        except Exception:  # the stream has started: report in-band, never hang the client
+            logger.exception("streamed answer failed")
+            yield self._chunk({"content": "\n\n[error: the answer could not be completed; please try again]"}, "stop")
+        finally:
+            watcher.cancel()
+            self._finish()
+        yield "data: [DONE]\n\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from collections.abc import AsyncIterator
 
 import gradio as gr
@@ -13,6 +14,7 @@ from docteller.settings import Settings, get_settings
 from ui.api import build_api_router
 from ui.backend import Backend
 from ui.chat import CSS, build_blocks
+from ui.security import SecurityMiddleware, SecurityPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +38,32 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         yield
         backend.close()
 
-    app = FastAPI(title="docteller", version="0.1.0", lifespan=lifespan, docs_url="/docs")
+    docs = settings.api_docs  # the OpenAPI pages map the attack surface: off unless asked for
+    app = FastAPI(
+        title="docteller", version="0.1.0", lifespan=lifespan,
+        docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None,
+    )
     app.state.backend = backend
     app.include_router(build_api_router(backend))  # before the mount: `/` would shadow them
 
     demo = build_blocks(backend)
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    cache = Path(demo.GRADIO_CACHE).resolve()
+    backend.gradio_cache_dirs = [cache]
+    app.add_middleware(
+        SecurityMiddleware,
+        policy=SecurityPolicy(
+            cookies=backend.cookies,
+            ownership=backend.ownership,
+            max_body_bytes=settings.max_upload_mb * 1024 * 1024 + 64 * 1024,  # + multipart headers
+            max_json_bytes=1024 * 1024,
+            api_keys=settings.api_key_list,
+            staff_token=settings.staff_token,
+            staff_throttle=backend.staff_throttle,
+            cors_origins=settings.cors_origin_list,
+            gradio_cache_dirs=(cache,),
+        ),
+    )
     return gr.mount_gradio_app(
         app,
         demo,

@@ -23,8 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from docteller.model import ExtractionResult
-from docteller.redact import mask
 from docteller.settings import Settings, get_settings
+from ui.security import (
+    FailureThrottle,
+    FileOwnership,
+    RateLimiter,
+    SessionCookies,
+    StreamLimiter,
+    digest,
+    preview_prefix,
+    remove_cached_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,22 @@ class UploadRejected(Exception):
     def __init__(self, message: str, kind: str = "unreadable") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+@dataclass(frozen=True)
+class StaffActor:
+    """Who did a staff action, for the audit log: a pseudonym of the token used, and the client."""
+
+    name: str
+    client: str
+
+    @classmethod
+    def from_token(cls, token: str, client: str) -> "StaffActor":
+        return cls(name="staff-" + digest("staff", token, length=12), client=client)
+
+    @classmethod
+    def local(cls) -> "StaffActor":
+        return cls(name="local", client="in-process")
 
 
 class SessionBusy(Exception):
@@ -121,14 +146,34 @@ def citation_dicts(answer: Any) -> list[dict[str, Any]]:
     return out
 
 
+class SessionLimit(Exception):
+    """No room for another conversation without ending one that is still in use."""
+
+
+class TurnCancelled(Exception):
+    """The client went away, or the turn ran past its time budget."""
+
+
+TIME_BUDGET_TEXT = (
+    "I'm sorry, that took longer than it should. Please ask again in a moment, or use "
+    "**Talk to a person** and a colleague will help you."
+)
+
+
 @dataclass
 class TabSession:
-    """One browser tab's (or API conversation's) state: agent session, uploads, answers."""
+    """One browser's (or API conversation's) state: agent session, uploads, answers.
+
+    `key` is the registry key, derived from a server-issued secret; `public_id` is a random
+    pseudonym that logs and the audit trail use, so neither reveals a handle to the session.
+    """
 
     key: str
     agent: Any
     upload_dir: Path
     new_agent: Callable[[], Any] | None = None  # builds a fresh agent session for "new conversation"
+    public_id: str = ""
+    group: str = "web"  # eviction group: "web", or one per API key
     uploads: dict[str, UploadedDocument] = field(default_factory=dict)
     answers: list[AnswerRecord] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
@@ -136,9 +181,37 @@ class TabSession:
     # a streamed answer is iterated from whichever worker thread Gradio or Starlette picks.
     lock: threading.Lock = field(default_factory=threading.Lock)
     busy_timeout_s: float = 180.0
+    time_budget_s: float = 90.0
+    on_close: Callable[["TabSession"], None] | None = None
+    _turn_cancel: threading.Event | None = None
+    preview_prefix: str = ""  # file-name prefix of this browser session's page previews
+    expires_at: float | None = None  # set when its tab closed: ended then unless it is back
+    _previews: int = 0
+
+    def preview_file(self, image: Any) -> str | None:
+        """Save a page preview where Gradio may serve it to this session only (its name carries
+        the session's tag; the security middleware checks it on download)."""
+        if image is None:
+            return None
+        self._previews += 1
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        path = self.upload_dir / f"{self.preview_prefix or 'p-'}{self._previews}.png"
+        image.save(path, format="PNG")
+        return str(path)
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+        self.expires_at = None
+
+    def expire_after(self, seconds: float) -> None:
+        """The tab closed: end the session in `seconds` unless it comes back (a reload)."""
+        self.cancel_turn()
+        self.expires_at = time.monotonic() + seconds
+
+    @property
+    def active(self) -> bool:
+        """A turn is running: such a session is never evicted."""
+        return self.lock.locked()
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -148,6 +221,7 @@ class TabSession:
             self.touch()
             yield
         finally:
+            self.touch()
             self.lock.release()
 
     def add_upload(self, src: str | Path, name: str, settings: Settings) -> UploadedDocument:
@@ -157,19 +231,19 @@ class TabSession:
         with self._turn():
             mime = check_upload(src, name, settings, CUSTOMER_UPLOAD_MIMES)
             self.upload_dir.mkdir(parents=True, exist_ok=True)
-            safe_name = Path(name).name or "upload"
-            kept = self.upload_dir / f"{len(self.uploads) + 1:03d}-{safe_name}"
+            # The stored name is ours (a counter and the type); the customer's name is only shown.
+            kept = self.upload_dir / f"{len(self.uploads) + 1:03d}{_SUFFIX_FOR.get(mime, '')}"
             shutil.copyfile(src, kept)
             try:
-                result = self.agent.add_upload(kept, safe_name)
+                result = self.agent.add_upload(kept, name)
             except IngestError as exc:
                 kept.unlink(missing_ok=True)
-                raise UploadRejected(f"{safe_name}: {exc.reason}.", kind="unreadable") from None
-            doc = UploadedDocument(doc_id=result.doc_id, name=safe_name, path=kept, mime=mime, result=result)
+                raise UploadRejected(f"{name}: {exc.reason}.", kind="unreadable") from None
+            doc = UploadedDocument(doc_id=result.doc_id, name=name, path=kept, mime=mime, result=result)
             self.uploads[doc.doc_id] = doc
             logger.info(
-                "session %s: %s read as %s (%d fields, %d transactions)",
-                self.key[:8], safe_name, result.doc_type, len(result.fields), len(result.transactions),
+                "session %s: upload read as %s (%d fields, %d transactions)",
+                self.public_id[:8], result.doc_type, len(result.fields), len(result.transactions),
             )
             return doc
 
@@ -186,27 +260,41 @@ class TabSession:
                     doc.result.fields[name] = current.model_copy(
                         update={"value": value, "source": "user", "confidence": 1.0}
                     )
-            shown = mask(value) if doc.result.fields.get(name) and doc.result.fields[name].sensitive else value
-            logger.info("session %s: %s corrected to %s", self.key[:8], name, shown)
+            logger.info("session %s: field %s corrected", self.public_id[:8], name)
             return doc
 
-    def ask_stream(self, question: str) -> Iterator[str | Any]:
+    def cancel_turn(self) -> None:
+        """Stop the turn in progress, if any (the browser tab closed or the client hung up)."""
+        cancel = self._turn_cancel
+        if cancel is not None:
+            cancel.set()
+
+    def ask_stream(self, question: str, cancel: threading.Event | None = None) -> Iterator[str | Any]:
         """Token texts, then the agent's final `Answer` (kept for the Sources panel).
 
-        The agent's generator runs to completion on one dedicated thread: it holds its session
-        lock across yields, and web servers resume a generator from whichever worker thread is
-        free, so it must not be stepped from several threads. A client that goes away mid-answer
-        does not abandon the turn either: the answer still completes, is recorded and audited.
+        The agent's generator runs on one dedicated thread: it holds its session lock across
+        yields, and web servers resume a generator from whichever worker thread is free, so it
+        must not be stepped from several threads. When the client goes away (this generator is
+        closed) or the turn runs past `time_budget_s`, the agent's generator is closed at its
+        next step, which stops the model's generation and frees the shared model for others.
         """
         if not self.lock.acquire(timeout=self.busy_timeout_s):
             raise SessionBusy("still working on your previous message; please wait a moment")
         self.touch()
         events: queue.Queue = queue.Queue()
+        cancelled = self._turn_cancel = cancel or threading.Event()
+        deadline = time.monotonic() + self.time_budget_s
 
         def produce() -> None:
+            stream = self.agent.ask_stream(question)
             try:
                 final = None
-                for event in self.agent.ask_stream(question):
+                for event in stream:
+                    if cancelled.is_set():
+                        raise TurnCancelled("the client went away")
+                    if time.monotonic() > deadline:
+                        final = self._over_budget(question)
+                        break
                     answer = _final_answer(event)
                     if answer is not None:
                         final = answer
@@ -219,19 +307,31 @@ class TabSession:
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 events.put(("error", exc))
             finally:
+                stream.close()  # stops a generation still in progress
+                self.touch()
                 self.lock.release()
                 events.put(("done", None))
 
-        threading.Thread(target=produce, name=f"answer-{self.key[:8]}", daemon=True).start()
-        while True:
-            kind, item = events.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise item
-            if kind == "token" and not item:
-                continue
-            yield item
+        threading.Thread(target=produce, name=f"answer-{self.public_id[:8]}", daemon=True).start()
+        try:
+            while True:
+                kind, item = events.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise item
+                if kind == "token" and not item:
+                    continue
+                yield item
+        finally:
+            cancelled.set()  # a no-op when the turn finished; stops it when the client left
+
+    def _over_budget(self, question: str) -> Any:
+        from agent.session import Answer
+
+        logger.warning("session %s: answer stopped after its %.0f s budget", self.public_id[:8], self.time_budget_s)
+        return Answer(question=question, answer=TIME_BUDGET_TEXT, abstained=True, reason="time budget exceeded",
+                      session_id=self.public_id)
 
     def _record(self, question: str, answer: Any) -> None:
         self.answers.append(
@@ -259,38 +359,71 @@ class TabSession:
                 self.agent = self.new_agent()
             self.uploads.clear()
             self.answers.clear()
-            shutil.rmtree(self.upload_dir, ignore_errors=True)
+            for child in list(self.upload_dir.iterdir()) if self.upload_dir.exists() else []:
+                _remove(child)
+        if self.on_close is not None:
+            self.on_close(self)  # the cached copies Gradio holds of this session's files
 
     def close(self) -> None:
         shutil.rmtree(self.upload_dir, ignore_errors=True)
+        if self.on_close is not None:
+            self.on_close(self)
+
+
+_SUFFIX_FOR = {PDF: ".pdf", "image/png": ".png", "image/jpeg": ".jpg", "image/tiff": ".tif",
+               "image/webp": ".webp", "image/bmp": ".bmp", "image/gif": ".gif"}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class SessionRegistry:
-    """Sessions by key (Gradio session hash), evicting the idle and the least recently used."""
+    """Live sessions by key, ending the idle and, when full, the least recently active.
 
-    def __init__(self, factory: Callable[[str], TabSession], max_sessions: int = 500, idle_ttl_s: float = 4 * 3600):
+    A session in the middle of a turn is never ended, and neither is one active within
+    `protect_s`: when only such sessions remain, a new one is refused (`SessionLimit`) rather
+    than a customer's conversation dropped. Each group (the web, each API key) may also be capped,
+    so one API client's flood of conversations only ever evicts its own.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[str, str], TabSession],
+        max_sessions: int = 500,
+        idle_ttl_s: float = 3600.0,
+        protect_s: float = 600.0,
+        group_caps: dict[str, int] | None = None,
+        default_group_cap: int | None = None,
+    ):
         self._factory = factory
         self._sessions: OrderedDict[str, TabSession] = OrderedDict()
         self._lock = threading.Lock()
         self.max_sessions = max_sessions
         self.idle_ttl_s = idle_ttl_s
+        self.protect_s = protect_s
+        self.group_caps = group_caps or {}
+        self.default_group_cap = default_group_cap
 
-    def get(self, key: str) -> TabSession:
+    def get(self, key: str, group: str = "web") -> TabSession:
         with self._lock:
             session = self._sessions.get(key)
             if session is not None:
                 self._sessions.move_to_end(key)
                 session.touch()
                 return session
-        created = self._factory(key)  # outside the lock: building a session may load models
+            evicted = self._make_room_locked(group)  # raises SessionLimit before any work
+        for old in evicted:
+            old.close()
+        created = self._factory(key, group)  # outside the lock: building a session may load models
         with self._lock:
             session = self._sessions.setdefault(key, created)
             self._sessions.move_to_end(key)
-            evicted = self._evict_locked()
         if session is not created:
             created.close()
-        for old in evicted:
-            old.close()
         return session
 
     def peek(self, key: str) -> TabSession | None:
@@ -303,13 +436,48 @@ class SessionRegistry:
         if session is not None:
             session.close()
 
-    def _evict_locked(self) -> list[TabSession]:
+    def sweep(self) -> int:
+        """End sessions idle past the TTL (never one in a turn); returns how many ended."""
+        with self._lock:
+            now = time.monotonic()
+            expired = [
+                k for k, s in self._sessions.items()
+                if not s.active and (now - s.last_used > self.idle_ttl_s or (s.expires_at is not None and now > s.expires_at))
+            ]
+            ended = [self._sessions.pop(k) for k in expired]
+        for session in ended:
+            session.close()
+        return len(ended)
+
+    def _evictable(self, session: TabSession, now: float) -> bool:
+        return not session.active and now - session.last_used > self.protect_s
+
+    def _make_room_locked(self, group: str) -> list[TabSession]:
         now = time.monotonic()
-        evicted = [k for k, s in self._sessions.items() if now - s.last_used > self.idle_ttl_s]
-        while len(self._sessions) - len(evicted) > self.max_sessions:
-            oldest = next(k for k in self._sessions if k not in evicted)
-            evicted.append(oldest)
-        return [self._sessions.pop(k) for k in evicted]
+        evicted = [k for k, s in self._sessions.items() if not s.active and now - s.last_used > self.idle_ttl_s]
+        ended = [self._sessions.pop(k) for k in evicted]
+        cap = self.group_caps.get(group, self.default_group_cap if group != "web" else None)
+        if cap is not None:
+            members = [k for k, s in self._sessions.items() if s.group == group]
+            if len(members) >= cap:
+                victim = next((k for k in members if self._evictable(self._sessions[k], now)), None)
+                if victim is None:
+                    self._restore(ended)
+                    raise SessionLimit("too many open conversations for this client; finish one first")
+                ended.append(self._sessions.pop(victim))
+        if len(self._sessions) >= self.max_sessions:
+            victim = next((k for k, s in self._sessions.items() if self._evictable(s, now)), None)
+            if victim is None:
+                self._restore(ended)
+                raise SessionLimit("the assistant is helping as many customers as it can; please try again shortly")
+            ended.append(self._sessions.pop(victim))
+        return ended
+
+    def _restore(self, sessions: list[TabSession]) -> None:
+        # Only idle-expired sessions are in `sessions` here: ending them is right anyway, but the
+        # refusal path must not leak them un-closed.
+        for s in sessions:
+            threading.Thread(target=s.close, daemon=True).start()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -333,8 +501,36 @@ class Backend:
         self._init_lock = threading.RLock()
         self._index_write_lock = threading.Lock()  # one bulk index / delete at a time
         self._upload_root = Path(tempfile.mkdtemp(prefix="docteller-uploads-"))
-        self.sessions = SessionRegistry(self._new_tab_session)
+        s = self.settings
+        self.sessions = SessionRegistry(
+            self._new_tab_session,
+            max_sessions=s.max_sessions,
+            idle_ttl_s=s.session_idle_minutes * 60,
+            protect_s=s.session_protect_minutes * 60,
+            default_group_cap=s.max_api_conversations_per_key,
+        )
+        self.cookies = SessionCookies(s.session_secret, secure=s.cookie_secure)
+        self.ownership = FileOwnership()
+        self.rate_limiter = RateLimiter(s.rate_limit_per_minute)
+        self.stream_limiter = StreamLimiter(s.max_streams_per_client)
+        self.staff_throttle = FailureThrottle()
+        self.gradio_cache_dirs: list[Path] = []  # set by the app once Gradio's cache is known
+        from agent.audit import AuditLog
+
+        self.audit = AuditLog.for_settings(s)
         self.started = time.time()
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="session-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def _sweep_loop(self) -> None:
+        """End idle conversations (and delete their uploads) even when no new one arrives."""
+        interval = max(2.0, min(15.0, self.settings.session_idle_minutes * 60 / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.sessions.sweep()
+            except Exception:  # the sweeper must outlive any one bad session
+                logger.exception("session sweep failed")
 
     # --- shared resources (lazy, built once) ----------------------------------------------
 
@@ -389,24 +585,62 @@ class Backend:
 
     # --- sessions --------------------------------------------------------------------------
 
-    def _new_tab_session(self, key: str) -> TabSession:
+    def _new_tab_session(self, key: str, group: str = "web") -> TabSession:
+        """A session with a random public id and its own private upload folder (mkdtemp)."""
+        import uuid
+
         resources = self.resources
+        public_id = uuid.uuid4().hex
 
         def new_agent() -> Any:
-            return resources.new_session(session_id=key)
+            return resources.new_session(session_id=public_id)
 
+        self._upload_root.mkdir(parents=True, exist_ok=True)
         return TabSession(
-            key=key, agent=new_agent(), upload_dir=self._upload_root / key.replace("/", "_"), new_agent=new_agent
+            key=key,
+            agent=new_agent(),
+            upload_dir=Path(tempfile.mkdtemp(prefix="s-", dir=self._upload_root)),
+            new_agent=new_agent,
+            public_id=public_id,
+            group=group,
+            time_budget_s=self.settings.answer_time_budget_s,
+            on_close=self._release_files,
         )
 
-    def session(self, key: str) -> TabSession:
-        return self.sessions.get(key)
+    def _release_files(self, session: TabSession) -> None:
+        """Delete what Gradio's cache holds for a session: its uploads and its page previews."""
+        if not session.key.startswith("web:"):
+            return
+        self.ownership.release_session(session.key.removeprefix("web:"))
+        if session.preview_prefix:
+            for cache in self.gradio_cache_dirs:
+                for cached in cache.glob(f"*/{session.preview_prefix}*"):
+                    remove_cached_file(cached)
+
+    @staticmethod
+    def web_key(sid: str) -> str:
+        """The registry key of a browser session: a digest of the server-issued cookie id."""
+        return "web:" + digest("web", sid)
+
+    @staticmethod
+    def api_key_group(api_key: str) -> str:
+        return "api:" + digest("api-key", api_key, length=16)
+
+    def web_session(self, sid: str) -> TabSession:
+        session = self.sessions.get(self.web_key(sid), group="web")
+        session.preview_prefix = preview_prefix(sid)
+        return session
+
+    def api_session(self, api_key: str, user: str) -> TabSession:
+        """An API conversation, keyed by (API key, `user`): another key's `user` is another session."""
+        group = self.api_key_group(api_key)
+        return self.sessions.get(f"{group}:{digest('api-user', api_key, user)}", group=group)
 
     def new_api_session(self) -> TabSession:
         """A throwaway session for one stateless API request (OpenAI-style clients resend history)."""
         import uuid
 
-        return self._new_tab_session(f"api-{uuid.uuid4().hex}")
+        return self._new_tab_session(f"api-once:{uuid.uuid4().hex}", group="api-once")
 
     # --- extraction without a chat session (HTTP API) ---------------------------------------
 
@@ -422,18 +656,47 @@ class Backend:
 
     # --- staff: the knowledge base ----------------------------------------------------------
 
-    def index_files(self, paths: list[Path], progress: Callable[[Any], None] | None = None) -> Any:
+    def index_files(
+        self,
+        paths: list[Path],
+        progress: Callable[[Any], None] | None = None,
+        sources: dict[Path, str] | None = None,
+        actor: StaffActor | None = None,
+    ) -> Any:
         from ingest.pipeline import index_paths
 
         with self._index_write_lock:
-            return index_paths(paths, settings=self.settings, strict=False, progress=progress, index=self.index)
+            summary = index_paths(
+                paths, settings=self.settings, strict=False, progress=progress, index=self.index, sources=sources
+            )
+        shown = sources or {}
+        self.audit_staff(
+            "staff.index",
+            actor,
+            files=[
+                {"file": shown.get(Path(f.path), Path(f.path).name), "status": f.status, "doc_id": f.doc_id,
+                 "reason": f.reason}
+                for f in summary.files
+            ],
+        )
+        return summary
 
     def documents(self) -> list[Any]:
         return list(self.index.documents())
 
-    def delete_document(self, doc_id: str) -> bool:
-        with self._index_write_lock:
-            return bool(self.index.delete(doc_id))
+    def delete_document(self, doc_id: str, actor: StaffActor | None = None) -> bool:
+        from docteller.processes import index_write_lock
+
+        with self._index_write_lock, index_write_lock(self.settings):
+            removed = bool(self.index.delete(doc_id))
+        self.audit_staff("staff.delete", actor, doc_id=doc_id, removed=removed)
+        return removed
+
+    def audit_staff(self, event: str, actor: StaffActor | None, **detail: Any) -> None:
+        from agent.audit import StaffAuditEntry, now_iso
+
+        actor = actor or StaffActor.local()
+        self.audit.write_staff(StaffAuditEntry(time=now_iso(), event=event, actor=actor.name, client=actor.client, detail=detail))
 
     def search(self, query: str, k: int = 10) -> list[Any]:
         return list(self.index.search(query, k=k))
@@ -442,6 +705,7 @@ class Backend:
         return dict(self.index.stats())
 
     def close(self) -> None:
+        self._stop.set()
         self.sessions.close_all()
         shutil.rmtree(self._upload_root, ignore_errors=True)
         if self._index is not None:

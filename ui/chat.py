@@ -17,7 +17,9 @@ import gradio as gr
 from PIL import Image
 
 from ui import render
-from ui.backend import Backend, TabSession, UploadedDocument, UploadRejected, citation_dicts
+from docteller.redact import ValueMasker, masker_for
+from ui.backend import Backend, SessionLimit, TabSession, UploadedDocument, UploadRejected, citation_dicts
+from ui.security import digest, session_id_from_headers
 from ui.staff import build_staff_tab
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ CSS = """
 .dt-caption {font-size: 13px}
 .dt-muted {color: var(--body-text-color-subdued); font-size: 12px}
 """
+TAB_CLOSED_GRACE_S = 120.0  # a closed tab's session (and uploads) ends this long after, unless reloaded
 UPLOAD_FILE_TYPES = [".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", "image"]
 
 
@@ -49,9 +52,23 @@ def _ui_state(session: TabSession) -> dict[str, Any]:
     return state
 
 
+def _sid(backend: Backend, request: gr.Request | None) -> str:
+    """The server-issued session id from the signed cookie (never Gradio's client-chosen hash)."""
+    sid = session_id_from_headers(backend.cookies, getattr(request, "headers", None))
+    if sid is None:
+        raise gr.Error("Your session could not be verified. Please reload the page.")
+    return sid
+
+
 def _session(backend: Backend, request: gr.Request | None) -> TabSession:
-    key = getattr(request, "session_hash", None) or "anonymous"
-    return backend.session(key)
+    try:
+        return backend.web_session(_sid(backend, request))
+    except SessionLimit as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _masker(session: TabSession) -> ValueMasker:
+    return masker_for(d.result for d in session.uploads.values())
 
 
 # --- rendering helpers ------------------------------------------------------------------------
@@ -63,8 +80,10 @@ def _citation_label(n: int, citation: dict[str, Any]) -> str:
     return f"[{n}] {title}" + (f", p. {page}" if page else "")
 
 
-def _answer_markdown(answer: Any) -> str:
+def _answer_markdown(answer: Any, masker: ValueMasker | None = None) -> str:
     text = (answer.answer or "").strip()
+    if masker:
+        text = masker.text(text)
     citations = citation_dicts(answer)
     if citations:
         listed = "\n".join(f"- {_citation_label(i + 1, c)}" for i, c in enumerate(citations))
@@ -80,6 +99,10 @@ def _citation_options(answer_index: int, citations: list[dict[str, Any]]) -> lis
 
 
 def _extraction_summary(doc: UploadedDocument) -> str:
+    return masker_for([doc.result]).text(_describe_extraction(doc))
+
+
+def _describe_extraction(doc: UploadedDocument) -> str:
     result = doc.result
     failed = [name for name, c in result.checks.items() if not c.ok]
     passed = len(result.checks) - len(failed)
@@ -97,8 +120,9 @@ def _extraction_summary(doc: UploadedDocument) -> str:
     return text
 
 
-def _caption_html(title: str, page: int, path: Path | None, text: str) -> str:
-    where = f" · {html.escape(Path(str(path)).name)}" if path else ""
+def _caption_html(title: str, page: int, path: Path | None, text: str, shown_name: str | None = None) -> str:
+    name = shown_name or (Path(str(path)).name if path else "")
+    where = f" · {html.escape(name)}" if name else ""
     passage = html.escape(text.strip()[:1500])
     return (
         f"<p><b>{html.escape(title)}</b>, page {page}<span class='dt-muted'>{where}</span></p>"
@@ -141,10 +165,15 @@ def citation_preview(backend: Backend, session: TabSession, citation: dict[str, 
             mime = sniff(path)
         except IngestError:
             mime = None
-    if upload is not None and not text:
-        # A citation of an extracted field rather than a passage: draw the fields on that page.
-        image = render.render_document_page(upload.path, upload.mime, page, render.field_boxes(upload.result, page))
-        return image, _caption_html(title, page, upload.path, "Extracted fields are outlined on the page.")
+    if upload is not None:
+        # The customer's own page: fields (or the cited passage) outlined, numbers blanked.
+        masker = masker_for([upload.result])
+        boxes = render.field_boxes(upload.result, page) if not text else (
+            [render.Box(bbox=bbox, outline=render.SELECTED_EDGE, fill=render.SELECTED_FILL, width=3)] if bbox else []
+        ) + render.redaction_boxes(upload.result, page)
+        image = render.render_document_page(upload.path, upload.mime, page, boxes)
+        caption = masker.text(text) if text else "Extracted fields are outlined on the page."
+        return image, _caption_html(title, page, None, caption, shown_name=upload.name)
     image = render.render_passage(path, mime, title=title, page=page, text=text or title, bbox=bbox)
     return image, _caption_html(title, page, path, text)
 
@@ -168,7 +197,9 @@ def doc_panel(session: TabSession, doc_id: str | None, selected_field: str | Non
         (f.page for f in result.fields.values() if f.page and f.bbox), 1
     )
     try:
-        image = render.render_document_page(doc.path, doc.mime, page, render.field_boxes(result, page, selected_field))
+        image = session.preview_file(
+            render.render_document_page(doc.path, doc.mime, page, render.field_boxes(result, page, selected_field))
+        )
     except Exception as exc:  # the page preview is a convenience; the tables still show
         logger.warning("could not render %s page %s: %s", doc.name, page, exc)
         image = None
@@ -194,10 +225,11 @@ def sources_panel(backend: Backend, session: TabSession, answer_index: int | Non
     citation_index = min(max(citation_index, 0), len(citations) - 1)
     choices = [(_citation_label(i + 1, c), f"cite:{answer_index}:{i}") for i, c in enumerate(citations)]
     try:
-        image, caption = citation_preview(backend, session, citations[citation_index])
+        picture, caption = citation_preview(backend, session, citations[citation_index])
+        image = session.preview_file(picture)
     except Exception as exc:
         logger.warning("citation preview failed: %s", exc)
-        image, caption = None, f"<p>Could not open this source ({html.escape(str(exc))}).</p>"
+        image, caption = None, "<p>Could not open this source just now; the passage is quoted in the answer.</p>"
     return gr.update(choices=choices, value=f"cite:{answer_index}:{citation_index}"), image, caption
 
 
@@ -212,11 +244,80 @@ def _parse_cite(value: str | None) -> tuple[int, int] | None:
 # --- the app --------------------------------------------------------------------------------
 
 
+def _refusal(backend: Backend, session: TabSession, text: str, files: list[str]) -> str | None:
+    """Why this turn is refused before any work (too long, too fast), or None."""
+    settings = backend.settings
+    if len(text) > settings.max_message_chars:
+        return (f"That message is too long for me ({len(text):,} characters; the limit is "
+                f"{settings.max_message_chars:,}). Please ask in a shorter message.")
+    if (text or files) and not backend.rate_limiter.allow(session.key):
+        return "You're sending messages faster than I can answer. Please wait a moment and try again."
+    return None
+
+
+def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, transcript: list, state: dict):
+    """Read one attached file into the session; Gradio's cached copy is deleted at once."""
+    name = Path(file).name
+    transcript.append({"role": "user", "content": f"Uploaded: {name}"})
+    yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+    if not backend.ownership.owns(digest("web", sid), file):
+        # Only a file this browser session uploaded itself can be read (not another's path).
+        transcript.append({"role": "assistant", "content": f"Sorry, I can't find {name} any more. Please attach it again."})
+        yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+        return
+    try:
+        doc = session.add_upload(file, name, backend.settings)
+    except UploadRejected as exc:
+        gr.Warning(str(exc))
+        transcript.append({"role": "assistant", "content": f"Sorry, I couldn't use that file. {exc}"})
+    except Exception:
+        logger.exception("upload failed")
+        transcript.append({"role": "assistant", "content": f"Sorry, something went wrong reading {name}. Please try again, or talk to a person."})
+    else:
+        state["last_upload"] = doc.doc_id
+        transcript.append({"role": "assistant", "content": _extraction_summary(doc)})
+    finally:
+        backend.ownership.release_file(file)
+    yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+
+
+def _answer_turn(session: TabSession, text: str, transcript: list, state: dict):
+    """Stream one answer into the transcript; numbers from the customer's uploads are masked."""
+    transcript.append({"role": "user", "content": text})
+    transcript.append({"role": "assistant", "content": ""})
+    reply = transcript[-1]
+    masker = _masker(session)
+    yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+    try:
+        streamed = ""
+        for event in session.ask_stream(text):
+            if isinstance(event, str):
+                streamed += event
+                reply["content"] = masker.text(streamed)
+                yield gr.skip(), transcript
+            else:
+                answer_index = len(session.answers) - 1
+                reply["content"] = _answer_markdown(event, masker)
+                citations = citation_dicts(event)
+                if citations:
+                    reply["options"] = _citation_options(answer_index, citations)
+                state["answer_at"][len(transcript) - 1] = answer_index
+                state["last_answer"] = answer_index
+    except Exception:
+        logger.exception("answering failed")
+        reply["content"] = (
+            "Sorry, something went wrong while answering. Please try again, or use "
+            "**Talk to a person**."
+        )
+
+
 def build_blocks(backend: Backend) -> gr.Blocks:
     """The whole web UI: customer chat with side panels, and the Staff tab."""
     settings = backend.settings
 
-    with gr.Blocks(title="docteller", fill_height=False) as demo:
+    # Gradio's cache is swept too: nothing a customer uploaded or was shown outlives an hour there,
+    # even if its session's own clean-up never ran (per-session deletion is in `Backend`).
+    with gr.Blocks(title="docteller", fill_height=False, delete_cache=(300, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="dt-header")
         with gr.Tabs(elem_id="dt-main-tabs"):
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
@@ -275,6 +376,7 @@ def build_blocks(backend: Backend) -> gr.Blocks:
 
         def respond(message: dict[str, Any] | str | None, request: gr.Request):
             """Take the uploads and the question of one turn; stream the grounded answer."""
+            sid = _sid(backend, request)
             session = _session(backend, request)
             state = _ui_state(session)
             transcript: list[dict[str, Any]] = state["transcript"]
@@ -285,50 +387,17 @@ def build_blocks(backend: Backend) -> gr.Blocks:
             files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else str(f))
                      for f in (message.get("files") or [])]
             state["last_upload"], state["last_answer"] = None, None
+            refusal = _refusal(backend, session, text, files)
+            if refusal:
+                transcript.append({"role": "assistant", "content": refusal})
+                yield gr.MultimodalTextbox(value=None, interactive=True), transcript
+                return
 
             for file in files:
-                name = Path(file).name
-                transcript.append({"role": "user", "content": f"Uploaded: {name}"})
-                yield gr.MultimodalTextbox(value=None, interactive=False), transcript
-                try:
-                    doc = session.add_upload(file, name, settings)
-                except UploadRejected as exc:
-                    gr.Warning(str(exc))
-                    transcript.append({"role": "assistant", "content": f"Sorry, I couldn't use that file. {exc}"})
-                except Exception:
-                    logger.exception("upload failed")
-                    transcript.append({"role": "assistant", "content": f"Sorry, something went wrong reading {name}. Please try again, or talk to a person."})
-                else:
-                    state["last_upload"] = doc.doc_id
-                    transcript.append({"role": "assistant", "content": _extraction_summary(doc)})
-                yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+                yield from _take_upload(backend, session, sid, file, transcript, state)
 
             if text:
-                transcript.append({"role": "user", "content": text})
-                transcript.append({"role": "assistant", "content": ""})
-                reply = transcript[-1]
-                yield gr.MultimodalTextbox(value=None, interactive=False), transcript
-                try:
-                    streamed = ""
-                    for event in session.ask_stream(text):
-                        if isinstance(event, str):
-                            streamed += event
-                            reply["content"] = streamed
-                            yield gr.skip(), transcript
-                        else:
-                            answer_index = len(session.answers) - 1
-                            reply["content"] = _answer_markdown(event)
-                            citations = citation_dicts(event)
-                            if citations:
-                                reply["options"] = _citation_options(answer_index, citations)
-                            state["answer_at"][len(transcript) - 1] = answer_index
-                            state["last_answer"] = answer_index
-                except Exception:
-                    logger.exception("answering failed")
-                    reply["content"] = (
-                        "Sorry, something went wrong while answering. Please try again, or use "
-                        "**Talk to a person**."
-                    )
+                yield from _answer_turn(session, text, transcript, state)
             # Options only render under the latest answer; older ones keep their text list.
             for msg in transcript[:-1]:
                 msg.pop("options", None)
@@ -415,7 +484,7 @@ def build_blocks(backend: Backend) -> gr.Blocks:
                                    "Please visit a branch or call the number on the back of your card."})
                 return transcript
             answer_index = len(session.answers) - 1
-            message = {"role": "assistant", "content": _answer_markdown(answer)}
+            message = {"role": "assistant", "content": _answer_markdown(answer, _masker(session))}
             citations = citation_dicts(answer)
             if citations:
                 message["options"] = _citation_options(answer_index, citations)
@@ -426,9 +495,20 @@ def build_blocks(backend: Backend) -> gr.Blocks:
             return transcript
 
         def forget_tab(request: gr.Request):
-            key = getattr(request, "session_hash", None)
-            if key:
-                backend.sessions.drop(key)
+            """The tab closed (or is reloading): stop its answer; end the session soon unless the
+            same browser comes back, so a reload keeps the conversation and a close frees it."""
+            sid = session_id_from_headers(backend.cookies, getattr(request, "headers", None))
+            session = backend.sessions.peek(backend.web_key(sid)) if sid else None
+            if session is not None:
+                session.expire_after(TAB_CLOSED_GRACE_S)
+
+        def restore(request: gr.Request):
+            """A reload of the page shows the conversation and documents it had."""
+            session = _session(backend, request)
+            state = _ui_state(session)
+            docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
+            sources = sources_panel(backend, session, state["last_answer"])
+            return (state["transcript"], *docs, *sources)
 
         # --- wiring ----------------------------------------------------------------------------
 
@@ -451,5 +531,6 @@ def build_blocks(backend: Backend) -> gr.Blocks:
         chatbot.clear(new_conversation, None, [chatbot, box, *doc_outputs, *source_outputs], api_visibility="private")
         human_btn.click(talk_to_human, None, [chatbot], api_name="talk_to_human")
         demo.unload(forget_tab)
+        demo.load(restore, None, [chatbot, *doc_outputs, *source_outputs], api_visibility="private")
 
     return demo

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from docteller.model import BBox, ExtractionResult, Field
-from docteller.redact import mask
+from docteller.redact import ValueMasker, mask, masker_for
 
 logger = logging.getLogger(__name__)
 
@@ -229,11 +229,24 @@ def render_passage(
 # --- Extraction tables ----------------------------------------------------------------------
 
 
-def display_value(field: Field) -> str:
-    """What the UI shows for a field: account and document numbers masked."""
+def display_value(field: Field, masker: ValueMasker | None = None) -> str:
+    """What the UI shows for a field: account and document numbers masked, by field and by value
+    (a document number misread into another field is masked there too)."""
     if field.value is None:
         return "—"
-    return mask(field.value) if field.sensitive else field.value
+    if field.sensitive:
+        return mask(field.value)
+    return masker.text(field.value) if masker else field.value
+
+
+def masked_extraction_json(result: ExtractionResult) -> dict:
+    """`result.as_json()` with every document/account number masked wherever its value appears."""
+    data = masker_for([result]).json(result.as_json())
+    for name, f in result.fields.items():
+        if f.sensitive and f.value:
+            data["fields"][name]["value"] = mask(f.value)
+    data["masked"] = True
+    return data
 
 
 def field_problems(result: ExtractionResult) -> dict[str, list[str]]:
@@ -275,6 +288,7 @@ def fields_html(result: ExtractionResult) -> str:
     if not result.fields:
         return _TABLE_CSS + "<p class='dt-muted'>No fields were found in this document.</p>"
     problems = field_problems(result)
+    masker = masker_for([result])
     rows = []
     for name, field in result.fields.items():
         css = ""
@@ -287,7 +301,7 @@ def fields_html(result: ExtractionResult) -> str:
             css, note = "dt-warn", "low confidence: please check"
         rows.append(
             f"<tr class='{css}' data-field='{_esc(name)}'><td>{_esc(name.replace('_', ' '))}</td>"
-            f"<td><b>{_esc(display_value(field))}</b>"
+            f"<td><b>{_esc(display_value(field, masker))}</b>"
             + (f"<div class='dt-muted'>{_esc(note)}</div>" if note else "")
             + f"</td><td>{field.confidence:.0%}</td>"
             f"<td>{_esc(field.source)}{'' if field.page is None else f' p.{field.page}'}</td></tr>"
@@ -304,14 +318,15 @@ def checks_html(result: ExtractionResult) -> str:
     if not result.checks and not result.warnings:
         return ""
     rows = []
+    masker = masker_for([result])
     # Failures first: they are what the customer (and the agent) must act on.
     for name, check in sorted(result.checks.items(), key=lambda item: item[1].ok):
         mark = "<span class='dt-ok'>✓ pass</span>" if check.ok else "<span class='dt-fail'>✗ fail</span>"
         rows.append(
             f"<tr class='{'' if check.ok else 'dt-bad'}'><td>{_esc(name.replace('_', ' '))}</td>"
-            f"<td>{mark}</td><td class='dt-muted'>{_esc(check.detail)}</td></tr>"
+            f"<td>{mark}</td><td class='dt-muted'>{_esc(masker.text(check.detail))}</td></tr>"
         )
-    warnings = "".join(f"<li>{_esc(w)}</li>" for w in result.warnings)
+    warnings = "".join(f"<li>{_esc(masker.text(w))}</li>" for w in result.warnings)
     failed = sum(1 for c in result.checks.values() if not c.ok)
     heading = (
         f"<p><b>Checks:</b> {len(result.checks) - failed} passed"
@@ -332,6 +347,7 @@ def transactions_html(result: ExtractionResult, limit: int = 500) -> str:
     if not result.transactions:
         return ""
     rows = []
+    masker = masker_for([result])
     for tx in result.transactions[:limit]:
         if tx.row_ok is False:
             css, mark = "dt-bad", "<span class='dt-fail' title='balance does not follow'>✗</span>"
@@ -340,7 +356,7 @@ def transactions_html(result: ExtractionResult, limit: int = 500) -> str:
         else:
             css, mark = "", ""
         rows.append(
-            f"<tr class='{css}'><td>{_esc(tx.date)}</td><td>{_esc(tx.description)}</td>"
+            f"<tr class='{css}'><td>{_esc(tx.date)}</td><td>{_esc(masker.text(tx.description))}</td>"
             f"<td style='text-align:right'>{_esc(tx.amount)}</td>"
             f"<td style='text-align:right'>{_esc(tx.balance)}</td><td>{mark}</td></tr>"
         )
@@ -366,21 +382,16 @@ REDACT_FILL = (55, 65, 81, 255)
 
 
 def redaction_boxes(result: ExtractionResult, page: int) -> list[Box]:
-    """Opaque boxes over account and document numbers on the page preview, as in the tables.
-
-    A box shared with non-sensitive fields (the MRZ zone, which holds every MRZ field) is left
-    visible: blanking it would hide the very text the checks are about.
-    """
-    shared = {
-        tuple(f.bbox.as_list()) for f in result.fields.values() if f.bbox is not None and not f.sensitive
-    }
+    """Opaque boxes over every place a document or account number shows on the page preview:
+    the sensitive fields, the MRZ zone (it spells the number out), and any other field whose
+    value holds a sensitive value (a number misread as another field)."""
+    masker = masker_for([result])
     boxes = []
     for field in result.fields.values():
-        if not field.sensitive or field.bbox is None or (field.page or 1) != page:
+        if field.bbox is None or (field.page or 1) != page:
             continue
-        if tuple(field.bbox.as_list()) in shared:
-            continue
-        boxes.append(Box(bbox=field.bbox, outline=REDACT_FILL, fill=REDACT_FILL, width=1))
+        if field.sensitive or field.source == "mrz" or masker.contains(field.value) or masker.contains(field.raw):
+            boxes.append(Box(bbox=field.bbox, outline=REDACT_FILL, fill=REDACT_FILL, width=1))
     return boxes
 
 

@@ -7,7 +7,6 @@ driven without the token even by a client that skips the page.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import queue
 import shutil
@@ -19,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import gradio as gr
+
 from docteller.settings import Settings
 
-from ui.backend import Backend, UploadRejected, check_upload
+from ui.backend import Backend, StaffActor, UploadRejected, check_upload
+from ui.security import digest, session_id_from_headers, token_equals
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +38,8 @@ class ArchiveRejected(Exception):
 
 
 def token_matches(settings: Settings, supplied: str | None) -> bool:
-    """Constant-time comparison with the configured staff token; False when none is configured."""
-    expected = settings.staff_token
-    if not expected or not supplied:
-        return False
-    return hmac.compare_digest(supplied.strip().encode(), expected.encode())
+    """Exact constant-time comparison with the configured staff token; False when none is set."""
+    return token_equals(supplied, settings.staff_token)
 
 
 def _safe_member_path(name: str) -> PurePosixPath | None:
@@ -104,18 +103,22 @@ def safe_unpack_zip(archive: Path, dest: Path, max_total_bytes: int, max_members
 class StagedFiles:
     paths: list[Path]
     rejected: list[list[Any]]  # result-table rows for files refused before indexing
+    names: dict[Path, str]  # staged path -> the name staff gave it (a zip member: "folder/file.pdf")
 
 
-def stage_staff_files(files: list[str | Path], workdir: Path, settings: Settings) -> StagedFiles:
+def stage_staff_files(
+    files: list[str | Path], workdir: Path, settings: Settings, original_names: dict[str, str] | None = None
+) -> StagedFiles:
     """Copy uploads into `workdir` under their own names, unpacking zips; refuse what can't be read."""
     from ingest.sniff import IngestError, sniff
 
     paths: list[Path] = []
     rejected: list[list[Any]] = []
+    names: dict[Path, str] = {}
     cap = settings.max_upload_mb * 1024 * 1024
     for n, file in enumerate(files):
         src = Path(file)
-        name = src.name
+        name = original_names.get(str(file), src.name) if original_names else src.name
         try:
             check_upload(src, name, settings)
             mime = sniff(src)
@@ -132,23 +135,20 @@ def stage_staff_files(files: list[str | Path], workdir: Path, settings: Settings
                 continue
             if not unpacked:
                 rejected.append([name, "failed", "archive holds no files", 0, 0, 0.0])
-            paths.extend(sorted(unpacked))
+            for member in sorted(unpacked):
+                paths.append(member)
+                names[member] = str(PurePosixPath(*member.relative_to(slot.resolve()).parts))
         else:
-            target = slot / name
+            target = slot / "file"  # our name on disk; the staff's name is kept in `names`
             shutil.copyfile(src, target)
-            paths.append(target)
-    return StagedFiles(paths=paths, rejected=rejected)
+            paths.append(target.resolve())
+            names[target.resolve()] = name
+    return StagedFiles(paths=paths, rejected=rejected, names=names)
 
 
-def file_result_row(result: Any, base: Path | None = None) -> list[Any]:
+def file_result_row(result: Any, names: dict[Path, str] | None = None) -> list[Any]:
     path = Path(str(result.path))
-    shown = path.name
-    if base is not None:
-        try:
-            # "0003/policies/fees.pdf" -> "policies/fees.pdf": the staging slot is not the user's.
-            shown = str(PurePosixPath(*path.relative_to(base).parts[1:])) or path.name
-        except ValueError:
-            pass
+    shown = (names or {}).get(path, path.name)
     return [
         shown,
         str(result.status),
@@ -169,11 +169,20 @@ def document_rows(backend: Backend) -> list[list[Any]]:
     return rows
 
 
-def run_indexing(backend: Backend, files: list[str | Path]):
-    """Index uploaded files; yields (done, total, rows, summary or None) as each file finishes."""
+def run_indexing(
+    backend: Backend,
+    files: list[str | Path],
+    actor: StaffActor | None = None,
+    original_names: dict[str, str] | None = None,
+):
+    """Index uploaded files; yields (done, total, rows, summary or None) as each file finishes.
+
+    Each document's source is the name staff gave the file (not where it was staged), so
+    uploading a changed `fees.pdf` replaces the old `fees.pdf` in one transaction.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="docteller-staff-"))
     try:
-        staged = stage_staff_files(files, workdir, backend.settings)
+        staged = stage_staff_files(files, workdir, backend.settings, original_names)
         rows = list(staged.rejected)
         total = len(staged.paths)
         yield 0, total, rows, None
@@ -184,7 +193,9 @@ def run_indexing(backend: Backend, files: list[str | Path]):
 
         def work() -> None:
             try:
-                outcome["summary"] = backend.index_files(staged.paths, progress=events.put)
+                outcome["summary"] = backend.index_files(
+                    staged.paths, progress=events.put, sources=staged.names, actor=actor
+                )
             except Exception as exc:  # reported in the table, not a crash of the UI
                 logger.exception("bulk indexing failed")
                 outcome["error"] = exc
@@ -199,11 +210,11 @@ def run_indexing(backend: Backend, files: list[str | Path]):
             if item is None:
                 break
             done += 1
-            rows.append(file_result_row(item, workdir))
+            rows.append(file_result_row(item, staged.names))
             yield done, total, rows, None
         worker.join()
         if "error" in outcome:
-            rows.append(["(indexing)", "failed", str(outcome["error"]), 0, 0, 0.0])
+            rows.append(["(indexing)", "failed", "indexing stopped with an internal error; see the server log", 0, 0, 0.0])
         yield done, total, rows, outcome.get("summary")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -217,10 +228,13 @@ def summarise(rows: list[list[Any]]) -> str:
     return "Indexed: " + ", ".join(parts) if parts else "Nothing to index."
 
 
+def _client_of(request: Any) -> str:
+    client = getattr(getattr(request, "request", None), "client", None) or getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
+
+
 def build_staff_tab(backend: Backend) -> None:
     """The Staff tab's contents; call inside a `gr.Tab` of the app's Blocks."""
-    import gradio as gr
-
     settings = backend.settings
     if not settings.staff_token:
         gr.Markdown(
@@ -230,7 +244,7 @@ def build_staff_tab(backend: Backend) -> None:
         )
         return
 
-    unlocked = gr.State(False)
+    unlocked = gr.State(None)  # the unlocked staff member (`StaffActor`), held server-side
     with gr.Row(elem_id="staff-login"):
         token = gr.Textbox(label="Staff token", type="password", scale=4, elem_id="staff-token")
         unlock = gr.Button("Unlock", variant="primary", scale=1, elem_id="staff-unlock")
@@ -265,39 +279,53 @@ def build_staff_tab(backend: Backend) -> None:
                 stats_btn = gr.Button("Refresh statistics")
                 stats = gr.JSON(label="Index statistics", elem_id="staff-stats")
 
-    def require(ok: bool) -> None:
-        if not ok:
+    def require(ok: Any) -> StaffActor:
+        if not isinstance(ok, StaffActor):
             raise gr.Error("Staff token required: unlock the staff view first.")
+        return ok
 
-    def listing(ok: bool):
+    def listing(ok: Any):
         require(ok)
         rows = document_rows(backend)
         choices = [(f"{r[0]} ({r[1]})", r[7]) for r in rows]
         return rows, gr.update(choices=choices, value=None), backend.stats()
 
-    def do_unlock(supplied: str):
+    def do_unlock(supplied: str, request: gr.Request):
+        client = _client_of(request)
+        refused = (None, gr.update(visible=False), [], gr.update(), {})
+        wait = backend.staff_throttle.retry_after(client)
+        if wait > 0:
+            return refused[0], f"**Too many wrong tokens.** Try again in {int(wait) + 1} s.", *refused[1:]
         if not token_matches(settings, supplied):
-            logger.warning("staff unlock refused")
-            return False, "**Wrong staff token.** Access refused.", gr.update(visible=False), [], gr.update(), {}
-        rows, pick, st = listing(True)
-        return True, "Staff view unlocked.", gr.update(visible=True), rows, pick, st
+            backend.staff_throttle.failed(client)
+            backend.audit_staff("staff.unlock_failed", StaffActor(name="unknown", client=client))
+            logger.warning("staff unlock refused for %s", client)
+            return refused[0], "**Wrong staff token.** Access refused.", *refused[1:]
+        backend.staff_throttle.succeeded(client)
+        actor = StaffActor.from_token(supplied, client)
+        rows, pick, st = listing(actor)
+        return actor, "Staff view unlocked.", gr.update(visible=True), rows, pick, st
 
-    def do_index(ok: bool, uploaded: list[str] | None, progress=gr.Progress()):
-        require(ok)
+    def do_index(ok: Any, uploaded: list[str] | None, request: gr.Request, progress=gr.Progress()):
+        actor = require(ok)
         if not uploaded:
             raise gr.Error("Choose some files (or .zip folders) to index first.")
+        sid = session_id_from_headers(backend.cookies, getattr(request, "headers", None))
+        owner = digest("web", sid) if sid else None
+        if not all(backend.ownership.owns(owner, f) for f in uploaded):
+            raise gr.Error("Those files were not uploaded from this page; please choose them again.")
         rows: list[list[Any]] = []
-        for done, total, rows, summary in run_indexing(backend, list(uploaded)):
+        for done, total, rows, summary in run_indexing(backend, list(uploaded), actor=actor):
             progress((done, total or 1), desc=f"Indexing {done}/{total}", unit="files")
             text = summarise(rows) if summary is None else summarise(rows) + " — done."
             yield text, rows
         yield summarise(rows) + " — done.", rows
 
-    def do_delete(ok: bool, doc_id: str | None):
-        require(ok)
+    def do_delete(ok: Any, doc_id: str | None):
+        actor = require(ok)
         if not doc_id:
             raise gr.Error("Pick a document to delete.")
-        removed = backend.delete_document(doc_id)
+        removed = backend.delete_document(doc_id, actor=actor)
         rows, pick, st = listing(ok)
         message = f"Deleted `{doc_id[:12]}`." if removed else f"`{doc_id[:12]}` was not in the index."
         return message, rows, pick, st
