@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field as PydanticField
 
 from agent.audit import AuditEntry, AuditLog, now_iso
+from docteller.cancel import check as check_cancelled
 from agent.backends.choices import choice_from_text
 from agent.doc_answers import DocAnswer, Upload, answer_document_question
 from agent.evidence import EvidenceLine, EvidenceSelector, KnowledgeUnits, ScoredUnit
@@ -615,6 +616,7 @@ class ChatSession:
         for piece in resources.chat_model.stream(
             messages, max_tokens=settings.max_new_tokens, temperature=settings.temperature
         ):
+            check_cancelled()
             pieces.append(piece)
             shown = renderer.feed(piece)
             if shown:

@@ -37,7 +37,7 @@ from ui.backend import (
     citation_dicts,
 )
 from ui.render import masked_extraction_json
-from ui.security import check_filename, client_address, token_equals
+from ui.security import check_filename, client_address, safe_suffix, token_equals
 from ui.staff import run_indexing, summarise
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def build_api_router(backend: Backend) -> APIRouter:
             raise HTTPException(400, str(exc)) from None
         cap = settings.max_upload_mb * 1024 * 1024
         slot = Path(tempfile.mkdtemp(dir=dest_dir))
-        dest = slot / "upload"
+        dest = slot / ("upload" + safe_suffix(name))
         size = 0
         with open(dest, "wb") as out:
             while block := await upload.read(1 << 20):

@@ -76,4 +76,5 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         theme=theme(),
         css=CSS,
         ssr_mode=False,
+        app_kwargs={} if docs else {"openapi_url": None, "docs_url": None, "redoc_url": None},
     )

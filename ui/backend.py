@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docteller.cancel import Cancelled, cancellable
+from docteller.cancel import check as check_cancelled
 from docteller.model import ExtractionResult
 from docteller.settings import Settings, get_settings
 from ui.security import (
@@ -288,22 +290,26 @@ class TabSession:
         def produce() -> None:
             stream = self.agent.ask_stream(question)
             try:
-                final = None
-                for event in stream:
-                    if cancelled.is_set():
-                        raise TurnCancelled("the client went away")
-                    if time.monotonic() > deadline:
-                        final = self._over_budget(question)
-                        break
-                    answer = _final_answer(event)
-                    if answer is not None:
-                        final = answer
-                    else:
-                        events.put(("token", _token_text(event)))
+                with cancellable(cancelled, deadline):
+                    final = None
+                    for event in stream:
+                        check_cancelled()  # also checked per token inside the agent and the model
+                        answer = _final_answer(event)
+                        if answer is not None:
+                            final = answer
+                        else:
+                            events.put(("token", _token_text(event)))
                 if final is None:
                     raise RuntimeError("the agent finished without an answer")
                 self._record(question, final)
                 events.put(("final", final))
+            except Cancelled as exc:
+                if exc.over_budget:
+                    final = self._over_budget(question)
+                    self._record(question, final)
+                    events.put(("final", final))
+                else:
+                    events.put(("error", TurnCancelled("the client went away")))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 events.put(("error", exc))
             finally:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -376,9 +377,11 @@ class SecurityMiddleware:
         if path.startswith(self.STAFF_PATHS):
             return self._staff_refusal(scope, headers)
         if path.startswith(self.API_KEY_PATHS):
+            token = bearer_token(headers)
+            if path.startswith("/v1/extract") and token_equals(token, self.policy.staff_token):
+                return None  # staff may extract too (and only staff may ask for unmasked values)
             if not self.policy.api_keys:
                 return 403, "the HTTP API is disabled: no API keys are configured (DOCTELLER_API_KEYS)", ()
-            token = bearer_token(headers)
             if not any(token_equals(token, key) for key in self.policy.api_keys):
                 return 401, "a valid API key is required (Authorization: Bearer <key>)", ((b"www-authenticate", b"Bearer"),)
             return None
@@ -473,3 +476,10 @@ def check_filename(name: str | None) -> str:
     if any(ord(c) < 32 for c in base):
         raise ValueError("bad filename: control characters")
     return base
+
+
+def safe_suffix(name: str) -> str:
+    """A file name's extension if it is plain ('.md'), else ''; our stored files are named by us,
+    keeping only this (text formats are told apart by it)."""
+    suffix = Path(name).suffix
+    return suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""

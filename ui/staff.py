@@ -23,7 +23,7 @@ import gradio as gr
 from docteller.settings import Settings
 
 from ui.backend import Backend, StaffActor, UploadRejected, check_upload
-from ui.security import digest, session_id_from_headers, token_equals
+from ui.security import digest, safe_suffix, session_id_from_headers, token_equals
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,9 @@ def stage_staff_files(
                 paths.append(member)
                 names[member] = str(PurePosixPath(*member.relative_to(slot.resolve()).parts))
         else:
-            target = slot / "file"  # our name on disk; the staff's name is kept in `names`
+            # Our name on disk (plus a plain suffix: text formats are told apart by it); the
+            # staff's own name is kept in `names` and becomes the document's source.
+            target = slot / ("file" + safe_suffix(name))
             shutil.copyfile(src, target)
             paths.append(target.resolve())
             names[target.resolve()] = name

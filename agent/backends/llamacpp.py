@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agent.backends.choices import choice_token_ids, normalised
+from docteller.cancel import check as check_cancelled
 from docteller.protocols import ChatMessage
 from docteller.settings import Settings, get_settings
 
@@ -96,6 +97,7 @@ class LlamaCppChatModel:
                 repeat_penalty=1.05,
             )
             for chunk in chunks:
+                check_cancelled()  # a client that left, or a turn past its budget, frees the model now
                 piece = chunk["choices"][0].get("delta", {}).get("content")
                 if piece:
                     yield piece

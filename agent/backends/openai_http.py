@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from docteller.cancel import check as check_cancelled
 from docteller.protocols import ChatMessage
 from docteller.settings import Settings, get_settings
 
@@ -86,6 +87,7 @@ class OpenAIHttpChatModel:
             yielded = False
             try:
                 for piece in attempt_fn():
+                    check_cancelled()
                     yielded = True
                     yield piece
                 return
