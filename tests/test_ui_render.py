@@ -160,7 +160,9 @@ def test_staging_reports_unreadable_files_and_unpacks_zips(tmp_path):
     bundle = tmp_path / "bundle.zip"
     bundle.write_bytes(_zip({"a/one.md": b"# One\n", "a/two.md": b"# Two\n"}))
     staged = stage_staff_files([good, fake, bundle], tmp_path / "work", settings)
-    assert sorted(p.name for p in staged.paths) == ["faq.md", "one.md", "two.md"]
+    # Each file is named as staff named it (zip members by their path inside the zip), whatever
+    # it is called on disk.
+    assert sorted(staged.names[p] for p in staged.paths) == ["a/one.md", "a/two.md", "faq.md"]
     (rejected,) = staged.rejected
     assert rejected[0] == "report.pdf" and rejected[1] == "failed" and "report.pdf" in rejected[2]
 
@@ -193,7 +195,8 @@ class _Agent:
 
 def test_session_registry_keeps_tabs_apart_and_evicts_the_oldest(tmp_path):
     registry = SessionRegistry(
-        lambda key: TabSession(key=key, agent=_Agent(), upload_dir=tmp_path / key), max_sessions=2
+        lambda key, group: TabSession(key=key, agent=_Agent(), upload_dir=tmp_path / key), max_sessions=2,
+        protect_s=0.0,
     )
     a, b = registry.get("tab-a"), registry.get("tab-b")
     assert a is not b and registry.get("tab-a") is a
@@ -203,3 +206,32 @@ def test_session_registry_keeps_tabs_apart_and_evicts_the_oldest(tmp_path):
     registry.drop("tab-a")
     assert registry.peek("tab-a") is None and not a.upload_dir.exists()  # its files are deleted
     assert len(registry) == 1
+
+
+def test_a_full_registry_refuses_new_sessions_rather_than_evict_active_ones(tmp_path):
+    from ui.backend import SessionLimit
+
+    registry = SessionRegistry(
+        lambda key, group: TabSession(key=key, agent=_Agent(), upload_dir=tmp_path / key, group=group),
+        max_sessions=2, protect_s=600.0, default_group_cap=1,
+    )
+    live = registry.get("live")
+    registry.get("other")
+    with pytest.raises(SessionLimit):
+        registry.get("newcomer")  # both were active within the protect window
+    assert registry.peek("live") is live
+    # A busy session is never evicted, however old its last activity.
+    live.last_used -= 3600
+    with live.lock:
+        registry.get("other").last_used -= 3600
+        registry.get("newcomer-2")
+    assert registry.peek("live") is live and registry.peek("other") is None
+    # An API key's conversations are capped within that key only.
+    per_key = SessionRegistry(
+        lambda key, group: TabSession(key=key, agent=_Agent(), upload_dir=tmp_path / key, group=group),
+        max_sessions=10, protect_s=600.0, default_group_cap=1,
+    )
+    per_key.get("api-1", group="key-a")
+    with pytest.raises(SessionLimit):
+        per_key.get("api-2", group="key-a")
+    assert per_key.get("api-3", group="key-b") is not None

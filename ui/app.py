@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         yield
         backend.close()
 
+    if not settings.api_key_list:
+        logger.info("HTTP API (/v1/chat/completions, /v1/extract) is off: set DOCTELLER_API_KEYS to enable it")
     docs = settings.api_docs  # the OpenAPI pages map the attack surface: off unless asked for
     app = FastAPI(
         title="docteller", version="0.1.0", lifespan=lifespan,

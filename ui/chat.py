@@ -35,7 +35,31 @@ CSS = """
 #dt-header p {margin-top: 4px; color: var(--body-text-color-subdued)}
 .dt-caption {font-size: 13px}
 .dt-muted {color: var(--body-text-color-subdued); font-size: 12px}
+.dt-scroll {overflow-x: auto}
+#side-close, .dt-phone-only {display: none !important}
+/* Phones: the chat fills the screen; the side panel is a drawer that slides up when a source or
+   a document is opened, and closes with its button. */
+@media (max-width: 768px) {
+  #dt-header p {display: none}
+  #chatbot {height: 62vh !important}
+  #side-panel {position: fixed; left: 0; right: 0; bottom: 0; z-index: 1000; max-height: 85vh;
+               overflow-y: auto; background: var(--background-fill-primary); padding: 8px;
+               box-shadow: 0 -6px 24px rgba(0,0,0,.25); border-radius: 14px 14px 0 0;
+               transform: translateY(105%); transition: transform .2s ease-out}
+  #side-panel.dt-open {transform: none}
+  #side-close {display: block !important}
+  .dt-phone-only {display: flex !important}
+}
 """
+PHONE_MAX_WIDTH = 768
+# After a turn on a phone: show the answer (not the input box), and open the drawer only when the
+# customer taps a source or a document; on a desktop the panel is beside the chat and stays put.
+JS_SHOW_ANSWER = """() => { if (window.innerWidth > 768) return;
+  const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+  if (bots.length) bots[bots.length - 1].scrollIntoView({block: 'start'}); }"""
+JS_OPEN_DRAWER = """() => { if (window.innerWidth <= 768) document.querySelector('#side-panel')?.classList.add('dt-open'); }"""
+JS_CLOSE_DRAWER = """() => { document.querySelector('#side-panel')?.classList.remove('dt-open'); }"""
+JS_START_AT_TOP = """() => { if (window.innerWidth <= 768) { document.activeElement?.blur(); window.scrollTo(0, 0); } }"""
 TAB_CLOSED_GRACE_S = 120.0  # a closed tab's session (and uploads) ends this long after, unless reloaded
 UPLOAD_FILE_TYPES = [".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", "image"]
 
@@ -116,7 +140,7 @@ def _describe_extraction(doc: UploadedDocument) -> str:
         text += f" Checks: {passed} passed" + (f", **{len(failed)} failed** ({', '.join(failed)})" if failed else "") + "."
     if result.warnings:
         text += " " + " ".join(w.rstrip(".") + "." for w in result.warnings[:2])
-    text += " The details are in **My documents** on the right; you can correct any field there."
+    text += " The details are under **My documents**, where you can correct any field."
     return text
 
 
@@ -258,8 +282,11 @@ def _refusal(backend: Backend, session: TabSession, text: str, files: list[str])
 def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, transcript: list, state: dict):
     """Read one attached file into the session; Gradio's cached copy is deleted at once."""
     name = Path(file).name
-    transcript.append({"role": "user", "content": f"Uploaded: {name}"})
+    transcript.append({"role": "user", "content": f"📎 {file_chip(file)}"})
+    transcript.append({"role": "assistant", "content": f"_Reading {name}…_"})
+    reading = transcript[-1]
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+    transcript.remove(reading)
     if not backend.ownership.owns(digest("web", sid), file):
         # Only a file this browser session uploaded itself can be read (not another's path).
         transcript.append({"role": "assistant", "content": f"Sorry, I can't find {name} any more. Please attach it again."})
@@ -281,10 +308,25 @@ def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, tra
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
 
 
+def file_chip(path: str | Path) -> str:
+    """'passport.png · PNG image · 1.2 MB': what an attached file shows in the conversation."""
+    path = Path(path)
+    kind = {".pdf": "PDF"}.get(path.suffix.lower(), f"{path.suffix.lstrip('.').upper() or 'file'} image")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    shown = f"{size / 1048576:.1f} MB" if size >= 1048576 else f"{max(1, round(size / 1024))} KB"
+    return f"{path.name} · {kind} · {shown}"
+
+
 def _answer_turn(session: TabSession, text: str, transcript: list, state: dict):
-    """Stream one answer into the transcript; numbers from the customer's uploads are masked."""
-    transcript.append({"role": "user", "content": text})
-    transcript.append({"role": "assistant", "content": ""})
+    """Stream one answer into the transcript; numbers from the customer's uploads are masked.
+    Until the first words arrive the bubble says what is happening, so a wait is never blank."""
+    if not transcript or transcript[-1].get("content") != text or transcript[-1].get("role") != "user":
+        transcript.append({"role": "user", "content": text})
+    working = "_Checking your documents and our policies…_" if session.uploads else "_Searching our policies…_"
+    transcript.append({"role": "assistant", "content": working})
     reply = transcript[-1]
     masker = _masker(session)
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
@@ -342,7 +384,11 @@ def build_blocks(backend: Backend) -> gr.Blocks:
                         with gr.Row():
                             new_btn = gr.Button("New conversation", elem_id="new-conversation", size="sm")
                             human_btn = gr.Button("Talk to a person", elem_id="talk-to-human", size="sm")
-                    with gr.Column(scale=2, min_width=360):
+                        with gr.Row(elem_classes=["dt-phone-only"]):
+                            open_sources = gr.Button("Sources", elem_id="open-sources", size="sm")
+                            open_docs = gr.Button("My documents", elem_id="open-docs", size="sm")
+                    with gr.Column(scale=2, min_width=360, elem_id="side-panel"):
+                        close_btn = gr.Button("Close ✕", size="sm", elem_id="side-close")
                         with gr.Tabs(elem_id="side-tabs") as side_tabs:
                             with gr.Tab("Sources", id="sources", elem_id="tab-sources"):
                                 cite_pick = gr.Radio(label="Sources of the selected answer", choices=[], elem_id="cite-pick")
@@ -393,6 +439,8 @@ def build_blocks(backend: Backend) -> gr.Blocks:
                 yield gr.MultimodalTextbox(value=None, interactive=True), transcript
                 return
 
+            if text:  # the question shows at once, above its attachments, while they are read
+                transcript.append({"role": "user", "content": text})
             for file in files:
                 yield from _take_upload(backend, session, sid, file, transcript, state)
 
@@ -508,15 +556,27 @@ def build_blocks(backend: Backend) -> gr.Blocks:
             state = _ui_state(session)
             docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
             sources = sources_panel(backend, session, state["last_answer"])
-            return (state["transcript"], *docs, *sources)
+            tab = gr.Tabs(selected="docs") if session.uploads else gr.Tabs()
+            return (state["transcript"], *docs, *sources, tab)
 
         # --- wiring ----------------------------------------------------------------------------
 
         box.submit(
             respond, [box], [box, chatbot], api_name="chat", show_progress="minimal",
-        ).then(after_turn, None, [*doc_outputs, *source_outputs, side_tabs], api_visibility="private")
-        chatbot.option_select(open_option, None, [*source_outputs, side_tabs], api_visibility="private")
+        ).then(after_turn, None, [*doc_outputs, *source_outputs, side_tabs], api_visibility="private").then(
+            None, js=JS_SHOW_ANSWER
+        )
+        chatbot.option_select(open_option, None, [*source_outputs, side_tabs], api_visibility="private").then(
+            None, js=JS_OPEN_DRAWER
+        )
         chatbot.select(select_message, None, [*source_outputs, side_tabs], api_visibility="private")
+        close_btn.click(None, js=JS_CLOSE_DRAWER)
+        open_sources.click(lambda: gr.Tabs(selected="sources"), None, [side_tabs], api_visibility="private").then(
+            None, js=JS_OPEN_DRAWER
+        )
+        open_docs.click(lambda: gr.Tabs(selected="docs"), None, [side_tabs], api_visibility="private").then(
+            None, js=JS_OPEN_DRAWER
+        )
         cite_pick.input(pick_citation, [cite_pick], source_outputs, api_visibility="private")
         doc_pick.input(show_doc, [doc_pick], doc_outputs, api_visibility="private")
         field_pick.input(show_field, [doc_pick, field_pick], [*doc_outputs, field_value], api_visibility="private")
@@ -531,6 +591,8 @@ def build_blocks(backend: Backend) -> gr.Blocks:
         chatbot.clear(new_conversation, None, [chatbot, box, *doc_outputs, *source_outputs], api_visibility="private")
         human_btn.click(talk_to_human, None, [chatbot], api_name="talk_to_human")
         demo.unload(forget_tab)
-        demo.load(restore, None, [chatbot, *doc_outputs, *source_outputs], api_visibility="private")
+        demo.load(restore, None, [chatbot, *doc_outputs, *source_outputs, side_tabs], api_visibility="private").then(
+            None, js=JS_START_AT_TOP
+        )
 
     return demo
