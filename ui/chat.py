@@ -37,16 +37,16 @@ CSS = """
 .dt-muted {color: var(--body-text-color-subdued); font-size: 12px}
 .dt-scroll {overflow-x: auto}
 #side-close, .dt-phone-only {display: none !important}
-/* Phones: the chat fills the screen; the side panel is a drawer that slides up when a source or
-   a document is opened, and closes with its button. */
+/* Phones: the chat fills the screen; the side panel is a drawer over the bottom of the screen,
+   opened when a source or a document is tapped, and closed with its button. */
 @media (max-width: 768px) {
   #dt-header p {display: none}
   #chatbot {height: 62vh !important}
-  #side-panel {position: fixed; left: 0; right: 0; bottom: 0; z-index: 1000; max-height: 85vh;
-               overflow-y: auto; background: var(--background-fill-primary); padding: 8px;
-               box-shadow: 0 -6px 24px rgba(0,0,0,.25); border-radius: 14px 14px 0 0;
-               transform: translateY(105%); transition: transform .2s ease-out}
-  #side-panel.dt-open {transform: none}
+  #side-panel {display: none !important}
+  #side-panel.dt-open {display: block !important; position: fixed; left: 0; right: 0; bottom: 0;
+                       top: 15vh; z-index: 1000; overflow-y: auto; padding: 8px;
+                       background: var(--background-fill-primary);
+                       box-shadow: 0 -6px 24px rgba(0,0,0,.25); border-radius: 14px 14px 0 0}
   #side-close {display: block !important}
   .dt-phone-only {display: flex !important}
 }
@@ -282,7 +282,7 @@ def _refusal(backend: Backend, session: TabSession, text: str, files: list[str])
 def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, transcript: list, state: dict):
     """Read one attached file into the session; Gradio's cached copy is deleted at once."""
     name = Path(file).name
-    transcript.append({"role": "user", "content": f"📎 {file_chip(file)}"})
+    transcript.append({"role": "user", "content": f"Attached: {file_chip(file)}"})
     transcript.append({"role": "assistant", "content": f"_Reading {name}…_"})
     reading = transcript[-1]
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
