@@ -360,3 +360,35 @@ def test_on_a_phone_an_upload_shows_its_chip_and_documents_open_in_the_drawer(br
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.screenshot(path=artifacts_dir / "phone_05_documents_drawer.png")
     context.close()
+
+
+def test_staff_pdf_upload_is_cited_by_its_name_and_previews_the_real_page(browser, app_server, tmp_path, artifacts_dir):
+    import pymupdf
+
+    pdf = tmp_path / "Travel Notice Policy.pdf"
+    doc = pymupdf.open()
+    page_ = doc.new_page()
+    page_.insert_text((72, 100), "Travel notices", fontsize=18)
+    page_.insert_text((72, 140), "Tell us about foreign travel 3 days before you leave, by phone or in the app.")
+    doc.save(pdf)
+    context, page = _open(browser, app_server)
+    page.get_by_role("tab", name="Staff").click()
+    page.locator("#staff-token input").fill(STAFF_TOKEN)
+    page.locator("#staff-unlock").click()
+    page.wait_for_selector("#staff-panel", state="visible")
+    page.locator("#staff-files input[type=file]").set_input_files([str(pdf)])
+    time.sleep(1)
+    page.locator("#staff-index").click()
+    page.wait_for_function("() => document.querySelector('#staff-index-summary').innerText.includes('done')")
+    results = page.locator("#staff-results").inner_text()
+    assert "Travel Notice Policy.pdf" in results and "indexed" in results
+    for column in ("pages", "chunks", "seconds"):  # every column is on screen, none cut off
+        header = page.locator("#staff-results th", has_text=column).first
+        box = header.bounding_box()
+        assert box and box["x"] + box["width"] <= 1400
+    page.screenshot(path=artifacts_dir / "ui_13_staff_pdf_indexed.png", full_page=True)
+    docs = [d for d in app_server.backend.documents() if d.source == "Travel Notice Policy.pdf"]
+    assert len(docs) == 1
+    original = app_server.backend.original_file(docs[0].doc_id)
+    assert original is not None and original.read_bytes() == pdf.read_bytes()
+    context.close()

@@ -675,6 +675,7 @@ class Backend:
             summary = index_paths(
                 paths, settings=self.settings, strict=False, progress=progress, index=self.index, sources=sources
             )
+        self._keep_originals(summary)
         shown = sources or {}
         self.audit_staff(
             "staff.index",
@@ -687,6 +688,26 @@ class Backend:
         )
         return summary
 
+    @property
+    def originals_dir(self) -> Path:
+        """Staff uploads as they were sent, by document id: page previews show the real page."""
+        return self.settings.home / "originals"
+
+    def _keep_originals(self, summary: Any) -> None:
+        self.originals_dir.mkdir(parents=True, exist_ok=True)
+        for f in summary.files:
+            if f.status in ("indexed", "replaced") and f.doc_id and Path(f.path).is_file():
+                shutil.copyfile(f.path, self.originals_dir / f"{f.doc_id}{Path(f.path).suffix.lower()}")
+        current = {d.doc_id for d in self.index.documents()}
+        for kept in self.originals_dir.iterdir():  # earlier versions of replaced documents
+            if kept.stem not in current:
+                kept.unlink(missing_ok=True)
+
+    def original_file(self, doc_id: str) -> Path | None:
+        if not doc_id or not all(c in "0123456789abcdef" for c in doc_id):
+            return None
+        return next(iter(sorted(self.originals_dir.glob(f"{doc_id}*"))), None) if self.originals_dir.is_dir() else None
+
     def documents(self) -> list[Any]:
         return list(self.index.documents())
 
@@ -695,6 +716,9 @@ class Backend:
 
         with self._index_write_lock, index_write_lock(self.settings):
             removed = bool(self.index.delete(doc_id))
+        original = self.original_file(doc_id)
+        if removed and original is not None:
+            original.unlink(missing_ok=True)
         self.audit_staff("staff.delete", actor, doc_id=doc_id, removed=removed)
         return removed
 

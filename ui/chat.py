@@ -179,7 +179,7 @@ def citation_preview(backend: Backend, session: TabSession, citation: dict[str, 
         page = chunk.page_start or page
         title = chunk.title or title
         if path is None:
-            path = render.resolve_source(chunk.source, backend.settings.kb_dir)
+            path = backend.original_file(chunk.doc_id) or render.resolve_source(chunk.source, backend.settings.kb_dir)
     if path is None and citation.get("source"):
         path = render.resolve_source(str(citation["source"]), backend.settings.kb_dir)
     if path is not None and mime is None:

@@ -43,17 +43,19 @@ class Box:
 
 
 def resolve_source(source: str, kb_dir: Path | None = None) -> Path | None:
-    """Find the file a chunk or upload came from: absolute, relative to the KB, or by name."""
+    """Find the file a chunk came from: absolute, or relative to the KB folder. A relative name
+    is never looked up in the working directory (a staff upload named 'pyproject.toml' must not
+    preview the server's own file)."""
     if not source:
         return None
     candidate = Path(source)
     if candidate.is_absolute():
         return candidate if candidate.is_file() else None
-    if kb_dir is not None:
+    if kb_dir is not None and ".." not in candidate.parts:
         for path in (kb_dir / candidate, kb_dir / candidate.name):
             if path.is_file():
                 return path
-    return candidate if candidate.is_file() else None
+    return None
 
 
 def draw_boxes(image: Image.Image, boxes: list[Box], scale: float = 1.0) -> Image.Image:

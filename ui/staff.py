@@ -171,13 +171,28 @@ def document_rows(backend: Backend) -> list[list[Any]]:
     return rows
 
 
+def _page_count(path: Path) -> int:
+    """Pages a file will take to index (progress is counted in pages: one 300-page PDF is not
+    one step among many one-page notes)."""
+    if path.suffix.lower() == ".pdf":
+        try:
+            import pymupdf
+
+            with pymupdf.open(path) as doc:
+                return max(1, doc.page_count)
+        except Exception:  # unreadable: the indexer reports why; it counts as one step here
+            return 1
+    return 1
+
+
 def run_indexing(
     backend: Backend,
     files: list[str | Path],
     actor: StaffActor | None = None,
     original_names: dict[str, str] | None = None,
 ):
-    """Index uploaded files; yields (done, total, rows, summary or None) as each file finishes.
+    """Index uploaded files; yields (pages done, pages in all, rows, summary or None) as each file
+    finishes.
 
     Each document's source is the name staff gave the file (not where it was staged), so
     uploading a changed `fees.pdf` replaces the old `fees.pdf` in one transaction.
@@ -186,7 +201,7 @@ def run_indexing(
     try:
         staged = stage_staff_files(files, workdir, backend.settings, original_names)
         rows = list(staged.rejected)
-        total = len(staged.paths)
+        total = sum(_page_count(p) for p in staged.paths)
         yield 0, total, rows, None
         if not staged.paths:
             return
@@ -211,7 +226,7 @@ def run_indexing(
             item = events.get()
             if item is None:
                 break
-            done += 1
+            done += max(1, int(item.pages or 0)) if item.status != "failed" else _page_count(Path(item.path))
             rows.append(file_result_row(item, staged.names))
             yield done, total, rows, None
         worker.join()
@@ -263,11 +278,15 @@ def build_staff_tab(backend: Backend) -> None:
                 index_btn = gr.Button("Index documents", variant="primary", elem_id="staff-index")
                 index_summary = gr.Markdown(elem_id="staff-index-summary")
                 results = gr.Dataframe(
-                    headers=RESULT_HEADERS, interactive=False, wrap=True, elem_id="staff-results", label="Results"
+                    headers=RESULT_HEADERS, interactive=False, wrap=True, elem_id="staff-results", label="Results",
+                    column_widths=["28%", "10%", "32%", "10%", "10%", "10%"],
                 )
             with gr.Tab("Documents"):
                 refresh = gr.Button("Refresh", elem_id="staff-refresh")
-                docs = gr.Dataframe(headers=DOCUMENT_HEADERS, interactive=False, wrap=True, elem_id="staff-docs")
+                docs = gr.Dataframe(
+                    headers=DOCUMENT_HEADERS, interactive=False, wrap=True, elem_id="staff-docs", max_chars=60,
+                    column_widths=["22%", "18%", "12%", "7%", "7%", "12%", "7%", "15%"],
+                )
                 with gr.Row():
                     to_delete = gr.Dropdown(label="Document to delete", choices=[], scale=4, elem_id="staff-delete-pick")
                     delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="staff-delete")
@@ -318,7 +337,7 @@ def build_staff_tab(backend: Backend) -> None:
             raise gr.Error("Those files were not uploaded from this page; please choose them again.")
         rows: list[list[Any]] = []
         for done, total, rows, summary in run_indexing(backend, list(uploaded), actor=actor):
-            progress((done, total or 1), desc=f"Indexing {done}/{total}", unit="files")
+            progress((done, total or 1), desc=f"Indexing: {done} of {total} pages read ({len(rows)} files)", unit="pages")
             text = summarise(rows) if summary is None else summarise(rows) + " — done."
             yield text, rows
         yield summarise(rows) + " — done.", rows
