@@ -221,6 +221,14 @@ class Transaction(BaseModel):
     row_ok: bool | None = None  # running-balance check for this row, None when not checkable
 
 
+class Redaction(BaseModel):
+    """Where a sensitive number shows on a page (also where no field was read from it, such as a
+    printed personal number): page previews paint over it."""
+
+    page: int
+    bbox: BBox
+
+
 DocType = Literal["passport", "id", "visa", "statement", "receipt", "form", "unknown"]
 
 
@@ -234,6 +242,7 @@ class ExtractionResult(BaseModel):
     checks: dict[str, Check] = PydanticField(default_factory=dict)
     transactions: list[Transaction] = PydanticField(default_factory=list)
     warnings: list[str] = PydanticField(default_factory=list)
+    redactions: list[Redaction] = PydanticField(default_factory=list)
     pages: int = 0
     seconds: float = 0.0
 

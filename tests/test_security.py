@@ -400,6 +400,10 @@ def test_the_page_preview_blanks_the_mrz(corpus):
     scale = image.width / _image_width(corpus / PASSPORT)
     centre = (int((x0 + x1) / 2 * scale), int((y0 + y1) / 2 * scale))
     assert image.convert("RGBA").getpixel(centre)[:3] == render.REDACT_FILL[:3]
+    # The personal number printed in the visual zone ('Z E 184226 B') is blanked as well.
+    personal = result.fields["personal_number"].value
+    spots = [r for r in result.redactions if r.page == (mrz.page or 1)]
+    assert personal and spots and all(any(b.bbox == r.bbox for b in boxes) for r in spots)
 
 
 def _image_width(path: Path) -> int:

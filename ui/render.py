@@ -394,6 +394,9 @@ def redaction_boxes(result: ExtractionResult, page: int) -> list[Box]:
             continue
         if field.sensitive or field.source == "mrz" or masker.contains(field.value) or masker.contains(field.raw):
             boxes.append(Box(bbox=field.bbox, outline=REDACT_FILL, fill=REDACT_FILL, width=1))
+    for spot in result.redactions:  # the number printed where no field was read from it
+        if spot.page == page:
+            boxes.append(Box(bbox=spot.bbox, outline=REDACT_FILL, fill=REDACT_FILL, width=1))
     return boxes
 
 

@@ -92,10 +92,12 @@ def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: 
         if reading is not None and (doc_type != "auto" or _plausible_mrz(reading)):
             identity.mrz_result(result, reading, today)
             identity.cross_check_visual(result, pages)
+            identity.locate_sensitive_text(result, pages)
             return
         if doc_type in ("id", "passport"):
             if not identity.labelled_id_result(result, pages, today):
                 result.warnings.append("no fields found: no MRZ and no labelled ID fields in the text")
+            identity.locate_sensitive_text(result, pages)
             return
     kind = doc_type if doc_type != "auto" else guess_doc_type(pages)
     if kind == "statement":

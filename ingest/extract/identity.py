@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from docteller.model import Check, ExtractionResult, Field
+from docteller.model import Check, ExtractionResult, Field, Redaction
 from docteller.protocols import OcrResult
-from docteller.redact import mask
+from docteller.redact import mask, masker_for
 from ingest.extract.mrz import MrzReading, find_mrz, resolve_date
 from ingest.extract.pages import PageContent
 from ingest.extract.visual import VisualField, compare, find_labelled_fields, parse_printed_date
@@ -247,3 +247,15 @@ def id_orientation_hints():
     from ingest.ocr import OrientationHints
 
     return OrientationHints(accept=mrz_check_digits_pass, worth_turning=mrz_hint, quarter_turn=mrz_quarter_turn)
+
+
+def locate_sensitive_text(result: ExtractionResult, pages: list[PageContent]) -> None:
+    """Record every OCR phrase that spells a document or personal number (by value, spaced or
+    not: 'Z E 184226 B'), so previews can blank it wherever it is printed."""
+    masker = masker_for([result])
+    if not masker:
+        return
+    for page in pages:
+        for phrase in page.phrases:
+            if masker.contains(phrase.text):
+                result.redactions.append(Redaction(page=page.number, bbox=phrase.bbox))
