@@ -63,7 +63,7 @@ from agent.prompt import (
     masked_field_values,
     neutralise,
 )
-from docteller.model import Document, ExtractionResult, Field, SearchHit
+from docteller.model import BBox, Document, ExtractionResult, Field, SearchHit
 from docteller.protocols import ChatMessage, ChatModel, ChoiceScorer
 from docteller.redact import mask
 from docteller.settings import Settings, get_settings
@@ -92,6 +92,8 @@ class Citation(BaseModel):
     chunk_id: str | None = None
     source: str = ""
     origin: Literal["kb", "upload"] = "kb"
+    # A computed answer about an upload: the boxes (page units) of the rows or lines it used.
+    boxes: list[BBox] = PydanticField(default_factory=list)
 
 
 class Answer(BaseModel):
@@ -405,7 +407,10 @@ class ChatSession:
                 self._upload_index.delete(doc_id)
 
     def correct_field(self, doc_id: str, name: str, value: str) -> Field:
-        """The customer fixes a misread field; every later answer uses the corrected value."""
+        """The customer fixes a misread field; every later answer uses the corrected value, and
+        the checks that depend on it (reconciliation, expiry, printed vs MRZ) are judged again."""
+        from ingest.extract import recheck
+
         with self._lock:
             upload = self.uploads.get(doc_id)
             if upload is None:
@@ -422,6 +427,7 @@ class ChatSession:
                 sensitive=old.sensitive if old else False,
             )
             upload.extraction.fields[name] = corrected
+            recheck(upload.extraction)
             shown = mask(value) if corrected.sensitive else value
             log.info("session %s: %s corrected %s to %s", self.session_id[:8], upload.name, name, shown)
             return corrected
@@ -476,7 +482,7 @@ class ChatSession:
 
     def _from_doc_answer(self, question: str, doc_answer: DocAnswer) -> Answer:
         citations = [
-            Citation(doc_id=c.doc_id, title=c.title, page=c.page, source=c.title, origin="upload")
+            Citation(doc_id=c.doc_id, title=c.title, page=c.page, source=c.title, origin="upload", boxes=list(c.boxes))
             for c in doc_answer.citations
         ]
         return self._answer(

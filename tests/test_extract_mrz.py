@@ -106,7 +106,10 @@ def test_ocr_confusions_repaired_only_when_check_digits_pass():
     assert reading.check_digits_ok and reading.corrections
     # A wrong digit that no confusion explains stays wrong, and the check says so.
     broken = parse_mrz([TD3[0], TD3[1][:13] + "7408132" + TD3[1][20:]])
-    assert broken.checks["check_digit_date_of_birth"] == (False, "birth date hash failed")
+    # In plain words, never the library's own ("birth date hash failed").
+    assert broken.checks["check_digit_date_of_birth"] == (
+        False, "the check digit does not agree with the date of birth: a character was misread or altered"
+    )
     assert not broken.checks["check_digit_composite"][0]
 
 

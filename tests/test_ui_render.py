@@ -90,13 +90,14 @@ def test_fields_table_masks_numbers_and_flags_problems():
     # closing_balance is named by a failed check: its row is marked; a low-confidence row is amber.
     closing_row = next(row for row in html.split("<tr") if "data-field='closing_balance'" in row)
     holder_row = next(row for row in html.split("<tr") if "data-field='account_holder'" in row)
-    assert "dt-bad" in closing_row and "balance_reconciles" in closing_row
+    # The failed check is named as a person reads it, not by its key (`balance_reconciles`).
+    assert "dt-bad" in closing_row and "fails: Totals reconcile" in closing_row
     assert "dt-warn" in holder_row
 
 
 def test_checks_list_failures_first_and_transactions_mark_balance_breaks():
     checks = render.checks_html(_result())
-    assert checks.index("balance reconciles") < checks.index("running balance")
+    assert checks.index("Totals reconcile") < checks.index("Running balance")
     assert "1 failed" in checks
     transactions = render.transactions_html(_result())
     rows = transactions.split("<tr")

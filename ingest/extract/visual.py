@@ -70,7 +70,11 @@ def _is_label_line(folded: str) -> bool:
 
 
 def find_labelled_fields(phrases: list[OcrLine]) -> dict[str, VisualField]:
-    """Labelled values in a page's OCR lines; the first occurrence of each field wins."""
+    """Labelled values in a page's OCR lines; the first occurrence of each field wins.
+
+    A candidate of the wrong type (a date field whose text is no date, a name with digits) is
+    passed over for one of the right type nearby; if none is found, the nearest text is kept as
+    read, and `typed_value` later reports it as not read rather than as a disagreement."""
     found: dict[str, VisualField] = {}
     for i, line in enumerate(phrases):
         folded = fold(line.text)
@@ -78,29 +82,39 @@ def find_labelled_fields(phrases: list[OcrLine]) -> dict[str, VisualField]:
         if not hit:
             continue
         name, start, end = hit
-        if name in found:
+        if name in found or _on_its_side(line):
             continue
         # Bilingual labels ("Surname/ Nom"): skip the translation, then an optional colon.
         rest = line.text[end:]
         rest = re.sub(r"^\s*/\s*[^:]*?(?=:|$)", "", rest) if "/" in rest[:3] else rest
         rest = re.sub(r"^\s*\((?:s|e|es)\)", "", rest)  # "Prénom(s):", "Né(e) le"
         rest = re.sub(r"^\s*[:.]?\s*", "", rest).strip()
-        if rest and not _is_label_line(fold(rest)):
-            found[name] = VisualField(name, rest, line.text, line.confidence, line.bbox)
+        same_line = VisualField(name, rest, line.text, line.confidence, line.bbox) if rest and not _is_label_line(fold(rest)) else None
+        if same_line is not None and typed_value(name, rest) is not None:
+            found[name] = same_line
             continue
         # Where the label starts inside its phrase (one OCR box may hold two labels).
         label_x = line.bbox.x0 + line.bbox.width * start / max(len(folded), 1)
-        below = _value_below(phrases, i, label_x)
-        if below is not None:
+        below = _value_below(phrases, i, label_x, name)
+        if below is not None and (same_line is None or typed_value(name, below.text) is not None):
             found[name] = VisualField(name, below.text.strip(), below.text, below.confidence, below.bbox)
+        elif same_line is not None:
+            found[name] = same_line
     return found
 
 
-def _value_below(phrases: list[OcrLine], index: int, label_x: float) -> OcrLine | None:
+def _on_its_side(line: OcrLine) -> bool:
+    """A label read standing on end (the facing page of a passport photographed open): "below"
+    it means nothing in the data page's layout, and its box is a column, not a line height."""
+    return len(line.text.strip()) >= 3 and line.bbox.height > 1.5 * line.bbox.width
+
+
+def _value_below(phrases: list[OcrLine], index: int, label_x: float, name: str) -> OcrLine | None:
+    """The nearest line under the label, preferring one whose text has the field's type."""
     label = phrases[index]
     height = max(label.bbox.height, 1.0)
-    best, best_dist = None, None
-    for other in phrases:
+    candidates: list[tuple[bool, float, int]] = []
+    for j, other in enumerate(phrases):
         if other is label:
             continue
         dy = other.bbox.y0 - label.bbox.y0
@@ -111,10 +125,50 @@ def _value_below(phrases: list[OcrLine], index: int, label_x: float) -> OcrLine 
             continue
         if _is_label_line(fold(other.text)):
             continue
-        dist = dy + dx
-        if best_dist is None or dist < best_dist:
-            best, best_dist = other, dist
-    return best
+        candidates.append((typed_value(name, other.text) is None, dy + dx, j))
+    return phrases[min(candidates)[2]] if candidates else None
+
+
+DATE_FIELDS = ("date_of_birth", "expiry_date", "date_of_issue")
+NAME_FIELDS = ("surname", "given_names")
+_SEX_WORDS = {"M": "M", "F": "F", "X": "X", "MALE": "M", "FEMALE": "F", "W": "F"}
+
+
+def typed_value(name: str, text: str) -> str | None:
+    """The printed value normalised to its field's type, or None when the text is not of that
+    type: a date field that does not parse as a date, a sex that is not M/F/X, a document number
+    without digits (or that is a date), a name with digits. None means "not read"."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    if name in DATE_FIELDS:
+        return parse_printed_date(text)
+    if name == "sex":
+        first = re.split(r"[\s/]+", fold(text).upper().strip(" .:"))[0]
+        return _SEX_WORDS.get(first)
+    if name == "document_number":
+        compact = re.sub(r"\s+", "", text.upper())
+        if re.fullmatch(r"[A-Z0-9<]{5,20}", compact) and re.search(r"\d", compact) and parse_printed_date(text) is None:
+            return compact.strip("<")
+        return None
+    if name in NAME_FIELDS or name == "nationality":
+        letters = fold(text)
+        if re.search(r"\d", letters) or not re.search(r"[a-z]", letters) or len(text) > 60:
+            return None
+        return text
+    return text
+
+
+NOT_READ_REASONS = {"sex": "is not M, F or X", "document_number": "is not a document number", "nationality": "is not a nationality"}
+
+
+def not_read_reason(name: str) -> str:
+    """Why a printed text was not taken as the field's value, for the check's detail."""
+    if name in DATE_FIELDS:
+        return "is not a date"
+    if name in NAME_FIELDS:
+        return "is not a name"
+    return NOT_READ_REASONS.get(name, "is not a value of this field")
 
 
 def parse_printed_date(text: str) -> str | None:
