@@ -76,7 +76,7 @@ def check_label(name: str) -> str:
     if name in CHECK_LABELS:
         return CHECK_LABELS[name]
     if name.startswith("visual_"):
-        return f"Printed {field_label(name.removeprefix('visual_'))} matches MRZ"
+        return f"Printed {field_label(name.removeprefix('visual_'))} vs MRZ"
     words = name.replace("_", " ").strip()
     return words[:1].upper() + words[1:]
 
