@@ -542,7 +542,8 @@ class ChatSession:
         return rewritten
 
     def _fields_for_prompt(self) -> dict[str, dict[str, str]]:
-        return {u.name: masked_field_values(u.extraction) for u in self.uploads.values() if u.extraction.fields}
+        below = self.resources.settings.uncertain_below
+        return {u.name: masked_field_values(u.extraction, below) for u in self.uploads.values() if u.extraction.fields}
 
     def _images_for_prompt(self) -> list[Any]:
         return [img for images in self._page_images.values() for img in images]

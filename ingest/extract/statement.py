@@ -738,6 +738,13 @@ def reconcile_checks(result: ExtractionResult) -> None:
         result.checks.pop("balance_reconciles", None)
 
 
+def _rows(numbers: list[int]) -> str:
+    """'row 30', 'rows 3 and 7', 'rows 2, 5 and 9'."""
+    if len(numbers) == 1:
+        return f"row {numbers[0]}"
+    return "rows " + ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+
+
 def _running_balance(result: ExtractionResult, opening: Decimal | None) -> None:
     """Carry the computed balance; where a printed balance disagrees, try both the printed and
     the computed chain on the next row (a misprinted balance vs. a wrong amount)."""
@@ -767,7 +774,7 @@ def _running_balance(result: ExtractionResult, opening: Decimal | None) -> None:
         result.checks["running_balance"] = Check(
             name="running_balance",
             ok=not broken,
-            detail=f"{checked} printed balances checked, all consistent" if not broken else f"running balance breaks at row(s) {', '.join(map(str, broken))} of {len(txs)}",
+            detail=f"{checked} printed balances checked, all consistent" if not broken else f"the running balance breaks at {_rows(broken)} of {len(txs)}",
         )
     else:
         result.checks.pop("running_balance", None)
