@@ -164,6 +164,19 @@ def test_id_card_without_mrz_gives_labelled_fields_with_confidence(tmp_path):
     assert result.checks["expired"].ok
 
 
+def test_id_card_label_value_of_the_wrong_type_is_left_out_not_guessed(tmp_path):
+    card = _card_photo(tmp_path, [
+        "REPUBLIC OF UTOPIA - RESIDENCE CARD",
+        "Surname: OKAFOR",
+        "Date of birth: 14.07.1990",
+        "Date of expiry: see reverse",
+    ])
+    result = extract(card, "auto")
+    assert result.value("date_of_birth") == "1990-07-14" and "expiry_date" not in result.fields
+    assert "expired" not in result.checks  # no expiry read: nothing to judge, nothing invented
+    assert any("printed expiry date not read: 'see reverse' is not a date" in w for w in result.warnings), result.warnings
+
+
 def test_cli_checks_have_plain_labels_and_a_status(corpus):
     path = corpus / "statements" / "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"
     data = json.loads(runner.invoke(_app(), ["extract", str(path), "--json"]).output)
