@@ -261,6 +261,18 @@ def test_panel_after_a_correction_shows_the_rechecked_verdict(westpac):
     recheck(result)
     row = next(r for r in render.checks_html(result).split("<tr") if "balance_reconciles" in r)
     assert "data-status='fail'" in row and "✗ fail" in row and "difference 457.55" in row
+    fields = render.fields_html(result)
+    assert "corrected by you" in next(r for r in fields.split("<tr") if "data-field='closing_balance'" in r)
+
+
+def test_a_correction_the_printed_zone_contradicts_shows_both():
+    result = ExtractionResult(source="p.jpg", doc_id="p", doc_type="passport")
+    result.fields["given_names"] = Field(name="given_names", value="ANNA MARIE", confidence=1.0, source="user")
+    result.checks["visual_given_names"] = Check(
+        name="visual_given_names", ok=False, detail="the printed zone and the MRZ disagree: printed 'ANNA MARIA', MRZ 'ANNA MARIE'"
+    )
+    row = next(r for r in render.fields_html(result).split("<tr") if "data-field='given_names'" in r)
+    assert "dt-bad" in row and "corrected by you; fails: Printed given names vs MRZ" in row
 
 
 def _green(image) -> np.ndarray:

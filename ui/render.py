@@ -327,7 +327,9 @@ def fields_html(result: ExtractionResult) -> str:
         css = ""
         note = ""
         if name in problems:
-            css, note = "dt-bad", "fails: " + ", ".join(problems[name])
+            # A correction that the document contradicts (the printed zone says otherwise) is both.
+            mine = "corrected by you; " if field.source == "user" else ""
+            css, note = "dt-bad", mine + "fails: " + ", ".join(problems[name])
         elif field.source == "user":
             css, note = "dt-user", "corrected by you"
         elif field.uncertain(below):
