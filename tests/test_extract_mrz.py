@@ -306,3 +306,6 @@ def test_correcting_an_id_field_rechecks_expiry_and_the_printed_zone(td2_card):
     assert result.checks["expired"].ok and "valid until 2031-04-15" in result.checks["expired"].detail
     # The printed zone still says 2012: the corrected value now disagrees with it, visibly.
     assert result.checks["visual_expiry_date"].ok is False
+    assert result.checks["visual_expiry_date"].detail == (
+        "the printed zone and your correction disagree: printed '2012-04-15', your correction '2031-04-15'"
+    )

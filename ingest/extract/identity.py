@@ -236,12 +236,14 @@ def _not_read(name: str, text: str) -> str:
     return f"printed {field_label(name)} not read: {shown!r} {not_read_reason(name)}"
 
 
-def _visual_check(name: str, printed: str, mrz_value: str) -> Check:
+def _visual_check(name: str, printed: str, mrz_value: str, corrected: bool = False) -> Check:
+    """Printed vs MRZ; after a customer's correction, printed vs the corrected value."""
     agree = compare(name, printed, mrz_value)
     shown_mrz = mask(mrz_value) if name in SENSITIVE else mrz_value
     shown_printed = mask(printed) if name in SENSITIVE else printed
-    verdict = "the printed zone agrees with the MRZ" if agree else "the printed zone and the MRZ disagree"
-    return Check(name=f"visual_{name}", ok=agree, detail=f"{verdict}: printed {shown_printed!r}, MRZ {shown_mrz!r}")
+    other = "your correction" if corrected else "the MRZ"
+    verdict = f"the printed zone agrees with {other}" if agree else f"the printed zone and {other} disagree"
+    return Check(name=f"visual_{name}", ok=agree, detail=f"{verdict}: printed {shown_printed!r}, {other.removeprefix('the ')} {shown_mrz!r}")
 
 
 def recheck_identity(result: ExtractionResult, today: date | None = None) -> None:
@@ -256,7 +258,7 @@ def recheck_identity(result: ExtractionResult, today: date | None = None) -> Non
         if printed is None or printed.value is None or field is None or not field.value:
             continue
         if f"visual_{name}" in result.checks or field.source == "user":
-            result.checks[f"visual_{name}"] = _visual_check(name, printed.value, field.value)
+            result.checks[f"visual_{name}"] = _visual_check(name, printed.value, field.value, corrected=field.source == "user")
 
 
 def labelled_id_result(result: ExtractionResult, pages: list[PageContent], today: date | None = None) -> bool:
