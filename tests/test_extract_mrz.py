@@ -259,6 +259,14 @@ def test_a_printed_value_of_the_wrong_type_is_not_read():
     assert typed_value("expiry_date", "15 APR/AVR 12") == "2012-04-15"
     assert typed_value("sex", "F/F") == "F" and typed_value("sex", "Signature") is None
     assert typed_value("surname", "ERIKSSON") == "ERIKSSON" and typed_value("surname", "L898902C3") is None
+    # Bilingual sex prints take the ICAO letter; a national code alone is not read, not guessed.
+    assert typed_value("sex", "KVK/F") == "F" and typed_value("sex", "K") is None
+
+    from ingest.extract.visual import compare
+
+    # A US-style date that reads two ways agrees if either reading does; a different date does not.
+    assert compare("expiry_date", "11/01/94", "1994-11-01") and compare("expiry_date", "11/01/94", "1994-01-11")
+    assert not compare("expiry_date", "11/01/94", "1994-11-02")
 
     def line(text, y):
         return OcrLine(text=text, bbox=BBox(x0=100, y0=y, x1=300, y1=y + 30), confidence=0.95)

@@ -228,7 +228,9 @@ def cross_check_visual(result: ExtractionResult, pages: list[PageContent]) -> No
         if value is None:
             result.checks[f"visual_{name}"] = Check(name=f"visual_{name}", ok=None, detail=_not_read(name, vf.value))
             continue
-        result.checks[f"visual_{name}"] = _visual_check(name, value, mrz_field.value)
+        # The text as printed is compared (a date like 11/01/94 can be read two ways); the
+        # typed value is what the panel shows.
+        result.checks[f"visual_{name}"] = _visual_check(name, vf.value, mrz_field.value)
 
 
 def _not_read(name: str, text: str) -> str:

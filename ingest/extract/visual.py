@@ -131,7 +131,7 @@ def _value_below(phrases: list[OcrLine], index: int, label_x: float, name: str) 
 
 DATE_FIELDS = ("date_of_birth", "expiry_date", "date_of_issue")
 NAME_FIELDS = ("surname", "given_names")
-_SEX_WORDS = {"M": "M", "F": "F", "X": "X", "MALE": "M", "FEMALE": "F", "W": "F"}
+_SEX_WORDS = {"M": "M", "F": "F", "X": "X", "MALE": "M", "FEMALE": "F"}
 
 
 def typed_value(name: str, text: str) -> str | None:
@@ -144,8 +144,10 @@ def typed_value(name: str, text: str) -> str | None:
     if name in DATE_FIELDS:
         return parse_printed_date(text)
     if name == "sex":
-        first = re.split(r"[\s/]+", fold(text).upper().strip(" .:"))[0]
-        return _SEX_WORDS.get(first)
+        # Bilingual prints ("KVK/F", "F/F"): the first token that is an ICAO letter or word;
+        # a national code alone ("K" for kobieta) is not read rather than guessed.
+        tokens = re.split(r"[\s/]+", fold(text).upper().strip(" .:"))
+        return next((_SEX_WORDS[t] for t in tokens if t in _SEX_WORDS), None)
     if name == "document_number":
         compact = re.sub(r"\s+", "", text.upper())
         if re.fullmatch(r"[A-Z0-9<]{5,20}", compact) and re.search(r"\d", compact) and parse_printed_date(text) is None:
@@ -189,6 +191,17 @@ def parse_printed_date(text: str) -> str | None:
     return None
 
 
+def printed_date_readings(text: str) -> set[str]:
+    """Every ISO date the printed text can mean: '11/01/94' is 11 January day-first and
+    1 November month-first (US documents); either agreeing with the MRZ is agreement."""
+    readings = {iso} if (iso := parse_printed_date(text)) else set()
+    m = re.search(r"(?<!\d)(\d{1,2})[./ -](\d{1,2})[./ -](\d{2,4})(?!\d)", text)
+    if m and int(m.group(1)) <= 12 and int(m.group(2)) <= 12:
+        if swapped := _iso(_year(m.group(3)), int(m.group(1)), int(m.group(2))):
+            readings.add(swapped)
+    return readings
+
+
 def _year(text: str) -> int:
     y = int(text)
     if y >= 100:
@@ -212,16 +225,13 @@ def compare(field: str, printed: str, mrz_value: str) -> bool:
     """Does the printed value agree with the MRZ one? Names compare after transliteration-insensitive folding."""
     if not printed or not mrz_value:
         return False
-    if field in ("date_of_birth", "expiry_date", "date_of_issue"):
-        iso = parse_printed_date(printed)
-        if iso is None:
-            return False
+    if field in DATE_FIELDS:
         # Printed years are often two digits: compare month/day exactly and the year modulo 100.
-        return iso[5:] == mrz_value[5:] and iso[2:4] == mrz_value[2:4]
+        return any(iso[5:] == mrz_value[5:] and iso[2:4] == mrz_value[2:4] for iso in printed_date_readings(printed))
     if field == "document_number":
         return re.sub(r"[^A-Z0-9]", "", printed.upper()) == re.sub(r"[^A-Z0-9]", "", mrz_value.upper())
     if field == "sex":
-        return printed.strip().upper()[:1] == mrz_value[:1]
+        return typed_value("sex", printed) == mrz_value[:1]
     a, b = normalise_name(printed), normalise_name(mrz_value)
     # MRZ names are truncated to the zone width and transliterate (Ä -> AE): accept a prefix.
     return a == b or (len(b) >= 4 and a.startswith(b)) or (len(a) >= 4 and b.startswith(a))
