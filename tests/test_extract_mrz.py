@@ -267,6 +267,7 @@ def test_a_printed_value_of_the_wrong_type_is_not_read():
     # A US-style date that reads two ways agrees if either reading does; a different date does not.
     assert compare("expiry_date", "11/01/94", "1994-11-01") and compare("expiry_date", "11/01/94", "1994-01-11")
     assert not compare("expiry_date", "11/01/94", "1994-11-02")
+    assert compare("surname", "LIN, MEI-HUA", "LIN") and not compare("surname", "LIU, MEI-HUA", "LIN")
 
     def line(text, y):
         return OcrLine(text=text, bbox=BBox(x0=100, y0=y, x1=300, y1=y + 30), confidence=0.95)

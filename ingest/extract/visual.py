@@ -232,6 +232,8 @@ def compare(field: str, printed: str, mrz_value: str) -> bool:
         return re.sub(r"[^A-Z0-9]", "", printed.upper()) == re.sub(r"[^A-Z0-9]", "", mrz_value.upper())
     if field == "sex":
         return typed_value("sex", printed) == mrz_value[:1]
+    if field == "surname" and "," in printed:
+        printed = printed.split(",")[0]  # "LIN, MEI-HUA": the full name printed surname first
     a, b = normalise_name(printed), normalise_name(mrz_value)
     # MRZ names are truncated to the zone width and transliterate (Ä -> AE): accept a prefix.
     return a == b or (len(b) >= 4 and a.startswith(b)) or (len(a) >= 4 and b.startswith(a))
