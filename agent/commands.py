@@ -79,7 +79,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
 
                     typer.echo(f"  {name}: {mask(f.value) if f.sensitive else f.value}")
                 for name, c in result.checks.items():
-                    typer.echo(f"  check {name}: {'ok' if c.ok else 'FAILED'} {c.detail}")
+                    typer.echo(f"  check {c.label}: {c.status.value} {c.detail}")
                 continue
             if line == "/human":
                 answer = session.request_human()

@@ -5,6 +5,11 @@ totals, counts, the biggest credit, the balance on a date: a language model is u
 arithmetic and at copying long numbers, so these are computed here with `Decimal` from the
 `ExtractionResult` fields and transactions, and cited as the uploaded document and page.
 Anything this module does not recognise returns None and goes to retrieval + the model.
+
+A statement answer's citation carries the boxes of the transaction rows (or balance lines) it
+used, so the page preview outlines them. A value read with less confidence than the
+`uncertain_below` setting is qualified where it is stated ("USD 950.00 (currency not certain:
+USD was guessed from ...)"), never presented as fact.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from docteller.model import ExtractionResult, Transaction
+from docteller.check_labels import field_label
+from docteller.model import BBox, ExtractionResult, Field, Transaction
 from docteller.redact import mask
 
 
@@ -24,6 +30,7 @@ class DocCitation:
     doc_id: str
     title: str
     page: int | None
+    boxes: list[BBox] = field(default_factory=list)  # the rows / lines used, on `page`
 
 
 @dataclass
@@ -69,6 +76,38 @@ def _money(value: Decimal, currency: str | None) -> str:
     return f"{sign}{prefix}{abs(value):,.2f}"
 
 
+def _threshold(uncertain_below: float | None) -> float:
+    if uncertain_below is not None:
+        return uncertain_below
+    from docteller.settings import get_settings
+
+    return get_settings().uncertain_below
+
+
+def field_caveat(f: Field | None, below: float) -> str:
+    """'' for a confident value, else why it may be wrong, for the answer to say so."""
+    if f is None or not f.uncertain(below):
+        return ""
+    if f.name == "currency":
+        how = f"was guessed from {f.raw}" if f.source == "inferred" and f.raw else f"was read with {f.confidence:.0%} confidence"
+        return f"currency not certain: {f.value} {how}"
+    return f"{field_label(f.name)} not certain: read with {f.confidence:.0%} confidence, please check it against your document"
+
+
+@dataclass
+class _Amounts:
+    """Formats a statement's amounts; the first one carries the currency's caveat, if any."""
+
+    currency: str | None
+    caveat: str = ""
+
+    def __call__(self, value: Decimal) -> str:
+        text = _money(value, self.currency)
+        if self.caveat:
+            text, self.caveat = f"{text} ({self.caveat})", ""
+        return text
+
+
 def _latest(uploads: Sequence[Upload], types: set[str]) -> Upload | None:
     for u in reversed(uploads):
         if u.result.doc_type in types:
@@ -76,8 +115,21 @@ def _latest(uploads: Sequence[Upload], types: set[str]) -> Upload | None:
     return None
 
 
-def _cite(u: Upload, page: int | None) -> DocCitation:
-    return DocCitation(doc_id=u.doc_id, title=u.name, page=page)
+def _cite(u: Upload, page: int | None, boxes: Sequence[BBox | None] = ()) -> DocCitation:
+    return DocCitation(doc_id=u.doc_id, title=u.name, page=page, boxes=[b for b in boxes if b is not None])
+
+
+def _cite_field(u: Upload, *names: str) -> DocCitation:
+    """The page of the first field, with the boxes of those of `names` printed on that page."""
+    page = _field_page(u, names[0])
+    fields = [u.result.fields.get(n) for n in names]
+    return _cite(u, page, [f.bbox for f in fields if f is not None and (f.page or 1) == page])
+
+
+def _cite_rows(u: Upload, rows: Sequence[Transaction]) -> list[DocCitation]:
+    """One citation per page the rows are on, each outlining its rows."""
+    pages = sorted({t.page or 1 for t in rows}) or [1]
+    return [_cite(u, p, [t.bbox for t in rows if (t.page or 1) == p]) for p in pages]
 
 
 def _field_page(u: Upload, name: str) -> int | None:
@@ -131,13 +183,17 @@ _ASKS_OWN_EXPIRY = re.compile(
 
 
 def answer_document_question(
-    question: str, uploads: Sequence[Upload], *, today: dt.date | None = None
+    question: str, uploads: Sequence[Upload], *, today: dt.date | None = None, uncertain_below: float | None = None
 ) -> DocAnswer | None:
-    """A computed answer, or None when the question isn't about the uploaded documents."""
+    """A computed answer, or None when the question isn't about the uploaded documents.
+
+    `uncertain_below` (default: the `uncertain_below` setting) is the confidence under which a
+    value is stated with a caveat."""
     low = question.lower()
     if not _MY.search(question) and "uploaded" not in low and "this statement" not in low:
         return None
     today = today or dt.date.today()
+    below = _threshold(uncertain_below)
 
     if re.search(r"\b(expir\w*|valid until|still valid|out of date)\b", low) and (
         _ID_WORDS.search(question) or _latest(uploads, _ID_TYPES)
@@ -149,7 +205,7 @@ def answer_document_question(
             if _ID_WORDS.search(question) and not re.search(r"\bcard\b", low) and _ASKS_OWN_EXPIRY.search(low):
                 return DocAnswer("I don't have your ID document yet. Please upload your passport or ID card and ask again.")
             return None
-        return _expiry_answer(doc, today)
+        return _expiry_answer(doc, today, below)
 
     if _STATEMENT_WORDS.search(question):
         doc = _latest(uploads, {"statement"})
@@ -157,29 +213,34 @@ def answer_document_question(
             if re.search(r"\bmy (bank )?statement\b", low):
                 return DocAnswer("I don't have your statement yet. Please upload it and ask again.")
             return None
-        return _statement_answer(question, doc)
+        return _statement_answer(question, doc, below)
 
     ident = _latest(uploads, _ID_TYPES)
-    if ident is not None:
-        for pattern, name, label in (
-            (r"\b(date of birth|born|birthday|dob)\b", "date_of_birth", "date of birth"),
-            (r"\b(surname|last name|family name)\b", "surname", "surname"),
-            (r"\b(given names?|first name)\b", "given_names", "given names"),
-            (r"\b(nationality)\b", "nationality", "nationality"),
-            (r"\b(passport|document|id) (number|no)\b", "document_number", "document number"),
-        ):
-            if re.search(pattern, low) and ident.result.value(name):
-                f = ident.result.fields[name]
-                shown = mask(f.value) if f.sensitive else f.value
-                return DocAnswer(
-                    f"Your {label} on {ident.name} is {shown} [your document {ident.name}, p. {_field_page(ident, name)}].",
-                    [name],
-                    [_cite(ident, _field_page(ident, name))],
-                )
+    return _identity_field_answer(low, ident, below) if ident is not None else None
+
+
+def _identity_field_answer(low: str, ident: Upload, below: float) -> DocAnswer | None:
+    for pattern, name, label in (
+        (r"\b(date of birth|born|birthday|dob)\b", "date_of_birth", "date of birth"),
+        (r"\b(surname|last name|family name)\b", "surname", "surname"),
+        (r"\b(given names?|first name)\b", "given_names", "given names"),
+        (r"\b(nationality)\b", "nationality", "nationality"),
+        (r"\b(passport|document|id) (number|no)\b", "document_number", "document number"),
+    ):
+        if re.search(pattern, low) and ident.result.value(name):
+            f = ident.result.fields[name]
+            shown = mask(f.value) if f.sensitive else f.value
+            caveat = field_caveat(f, below)
+            return DocAnswer(
+                f"Your {label} on {ident.name} is {shown}{f' ({caveat})' if caveat else ''} "
+                f"[your document {ident.name}, p. {_field_page(ident, name)}].",
+                [name],
+                [_cite_field(ident, name)],
+            )
     return None
 
 
-def _expiry_answer(doc: Upload, today: dt.date) -> DocAnswer:
+def _expiry_answer(doc: Upload, today: dt.date, below: float) -> DocAnswer:
     expiry = doc.result.value("expiry_date")
     kind = {"passport": "passport", "id": "ID card", "visa": "visa"}.get(doc.result.doc_type, "document")
     page = _field_page(doc, "expiry_date")
@@ -190,24 +251,31 @@ def _expiry_answer(doc: Upload, today: dt.date) -> DocAnswer:
             [],
             [_cite(doc, page)],
         )
+    citation = [_cite_field(doc, "expiry_date")]
+    caveat = field_caveat(doc.result.fields.get("expiry_date"), below)
+    note = f" ({caveat})" if caveat else ""
     try:
         date = dt.date.fromisoformat(expiry)
     except ValueError:
-        return DocAnswer(f"Your {kind} shows the expiry date {expiry} {cite}.", ["expiry_date"], [_cite(doc, page)])
+        return DocAnswer(f"Your {kind} shows the expiry date {expiry}{note} {cite}.", ["expiry_date"], citation)
     days = (date - today).days
     if days < 0:
-        text = f"Your {kind} expired on {date.isoformat()}, {-days} days ago {cite}. You'll need a valid ID for most requests."
+        text = f"Your {kind} expired on {date.isoformat()}{note}, {-days} days ago {cite}. You'll need a valid ID for most requests."
     elif days == 0:
-        text = f"Your {kind} expires today, {date.isoformat()} {cite}."
+        text = f"Your {kind} expires today, {date.isoformat()}{note} {cite}."
     else:
-        text = f"Your {kind} expires on {date.isoformat()}, in {days} days {cite}."
-    return DocAnswer(text, ["expiry_date"], [_cite(doc, page)])
+        text = f"Your {kind} expires on {date.isoformat()}{note}, in {days} days {cite}."
+    return DocAnswer(text, ["expiry_date"], citation)
 
 
-def _statement_answer(question: str, doc: Upload) -> DocAnswer | None:
+def _row_note(t: Transaction, below: float) -> str:
+    return f" (this row was read with {t.confidence:.0%} confidence, please check it)" if t.confidence < below else ""
+
+
+def _statement_answer(question: str, doc: Upload, below: float) -> DocAnswer | None:
     low = question.lower()
     r = doc.result
-    currency = r.value("currency")
+    money = _Amounts(r.value("currency"), field_caveat(r.fields.get("currency"), below))
     cite_doc = f"your document {doc.name}"
     txs = [t for t in r.transactions if _dec(t.amount) is not None]
     month = _month_filter(question)
@@ -217,17 +285,14 @@ def _statement_answer(question: str, doc: Upload) -> DocAnswer | None:
     wants_credit = bool(re.search(r"\b(credits?|deposits?|income|received|incoming|paid in)\b", low))
 
     if re.search(r"\breconcil\w*|\badd up\b|\bbalances? (match|check)\b", low):
-        return _reconcile_answer(doc, currency)
-
-    def tx_ref(t: Transaction) -> str:
-        return f"[{cite_doc}, p. {t.page or 1}]"
+        return _reconcile_answer(doc, money, below)
 
     def pick(signed: int) -> list[Transaction]:
         return [t for t in txs if (_dec(t.amount) or 0) * signed > 0]
 
     if re.search(r"\b(largest|biggest|highest|maximum|max|top|smallest|lowest|minimum)\b", low) and (wants_debit or wants_credit):
-        pool = pick(-1 if wants_debit and not wants_credit else 1)
         kind = "debit" if wants_debit and not wants_credit else "credit"
+        pool = pick(-1 if kind == "debit" else 1)
         if not pool:
             return DocAnswer(f"I found no {kind}s on {doc.name}.", ["transactions"], [_cite(doc, 1)])
         smallest = bool(re.search(r"\b(smallest|lowest|minimum)\b", low))
@@ -235,20 +300,20 @@ def _statement_answer(question: str, doc: Upload) -> DocAnswer | None:
         t = min(pool, key=key) if smallest else max(pool, key=key)
         word = "smallest" if smallest else "largest"
         return DocAnswer(
-            f"Your {word} {kind} was {_money(abs(_dec(t.amount)), currency)} on {t.date or 'an unknown date'} "
-            f"— {t.description} {tx_ref(t)}.",
+            f"Your {word} {kind} was {money(abs(_dec(t.amount)))} on {t.date or 'an unknown date'} "
+            f"— {t.description}{_row_note(t, below)} [{cite_doc}, p. {t.page or 1}].",
             ["transactions"],
-            [_cite(doc, t.page or 1)],
+            _cite_rows(doc, [t]),
         )
 
     if re.search(r"\b(how many|number of|count)\b", low):
         pool = pick(-1) if wants_debit and not wants_credit else pick(1) if wants_credit and not wants_debit else txs
         kind = "debits" if wants_debit and not wants_credit else "credits" if wants_credit and not wants_debit else "transactions"
-        pages = sorted({t.page or 1 for t in pool}) or [1]
+        citations = _cite_rows(doc, pool)
         return DocAnswer(
-            f"Your statement lists {len(pool)} {kind} [{cite_doc}, p. {pages[0]}].",
+            f"Your statement lists {len(pool)} {kind} [{cite_doc}, p. {citations[0].page}].",
             ["transactions"],
-            [_cite(doc, p) for p in pages],
+            citations,
         )
 
     if re.search(r"\b(total|sum|altogether|in total|how much)\b", low) and (wants_debit or wants_credit):
@@ -256,86 +321,97 @@ def _statement_answer(question: str, doc: Upload) -> DocAnswer | None:
         pool = pick(signed)
         total = sum((abs(_dec(t.amount)) for t in pool), Decimal(0))
         kind = "debits" if signed < 0 else "credits"
-        pages = sorted({t.page or 1 for t in pool}) or [1]
+        citations = _cite_rows(doc, pool)
         return DocAnswer(
-            f"Your total {kind} come to {_money(total, currency)} across {len(pool)} transactions "
-            f"[{cite_doc}, p. {pages[0]}].",
+            f"Your total {kind} come to {money(total)} across {len(pool)} transactions "
+            f"[{cite_doc}, p. {citations[0].page}].",
             ["transactions"],
-            [_cite(doc, p) for p in pages],
+            citations,
         )
 
     if "balance" in low:
-        year_hint = next((d.year for t in r.transactions if (d := _tx_date(t))), None)
-        on = _parse_date(question, year_hint)
-        if on is not None:
-            dated = [t for t in r.transactions if (d := _tx_date(t)) and d <= on and t.balance is not None]
-            if dated:
-                t = dated[-1]
-                return DocAnswer(
-                    f"Your balance on {on.isoformat()} was {_money(_dec(t.balance), currency)} "
-                    f"(after {t.description} on {t.date}) {tx_ref(t)}.",
-                    ["transactions"],
-                    [_cite(doc, t.page or 1)],
-                )
-            opening = _dec(r.value("opening_balance"))
-            if opening is not None:
-                return DocAnswer(
-                    f"No transactions on or before {on.isoformat()}; the opening balance was "
-                    f"{_money(opening, currency)} [{cite_doc}, p. {_field_page(doc, 'opening_balance')}].",
-                    ["opening_balance"],
-                    [_cite(doc, _field_page(doc, "opening_balance"))],
-                )
-        for name, label in (("opening_balance", "opening"), ("closing_balance", "closing")):
-            if label in low or (name == "closing_balance" and re.search(r"\b(current|final|end)\b", low)):
-                value = _dec(r.value(name))
-                if value is not None:
-                    page = _field_page(doc, name)
-                    return DocAnswer(
-                        f"Your {label} balance was {_money(value, currency)} [{cite_doc}, p. {page}].",
-                        [name],
-                        [_cite(doc, page)],
-                    )
-        value = _dec(r.value("closing_balance"))
-        if value is not None:
-            page = _field_page(doc, "closing_balance")
-            return DocAnswer(
-                f"Your closing balance was {_money(value, currency)} [{cite_doc}, p. {page}].",
-                ["closing_balance"],
-                [_cite(doc, page)],
-            )
+        return _balance_answer(question, doc, money, below)
     return None
 
 
-def _reconcile_answer(doc: Upload, currency: str | None) -> DocAnswer:
+def _balance_answer(question: str, doc: Upload, money: _Amounts, below: float) -> DocAnswer | None:
+    low = question.lower()
+    r = doc.result
+    cite_doc = f"your document {doc.name}"
+    year_hint = next((d.year for t in r.transactions if (d := _tx_date(t))), None)
+    on = _parse_date(question, year_hint)
+    if on is not None:
+        dated = [t for t in r.transactions if (d := _tx_date(t)) and d <= on and t.balance is not None]
+        if dated:
+            t = dated[-1]
+            return DocAnswer(
+                f"Your balance on {on.isoformat()} was {money(_dec(t.balance))} "
+                f"(after {t.description} on {t.date}){_row_note(t, below)} [{cite_doc}, p. {t.page or 1}].",
+                ["transactions"],
+                _cite_rows(doc, [t]),
+            )
+        opening = _dec(r.value("opening_balance"))
+        if opening is not None:
+            return DocAnswer(
+                f"No transactions on or before {on.isoformat()}; the opening balance was "
+                f"{money(opening)}{_field_note(r, 'opening_balance', below)} [{cite_doc}, p. {_field_page(doc, 'opening_balance')}].",
+                ["opening_balance"],
+                [_cite_field(doc, "opening_balance")],
+            )
+    for name, label in (("opening_balance", "opening"), ("closing_balance", "closing")):
+        if label in low or (name == "closing_balance" and re.search(r"\b(current|final|end)\b", low)):
+            value = _dec(r.value(name))
+            if value is not None:
+                return DocAnswer(
+                    f"Your {label} balance was {money(value)}{_field_note(r, name, below)} [{cite_doc}, p. {_field_page(doc, name)}].",
+                    [name],
+                    [_cite_field(doc, name)],
+                )
+    value = _dec(r.value("closing_balance"))
+    if value is not None:
+        return DocAnswer(
+            f"Your closing balance was {money(value)}{_field_note(r, 'closing_balance', below)} "
+            f"[{cite_doc}, p. {_field_page(doc, 'closing_balance')}].",
+            ["closing_balance"],
+            [_cite_field(doc, "closing_balance")],
+        )
+    return None
+
+
+def _field_note(r: ExtractionResult, name: str, below: float) -> str:
+    caveat = field_caveat(r.fields.get(name), below)
+    return f" ({caveat})" if caveat else ""
+
+
+def _reconcile_answer(doc: Upload, money: _Amounts, below: float) -> DocAnswer:
     r = doc.result
     opening = _dec(r.value("opening_balance"))
     closing = _dec(r.value("closing_balance"))
     amounts = [_dec(t.amount) for t in r.transactions]
     cite = f"[your document {doc.name}, p. {_field_page(doc, 'closing_balance')}]"
+    citation = [_cite_field(doc, "closing_balance", "opening_balance")]
     if opening is None or closing is None or any(a is None for a in amounts):
         check = r.checks.get("reconciliation") or r.checks.get("balance_reconciles")
-        if check is not None:
+        if check is not None and check.ok is not None:
             verdict = "reconciles" if check.ok else "does not reconcile"
             return DocAnswer(f"Your statement {verdict}: {check.detail} {cite}.", ["reconciliation"], [_cite(doc, 1)])
-        return DocAnswer(
-            f"I can't check {doc.name}: its opening or closing balance could not be read.",
-            [],
-            [_cite(doc, 1)],
-        )
+        reason = check.detail if check is not None else "its opening or closing balance could not be read"
+        return DocAnswer(f"I can't check {doc.name}: {reason}.", [], [_cite(doc, 1)])
     net = sum(amounts, Decimal(0))
     expected = opening + net
     used = ["opening_balance", "closing_balance", "transactions"]
+    notes = "".join(_field_note(r, n, below) for n in ("opening_balance", "closing_balance"))
     if expected == closing:
         text = (
-            f"Yes, your statement reconciles: opening balance {_money(opening, currency)} plus "
-            f"{len(amounts)} transactions netting {_money(net, currency)} gives the closing balance "
-            f"{_money(closing, currency)} {cite}."
+            f"Yes, your statement reconciles: opening balance {money(opening)} plus "
+            f"{len(amounts)} transactions netting {money(net)} gives the closing balance "
+            f"{money(closing)}{notes} {cite}."
         )
     else:
         text = (
-            f"No, your statement does not reconcile: opening balance {_money(opening, currency)} plus "
-            f"transactions netting {_money(net, currency)} gives {_money(expected, currency)}, but the "
-            f"closing balance shows {_money(closing, currency)} (a difference of "
-            f"{_money(closing - expected, currency)}) {cite}."
+            f"No, your statement does not reconcile: opening balance {money(opening)} plus "
+            f"transactions netting {money(net)} gives {money(expected)}, but the "
+            f"closing balance shows {money(closing)} (a difference of "
+            f"{money(closing - expected)}){notes} {cite}."
         )
-    return DocAnswer(text, used, [_cite(doc, _field_page(doc, "closing_balance"))])
+    return DocAnswer(text, used, citation)

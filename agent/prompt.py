@@ -175,13 +175,16 @@ def format_fields(fields: dict[str, dict[str, str]]) -> str:
     return "\n".join(blocks)
 
 
-def masked_field_values(result) -> dict[str, str]:
-    """An ExtractionResult's fields as display strings, sensitive ones masked."""
+def masked_field_values(result, uncertain_below: float | None = None) -> dict[str, str]:
+    """An ExtractionResult's fields as display strings, sensitive ones masked; with
+    `uncertain_below`, a value read with less confidence is marked so the model can say so."""
     values: dict[str, str] = {}
     for name, f in result.fields.items():
         if f.value is None:
             continue
         values[name] = mask(f.value) if f.sensitive else str(f.value)
+        if uncertain_below is not None and f.uncertain(uncertain_below):
+            values[name] += " (not certain)"
     return values
 
 

@@ -64,7 +64,7 @@ from agent.prompt import (
     masked_field_values,
     neutralise,
 )
-from docteller.model import Document, ExtractionResult, Field, SearchHit
+from docteller.model import BBox, Document, ExtractionResult, Field, SearchHit
 from docteller.protocols import ChatMessage, ChatModel, ChoiceScorer
 from docteller.redact import mask
 from docteller.settings import Settings, get_settings
@@ -93,6 +93,8 @@ class Citation(BaseModel):
     chunk_id: str | None = None
     source: str = ""
     origin: Literal["kb", "upload"] = "kb"
+    # A computed answer about an upload: the boxes (page units) of the rows or lines it used.
+    boxes: list[BBox] = PydanticField(default_factory=list)
 
 
 class Answer(BaseModel):
@@ -406,7 +408,10 @@ class ChatSession:
                 self._upload_index.delete(doc_id)
 
     def correct_field(self, doc_id: str, name: str, value: str) -> Field:
-        """The customer fixes a misread field; every later answer uses the corrected value."""
+        """The customer fixes a misread field; every later answer uses the corrected value, and
+        the checks that depend on it (reconciliation, expiry, printed vs MRZ) are judged again."""
+        from ingest.extract import recheck
+
         with self._lock:
             upload = self.uploads.get(doc_id)
             if upload is None:
@@ -423,6 +428,7 @@ class ChatSession:
                 sensitive=old.sensitive if old else False,
             )
             upload.extraction.fields[name] = corrected
+            recheck(upload.extraction)
             shown = mask(value) if corrected.sensitive else value
             log.info("session %s: %s corrected %s to %s", self.session_id[:8], upload.name, name, shown)
             return corrected
@@ -477,7 +483,7 @@ class ChatSession:
 
     def _from_doc_answer(self, question: str, doc_answer: DocAnswer) -> Answer:
         citations = [
-            Citation(doc_id=c.doc_id, title=c.title, page=c.page, source=c.title, origin="upload")
+            Citation(doc_id=c.doc_id, title=c.title, page=c.page, source=c.title, origin="upload", boxes=list(c.boxes))
             for c in doc_answer.citations
         ]
         return self._answer(
@@ -537,7 +543,8 @@ class ChatSession:
         return rewritten
 
     def _fields_for_prompt(self) -> dict[str, dict[str, str]]:
-        return {u.name: masked_field_values(u.extraction) for u in self.uploads.values() if u.extraction.fields}
+        below = self.resources.settings.uncertain_below
+        return {u.name: masked_field_values(u.extraction, below) for u in self.uploads.values() if u.extraction.fields}
 
     def _images_for_prompt(self) -> list[Any]:
         return [img for images in self._page_images.values() for img in images]

@@ -13,7 +13,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field as PydanticField, computed_field
+from pydantic import BaseModel, Field as PydanticField, computed_field, model_validator
+
+from docteller.check_labels import check_label
 
 
 class BBox(BaseModel):
@@ -192,8 +194,12 @@ class Field(BaseModel):
     page: int | None = None
     bbox: BBox | None = None
     raw: str | None = None  # the text as read, before normalisation
-    source: str = ""  # "mrz", "visual", "text", "ocr", "user" (a correction)
+    source: str = ""  # "mrz", "visual", "text", "ocr", "inferred", "computed", "user" (a correction)
     sensitive: bool = False  # account / document numbers: masked in logs and display
+
+    def uncertain(self, below: float) -> bool:
+        """Read (or guessed) with less confidence than `below`; a customer's own value never is."""
+        return self.value is not None and self.source != "user" and self.confidence < below
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -204,10 +210,34 @@ class Field(BaseModel):
         }
 
 
+class CheckStatus(str, Enum):
+    passed = "pass"
+    failed = "fail"
+    not_read = "not read"
+
+
 class Check(BaseModel):
+    """A verdict on the document. `ok` is tri-state: True passed, False failed, None could not be
+    checked because a value it needs was not read (shown neutral: neither ✓ nor ✗).
+
+    `name` is the stable machine key (JSON, code); `label` is what people read."""
+
     name: str
-    ok: bool
+    ok: bool | None
     detail: str = ""
+    label: str = ""
+
+    @model_validator(mode="after")
+    def _default_label(self) -> "Check":
+        if not self.label:
+            self.label = check_label(self.name)
+        return self
+
+    @property
+    def status(self) -> CheckStatus:
+        if self.ok is None:
+            return CheckStatus.not_read
+        return CheckStatus.passed if self.ok else CheckStatus.failed
 
 
 class Transaction(BaseModel):
@@ -250,13 +280,19 @@ class ExtractionResult(BaseModel):
         f = self.fields.get(name)
         return f.value if f else None
 
+    def checks_with(self, status: CheckStatus) -> list[Check]:
+        return [c for c in self.checks.values() if c.status is status]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "doc_id": self.doc_id,
             "doc_type": self.doc_type,
             "fields": {k: f.as_json() for k, f in self.fields.items()},
-            "checks": {k: {"ok": c.ok, "detail": c.detail} for k, c in self.checks.items()},
+            "checks": {
+                k: {"ok": c.ok, "status": c.status.value, "label": c.label, "detail": c.detail}
+                for k, c in self.checks.items()
+            },
             "transactions": [t.model_dump(exclude={"bbox"}) for t in self.transactions],
             "warnings": list(self.warnings),
         }

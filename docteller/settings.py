@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = 60_000_000  # decompression-bomb cap
     max_upload_mb: int = 25
     ocr_min_text_chars: int = 20  # a PDF page with less text than this is OCR'd
+    # Extracted fields read (or guessed) with less confidence than this are marked uncertain in
+    # the UI, and computed answers that use them say so.
+    uncertain_below: float = Field(default=0.7, ge=0.0, le=1.0)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
 
     # Retrieval

@@ -127,3 +127,77 @@ def test_policy_questions_are_left_to_retrieval() -> None:
 def test_expiry_without_an_uploaded_id_asks_for_it_only_when_the_question_is_about_the_document(question, asks_for_upload):
     answer = answer_document_question(question, [])
     assert (answer is not None and "Please upload your passport" in answer.text) is asks_for_upload
+
+
+def _westpac(corpus: Path) -> Upload:
+    from ingest.extract import extract
+
+    rel = "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"
+    result = extract(corpus / "statements" / rel)
+    return Upload(result.doc_id, Path(rel).name, result)
+
+
+def _row_y(pdf: Path, page: int, text: str) -> float:
+    import pymupdf
+
+    with pymupdf.open(pdf) as doc:
+        (hit,) = doc[page - 1].search_for(text)
+    return (hit.y0 + hit.y1) / 2
+
+
+def test_statement_answers_cite_the_rows_they_used(statement, corpus: Path) -> None:
+    upload, truth = statement
+    answer = answer_document_question("What was my largest debit?", [upload])
+    largest = min(upload.result.transactions, key=lambda t: Decimal(t.amount))
+    (citation,) = answer.citations
+    assert citation.page == largest.page and citation.boxes == [largest.bbox]
+    # The box is on the row that holds the cited description, not elsewhere on the page.
+    y = _row_y(corpus / "statements" / STATEMENTS[_name(upload)], largest.page, largest.description.split()[0] + " " + largest.description.split()[1])
+    assert citation.boxes[0].y0 <= y <= citation.boxes[0].y1
+    total = answer_document_question("How much did I spend in total?", [upload])
+    outlined = [b for c in total.citations for b in c.boxes]
+    debits = [t for t in upload.result.transactions if Decimal(t.amount) < 0]
+    assert len(outlined) == len(debits) and all(t.bbox in outlined for t in debits)
+
+
+def _name(upload: Upload) -> str:
+    return next(k for k, v in STATEMENTS.items() if Path(v).name == upload.name)
+
+
+def test_balance_on_a_date_outlines_its_row(corpus: Path) -> None:
+    upload = _westpac(corpus)
+    answer = answer_document_question("what was my balance on 19 April?", [upload])
+    assert answer is not None and "6,954.75" in answer.text
+    (citation,) = answer.citations
+    y = _row_y(corpus / "statements" / "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf", 1, "TRANSFER TO LOAN")
+    assert len(citation.boxes) == 1 and citation.boxes[0].y0 <= y <= citation.boxes[0].y1
+
+
+def test_a_guessed_currency_is_qualified_not_stated_as_fact(corpus: Path) -> None:
+    upload = _westpac(corpus)  # prints "$" only; NZ shows just in its phone/account formats
+    answer = answer_document_question("What was my largest debit?", [upload], uncertain_below=0.7)
+    assert "NZD 950.00 (currency not certain: NZD was guessed from the $ sign" in answer.text
+    assert "USD" not in answer.text
+    # Stated once, by the first amount, not after every figure.
+    reconcile = answer_document_question("does my statement reconcile?", [upload], uncertain_below=0.7)
+    assert reconcile.text.count("currency not certain") == 1
+    # With a lower bar the same guess is confident enough to state plainly.
+    plain = answer_document_question("What was my largest debit?", [upload], uncertain_below=0.5)
+    assert "not certain" not in plain.text and "NZD 950.00" in plain.text
+
+
+def test_a_confident_statement_has_no_caveat(statement) -> None:
+    upload, _ = statement
+    answer = answer_document_question("What was my closing balance?", [upload], uncertain_below=0.7)
+    assert answer is not None and "not certain" not in answer.text
+
+
+def test_a_corrected_balance_is_judged_again(statement) -> None:
+    from ingest.extract import recheck
+
+    upload, _ = statement
+    result = upload.result.model_copy(deep=True)
+    result.fields["closing_balance"] = Field(name="closing_balance", value="not a number", page=1, confidence=1.0, source="user")
+    recheck(result)
+    answer = answer_document_question("does my statement reconcile?", [Upload(upload.doc_id, upload.name, result)])
+    assert answer.text.startswith("I can't check") and "'not a number' is not an amount" in answer.text

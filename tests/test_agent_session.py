@@ -230,6 +230,18 @@ def test_corrected_field_is_used_afterwards(make_session, tmp_path: Path) -> Non
     assert session.uploads[result.doc_id].extraction.fields["closing_balance"].source == "user"
 
 
+def test_a_correction_is_judged_again_by_the_checks_and_the_chat(make_session, corpus: Path) -> None:
+    session, _ = make_session()
+    result = session.add_upload(corpus / "statements" / "bank_statement_ocr_nz/tutorial_everyday_statement.pdf")
+    assert result.checks["balance_reconciles"].ok
+    assert session.ask("does my statement reconcile?").answer.startswith("Yes")
+    session.correct_field(result.doc_id, "closing_balance", "2000.00")
+    # The checks the Checks panel shows were recomputed in place, and agree with the chat.
+    check = session.uploads[result.doc_id].extraction.checks["balance_reconciles"]
+    assert check.ok is False and "closing 2000.00" in check.detail
+    assert session.ask("does my statement reconcile?").answer.startswith("No")
+
+
 def test_follow_up_is_rewritten_before_retrieval(make_session) -> None:
     def reply(messages):
         if "standalone" in messages[0].content.lower():

@@ -162,3 +162,40 @@ def test_id_card_without_mrz_gives_labelled_fields_with_confidence(tmp_path):
     assert all(f.source == "visual" and 0 < f.confidence < 1 and f.bbox is not None for f in result.fields.values())
     assert any("no MRZ" in w for w in result.warnings)  # no check digits could verify them
     assert result.checks["expired"].ok
+
+
+def test_id_card_label_value_of_the_wrong_type_is_left_out_not_guessed(tmp_path):
+    card = _card_photo(tmp_path, [
+        "REPUBLIC OF UTOPIA - RESIDENCE CARD",
+        "Surname: OKAFOR",
+        "Date of birth: 14.07.1990",
+        "Date of expiry: see reverse",
+    ])
+    result = extract(card, "auto")
+    assert result.value("date_of_birth") == "1990-07-14" and "expiry_date" not in result.fields
+    assert "expired" not in result.checks  # no expiry read: nothing to judge, nothing invented
+    assert any("printed expiry date not read: 'see reverse' is not a date" in w for w in result.warnings), result.warnings
+
+
+def test_cli_checks_have_plain_labels_and_a_status(corpus):
+    path = corpus / "statements" / "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"
+    data = json.loads(runner.invoke(_app(), ["extract", str(path), "--json"]).output)
+    # Machine keys unchanged; each check adds the label people read and a tri-state status.
+    assert data["checks"]["balance_reconciles"] == {
+        "ok": True, "status": "pass", "label": "Totals reconcile", "detail": data["checks"]["balance_reconciles"]["detail"],
+    }
+    out = runner.invoke(_app(), ["extract", str(path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "bank statement, 1 page," in out.output and "page(s)" not in out.output
+    assert "Totals reconcile (balance_reconciles)" in out.output and "Running balance (running_balance)" in out.output
+    currency = next(line for line in out.output.splitlines() if "currency" in line)
+    assert "NZD" in currency and "not certain" in currency
+
+
+def test_cli_passport_checks_in_plain_words(corpus):
+    path = corpus / "ids" / "passporteye" / "tests_data" / "passport-td3.png"
+    out = runner.invoke(_app(), ["extract", str(path)], env={"COLUMNS": "220"})
+    assert out.exit_code == 0, out.output
+    assert "Overall check digit" in out.output and "Sex field format" in out.output
+    assert "hash" not in out.output and "genre" not in out.output
+    assert "UTO is the ICAO specimen state Utopia" in out.output

@@ -106,7 +106,10 @@ def test_ocr_confusions_repaired_only_when_check_digits_pass():
     assert reading.check_digits_ok and reading.corrections
     # A wrong digit that no confusion explains stays wrong, and the check says so.
     broken = parse_mrz([TD3[0], TD3[1][:13] + "7408132" + TD3[1][20:]])
-    assert broken.checks["check_digit_date_of_birth"] == (False, "birth date hash failed")
+    # In plain words, never the library's own ("birth date hash failed").
+    assert broken.checks["check_digit_date_of_birth"] == (
+        False, "the check digit does not agree with the date of birth: a character was misread or altered"
+    )
     assert not broken.checks["check_digit_composite"][0]
 
 
@@ -192,3 +195,126 @@ def test_driving_licence_reading_becomes_an_id_result_without_an_invented_sex(co
     assert result.doc_type == "id" and result.fields["document_type"].value == "driving licence"
     assert result.fields["expiry_date"].value == "2018-12-31" and not result.checks["expired"].ok
     assert "sex" not in result.fields  # a licence's MRZ carries none: not reported as "X"
+
+
+# --- Checks a customer can trust: plain names, "not read", verdicts that match their details ---
+
+
+@pytest.fixture(scope="module")
+def uk_passport(corpus):
+    from ingest.extract import extract
+
+    return extract(corpus / "ids" / "fastmrz" / "passport_uk.jpg", today=date(2026, 11, 23))
+
+
+@pytest.fixture(scope="module")
+def td2_card(corpus):
+    from ingest.extract import extract
+
+    return extract(corpus / "ids" / "passporteye" / "tests_data" / "passport-td2.jpg", today=date(2026, 11, 23))
+
+
+JARGON = ("hash", "genre", "identifier", "_")
+
+
+def test_checks_carry_plain_labels_and_details(passport, uk_passport, td2_card):
+    for result in (passport, uk_passport, td2_card):
+        for name, check in result.checks.items():
+            assert check.label and not any(word in check.label.lower() for word in JARGON), (name, check.label)
+            assert not any(word in check.detail.lower() for word in ("hash", "genre")), (name, check.detail)
+    assert passport.checks["check_digit_composite"].label == "Overall check digit"
+    assert passport.checks["format_sex"].label == "Sex field format"
+    # The machine keys stay as they were: scripts reading --json are not broken.
+    assert {"check_digit_composite", "format_sex", "mrz_valid", "expired"} <= set(passport.as_json()["checks"])
+    assert passport.as_json()["checks"]["format_sex"]["label"] == "Sex field format"
+
+
+def test_uk_passport_printed_zone_never_reports_a_false_mismatch(uk_passport):
+    # The only "Date of expiry" label OCR finds is on the facing page, printed on its side; the
+    # text "below" it was the document number. That is no evidence against the document.
+    assert uk_passport.checks["check_digit_composite"].ok and uk_passport.checks["mrz_valid"].ok
+    visual = {n: c for n, c in uk_passport.checks.items() if n.startswith("visual_")}
+    assert all(c.ok is not False for c in visual.values()), {n: c.detail for n, c in visual.items()}
+    printed_expiry = uk_passport.value("printed_expiry_date")
+    assert printed_expiry in (None, uk_passport.value("expiry_date"))
+
+
+def test_td2_card_label_under_a_label_is_passed_over_for_the_date(td2_card):
+    # "Valid until/" is followed by its French translation "Valide jusqu'au", then the date.
+    assert td2_card.value("printed_expiry_date") == "2012-04-15"
+    assert td2_card.checks["visual_expiry_date"].ok
+    assert all(f.value != "Valide jusqu’au" for f in td2_card.fields.values())
+
+
+def test_a_printed_value_of_the_wrong_type_is_not_read():
+    from docteller.model import BBox, CheckStatus, ExtractionResult, Field
+    from docteller.protocols import OcrLine
+    from ingest.extract.identity import cross_check_visual
+    from ingest.extract.pages import PageContent
+    from ingest.extract.visual import typed_value
+
+    assert typed_value("expiry_date", "Valide jusqu'au") is None
+    assert typed_value("expiry_date", "707797979") is None  # a document number is no date
+    assert typed_value("document_number", "20 MAY /MAI 95") is None  # nor a date a number
+    assert typed_value("expiry_date", "15 APR/AVR 12") == "2012-04-15"
+    assert typed_value("sex", "F/F") == "F" and typed_value("sex", "Signature") is None
+    assert typed_value("surname", "ERIKSSON") == "ERIKSSON" and typed_value("surname", "L898902C3") is None
+    # Bilingual sex prints take the ICAO letter; a national code alone is not read, not guessed.
+    assert typed_value("sex", "KVK/F") == "F" and typed_value("sex", "K") is None
+
+    from ingest.extract.visual import compare
+
+    # A US-style date that reads two ways agrees if either reading does; a different date does not.
+    assert compare("expiry_date", "11/01/94", "1994-11-01") and compare("expiry_date", "11/01/94", "1994-01-11")
+    assert not compare("expiry_date", "11/01/94", "1994-11-02")
+    assert compare("surname", "LIN, MEI-HUA", "LIN") and not compare("surname", "LIU, MEI-HUA", "LIN")
+
+    def line(text, y):
+        return OcrLine(text=text, bbox=BBox(x0=100, y0=y, x1=300, y1=y + 30), confidence=0.95)
+
+    # Only a label word sits under the expiry label: the check cannot be made, which is neither
+    # a pass nor a mismatch.
+    page = PageContent(number=1, width=600, height=400, words=[], phrases=[line("Date of expiry/", 100), line("Valide jusqu'au", 135)])
+    result = ExtractionResult(source="card.jpg", doc_id="x", doc_type="id")
+    result.fields["expiry_date"] = Field(name="expiry_date", value="2012-04-15", confidence=0.99, source="mrz")
+    cross_check_visual(result, [page])
+    check = result.checks["visual_expiry_date"]
+    assert check.ok is None and check.status is CheckStatus.not_read
+    assert "not read" in check.detail and "is not a date" in check.detail
+    assert "printed_expiry_date" not in result.fields
+
+
+def test_mrz_verdict_names_its_real_reason(corpus, td2_card):
+    from docteller.model import ExtractionResult
+    from ingest.extract.identity import mrz_result
+
+    utopia = parse_mrz(TD3)
+    result = ExtractionResult(source="specimen", doc_id="u")
+    mrz_result(result, utopia, today=date(2026, 11, 23))
+    verdict = result.checks["mrz_valid"]
+    # Every check digit passes, yet the zone is not valid: the detail says why, not just "5/5 pass".
+    assert verdict.ok is False
+    assert verdict.detail == "all 5 check digits agree, but UTO is the ICAO specimen state Utopia, not a real issuer"
+    assert td2_card.checks["mrz_valid"].ok is False and "Utopia" in td2_card.checks["mrz_valid"].detail
+    broken = ExtractionResult(source="broken", doc_id="b")
+    mrz_result(broken, parse_mrz([TD3[0], TD3[1][:13] + "7408132" + TD3[1][20:]]), today=date(2026, 11, 23))
+    assert broken.checks["mrz_valid"].detail == (
+        "2 of 5 check digits do not agree (Overall check digit, Date of birth check digit); "
+        "also UTO is the ICAO specimen state Utopia, not a real issuer"
+    )
+
+
+def test_correcting_an_id_field_rechecks_expiry_and_the_printed_zone(td2_card):
+    from docteller.model import Field
+    from ingest.extract import recheck
+
+    result = td2_card.model_copy(deep=True)
+    assert result.checks["expired"].ok is False and result.checks["visual_expiry_date"].ok
+    result.fields["expiry_date"] = Field(name="expiry_date", value="2031-04-15", confidence=1.0, source="user")
+    recheck(result, today=date(2026, 11, 23))
+    assert result.checks["expired"].ok and "valid until 2031-04-15" in result.checks["expired"].detail
+    # The printed zone still says 2012: the corrected value now disagrees with it, visibly.
+    assert result.checks["visual_expiry_date"].ok is False
+    assert result.checks["visual_expiry_date"].detail == (
+        "the printed zone and your correction disagree: printed '2012-04-15', your correction '2031-04-15'"
+    )

@@ -66,7 +66,7 @@ def test_transtractor_running_balance_names_the_misprinted_row(corpus):
     result = extract(corpus / "statements" / "transtractor/test1.pdf", "statement")
     # Row 30 prints "3978.53 CR" where the true balance is 73,978.53: exactly that row breaks.
     check = result.checks["running_balance"]
-    assert not check.ok and "row(s) 30 " in check.detail + " "
+    assert not check.ok and "breaks at row 30 of " in check.detail
     assert result.transactions[29].row_ok is False
     assert result.transactions[31].row_ok is None or result.transactions[31].row_ok
     assert result.checks["balance_reconciles"].ok
@@ -88,7 +88,7 @@ def test_tampered_amount_breaks_reconciliation(corpus, tmp_path):
     result = extract(out, "statement")
     assert not result.checks["balance_reconciles"].ok
     assert not result.checks["running_balance"].ok
-    assert "row(s) 3" in result.checks["running_balance"].detail
+    assert "breaks at row 3 of " in result.checks["running_balance"].detail
 
 
 def test_parse_money_formats():
@@ -120,3 +120,62 @@ def test_statement_photo_upload(corpus):
     expected = _gt(corpus)["bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"]["transactions"]
     assert _recall(result, expected) == 1.0
     assert result.checks["balance_reconciles"].ok and result.checks["running_balance"].ok
+
+
+CURRENCY_CASES = [
+    # (file, whether the statement itself names its country or currency)
+    ("bank_statement_ocr_nz/tutorial_everyday_statement.pdf", True),
+    ("bank_statement_ocr_nz/anz_everyday_pdf_sample.pdf", True),
+    ("bank_statement_ocr_nz/asb_everyday_pdf_sample.pdf", False),
+    ("bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf", False),
+    ("bankstatemently/bsb-001/bsb-001-statement.pdf", True),
+    ("bankstatemently/bsb-002/bsb-002-statement.pdf", True),
+    ("bankstatemently/bsb-003/bsb-003-statement.pdf", True),
+    ("bankstatemently/bsb-004/bsb-004-statement.pdf", True),
+    ("bankstatemently/bsb-005/bsb-005-statement.pdf", True),
+]
+
+
+@pytest.mark.parametrize(("name", "named"), CURRENCY_CASES)
+def test_currency_comes_from_the_statement_itself(corpus, name, named):
+    from docteller.settings import Settings
+
+    result = extract(corpus / "statements" / name, "statement")
+    currency = result.fields["currency"]
+    assert currency.value == _gt(corpus)[name]["currency"]
+    # A bare "$" with only a phone or account-number format to go on is a guess: it is marked
+    # uncertain (and says what it was guessed from), never stated as fact.
+    assert currency.uncertain(Settings().uncertain_below) is not named
+    if not named:
+        assert currency.source == "inferred" and "$ sign" in currency.raw
+
+
+def test_a_correction_rechecks_reconciliation(corpus):
+    from docteller.model import CheckStatus, Field
+    from ingest.extract import recheck
+
+    result = extract(corpus / "statements" / "bank_statement_ocr_nz/tutorial_everyday_statement.pdf")
+    assert result.checks["balance_reconciles"].ok
+    result.fields["closing_balance"] = Field(name="closing_balance", value="2000.00", confidence=1.0, source="user")
+    recheck(result)
+    check = result.checks["balance_reconciles"]
+    assert check.ok is False and "!= closing 2000.00 (difference -716.50)" in check.detail
+    result.fields["closing_balance"] = Field(name="closing_balance", value="two thousand", confidence=1.0, source="user")
+    recheck(result)
+    assert result.checks["balance_reconciles"].status is CheckStatus.not_read
+    assert "'two thousand' is not an amount" in result.checks["balance_reconciles"].detail
+    # A wrong opening balance breaks the first printed balance too.
+    result.fields["closing_balance"] = Field(name="closing_balance", value="2716.50", confidence=1.0, source="user")
+    result.fields["opening_balance"] = Field(name="opening_balance", value="1200.00", confidence=1.0, source="user")
+    recheck(result)
+    assert result.checks["balance_reconciles"].ok is False and result.checks["running_balance"].ok is False
+    assert result.transactions[0].row_ok is False and result.transactions[1].row_ok
+
+
+def test_balance_lines_printed_in_the_table_become_cited_fields(corpus):
+    # bsb-001 prints its opening balance as a table row ("Balance Brought Forward"): the field
+    # keeps that row's page and box, so answers can outline it and corrections re-check it.
+    result = extract(corpus / "statements" / "bankstatemently/bsb-001/bsb-001-statement.pdf", "statement")
+    opening = result.fields["opening_balance"]
+    assert opening.value == "15450.75" and "Brought Forward" in opening.raw
+    assert opening.page == 2 and opening.bbox is not None and opening.bbox.width > 100  # the row is on p. 2

@@ -555,3 +555,17 @@ def test_index_workers_end_when_the_parent_is_killed(tmp_path, corpus):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_cancelled_web_turn_stops_generating(server, model):
+    model.stopped_early.clear()
+    client = gradio_client(server)
+    started = model.generations
+    job = client.submit({"text": "What is the overdraft fee? SLOW", "files": []}, api_name="/chat")
+    deadline = time.monotonic() + 60
+    while model.generations == started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert not model.stopped_early.is_set()
+    job.cancel()  # what a closed tab or a stop button does to the event
+    assert model.stopped_early.wait(10), "generation went on after the web client cancelled"

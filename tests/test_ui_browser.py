@@ -142,7 +142,7 @@ def test_passport_upload_shows_fields_checks_and_accepts_a_correction(browser, a
     page.screenshot(path=artifacts_dir / "ui_04_passport_fields.png", full_page=True)
     assert "ERIKSSON" in fields and "1974-08-12" in fields
     assert "L898902C3" not in fields and "02C3" in fields  # document number masked
-    assert re.search(r"check digit document number\s+✓ pass", checks), checks
+    assert re.search(r"Document number check digit\s+✓ pass", checks), checks
     assert "fail" in checks  # the specimen's issuer UTO is not a real country: flagged, not hidden
     assert page.locator("#checks-table tr.dt-bad").count() >= 1
     assert "passport" in page.locator("#chatbot [data-testid='bot']").last.inner_text()
@@ -195,7 +195,7 @@ def test_statement_upload_shows_transactions_and_reconciliation(browser, app_ser
     page.screenshot(path=artifacts_dir / "ui_06_statement.png", full_page=True)
     assert page.locator("#transactions-table tbody tr").count() == 12
     assert "12 transactions" in transactions
-    assert re.search(r"balance reconciles\s+✓ pass", checks), checks
+    assert re.search(r"Totals reconcile\s+✓ pass", checks), checks
     assert "2716.50" in page.locator("#fields-table").inner_text()
     answer = page.locator("#chatbot [data-testid='bot']").last.inner_text()
     assert re.search(r"2,?716\.50", answer), answer

@@ -90,13 +90,14 @@ def test_fields_table_masks_numbers_and_flags_problems():
     # closing_balance is named by a failed check: its row is marked; a low-confidence row is amber.
     closing_row = next(row for row in html.split("<tr") if "data-field='closing_balance'" in row)
     holder_row = next(row for row in html.split("<tr") if "data-field='account_holder'" in row)
-    assert "dt-bad" in closing_row and "balance_reconciles" in closing_row
+    # The failed check is named as a person reads it, not by its key (`balance_reconciles`).
+    assert "dt-bad" in closing_row and "fails: Totals reconcile" in closing_row
     assert "dt-warn" in holder_row
 
 
 def test_checks_list_failures_first_and_transactions_mark_balance_breaks():
     checks = render.checks_html(_result())
-    assert checks.index("balance reconciles") < checks.index("running balance")
+    assert checks.index("Totals reconcile") < checks.index("Running balance")
     assert "1 failed" in checks
     transactions = render.transactions_html(_result())
     rows = transactions.split("<tr")
@@ -235,3 +236,108 @@ def test_a_full_registry_refuses_new_sessions_rather_than_evict_active_ones(tmp_
     with pytest.raises(SessionLimit):
         per_key.get("api-2", group="key-a")
     assert per_key.get("api-3", group="key-b") is not None
+
+
+# --- Checks a customer can trust, and statement answers that outline their rows ----------------
+
+WESTPAC = "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"
+
+
+@pytest.fixture(scope="module")
+def westpac(corpus):
+    from ingest.extract import extract
+
+    return extract(corpus / "statements" / WESTPAC)
+
+
+def test_checks_panel_shows_plain_names_and_a_neutral_not_read():
+    result = _result()
+    result.checks["visual_expiry_date"] = Check(
+        name="visual_expiry_date", ok=None, detail="printed expiry date not read: 'Valide jusqu'au' is not a date"
+    )
+    html = render.checks_html(result)
+    row = next(r for r in html.split("<tr") if "data-check='visual_expiry_date'" in r)
+    assert "Printed expiry date vs MRZ" in row and "not read" in row
+    assert "✓" not in row and "✗" not in row and "dt-bad" not in row
+    assert "1 passed" in html and "1 failed" in html and "1 not read" in html
+    # Failures first, then what could not be checked, then passes.
+    assert html.index("Totals reconcile") < html.index("Printed expiry date") < html.index("Running balance")
+    # A check that could not be made flags no field as failing.
+    assert "expiry_date" not in render.field_problems(result)
+
+
+def test_a_guessed_currency_is_marked_uncertain_in_the_fields_table(westpac):
+    html = render.fields_html(westpac)
+    rows = {r.split("data-field='")[1].split("'")[0]: r for r in html.split("<tr") if "data-field='" in r}
+    assert "dt-uncertain" in rows["currency"] and "not certain (guessed with 60% confidence)" in rows["currency"]
+    assert all("dt-uncertain" not in r for name, r in rows.items() if name != "currency")
+    summary = render.extraction_summary("westpac.pdf", westpac)
+    assert summary.startswith("I read **westpac.pdf** as a bank statement (1 page), ")
+    assert "5 transactions" in summary and "Not certain, please check: currency." in summary
+    assert "page(s)" not in summary
+
+
+def test_summary_wording_for_an_id():
+    result = ExtractionResult(source="card.jpg", doc_id="c", doc_type="id", pages=1)
+    assert render.extraction_summary("card.jpg", result).startswith("I read **card.jpg** as an ID document (1 page).")
+    heading = render.document_heading("card.jpg", result.model_copy(update={"pages": 2}))
+    assert "ID document, 2 pages" in heading
+
+
+def test_panel_after_a_correction_shows_the_rechecked_verdict(westpac):
+    from ingest.extract import recheck
+
+    result = westpac.model_copy(deep=True)
+    assert "data-status='pass'" in next(r for r in render.checks_html(result).split("<tr") if "balance_reconciles" in r)
+    result.fields["closing_balance"] = Field(name="closing_balance", value="7000.00", confidence=1.0, source="user")
+    recheck(result)
+    row = next(r for r in render.checks_html(result).split("<tr") if "balance_reconciles" in r)
+    assert "data-status='fail'" in row and "✗ fail" in row and "difference 457.55" in row
+    fields = render.fields_html(result)
+    assert "corrected by you" in next(r for r in fields.split("<tr") if "data-field='closing_balance'" in r)
+
+
+def test_a_correction_the_printed_zone_contradicts_shows_both():
+    result = ExtractionResult(source="p.jpg", doc_id="p", doc_type="passport")
+    result.fields["given_names"] = Field(name="given_names", value="ANNA MARIE", confidence=1.0, source="user")
+    result.checks["visual_given_names"] = Check(
+        name="visual_given_names", ok=False, detail="the printed zone and the MRZ disagree: printed 'ANNA MARIA', MRZ 'ANNA MARIE'"
+    )
+    row = next(r for r in render.fields_html(result).split("<tr") if "data-field='given_names'" in r)
+    assert "dt-bad" in row and "corrected by you; fails: Printed given names vs MRZ" in row
+
+
+def _green(image) -> np.ndarray:
+    a = np.asarray(image).astype(int)
+    edge = np.array(render.ROW_EDGE[:3])
+    return (np.abs(a - edge) < 40).all(axis=-1)
+
+
+def test_statement_answer_preview_outlines_the_row_it_used(corpus, westpac):
+    import pymupdf
+    from types import SimpleNamespace
+
+    from agent.doc_answers import Upload, answer_document_question
+    from agent.session import Citation
+    from ui.backend import UploadedDocument
+    from ui.chat import citation_preview
+
+    pdf = corpus / "statements" / WESTPAC
+    answer = answer_document_question("What was my largest debit?", [Upload(westpac.doc_id, "westpac.pdf", westpac)])
+    (cited,) = answer.citations
+    # As the Sources panel receives it: the agent's Citation as a plain dict.
+    citation = Citation(doc_id=cited.doc_id, title=cited.title, page=cited.page, origin="upload", boxes=cited.boxes).model_dump()
+    doc = UploadedDocument(doc_id=westpac.doc_id, name="westpac.pdf", path=pdf, mime="application/pdf", result=westpac)
+    image, caption = citation_preview(None, SimpleNamespace(uploads={westpac.doc_id: doc}), citation)
+    assert "outlined" in caption
+    with pymupdf.open(pdf) as d:
+        (row,) = d[0].search_for("TRANSFER TO LOAN")
+        (other,) = d[0].search_for("EFTPOS KOWHAI CAFE")
+    # The preview is cropped around the row with an inch of context above: page y -> image y.
+    top = max(0.0, cited.boxes[0].y0 - 72)
+    ys, xs = np.nonzero(_green(image))
+    assert len(ys) > 200
+    zoom = render.PDF_ZOOM
+    row_band = ((row.y0 - top) * zoom - 8, (row.y1 - top) * zoom + 8)
+    assert row_band[0] <= ys.min() and ys.max() <= row_band[1]  # the outline is on that row only
+    assert not ((other.y0 - top) * zoom <= np.median(ys) <= (other.y1 - top) * zoom)

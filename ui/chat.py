@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from docteller.model import BBox
 from ui import render
 from docteller.redact import ValueMasker, masker_for
 from ui.backend import Backend, SessionLimit, TabSession, UploadedDocument, UploadRejected, citation_dicts
@@ -123,25 +124,9 @@ def _citation_options(answer_index: int, citations: list[dict[str, Any]]) -> lis
 
 
 def _extraction_summary(doc: UploadedDocument) -> str:
-    return masker_for([doc.result]).text(_describe_extraction(doc))
-
-
-def _describe_extraction(doc: UploadedDocument) -> str:
-    result = doc.result
-    failed = [name for name, c in result.checks.items() if not c.ok]
-    passed = len(result.checks) - len(failed)
-    parts = [f"I read **{doc.name}** as a **{result.doc_type}** ({result.pages or 1} page(s))"]
-    if result.fields:
-        parts.append(f"{len(result.fields)} fields")
-    if result.transactions:
-        parts.append(f"{len(result.transactions)} transactions")
-    text = ", ".join(parts) + "."
-    if result.checks:
-        text += f" Checks: {passed} passed" + (f", **{len(failed)} failed** ({', '.join(failed)})" if failed else "") + "."
-    if result.warnings:
-        text += " " + " ".join(w.rstrip(".") + "." for w in result.warnings[:2])
+    text = render.extraction_summary(doc.name, doc.result)
     text += " The details are under **My documents**, where you can correct any field."
-    return text
+    return masker_for([doc.result]).text(text)
 
 
 def _caption_html(title: str, page: int, path: Path | None, text: str, shown_name: str | None = None) -> str:
@@ -189,13 +174,19 @@ def citation_preview(backend: Backend, session: TabSession, citation: dict[str, 
             mime = sniff(path)
         except IngestError:
             mime = None
+    boxes = [BBox(**b) if isinstance(b, dict) else b for b in citation.get("boxes") or []]
+    if upload is not None and boxes:
+        # A computed answer: outline the transaction rows (or field lines) it used.
+        image = render.render_cited_rows(upload.path, upload.mime, upload.result, page, boxes)
+        return image, _caption_html(title, page, None, "The lines this answer used are outlined on the page.",
+                                    shown_name=upload.name)
     if upload is not None:
         # The customer's own page: fields (or the cited passage) outlined, numbers blanked.
         masker = masker_for([upload.result])
-        boxes = render.field_boxes(upload.result, page) if not text else (
+        shown = render.field_boxes(upload.result, page) if not text else (
             [render.Box(bbox=bbox, outline=render.SELECTED_EDGE, fill=render.SELECTED_FILL, width=3)] if bbox else []
         ) + render.redaction_boxes(upload.result, page)
-        image = render.render_document_page(upload.path, upload.mime, page, boxes)
+        image = render.render_document_page(upload.path, upload.mime, page, shown)
         caption = masker.text(text) if text else "Extracted fields are outlined on the page."
         return image, _caption_html(title, page, None, caption, shown_name=upload.name)
     image = render.render_passage(path, mime, title=title, page=page, text=text or title, bbox=bbox)
@@ -227,7 +218,7 @@ def doc_panel(session: TabSession, doc_id: str | None, selected_field: str | Non
     except Exception as exc:  # the page preview is a convenience; the tables still show
         logger.warning("could not render %s page %s: %s", doc.name, page, exc)
         image = None
-    summary = f"**{doc.name}** — {result.doc_type}, {result.pages or 1} page(s), read in {result.seconds:.1f}s"
+    summary = render.document_heading(doc.name, result)
     field_choices = [(n.replace("_", " "), n) for n in result.fields]
     return (
         gr.update(choices=_doc_choices(session), value=doc.doc_id),

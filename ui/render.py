@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from docteller.model import BBox, ExtractionResult, Field
+from docteller.check_labels import doc_type_name, field_label, plural, with_article
+from docteller.model import BBox, CheckStatus, ExtractionResult, Field
 from docteller.redact import ValueMasker, mask, masker_for
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ FIELD_EDGE = (37, 99, 235, 255)
 FIELD_FILL = (37, 99, 235, 40)
 SELECTED_EDGE = (220, 38, 38, 255)
 SELECTED_FILL = (220, 38, 38, 60)
-LOW_CONFIDENCE = 0.6  # fields read with less confidence than this are flagged for review
+ROW_EDGE = (22, 163, 74, 255)  # the transaction rows a statement answer used
+ROW_FILL = (22, 163, 74, 45)
 
 
 @dataclass
@@ -252,16 +254,59 @@ def masked_extraction_json(result: ExtractionResult) -> dict:
 
 
 def field_problems(result: ExtractionResult) -> dict[str, list[str]]:
-    """Field name -> failed check names that mention it (e.g. `mrz_check_document_number`)."""
+    """Field name -> labels of the failed checks that name it (e.g. `check_digit_document_number`).
+
+    Only failures: a check that could not be made ("not read") says nothing against a field."""
     problems: dict[str, list[str]] = {}
     for check_name, check in result.checks.items():
-        if check.ok:
+        if check.ok is not False:
             continue
         haystack = f"{check_name} {check.detail}".lower()
         for field_name in result.fields:
             if field_name.lower() in haystack:
-                problems.setdefault(field_name, []).append(check_name)
+                problems.setdefault(field_name, []).append(check.label)
     return problems
+
+
+def uncertain_below() -> float:
+    from docteller.settings import get_settings
+
+    return get_settings().uncertain_below
+
+
+def extraction_summary(name: str, result: ExtractionResult) -> str:
+    """What the chat says after reading an upload (Markdown): type, counts, check verdicts."""
+    kind = with_article(doc_type_name(result.doc_type))
+    parts = [f"I read **{name}** as {kind} ({plural(result.pages or 1, 'page')})"]
+    if result.fields:
+        parts.append(plural(len(result.fields), "field"))
+    if result.transactions:
+        parts.append(plural(len(result.transactions), "transaction"))
+    text = ", ".join(parts) + "."
+    if result.checks:
+        failed = result.checks_with(CheckStatus.failed)
+        not_read = result.checks_with(CheckStatus.not_read)
+        passed = result.checks_with(CheckStatus.passed)
+        text += f" Checks: {len(passed)} passed"
+        if failed:
+            text += f", **{len(failed)} failed** ({', '.join(c.label for c in failed)})"
+        if not_read:
+            text += f", {len(not_read)} not checked because a value was not read ({', '.join(c.label for c in not_read)})"
+        text += "."
+    uncertain = [field_label(n) for n, f in result.fields.items() if f.uncertain(uncertain_below())]
+    if uncertain:
+        text += f" Not certain, please check: {', '.join(uncertain)}."
+    if result.warnings:
+        text += " " + " ".join(w.rstrip(".") + "." for w in result.warnings[:2])
+    return text
+
+
+def document_heading(name: str, result: ExtractionResult) -> str:
+    """The My documents panel's one-line summary of an upload (Markdown)."""
+    return (
+        f"**{name}** — {doc_type_name(result.doc_type)}, {plural(result.pages or 1, 'page')}, "
+        f"read in {result.seconds:.1f} s"
+    )
 
 
 _TABLE_CSS = (
@@ -273,6 +318,7 @@ _TABLE_CSS = (
     ".dt-table tr.dt-warn td{background:rgba(234,179,8,.15)}"
     ".dt-table tr.dt-user td{background:rgba(37,99,235,.08)}"
     ".dt-ok{color:#15803d;font-weight:600}.dt-fail{color:#b91c1c;font-weight:600}"
+    ".dt-neutral{color:#6b7280;font-weight:600}"
     ".dt-muted{color:#6b7280;font-size:12px}"
     ".dt-scroll{max-height:340px;overflow-y:auto;border:1px solid var(--border-color-primary,#e5e7eb);"
     "border-radius:6px}"
@@ -291,18 +337,22 @@ def fields_html(result: ExtractionResult) -> str:
         return _TABLE_CSS + "<p class='dt-muted'>No fields were found in this document.</p>"
     problems = field_problems(result)
     masker = masker_for([result])
+    below = uncertain_below()
     rows = []
     for name, field in result.fields.items():
         css = ""
         note = ""
         if name in problems:
-            css, note = "dt-bad", "fails " + ", ".join(problems[name])
+            # A correction that the document contradicts (the printed zone says otherwise) is both.
+            mine = "corrected by you; " if field.source == "user" else ""
+            css, note = "dt-bad", mine + "fails: " + ", ".join(problems[name])
         elif field.source == "user":
             css, note = "dt-user", "corrected by you"
-        elif field.confidence < LOW_CONFIDENCE:
-            css, note = "dt-warn", "low confidence: please check"
+        elif field.uncertain(below):
+            guessed = "guessed" if field.source == "inferred" else "read"
+            css, note = "dt-warn dt-uncertain", f"? not certain ({guessed} with {field.confidence:.0%} confidence): please check"
         rows.append(
-            f"<tr class='{css}' data-field='{_esc(name)}'><td>{_esc(name.replace('_', ' '))}</td>"
+            f"<tr class='{css}' data-field='{_esc(name)}'><td>{_esc(field_label(name))}</td>"
             f"<td><b>{_esc(display_value(field, masker))}</b>"
             + (f"<div class='dt-muted'>{_esc(note)}</div>" if note else "")
             + f"</td><td>{field.confidence:.0%}</td>"
@@ -315,24 +365,35 @@ def fields_html(result: ExtractionResult) -> str:
     )
 
 
+_CHECK_MARKS = {
+    CheckStatus.failed: ("dt-bad", "<span class='dt-fail'>✗ fail</span>"),
+    CheckStatus.not_read: ("dt-notread", "<span class='dt-neutral'>– not read</span>"),
+    CheckStatus.passed: ("", "<span class='dt-ok'>✓ pass</span>"),
+}
+_CHECK_ORDER = {CheckStatus.failed: 0, CheckStatus.not_read: 1, CheckStatus.passed: 2}
+
+
 def checks_html(result: ExtractionResult) -> str:
-    """Check results (MRZ check digits, expiry, visual-vs-MRZ, reconciliation): pass or fail."""
+    """Check results (MRZ check digits, expiry, printed-vs-MRZ, reconciliation) under their plain
+    names: pass, fail, or "not read" (a value the check needs was not read: neither ✓ nor ✗)."""
     if not result.checks and not result.warnings:
         return ""
     rows = []
     masker = masker_for([result])
     # Failures first: they are what the customer (and the agent) must act on.
-    for name, check in sorted(result.checks.items(), key=lambda item: item[1].ok):
-        mark = "<span class='dt-ok'>✓ pass</span>" if check.ok else "<span class='dt-fail'>✗ fail</span>"
+    for name, check in sorted(result.checks.items(), key=lambda item: _CHECK_ORDER[item[1].status]):
+        css, mark = _CHECK_MARKS[check.status]
         rows.append(
-            f"<tr class='{'' if check.ok else 'dt-bad'}'><td>{_esc(name.replace('_', ' '))}</td>"
-            f"<td>{mark}</td><td class='dt-muted'>{_esc(masker.text(check.detail))}</td></tr>"
+            f"<tr class='{css}' data-check='{_esc(name)}' data-status='{check.status.value}'>"
+            f"<td>{_esc(check.label)}</td><td>{mark}</td><td class='dt-muted'>{_esc(masker.text(check.detail))}</td></tr>"
         )
     warnings = "".join(f"<li>{_esc(masker.text(w))}</li>" for w in result.warnings)
-    failed = sum(1 for c in result.checks.values() if not c.ok)
+    failed = len(result.checks_with(CheckStatus.failed))
+    not_read = len(result.checks_with(CheckStatus.not_read))
     heading = (
-        f"<p><b>Checks:</b> {len(result.checks) - failed} passed"
+        f"<p><b>Checks:</b> {len(result.checks_with(CheckStatus.passed))} passed"
         + (f", <span class='dt-fail'>{failed} failed</span>" if failed else "")
+        + (f", <span class='dt-neutral'>{not_read} not read</span>" if not_read else "")
         + "</p>"
     )
     table = (
@@ -420,3 +481,27 @@ def field_boxes(result: ExtractionResult, page: int, selected: str | None = None
     # (the overlay is painted, not blended, so the blank must come after any translucent box).
     boxes.sort(key=lambda b: b.outline == SELECTED_EDGE)
     return boxes + redaction_boxes(result, page)
+
+
+def cited_row_boxes(result: ExtractionResult, page: int, boxes: list[BBox]) -> list[Box]:
+    """The rows a statement answer used, outlined on `page`, sensitive numbers still blanked."""
+    outlined = [Box(bbox=b, outline=ROW_EDGE, fill=ROW_FILL, width=3) for b in boxes]
+    return outlined + redaction_boxes(result, page)
+
+
+def render_cited_rows(path: Path, mime: str, result: ExtractionResult, page: int, boxes: list[BBox]) -> Image.Image:
+    """The cited page of an upload with the answer's rows outlined (cropped around them on a PDF,
+    not around the blanked account number as well)."""
+    drawn = cited_row_boxes(result, page, boxes)
+    if mime != "application/pdf":
+        return render_image_boxes(path, drawn)
+    from ingest.sniff import open_pdf
+
+    focus = None
+    for box in boxes:
+        focus = box if focus is None else focus.union(box)
+    doc = open_pdf(path)
+    try:
+        return _pdf_page_image(doc, page, drawn, focus=focus)
+    finally:
+        doc.close()

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DOC_TYPES = ("auto", "id", "passport", "statement", "receipt", "form")
 
-__all__ = ["extract", "extract_pages", "read_pages", "DOC_TYPES", "IngestError"]
+__all__ = ["extract", "extract_pages", "read_pages", "recheck", "DOC_TYPES", "IngestError"]
 
 
 def extract(
@@ -120,6 +120,19 @@ def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: 
         return
     result.doc_type = "unknown"
     result.warnings.append("no fields found: the text matches no supported document (ID/passport MRZ, statement, receipt, form)")
+
+
+def recheck(result: ExtractionResult, *, today: date | None = None) -> None:
+    """Recompute the checks that depend on field values, in place: after a customer corrects a
+    field, the Checks panel, the CLI and the chat must all judge the corrected values."""
+    if result.doc_type == "statement":
+        from ingest.extract.statement import reconcile_checks
+
+        reconcile_checks(result)
+    elif result.doc_type in ("passport", "id", "visa"):
+        from ingest.extract.identity import recheck_identity
+
+        recheck_identity(result, today)
 
 
 def _plausible_mrz(reading: MrzReading) -> bool:

@@ -35,21 +35,28 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         from rich.table import Table
 
         console = Console()
-        console.print(f"[bold]{file.name}[/bold]: {result.doc_type}, {result.pages} page(s), {result.seconds:.2f} s")
+        from docteller.check_labels import doc_type_name, plural
+        from docteller.settings import get_settings
+
+        console.print(f"[bold]{file.name}[/bold]: {doc_type_name(result.doc_type)}, {plural(result.pages, 'page')}, {result.seconds:.2f} s")
         fields = Table(title="Fields")
         for col in ("field", "value", "confidence", "page", "source"):
             fields.add_column(col)
+        below = get_settings().uncertain_below
         for name, f in result.fields.items():
             shown = mask(f.value) if f.sensitive and f.value and "*" not in f.value else (f.value or "")
-            fields.add_row(name, shown, f"{f.confidence:.2f}", str(f.page or ""), f.source)
+            confidence = f"{f.confidence:.2f}" + (" [yellow]not certain[/yellow]" if f.uncertain(below) else "")
+            fields.add_row(name, shown, confidence, str(f.page or ""), f.source)
         console.print(fields)
         if result.checks:
             checks = Table(title="Checks")
             checks.add_column("check")
-            checks.add_column("ok")
+            checks.add_column("result")
             checks.add_column("detail")
+            verdicts = {True: "[green]pass[/green]", False: "[red]FAIL[/red]", None: "[dim]not read[/dim]"}
             for name, c in result.checks.items():
-                checks.add_row(name, "[green]yes[/green]" if c.ok else "[red]NO[/red]", c.detail)
+                # The plain name first; the machine key (as in --json) for scripts and support.
+                checks.add_row(f"{c.label} [dim]({name})[/dim]", verdicts[c.ok], c.detail)
             console.print(checks)
         if result.transactions:
             tx = Table(title=f"Transactions ({len(result.transactions)})")

@@ -110,6 +110,7 @@ def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye:
     ours = CategoryReport("ids" + ("_preprocessed" if preprocess else "") + ("" if engine == "rapidocr" else f"_{engine}"))
     theirs = CategoryReport("ids_passporteye") if compare_passporteye else None
     n_valid = n_fields = n_field_ok = n_gt_images = n_gt_all = 0
+    printed = {"pass": 0, "fail": 0, "not read": 0}
     pe_valid = pe_fields = pe_field_ok = pe_gt_all = 0
     for rec in records:
         path = corpus / "ids" / rec["file"]
@@ -123,6 +124,13 @@ def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye:
         digit_checks = [c.ok for n, c in (res.checks.items() if res else []) if n.startswith("check_digit")]
         if digit_checks and all(digit_checks):
             n_valid += 1
+        for name, check in (res.checks.items() if res else []):
+            if name.startswith("visual_"):
+                # Every corpus image is a consistent specimen: a printed-vs-MRZ failure here is a
+                # misread printed value, i.e. a false alarm a customer would see.
+                printed[check.status.value] += 1
+                if check.ok is False:
+                    ours.notes.append(f"{rec['file']}: {check.label}: {check.detail}")
         if gt and gt.get("mrz_type"):
             n_gt_images += 1
             ok_all = True
@@ -175,6 +183,7 @@ def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye:
                         ok_all = False
                 pe_gt_all += ok_all
     ours.metrics = _id_metrics(len(records), n_valid, n_gt_images, n_field_ok, n_fields, n_gt_all)
+    ours.metrics.update({f"printed_vs_mrz_{k.replace(' ', '_')}": v for k, v in printed.items()})
     if theirs is not None:
         theirs.metrics = _id_metrics(len(records), pe_valid, n_gt_images, pe_field_ok, pe_fields, pe_gt_all)
     return ours, theirs
@@ -200,7 +209,7 @@ def evaluate_statements(corpus: Path) -> dict[str, CategoryReport]:
     from ingest.extract import extract
 
     reports = {k: CategoryReport(f"statements_{k}") for k in ("text", "scanned")}
-    counts = {k: {"tp": 0, "gt": 0, "pred": 0, "recon": 0, "docs": 0, "header_ok": 0, "header_n": 0} for k in reports}
+    counts = {k: {"tp": 0, "gt": 0, "pred": 0, "recon": 0, "docs": 0, "header_ok": 0, "header_n": 0, "currency_ok": 0, "currency_n": 0} for k in reports}
     for rec in _jsonl(corpus / "statements" / "statements_groundtruth.jsonl"):
         gt = rec["fields"]
         if not gt.get("transactions"):
@@ -228,6 +237,9 @@ def evaluate_statements(corpus: Path) -> dict[str, CategoryReport]:
             if gt_name in gt:
                 c["header_n"] += 1
                 c["header_ok"] += res.value(name) is not None and Decimal(res.value(name)) == Decimal(str(gt[gt_name]))
+        if gt.get("currency"):
+            c["currency_n"] += 1
+            c["currency_ok"] += res.value("currency") == gt["currency"]
         if tp < len(expected):
             reports[kind].notes.append(f"{rec['file']}: {tp}/{len(expected)} transactions matched, {len(got)} read")
     for kind, c in counts.items():
@@ -237,6 +249,7 @@ def evaluate_statements(corpus: Path) -> dict[str, CategoryReport]:
             "tx_precision": c["tp"] / c["pred"] if c["pred"] else 0.0,
             "reconciliation_pass": c["recon"] / c["docs"] if c["docs"] else 0.0,
             "balances_exact": c["header_ok"] / c["header_n"] if c["header_n"] else 0.0,
+            "currency_right": f"{c['currency_ok']}/{c['currency_n']}",
         }
     return reports
 

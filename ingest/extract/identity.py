@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from docteller.check_labels import check_label, field_label
 from docteller.model import Check, ExtractionResult, Field, Redaction
 from docteller.protocols import OcrResult
 from docteller.redact import mask, masker_for
 from ingest.extract.mrz import MrzReading, find_mrz, resolve_date
 from ingest.extract.pages import PageContent
-from ingest.extract.visual import VisualField, compare, find_labelled_fields, parse_printed_date
+from ingest.extract.visual import VisualField, compare, find_labelled_fields, not_read_reason, typed_value
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +154,30 @@ def mrz_result(result: ExtractionResult, reading: MrzReading, today: date | None
     result.fields["mrz_format"] = Field(name="mrz_format", value=reading.format, confidence=reading.confidence, page=reading.page, bbox=reading.bbox, source="mrz")
     for name, (ok, detail) in reading.checks.items():
         result.checks[name] = Check(name=name, ok=ok, detail=detail)
-    digits = [ok for n, (ok, _) in reading.checks.items() if n.startswith("check_digit")]
-    result.checks["mrz_valid"] = Check(
-        name="mrz_valid",
-        ok=reading.valid,
-        detail=f"{sum(digits)}/{len(digits)} check digits pass"
-        + ("" if reading.valid else "; failing: " + ", ".join(n for n, (ok, _) in reading.checks.items() if not ok)),
-    )
+    result.checks["mrz_valid"] = Check(name="mrz_valid", ok=reading.valid, detail=mrz_verdict_detail(reading))
     if reading.corrections:
         result.warnings.append(f"MRZ OCR repairs applied ({len(reading.corrections)}): accepted because the check digits pass" if reading.check_digits_ok else f"MRZ read with {len(reading.corrections)} repairs and failing check digits")
     add_validity_checks(result, today)
     log.info("mrz %s read: document %s, check digits %s", reading.format, mask(values["document_number"]), "ok" if reading.check_digits_ok else "FAILED")
+
+
+def mrz_verdict_detail(reading: MrzReading) -> str:
+    """Why the zone is (in)valid, naming the real reason: passing check digits do not make a
+    zone valid when another check fails (the ICAO specimen state, a malformed country code)."""
+    digits = {n: ok for n, (ok, _) in reading.checks.items() if n.startswith("check_digit")}
+    others = [detail for n, (ok, detail) in reading.checks.items() if not ok and not n.startswith("check_digit")]
+    bad_digits = [check_label(n) for n, ok in digits.items() if not ok]
+    if not digits:
+        head = "this zone carries no check digits"
+    elif bad_digits:
+        head = f"{len(bad_digits)} of {len(digits)} check digits do not agree ({', '.join(bad_digits)})"
+    else:
+        head = f"all {len(digits)} check digits agree"
+    if reading.valid:
+        return head + " and every field is well formed"
+    if not others:
+        return head
+    return head + (", but " if not bad_digits else "; also ") + "; ".join(others)
 
 
 def add_validity_checks(result: ExtractionResult, today: date) -> None:
@@ -193,47 +207,77 @@ def _iso_or_none(value: str | None) -> str | None:
 
 
 def cross_check_visual(result: ExtractionResult, pages: list[PageContent]) -> None:
-    """A Check per printed field found: does it agree with the MRZ?"""
+    """A Check per printed field found: does it agree with the MRZ?
+
+    A printed text of the wrong type (a label, or another field's value, read where a date
+    should be) is "not read", never a mismatch: it says nothing about the document."""
     printed: dict[str, tuple[VisualField, int]] = {}
     for page in pages:
         for name, vf in find_labelled_fields(page.phrases).items():
             printed.setdefault(name, (vf, page.number))
     for name, (vf, page_no) in printed.items():
-        result.fields.setdefault(
-            f"printed_{name}",
-            Field(name=f"printed_{name}", value=_printed_value(name, vf.value), confidence=round(vf.confidence * 0.9, 4), page=page_no, bbox=vf.bbox, raw=vf.raw, source="visual", sensitive=name in SENSITIVE),
-        )
+        value = typed_value(name, vf.value)
+        if value is not None:
+            result.fields.setdefault(
+                f"printed_{name}",
+                Field(name=f"printed_{name}", value=value, confidence=round(vf.confidence * 0.9, 4), page=page_no, bbox=vf.bbox, raw=vf.raw, source="visual", sensitive=name in SENSITIVE),
+            )
         mrz_field = result.fields.get(name)
         if name not in CROSS_CHECKED or mrz_field is None or mrz_field.value is None:
             continue
-        agree = compare(name, vf.value, mrz_field.value)
-        shown_mrz = mask(mrz_field.value) if name in SENSITIVE else mrz_field.value
-        shown_printed = mask(vf.value) if name in SENSITIVE else vf.value
-        result.checks[f"visual_{name}"] = Check(
-            name=f"visual_{name}",
-            ok=agree,
-            detail=("printed zone agrees with MRZ" if agree else "MISMATCH") + f": printed {shown_printed!r}, MRZ {shown_mrz!r}",
-        )
+        if value is None:
+            result.checks[f"visual_{name}"] = Check(name=f"visual_{name}", ok=None, detail=_not_read(name, vf.value))
+            continue
+        # The text as printed is compared (a date like 11/01/94 can be read two ways); the
+        # typed value is what the panel shows.
+        result.checks[f"visual_{name}"] = _visual_check(name, vf.value, mrz_field.value)
 
 
-def _printed_value(name: str, value: str) -> str:
-    if name in ("date_of_birth", "expiry_date", "date_of_issue"):
-        return parse_printed_date(value) or value
-    return value
+def _not_read(name: str, text: str) -> str:
+    shown = mask(text) if name in SENSITIVE else text
+    return f"printed {field_label(name)} not read: {shown!r} {not_read_reason(name)}"
+
+
+def _visual_check(name: str, printed: str, mrz_value: str, corrected: bool = False) -> Check:
+    """Printed vs MRZ; after a customer's correction, printed vs the corrected value."""
+    agree = compare(name, printed, mrz_value)
+    shown_mrz = mask(mrz_value) if name in SENSITIVE else mrz_value
+    shown_printed = mask(printed) if name in SENSITIVE else printed
+    other = "your correction" if corrected else "the MRZ"
+    verdict = f"the printed zone agrees with {other}" if agree else f"the printed zone and {other} disagree"
+    return Check(name=f"visual_{name}", ok=agree, detail=f"{verdict}: printed {shown_printed!r}, {other.removeprefix('the ')} {shown_mrz!r}")
+
+
+def recheck_identity(result: ExtractionResult, today: date | None = None) -> None:
+    """Recompute the checks that depend on field values, after a customer corrects one: expiry,
+    age, and printed-vs-MRZ agreement. Check digits belong to the zone as read and stay."""
+    today = today or date.today()
+    for name in ("expired", "under_age"):
+        result.checks.pop(name, None)
+    add_validity_checks(result, today)
+    for name in CROSS_CHECKED:
+        printed, field = result.fields.get(f"printed_{name}"), result.fields.get(name)
+        if printed is None or printed.value is None or field is None or not field.value:
+            continue
+        if f"visual_{name}" in result.checks or field.source == "user":
+            result.checks[f"visual_{name}"] = _visual_check(name, printed.value, field.value, corrected=field.source == "user")
 
 
 def labelled_id_result(result: ExtractionResult, pages: list[PageContent], today: date | None = None) -> bool:
-    """IDs without an MRZ: label/value pairs from the printed zone. True if anything was found."""
+    """IDs without an MRZ: label/value pairs from the printed zone. True if anything was found.
+
+    A value of the wrong type for its label is left out (and named in a warning), not guessed."""
     today = today or date.today()
     found = False
     for page in pages:
         for name, vf in find_labelled_fields(page.phrases).items():
             if name in result.fields:
                 continue
-            value = _printed_value(name, vf.value)
-            parsed_date = name in ("date_of_birth", "expiry_date", "date_of_issue") and value != vf.value
-            confidence = vf.confidence * (0.85 if parsed_date or name not in ("date_of_birth", "expiry_date") else 0.6)
-            result.fields[name] = Field(name=name, value=value, confidence=round(confidence, 4), page=page.number, bbox=vf.bbox, raw=vf.raw, source="visual", sensitive=name in SENSITIVE)
+            value = typed_value(name, vf.value)
+            if value is None:
+                result.warnings.append(_not_read(name, vf.value))
+                continue
+            result.fields[name] = Field(name=name, value=value, confidence=round(vf.confidence * 0.85, 4), page=page.number, bbox=vf.bbox, raw=vf.raw, source="visual", sensitive=name in SENSITIVE)
             found = True
     if found:
         result.doc_type = "id"

@@ -24,6 +24,7 @@ from datetime import date
 
 from mrz.base.functions import hash_is_ok
 
+from docteller.check_labels import DIGIT_SUBJECTS, check_label
 from docteller.model import BBox
 from docteller.protocols import OcrLine
 from docteller.redact import redact_text
@@ -289,6 +290,36 @@ _CHECK_NAMES = {
     "optional data 2 format": "format_optional_data_2",
 }
 
+# Plain (pass, fail) details of the format checks the `mrz` package runs.
+_FORMAT_DETAILS = {
+    "format_document_type": ("the document type code is valid", "the document type code is not a valid code"),
+    "format_issuing_country": ("the issuing country is a known country code", "the issuing country is not a known country code"),
+    "format_nationality": ("the nationality is a known country code", "the nationality is not a known country code"),
+    "format_date_of_birth": ("the date of birth is a calendar date", "the date of birth is not a calendar date"),
+    "format_expiry_date": ("the expiry date is a calendar date", "the expiry date is not a calendar date"),
+    "format_sex": ("the sex field is M, F or unspecified", "the sex field is not M, F or unspecified"),
+    "format_name": ("the name is letters and fillers", "the name is empty or holds characters other than letters"),
+    "format_document_number": ("the document number uses MRZ characters only", "the document number holds characters outside the MRZ alphabet"),
+    "format_optional_data": ("the optional data uses MRZ characters only", "the optional data holds characters outside the MRZ alphabet"),
+    "format_optional_data_2": ("the second optional data uses MRZ characters only", "the second optional data holds characters outside the MRZ alphabet"),
+}
+
+
+def digit_detail(name: str, ok: bool) -> str:
+    """'the check digit agrees with the date of birth' — or why it matters when it does not."""
+    subject = DIGIT_SUBJECTS.get(name, name.removeprefix("check_digit_").replace("_", " "))
+    if ok:
+        return f"the check digit agrees with the {subject}"
+    return f"the check digit does not agree with the {subject}: a character was misread or altered"
+
+
+def _plain_check(name: str, ok: bool) -> tuple[bool, str]:
+    if name.startswith("check_digit"):
+        return ok, digit_detail(name, ok)
+    passed, failed = _FORMAT_DETAILS.get(name, (f"{check_label(name)}: passes", f"{check_label(name)}: fails"))
+    return ok, passed if ok else failed
+
+
 # Where each check digit sits: (line index, slice of the checked field, index of the digit).
 # The French driving licence is absent: its number's layout is fixed (13AA00002), so the
 # positional masks repair it and nothing is left ambiguous.
@@ -310,7 +341,7 @@ def _evaluate_icao(fmt: str, lines: list[str]) -> tuple[dict[str, str], dict[str
     checks: dict[str, tuple[bool, str]] = {}
     for description, ok in checker.report.fields:
         name = _CHECK_NAMES.get(description, description.replace(" ", "_"))
-        checks[name] = (bool(ok), description + (" passed" if ok else " failed"))
+        checks[name] = _plain_check(name, bool(ok))
     f = checker.fields()
     fields = {
         "document_type": f.document_type,
@@ -338,7 +369,7 @@ def _evaluate_icao(fmt: str, lines: list[str]) -> tuple[dict[str, str], dict[str
         ok = hash_is_ok(number, digit) or hash_is_ok(number[:9] + "<" + number[9:], digit)
         fields["document_number"] = number
         fields["optional_data"] = lines[0][15:30][len(extended) - 9 :].strip("<")
-        checks["check_digit_document_number"] = (ok, f"long document number check digit {'passed' if ok else 'failed'}")
+        checks["check_digit_document_number"] = (ok, digit_detail("check_digit_document_number", ok))
     if fmt == "TD3":
         fields["personal_number"] = fields.pop("optional_data")
     name_zone = lines[0][5:] if fmt != "TD1" else lines[2]
@@ -356,7 +387,7 @@ def _check_digit(name: str, value: str, digit: str) -> tuple[bool, str]:
         ok = bool(_VALID.match(value)) and digit.isdigit() and hash_is_ok(value, digit)
     except Exception:  # hash_is_ok raises on characters outside the MRZ alphabet
         ok = False
-    return ok, f"{name.removeprefix('check_digit_').replace('_', ' ')} check digit {'passed' if ok else 'failed'}"
+    return ok, digit_detail(name, ok)
 
 
 def _format_check(ok: bool, passed: str, failed: str) -> tuple[bool, str]:
@@ -376,11 +407,11 @@ def _evaluate_french_id(lines: list[str]) -> tuple[dict[str, str], dict[str, tup
     ):
         checks[name] = _check_digit(name, value, digit)
     sex_ok = l2[34] in "MF"
-    checks["format_sex"] = (sex_ok, "sex is M or F" if sex_ok else f"sex {l2[34]!r} is not M/F")
+    checks["format_sex"] = (sex_ok, "the sex field is M or F" if sex_ok else f"the sex field {l2[34]!r} is not M or F")
     birth_ok = _yymmdd_ok(l2[27:33])
-    checks["format_date_of_birth"] = (birth_ok, "birth date is a calendar date" if birth_ok else "birth date is not a date")
+    checks["format_date_of_birth"] = (birth_ok, "the date of birth is a calendar date" if birth_ok else "the date of birth is not a calendar date")
     names_ok = bool(re.fullmatch(r"[A-Z<]+", l1[5:30])) and bool(re.fullmatch(r"[A-Z<]+", l2[13:27]))
-    checks["format_name"] = (names_ok, "names are letters" if names_ok else "names contain non-letters")
+    checks["format_name"] = (names_ok, "the names are letters and fillers" if names_ok else "the names hold characters other than letters")
     fields = {
         "document_type": "ID",
         "issuing_country": "FRA",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
+from docteller.check_labels import field_label
 from docteller.model import BBox, Check, ExtractionResult, Field, Transaction
 from docteller.redact import mask
 from ingest.extract.pages import Line, PageContent, Word
@@ -45,6 +46,18 @@ MONEY = re.compile(
     r"^(?P<neg1>[-−(])?\s*(?:[A-Z]{0,3}[$€£¥]|[A-Z]{3})?\s*(?P<neg2>-)?(?P<num>\d{1,3}(?:[,. \u202f]\d{3})+(?:[.,]\d{1,2})?|\d+[.,]\d{2}|\d{1,3}(?:,\d{3})+)\s*(?:[$€£]|[A-Z]{3})?\s*(?P<close>\))?\s*(?P<suffix>CR|DR|Cr|Dr|-)?$"
 )
 CURRENCY_CODES = ("NZD", "AUD", "USD", "SGD", "EUR", "GBP", "HKD", "CAD", "CHF", "JPY", "INR", "MYR", "CNY", "ZAR")
+# Symbols that name one currency on their own; checked longest first ("NZ$" before "$").
+CURRENCY_SYMBOLS = (("NZ$", "NZD"), ("AU$", "AUD"), ("A$", "AUD"), ("CA$", "CAD"), ("C$", "CAD"), ("US$", "USD"), ("S$", "SGD"), ("HK$", "HKD"), ("€", "EUR"), ("£", "GBP"), ("₹", "INR"))
+# A bare "$" is many currencies: the statement's own country decides. Naming the country is
+# good evidence; a phone prefix or the national account-number format only a hint (uncertain).
+DOLLAR_COUNTRIES = (
+    ("NZD", r"\bNZ\b|New Zealand|Aotearoa", r"\+64\b|\b\d{2}-\d{4}-\d{7}-\d{2,3}\b"),
+    ("AUD", r"\bAustralian?\b", r"\+61\b|\bBSB\b"),
+    ("CAD", r"\bCanada\b|\bCanadian\b", r"\bQC\b|Québec|\bOntario\b"),
+    ("SGD", r"\bSingapore\b", r"\+65\b"),
+    ("HKD", r"\bHong Kong\b", r"\+852\b"),
+    ("USD", r"United States|\bU\.S\.A?\b|\bUSA\b", r"\brouting (number|no)\b|\b[A-Z]{2} \d{5}(?:-\d{4})?\b"),
+)
 
 
 @dataclass
@@ -477,18 +490,10 @@ def _header_fields(result: ExtractionResult, pages: list[PageContent], decimal_c
             result.fields["period_start"] = Field(name="period_start", value=start, confidence=0.9, page=period[1] if period else None, raw=m.group(1), source="text")
             result.fields["period_end"] = Field(name="period_end", value=end, confidence=0.9, page=period[1] if period else None, raw=m.group(2), source="text")
             result.fields["statement_period"] = Field(name="statement_period", value=f"{start}/{end}", confidence=0.9, page=period[1] if period else None, bbox=period[2] if period else None, raw=m.group(0), source="text")
-    currency = next((c for c in CURRENCY_CODES if re.search(rf"\b{c}\b", text)), None)
-    if currency is None:
-        if "€" in text:
-            currency = "EUR"
-        elif "£" in text:
-            currency = "GBP"
-        elif "S$" in text:
-            currency = "SGD"
-        elif "$" in text:
-            currency = "NZD" if re.search(r"\bNZ\b|New Zealand", text) else "AUD" if re.search(r"Australia", text) else "CAD" if re.search(r"Canada|\bQC\b|Québec", text) else "USD"
-    if currency:
-        result.fields["currency"] = Field(name="currency", value=currency, confidence=0.85 if re.search(rf"\b{currency}\b", text) else 0.6, source="text")
+    currency = statement_currency(text)
+    if currency is not None:
+        code, confidence, evidence = currency
+        result.fields["currency"] = Field(name="currency", value=code, confidence=confidence, raw=evidence, source="text" if confidence >= 0.9 else "inferred")
     for key, labels in (("opening_balance", OPENING_LABELS), ("closing_balance", CLOSING_LABELS)):
         hit = _find(pages, labels)
         if hit:
@@ -503,6 +508,30 @@ def _header_fields(result: ExtractionResult, pages: list[PageContent], decimal_c
                 balances[key] = value
                 result.fields[key] = Field(name=key, value=str(value), confidence=0.9, page=hit[1], bbox=hit[2], raw=hit[0], source="text")
     return balances
+
+
+def statement_currency(text: str) -> tuple[str, float, str] | None:
+    """(ISO code, confidence, what it was read from) from the statement's own text, or None.
+
+    A printed code wins (the most frequent, so one foreign-currency line does not decide), then
+    a symbol that names one currency; a bare "$" takes the country the statement names (0.8)
+    or only hints at (0.6: shown as uncertain). A "$" with no country at all stays unnamed."""
+    counts = {c: len(re.findall(rf"\b{c}\b", text)) for c in CURRENCY_CODES}
+    code = max(counts, key=lambda c: counts[c])
+    if counts[code]:
+        return code, 0.95, code
+    for symbol, iso in CURRENCY_SYMBOLS:
+        if symbol in text:
+            return iso, 0.9, symbol
+    if "$" not in text:
+        return None
+    for iso, named, hinted in DOLLAR_COUNTRIES:
+        if m := re.search(named, text):
+            return iso, 0.8, f"the $ sign and '{m.group(0)}' on the statement"
+    for iso, named, hinted in DOLLAR_COUNTRIES:
+        if re.search(hinted, text):  # the hint may be an account number: never quoted
+            return iso, 0.6, f"the $ sign and a phone or account number format used in {iso[:2]}"
+    return None
 
 
 def _full_date(text: str, day_first: bool) -> str | None:
@@ -562,8 +591,10 @@ def extract_statement(result: ExtractionResult, pages: list[PageContent]) -> boo
                 if re.search(r"opening|brought", description, re.I) and "opening_balance" not in balances:
                     balances["opening_balance"] = amount_row["balance"]
                     prev_balance = amount_row["balance"]
+                    _balance_row_field(result, "opening_balance", anchor)
                 elif re.search(r"closing|carried", description, re.I) and "closing_balance" not in balances:
                     balances["closing_balance"] = amount_row["balance"]
+                    _balance_row_field(result, "closing_balance", anchor)
             continue
         if SKIP_ROW.match(description) and not dated:
             continue
@@ -622,6 +653,14 @@ def extract_statement(result: ExtractionResult, pages: list[PageContent]) -> boo
     return True
 
 
+def _balance_row_field(result: ExtractionResult, name: str, row: Row) -> None:
+    """An opening/closing balance printed as a table row: a field with that row's place, so
+    reconciliation can be re-run from the fields after a correction, and answers can cite it."""
+    if name not in result.fields:
+        value = row.amounts["balance"]
+        result.fields[name] = Field(name=name, value=str(value), confidence=round(0.9 * row.confidence, 4), page=row.page, bbox=row.bbox, raw=row.line.text, source="text")
+
+
 def _iso(d: tuple[int, int, int | None], year: int | None, end_month: int | None) -> str | None:
     day, month, y = d
     if y is None:
@@ -656,12 +695,65 @@ def _reconcile(result: ExtractionResult, balances: dict[str, Decimal]) -> None:
         if last is not None:
             closing = last
             result.fields["closing_balance"] = Field(name="closing_balance", value=str(closing), confidence=0.7, source="computed")
-    # Running balance: carry the computed balance; where a printed balance disagrees, try both
-    # the printed and the computed chain on the next row (a misprinted balance vs. a wrong amount).
+    reconcile_checks(result)
+    if opening is None or closing is None:
+        result.warnings.append("opening/closing balance not found: totals not reconciled")
+
+
+def _amount_field(result: ExtractionResult, name: str) -> tuple[Decimal | None, str | None]:
+    """(value, None), (None, None) when absent, or (None, why) when the field is no amount."""
+    f = result.fields.get(name)
+    if f is None or f.value is None:
+        return None, None
+    try:
+        return Decimal(f.value.replace(",", "").strip()), None
+    except InvalidOperation:
+        return None, f"the {field_label(name)} {f.value!r} is not an amount"
+
+
+def reconcile_checks(result: ExtractionResult) -> None:
+    """Running balance and totals checks from the current fields and transactions.
+
+    Run at extraction and again after a customer corrects a balance, so the Checks panel and
+    the chat always agree. A balance field that is not an amount leaves the totals "not read"."""
+    txs = result.transactions
+    if not txs:
+        return
+    opening, bad_opening = _amount_field(result, "opening_balance")
+    closing, bad_closing = _amount_field(result, "closing_balance")
+    _running_balance(result, opening)
+    credits = sum((Decimal(t.amount) for t in txs if Decimal(t.amount) > 0), Decimal(0))
+    debits = -sum((Decimal(t.amount) for t in txs if Decimal(t.amount) < 0), Decimal(0))
+    if bad_opening or bad_closing:
+        result.checks["balance_reconciles"] = Check(name="balance_reconciles", ok=None, detail=bad_opening or bad_closing)
+    elif opening is not None and closing is not None:
+        expected = opening + credits - debits
+        ok = expected == closing
+        result.checks["balance_reconciles"] = Check(
+            name="balance_reconciles",
+            ok=ok,
+            detail=f"opening {opening} + credits {credits} - debits {debits} = {expected}" + (f" = closing {closing}" if ok else f" != closing {closing} (difference {closing - expected})"),
+        )
+    else:
+        result.checks.pop("balance_reconciles", None)
+
+
+def _rows(numbers: list[int]) -> str:
+    """'row 30', 'rows 3 and 7', 'rows 2, 5 and 9'."""
+    if len(numbers) == 1:
+        return f"row {numbers[0]}"
+    return "rows " + ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+
+
+def _running_balance(result: ExtractionResult, opening: Decimal | None) -> None:
+    """Carry the computed balance; where a printed balance disagrees, try both the printed and
+    the computed chain on the next row (a misprinted balance vs. a wrong amount)."""
+    txs = result.transactions
     broken: list[int] = []
     checked = 0
     chains: list[Decimal] = [opening] if opening is not None else []
     for n, t in enumerate(txs, start=1):
+        t.row_ok = None
         amount = Decimal(t.amount)
         chains = [c + amount for c in chains]
         if t.balance is None:
@@ -682,15 +774,7 @@ def _reconcile(result: ExtractionResult, balances: dict[str, Decimal]) -> None:
         result.checks["running_balance"] = Check(
             name="running_balance",
             ok=not broken,
-            detail=f"{checked} printed balances checked, all consistent" if not broken else f"running balance breaks at row(s) {', '.join(map(str, broken))} of {len(txs)}",
-        )
-    if opening is not None and closing is not None:
-        expected = opening + credits - debits
-        ok = expected == closing
-        result.checks["balance_reconciles"] = Check(
-            name="balance_reconciles",
-            ok=ok,
-            detail=f"opening {opening} + credits {credits} - debits {debits} = {expected}" + (f" = closing {closing}" if ok else f" != closing {closing} (difference {closing - expected})"),
+            detail=f"{checked} printed balances checked, all consistent" if not broken else f"the running balance breaks at {_rows(broken)} of {len(txs)}",
         )
     else:
-        result.warnings.append("opening/closing balance not found: totals not reconciled")
+        result.checks.pop("running_balance", None)
