@@ -285,6 +285,22 @@ class EvidenceLine:
 
     text: str
     passage: SourcePassage
+    unit: EvidenceUnit | None = None  # the unit quoted (its whole paragraph or list, its FAQ question)
+
+    @property
+    def whole(self) -> str:
+        """What to quote to the customer: the paragraph or the list with its lead-in this line
+        belongs to when short, else the line; a table row with its column names; never the FAQ
+        question."""
+        if self.unit is None:
+            return self.text
+        if self.unit.table_header:
+            return quotable(replace(self.unit, section=None))
+        return self.unit.whole or self.unit.text
+
+    @property
+    def section(self) -> str | None:
+        return section_of(self.unit) if self.unit is not None else None
 
 
 _SECTION_NUMBER_RE = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z]\.)\s+")
@@ -448,7 +464,7 @@ class EvidenceSelector:
             size += len(text)
             sid = sids.setdefault(item.hit.chunk.id, f"S{len(sids) + 1}")
             passage = SourcePassage(sid, item.hit, item.origin, text=text, score=item.score)
-            lines.append(EvidenceLine(text, passage))
+            lines.append(EvidenceLine(text, passage, item.unit))
             if len(lines) >= max_lines:
                 break
         return lines

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field as PydanticField
 
 from agent.audit import AuditEntry, AuditLog, now_iso
 from agent.backends.choices import choice_from_text
+from agent.compose import compose_answer
 from agent.doc_answers import DocAnswer, Upload, answer_document_question
 from agent.evidence import EvidenceLine, EvidenceSelector, KnowledgeUnits, ScoredUnit
 from agent.grounding import (
@@ -674,7 +675,7 @@ class ChatSession:
                     citations.setdefault(line.passage.hit.chunk.id, _citation_from_hit(line.passage.hit, line.passage.origin))
                 answer = self._answer(
                     question,
-                    quote_answer_text(chosen),
+                    compose_answer(query, chosen),
                     citations=list(citations.values()),
                     standalone_query=standalone,
                     reason=f"quoted the best {len(chosen)} of {len(lines)} evidence lines; the model judged "
@@ -772,16 +773,6 @@ def quoted_lines(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:
         if any(lines[2].passage.hit.chunk.id == line.passage.hit.chunk.id for line in chosen):
             chosen.append(lines[2])
     return chosen
-
-
-def quote_answer_text(lines: Sequence[EvidenceLine]) -> str:
-    """Evidence lines quoted verbatim, each followed by its citation."""
-    whose = "your document says" if all(line.passage.origin == "upload" for line in lines) else "our policy says"
-    if len(lines) == 1:
-        return f"Here is what {whose}: “{lines[0].text}” {lines[0].passage.label}"
-    whose = whose.replace("policy says", "policies say").replace("document says", "documents say")
-    items = "\n".join(f"- “{line.text}” {line.passage.label}" for line in lines)
-    return f"Here is what {whose}:\n{items}"
 
 
 def _also_supporting(
