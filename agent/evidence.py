@@ -101,6 +101,7 @@ def _rejoin_wrapped_lines(lines: Sequence[str]) -> list[str]:
         if (
             out and line and "|" not in line and "|" not in out[-1] and _CONTINUES_RE.search(out[-1])
             and not _ENUMERATED_RE.match(line)  # "… the lesser of" / "(1) $50; or": a list, not a wrap
+            and not line.startswith(("Q:", "A:"))  # an FAQ question ending "… avail of" / its answer
         ):
             out[-1] = f"{out[-1]} {line}"
         else:

@@ -533,6 +533,11 @@ class ChatSession:
         )
         return answer
 
+    def standalone_query(self, question: str) -> str:
+        """What `question` is searched as, after this conversation so far (no answer, no history change)."""
+        with self._lock:
+            return self._rewrite(question.strip())
+
     def _standalone_query(self, question: str) -> str:
         return self._rewrite(question)
 
