@@ -75,6 +75,20 @@ def _spans(question: str) -> list[tuple[int, int, str]]:
     return spans
 
 
+_PHRASE_RE = re.compile(
+    r"\b(" + "|".join(_PREPOSITIONS) + r")\s+(?:(?:the|a|an|my|your|our)\s+)?"
+    r"([\w$][\w$,.'&-]*?(?:\s+[\w$][\w$,.'&-]*?)*?)"
+    r"(?=\s+(?:" + "|".join(_PREPOSITIONS) + r"|and|or|if|when|per|each|every)\b|[?.!]|,\s|$)",
+    re.IGNORECASE,
+)
+
+
+def _phrases(question: str) -> list[tuple[int, int, str]]:
+    """The prepositional phrases of a question ("for debit card purchases", "at a branch") as
+    (start, end, text) of the phrase after the preposition and its determiner."""
+    return [(m.start(1), m.end(2), m.group(2)) for m in _PHRASE_RE.finditer(question) if m.group(2)]
+
+
 def rewrite_slot(followup: str, previous: str, embed: Embed) -> str | None:
     """The previous question with the follow-up's new value in place of the phrase it replaces,
     or None when the follow-up isn't of that shape or no phrase is similar enough."""
@@ -82,33 +96,43 @@ def rewrite_slot(followup: str, previous: str, embed: Embed) -> str | None:
     if slot is None:
         return None
     preposition, value = slot
-    spans = _spans(previous)
+    # "and for Premier Checking?" replaces a whole phrase after a preposition ("for debit card
+    # purchases"), not a word of it; a bare value ("and the 24 month one?") any phrase.
+    phrases = _phrases(previous) if preposition else []
+    spans = phrases or _spans(previous)
     if not spans:
         return None
     vectors = embed([value] + [text for _, _, text in spans])
     similarity = vectors[1:] @ vectors[0]
     head = value.split()[-1].lower().rstrip("s")
+    named = _is_name(value)
     best, best_score = None, -1.0
     for (start, end, text), sim in zip(spans, similarity):
         score = float(sim)
         if text.split()[-1].lower().rstrip("s") == head:
             score += 0.2  # same head word: "Basic Savings" / "Money Market Savings"
-        before = previous[:start].rstrip().rsplit(" ", 1)[-1].lower()
-        before = before if before not in _DETERMINERS else previous[:start].rstrip().rsplit(" ", 2)[-2].lower()
-        if preposition and before == preposition:
+        following = previous[end:].split()[:1]
+        if named and _is_name(text) and not (following and following[0][:1].isupper()):
+            score += 0.15  # a whole name for a name: "Interest Checking" / "Everyday Savings", not "monthly fee"
+        if phrases and previous[start:].lower().startswith(preposition + " "):
             score += 0.1  # same part in the sentence: "at the Main Office" / "at a branch"
         if text.lower() == value.lower():
             score = -1.0  # already there: not the phrase it replaces
         if score > best_score:
-            best, best_score = (start, end, before), score
-    if best is None or best_score < MIN_SLOT_SIMILARITY:
+            best, best_score = (start, end), score
+    # A prepositional follow-up replaces one of the previous question's prepositional phrases
+    # (the structure says which part it is); a bare value must also be similar enough.
+    if best is None or best_score < (0.0 if phrases else MIN_SLOT_SIMILARITY):
         return None
-    start, end, before = best
-    if preposition and before not in _PREPOSITIONS:
-        replacement = f"{preposition} {value}"  # "… wire online" + "at a branch" → "… wire at a branch"
-    else:
-        replacement = value
+    start, end = best
+    replacement = f"{preposition} {value}" if phrases else value  # "in the app" → "at a branch"
     return f"{previous[:start]}{replacement}{previous[end:]}"
+
+
+def _is_name(text: str) -> bool:
+    """A product or place name as written: every word capitalised ("Money Market Savings")."""
+    words = [w for w in text.split() if w[:1].isalpha()]
+    return bool(words) and all(w[0].isupper() for w in words)
 
 
 def keeps_context(rewritten: str, followup: str, previous: str) -> bool:
