@@ -248,6 +248,10 @@ class _ChunkBuilder:
         if self.list_lead is not None:
             self.draft.header_row = self.list_lead  # the next chunk continues the list: repeat its lead-in
         first = draft.pieces[0]
+        # A repeated list lead-in is the chunk's first line: the chunk starts where it is on the
+        # page (a repeated table header is not counted, as before: its rows are what is located).
+        lead = draft.header_row
+        start = lead if lead is not None and lead.kind is not BlockKind.table_row and lead.page == first.page else first
         pages = [p.page for p in draft.pieces]
         lines = ([draft.header_row.text] if draft.header_row else []) + [p.text for p in draft.pieces]
         boxes = [p.bbox for p in draft.pieces if p.bbox is not None and p.page == first.page]
@@ -266,7 +270,7 @@ class _ChunkBuilder:
                 page_start=min(pages),
                 page_end=max(pages),
                 heading_path=list(draft.heading_path),
-                char_start=first.char_start,
+                char_start=start.char_start,
                 char_end=last_on_first_page.char_end,
                 kind=kinds.pop() if len(kinds) == 1 else BlockKind.paragraph,
                 bbox=bbox,
