@@ -120,13 +120,14 @@ def _norm(text: str) -> str:
 
 
 def evaluate_followups(resources: Any, pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Each pair's follow-up asked after its history in a fresh session: is the standalone query
-    it was searched as about the right thing (`must_contain` all in it, `must_not_contain` none)?"""
+    """Each pair's follow-up after its history in a fresh session: is the standalone query it is
+    searched as about the right thing (`must_contain` all in it, `must_not_contain` none)? The
+    history turns are recorded as asked, not answered: this measures the rewrite alone."""
     rows = []
     for pair in pairs:
         session = resources.new_session(session_id=f"eval-{pair['id']}")
         for turn in pair["history"]:
-            session.ask(turn)
+            session.record_turn(turn)
         query = session.standalone_query(pair["followup"]).lower()  # what the follow-up is searched as
         kept = all(term.lower() in query for term in pair.get("must_contain", []))
         dropped = not any(term.lower() in query for term in pair.get("must_not_contain", []))

@@ -533,6 +533,12 @@ class ChatSession:
         )
         return answer
 
+    def record_turn(self, question: str, answer: str = "") -> None:
+        """Add a turn to the history without answering it (conversation replays, evaluations)."""
+        with self._lock:
+            self.history.append((question, answer))
+            self._last_query = question
+
     def standalone_query(self, question: str) -> str:
         """What `question` is searched as, after this conversation so far (no answer, no history change)."""
         with self._lock:
