@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 
 from agent.evidence import EvidenceLine, expected_answers, _sentences
-from agent.grounding import numbers_in, unsupported_numbers
+from agent.grounding import unsupported_numbers
 
 _ITEM_TAIL_RE = re.compile(r"[;,]\s*(?:or|and)?$")
 _NAME_RE = re.compile(r"\b[A-Z][a-zA-Z&'-]*[A-Z][a-zA-Z&'-]*\b|\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+\b")
@@ -42,7 +42,16 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, Ev
             for sentence in _sentences(line.whole):
                 if any(p.search(sentence) for p in wanted):
                     return plain(sentence), line
-    return plain(_own_text(best)), best
+    return plain(_first_sentence(_own_text(best))), best
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a unit (a whole FAQ answer can run to several), with the next one
+    when it is only "Yes." or "No, …" so the lead says what is or isn't so."""
+    sentences = _sentences(text)
+    if len(sentences) > 1 and len(sentences[0].split()) <= 3:
+        return f"{sentences[0]} {sentences[1]}"
+    return sentences[0] if sentences else text
 
 
 def _own_text(line: EvidenceLine) -> str:
@@ -66,9 +75,7 @@ def lead_is_supported(lead: str, evidence: Sequence[str]) -> bool:
     if unsupported_numbers(lead, evidence):
         return False
     text = " ".join(evidence)
-    return all(name in text for name in _NAME_RE.findall(lead)) and numbers_in(lead) <= numbers_in(text) | {
-        n for n in numbers_in(lead) if n <= 10
-    }
+    return all(name in text for name in _NAME_RE.findall(lead))
 
 
 def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
