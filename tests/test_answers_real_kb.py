@@ -146,3 +146,17 @@ def test_policy_questions_about_my_statement_are_not_sent_to_the_upload_path(que
     assert (answer is None) == to_kb, answer
     if not to_kb:
         assert "upload" in answer.text
+
+
+def test_second_kb_build_is_deterministic(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_second_kb", KB_ROOT.parent / "scripts" / "build_second_kb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import pymupdf
+
+    built = module.build(tmp_path)
+    with pymupdf.open(built) as fresh, pymupdf.open(SECOND_KB) as committed:  # the committed PDF is what it makes
+        assert [p.get_text() for p in fresh] == [p.get_text() for p in committed]
+        assert fresh.metadata == committed.metadata
