@@ -11,10 +11,25 @@ import typer
 from docteller.settings import EVAL_QUESTIONS
 
 
-def _resources():
+def _resources(kb: list[Path] | None = None):
+    """The shared resources over the served KB, or over the documents under `kb` (an eval KB
+    indexed into its own folder by `retrieval.evaluate.open_eval_kb`)."""
     from agent.session import AgentResources
 
-    return AgentResources.load()
+    if not kb:
+        return AgentResources.load()
+    from retrieval.evaluate import open_eval_kb
+
+    try:
+        index = open_eval_kb(kb)
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return AgentResources.load(kb=index)
+
+
+_KB_OPTION_HELP = ("Answer from these documents (files or folders, repeatable) instead of the served KB: "
+                   "indexed into $DOCTELLER_HOME/eval-kbs/ on first use.")
 
 
 def _upload_all(session, files: list[Path]) -> None:
@@ -30,6 +45,7 @@ def _upload_all(session, files: list[Path]) -> None:
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    _register_followups(eval_app)
     @app.command()
     def ask(
         question: str = typer.Argument(..., help="The customer's question."),
@@ -97,6 +113,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             EVAL_QUESTIONS, "--questions", exists=True, dir_okay=False,
             help="Questions file (JSONL). knowledge_base/eval/heldout.jsonl holds questions no threshold or rule was tuned on.",
         ),
+        kb: list[Path] = typer.Option([], "--kb", help=_KB_OPTION_HELP),
     ) -> None:
         """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl
         (the questions the thresholds are calibrated on) or another questions file."""
@@ -105,20 +122,50 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         questions = load_questions(questions_path)[:: max(stride, 1)]
         if limit:
             questions = questions[:limit]
-        report = evaluate_answers(_resources(), questions, progress=True)  # progress goes to stderr
+        report = evaluate_answers(_resources(kb), questions, progress=True)  # progress goes to stderr
         if as_json:
             typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
             return
         s = report["summary"]
         typer.echo(f"questions:          {s['questions']}  ({s['model']})")
-        typer.echo(f"answer correct:     {s['answer_correct']}  (target >= 0.85)")
-        typer.echo(f"correct declines:   {s['correct_declines']}  (target >= 0.95)")
-        typer.echo(f"false declines:     {s['false_declines']}  (target <= 0.05)")
+        for name, figures in [("all", s), *report["splits"].items()]:
+            typer.echo(f"[{name}] questions {figures['questions']}: answer correct {figures['answer_correct']} "
+                       f"(target >= 0.85), key fact present {figures['key_fact_present']}, correct declines "
+                       f"{figures['correct_declines']} (>= 0.95), false declines {figures['false_declines']} (<= 0.05)")
         typer.echo(f"abstain precision:  {s['abstain_precision']}")
         typer.echo(f"mean seconds/q:     {s['mean_seconds']}")
         for r in report["rows"]:
             if not r["correct"]:
                 typer.echo(f"  wrong {r['id']}: missing={r['missing']} cites_doc={r['cites_doc']} abstained={r['abstained']} :: {r['answer'][:120]}")
+
+
+def _register_followups(eval_app: typer.Typer) -> None:
+    @eval_app.command("followups")
+    def eval_followups(
+        questions_path: Path = typer.Option(
+            Path("knowledge_base/eval/followups.jsonl"), "--questions", exists=True, dir_okay=False,
+            help="JSONL of {id, split, history: [questions], followup, must_contain, must_not_contain}.",
+        ),
+        kb: list[Path] = typer.Option([], "--kb", help=_KB_OPTION_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    ) -> None:
+        """Follow-up rewrites: does the standalone query keep the product and channel the
+        conversation is about, and take the one the follow-up names?"""
+        from agent.evaluate import evaluate_followups, load_questions
+
+        try:
+            pairs = load_questions(questions_path)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        report = evaluate_followups(_resources(kb), pairs)
+        if as_json:
+            typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+            return
+        typer.echo("follow-ups rewritten right: " + ", ".join(f"{k} {v}" for k, v in report["summary"].items()))
+        for row in report["rows"]:
+            if not row["correct"]:
+                typer.echo(f"  wrong {row['id']}: {row['query']}")
 
 
 def _stream_answer(session, question: str) -> None:

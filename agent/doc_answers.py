@@ -61,6 +61,36 @@ _MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", 
                 "september", "october", "november", "december"]
 
 
+# How a customer asks what the bank's rules are, as opposed to what their document says:
+# "how long do I have to…", "can I…", "what happens if…", "who do I call…".
+_POLICY_RE = re.compile(
+    r"^\s*(?:(?:and|so|but|ok|okay)\s*,?\s*)?(?:how (?:do|can|would|should|long (?:do|does|will|would|have)|soon|"
+    r"late|early|often|quickly)|can i|could i|may i|should i|must i|do i (?:have|need|get)|am i|will i|would i|"
+    r"what (?:happens|should|do i do|can i do|if|is the (?:deadline|time limit|process|procedure))|who (?:do|should|can)|"
+    r"where (?:do|can|should)|when (?:can|should|must|do) i|is there|are there|is it (?:possible|free)|"
+    r"do you|does the bank|will you|can you)\b",
+    re.IGNORECASE,
+)
+# The customer's own document named, or what they did ("what did I pay", "I spent").
+_OWN_DOCUMENT_RE = re.compile(
+    r"\b(?:my|this|the uploaded|the attached)\s+(?:\w+\s+)?(?:statement|passport|id|identity card|licen[cs]e|"
+    r"document|receipt|form|bill|letter|upload|file|card)\b|\b(?:did|have) i\b|\bi (?:paid|spent|received|bought|got)\b",
+    re.IGNORECASE,
+)
+
+
+def is_policy_question(question: str) -> bool:
+    """A question about the bank's rules or procedures ("how long do I have to report an error
+    on my statement?"), even when it mentions the customer's own documents."""
+    return bool(_POLICY_RE.match(question))
+
+
+def asks_about_upload(question: str) -> bool:
+    """A question about what the customer's own document says ("what did I pay in rent?", "what
+    name is on my ID?"), not about the bank's policies."""
+    return bool(_OWN_DOCUMENT_RE.search(question)) and not is_policy_question(question)
+
+
 def _dec(value: str | None) -> Decimal | None:
     if value is None:
         return None
@@ -210,7 +240,9 @@ def answer_document_question(
     if _STATEMENT_WORDS.search(question):
         doc = _latest(uploads, {"statement"})
         if doc is None:
-            if re.search(r"\bmy (bank )?statement\b", low):
+            # "What was my balance on my statement?" needs the statement; "How long do I have to
+            # report an error on my statement?" asks the bank's policy: that is the KB's.
+            if re.search(r"\bmy (bank )?statement\b", low) and not is_policy_question(question):
                 return DocAnswer("I don't have your statement yet. Please upload it and ask again.")
             return None
         return _statement_answer(question, doc, below)

@@ -119,6 +119,27 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
+def evaluate_followups(resources: Any, pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each pair's follow-up after its history in a fresh session: is the standalone query it is
+    searched as about the right thing (`must_contain` all in it, `must_not_contain` none)? The
+    history turns are recorded as asked, not answered: this measures the rewrite alone."""
+    rows = []
+    for pair in pairs:
+        session = resources.new_session(session_id=f"eval-{pair['id']}")
+        for turn in pair["history"]:
+            session.record_turn(turn)
+        query = session.standalone_query(pair["followup"]).lower()  # what the follow-up is searched as
+        kept = all(term.lower() in query for term in pair.get("must_contain", []))
+        dropped = not any(term.lower() in query for term in pair.get("must_not_contain", []))
+        rows.append({"id": pair["id"], "split": pair.get("split"), "query": query,
+                     "correct": kept and dropped})
+    splits = sorted({r["split"] for r in rows if r["split"]})
+    summary = {name: _ratio(sum(r["correct"] for r in rows if name in ("all", r["split"])),
+                            sum(1 for r in rows if name in ("all", r["split"])))
+               for name in ["all", *splits]}
+    return {"summary": summary, "rows": rows}
+
+
 def fact_present(fact: str, answer: str) -> bool:
     f, a = _norm(fact), _norm(answer)
     if f in a:
@@ -151,6 +172,7 @@ def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progre
         answer = session.ask(q["question"])
         seconds = time.perf_counter() - start
         missing = [f for f in q.get("must_include", []) if not fact_present(f, answer.answer)]
+        key_fact = q.get("key_fact")
         cites = _cites_doc(answer, q.get("doc"))
         if q["answerable"]:
             correct = not answer.abstained and not missing and cites
@@ -159,7 +181,10 @@ def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progre
         rows.append(
             {
                 "id": q.get("id"),
+                "split": q.get("split"),
                 "answerable": bool(q["answerable"]),
+                # The one fact the customer needs (the phone number for a lost card) is in the answer.
+                "key_fact_present": fact_present(key_fact, answer.answer) if key_fact else None,
                 "abstained": answer.abstained,
                 "correct": correct,
                 "missing": missing,
@@ -172,20 +197,27 @@ def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progre
         )
         if progress:
             print(f"[{i}/{len(questions)}] {'ok ' if correct else 'BAD'} {q.get('id')}: {answer.answer[:100]!r}", file=sys.stderr)
+    summary = _summary(rows)
+    summary["model"] = resources.model_label
+    splits = {name: _summary([r for r in rows if r["split"] == name]) for name in sorted({r["split"] for r in rows if r["split"]})}
+    return {"summary": summary, "splits": splits, "rows": rows}
+
+
+def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     answerable = [r for r in rows if r["answerable"]]
     unanswerable = [r for r in rows if not r["answerable"]]
     declined = [r for r in rows if r["abstained"]]
-    summary = {
+    keyed = [r for r in answerable if r["key_fact_present"] is not None]
+    return {
         "questions": len(rows),
+        "key_fact_present": _ratio(sum(r["key_fact_present"] for r in keyed), len(keyed)),
         "answer_correct": _ratio(sum(r["correct"] for r in answerable), len(answerable)),
         "correct_declines": _ratio(sum(r["abstained"] for r in unanswerable), len(unanswerable)),
         "false_declines": _ratio(sum(r["abstained"] for r in answerable), len(answerable)),
         "abstain_precision": _ratio(sum(not r["answerable"] for r in declined), len(declined)),
         "abstain_recall": _ratio(sum(r["abstained"] for r in unanswerable), len(unanswerable)),
         "mean_seconds": round(sum(r["seconds"] for r in rows) / max(len(rows), 1), 2),
-        "model": resources.model_label,
     }
-    return {"summary": summary, "rows": rows}
 
 
 def calibrate_judge(resources: Any, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH,

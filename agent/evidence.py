@@ -23,7 +23,7 @@ import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,11 +63,23 @@ def expected_answers(question: str) -> list[re.Pattern[str]]:
 
 
 SHORT_LINE_CHARS = 160
-FAQ_ANSWER_CHARS = 320
+# An FAQ answer was written to answer its question whole: quoted whole up to this length.
+FAQ_ANSWER_CHARS = 600
+# A paragraph, or a list with its lead-in, up to this length is quoted whole in an answer (the
+# sentence or item that scored best is only where the customer's answer starts: "Call our 24/7
+# Card Services line at …" sits next to "You can also lock your card in the app").
+WHOLE_UNIT_CHARS = 420
+LEAD_IN_CHARS = 400
 # An untagged heading (OCR'd and plain pages have no heading markup): a few capitalised words
 # with no closing punctuation.
 _CAPTION_RE = re.compile(r"^(?:\d{1,2}\.\s+)?[A-Z][^.:;,!?|]{2,50}$")
 _LABEL_VALUE_RE = re.compile(r"^[A-Z][A-Za-z ]{1,30}:\s+\S")
+# An enumerated item of a list, statute or agreement: "(1) $50; or", "(a) …", "2. …", "iv) …".
+_ENUMERATED_RE = re.compile(r"^\(?(?:\d{1,3}|[a-zA-Z]|[ivxlIVXL]{1,5})[.)]\s+\S")
+# A sentence that introduces what follows instead of ending: "… shall not exceed the lesser of",
+# "… in the following manner:".
+_OPEN_ENDED_RE = re.compile(r"[^.!?;)\]\"”]$")
+_ITEM_END_RE = re.compile(r"[;,]\s*(?:or|and)$")
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"“])")
 # A full stop after these doesn't end a sentence ("4:00 p.m. ET", "U.S. Treasury", "e.g. Zelle",
 # "Martin Luther King Jr. Day").
@@ -86,7 +98,11 @@ def _rejoin_wrapped_lines(lines: Sequence[str]) -> list[str]:
     out: list[str] = []
     for raw in lines:
         line = raw.strip()
-        if out and line and "|" not in line and "|" not in out[-1] and _CONTINUES_RE.search(out[-1]):
+        if (
+            out and line and "|" not in line and "|" not in out[-1] and _CONTINUES_RE.search(out[-1])
+            and not _ENUMERATED_RE.match(line)  # "… the lesser of" / "(1) $50; or": a list, not a wrap
+            and not line.startswith(("Q:", "A:"))  # an FAQ question ending "… avail of" / its answer
+        ):
             out[-1] = f"{out[-1]} {line}"
         else:
             out.append(line)
@@ -114,6 +130,11 @@ class EvidenceUnit:
     position: int  # order within its chunk
     table_header: str | None  # the header row of the table this row belongs to
     section: str | None = None  # the heading of the section holding it (quoted with table rows)
+    # The FAQ question this unit answers: embedded and scored with the unit, never quoted as an answer.
+    context: str | None = None
+    # The paragraph, or the list with its lead-in, that this sentence or item belongs to, when
+    # short enough to quote whole (`WHOLE_UNIT_CHARS`); None when the unit is already whole.
+    whole: str | None = None
 
 
 @dataclass
@@ -128,67 +149,135 @@ def split_units(text: str, headings: Sequence[str] = ()) -> list[EvidenceUnit]:
     """Sentences of prose lines, and table rows (`a | b | c`) each carrying their table's header,
     each unit carrying the heading of its section: the last of `headings` (the chunk's heading
     path) or caption-like line seen above it, or the path's last one when the chunk starts
-    inside a section."""
-    units: list[EvidenceUnit] = []
-    header: str | None = None
-    by_name = {h.strip().lower(): h.strip() for h in headings if h and h.strip()}
-    section = next((h.strip() for h in reversed(headings) if h and h.strip()), None)
-    lead_in: str | None = None  # a sentence ending in ":" that the next lines complete
-    whole_lines: set[str] = set()  # units that are a whole line, not a sentence of a paragraph
-    for line in _rejoin_wrapped_lines(text.splitlines()):
+    inside a section. FAQ answers carry their question (`context`); list items their lead-in;
+    sentences of a short paragraph and items of a short list the whole they belong to (`whole`)."""
+    return _UnitSplitter(headings).split(text)
+
+
+class _UnitSplitter:
+    """The state `split_units` keeps from line to line (section, table header, lead-in, FAQ question)."""
+
+    def __init__(self, headings: Sequence[str]) -> None:
+        self.units: list[EvidenceUnit] = []
+        self.header: str | None = None
+        self.by_name = {h.strip().lower(): h.strip() for h in headings if h and h.strip()}
+        self.section = next((h.strip() for h in reversed(headings) if h and h.strip()), None)
+        self.lead_in: str | None = None  # a sentence that the next lines complete ("… as follows:")
+        self.items: list[int] = []  # units completing the current lead-in
+        self.question: str | None = None  # the FAQ question the following answer lines answer
+        self.whole_lines: set[str] = set()  # units that are a whole line, not a sentence of a paragraph
+
+    def split(self, text: str) -> list[EvidenceUnit]:
+        lines = _rejoin_wrapped_lines(text.splitlines())
+        for n, line in enumerate(lines):
+            following = lines[n + 1] if n + 1 < len(lines) else ""
+            self.line(line, following)
+        self.end_list()
+        return self.units
+
+    def add(self, text: str, *, table_header: str | None = None, section: str | None = None,
+            whole: str | None = None) -> None:
+        self.units.append(EvidenceUnit(text, len(self.units), table_header, section, self.question, whole))
+
+    def line(self, line: str, following: str) -> None:
         if not line or line == REMOVED_MARKER:
-            header = None if not line else header
-            continue
-        if line.lower().rstrip(":") in by_name:
-            section = by_name[line.lower().rstrip(":")]
+            self.header = None if not line else self.header
+            return
+        if line.lower().rstrip(":") in self.by_name:
+            self.section = self.by_name[line.lower().rstrip(":")]
+        if line.startswith("Q:"):
+            # An FAQ's question matches a customer's question best and answers nothing: it is
+            # the context its answer is embedded and scored with, never a unit of its own.
+            self.end_list()
+            self.question = line[2:].strip() or None
+            return
         if "|" in line:
-            lead_in = None
-            if header is None:
-                header = line  # the first row of a table block is its header (chunking repeats it)
-                units.append(EvidenceUnit(line, len(units), None))
+            self.end_list()
+            if self.header is None:
+                self.header = line  # the first row of a table block is its header (chunking repeats it)
+                self.add(line)
             else:
-                units.append(EvidenceUnit(line, len(units), header, section))
-            continue
-        header = None
+                self.add(line, table_header=self.header, section=self.section)
+            return
+        self.header = None
+        if self.lead_in is not None and (line[0].islower() or _ENUMERATED_RE.match(line)):
+            self.item(line, following)
+            return
         if _CAPTION_RE.match(line):
-            section = line  # "Safe deposit boxes" above a table in an OCR'd notice: its caption
-        if line[0].islower() and lead_in is not None:
-            # A list item finishing its lead-in ("You can close an account:" / "by phone at
-            # 1-800-555-0142;") is quoted with it: alone it says "by phone" to do what?
-            if units and units[-1].text == lead_in:
-                units.pop()  # the lead-in alone answers nothing once its items carry it
-            units.append(EvidenceUnit(f"{lead_in} {line}", len(units), None, section))
-            continue
+            self.section = line  # "Safe deposit boxes" above a table in an OCR'd notice: its caption
+        self.end_list()
+        if self.record(line):
+            return
+        answer = line.startswith("A:")
+        if answer:
+            line = line[2:].strip()
         # A short line (a list item, a label and its value) is one fact: "Minimum order: $100.
         # Maximum: $5,000 per day." split in two leaves "Maximum: $5,000 per day" a maximum of what?
-        # An FAQ answer ("A: Yes. Notary services are free for customers … Non-customers pay
-        # $10 per signature.") was written to answer its question whole: split, the fee is whose?
-        short = FAQ_ANSWER_CHARS if line.startswith("A:") else SHORT_LINE_CHARS
+        # An FAQ answer ("Yes. Notary services are free for customers … Non-customers pay $10 per
+        # signature.") was written to answer its question whole: split, the fee is whose?
+        short = FAQ_ANSWER_CHARS if answer else SHORT_LINE_CHARS
         sentences = [line] if len(line) <= short else _sentences(line)
+        whole = line if len(sentences) > 1 and len(line) <= WHOLE_UNIT_CHARS else None
+        for sentence in sentences:
+            self.add(sentence, section=self.section, whole=whole)
+        last = sentences[-1]
+        opens = last.endswith(":") or (_OPEN_ENDED_RE.search(last) and _ENUMERATED_RE.match(following))
+        self.lead_in = last if opens and len(last) <= LEAD_IN_CHARS else None
+        if len(sentences) == 1:
+            self.whole_lines.add(self.units[-1].text)
+
+    def item(self, line: str, following: str) -> None:
+        """A list item finishing its lead-in ("You can close an account:" / "by phone at
+        1-800-555-0142;", or "… shall not exceed the lesser of" / "(1) $50; or") is quoted with
+        it: alone it says "by phone" to do what, "$50" of what?"""
+        lead_in = self.lead_in or ""
+        if not self.items and self.units and self.units[-1].text == lead_in:
+            self.units.pop()  # the lead-in alone answers nothing once its items carry it
+        sentences = [line] if len(line) <= SHORT_LINE_CHARS else _sentences(line)
+        self.items.append(len(self.units))
+        self.add(f"{lead_in} {sentences[0]}", section=self.section)
+        for sentence in sentences[1:]:
+            self.add(sentence, section=self.section)
         if (
-            _is_field(line) and units and units[-1].text in whole_lines
+            len(sentences) == 1 and _OPEN_ENDED_RE.search(line) and _ENUMERATED_RE.match(following)
+            and not _ITEM_END_RE.search(line)  # "(1) $50; or" ends its item; "(A) a check which" leads on
+        ):
+            # "(A) a check which" / "(i) is drawn on the Treasury": a nested list's lead-in.
+            nested = self.units[-1].text
+            if len(nested) <= LEAD_IN_CHARS:
+                self.end_list()
+                self.lead_in = nested
+
+    def end_list(self) -> None:
+        """Close the current list: its items learn the whole list they belong to, when short."""
+        if len(self.items) > 1 and self.lead_in:
+            rest = [self.units[i].text[len(self.lead_in) + 1:] for i in self.items]
+            whole = f"{self.lead_in} {' '.join(rest)}"
+            if len(whole) <= WHOLE_UNIT_CHARS:
+                for i in self.items:
+                    self.units[i] = replace(self.units[i], whole=whole)
+        self.items = []
+        self.lead_in = None
+
+    def record(self, line: str) -> bool:
+        """A run of "Label: value" lines is one record ("Closed from: March 2; Closed until:
+        March 27; Reopening: March 30"), led by the sentence just above it when there is one
+        ("The Riverside Branch will be closed for renovation."): each alone is a date of what?"""
+        units, section = self.units, self.section
+        if not (
+            _is_field(line) and units and units[-1].text in self.whole_lines
             and units[-1].table_header is None and units[-1].section == section
             and _is_field(units[-1].text.split("; ")[-1])
         ):
-            # A run of "Label: value" lines is one record ("Closed from: March 2; Closed until:
-            # March 27; Reopening: March 30"), led by the sentence just above it when there is
-            # one ("The Riverside Branch will be closed for renovation."): each alone is a date
-            # of what?
-            record = units.pop()
-            merged = f"{record.text}; {line}"
-            if "; " not in record.text and units and units[-1].table_header is None and units[-1].section == section \
-                    and units[-1].text.endswith(".") and units[-1].text in whole_lines:
-                merged = f"{units.pop().text} {merged}"
-            units.append(EvidenceUnit(merged, len(units), None, section))
-            whole_lines.add(merged)
-            lead_in = None
-            continue
-        for sentence in sentences:
-            units.append(EvidenceUnit(sentence, len(units), None, section))
-        lead_in = sentences[-1] if sentences[-1].endswith(":") and len(sentences[-1]) <= SHORT_LINE_CHARS else None
-        if len(sentences) == 1:
-            whole_lines.add(units[-1].text)
-    return units
+            return False
+        record = units.pop()
+        merged = f"{record.text}; {line}"
+        if "; " not in record.text and units and units[-1].table_header is None and units[-1].section == section \
+                and units[-1].text.endswith(".") and units[-1].text in self.whole_lines:
+            merged = f"{units.pop().text} {merged}"
+        self.add(merged, section=section)
+        self.whole_lines.add(merged)
+        return True
 
 
 @dataclass
@@ -197,6 +286,22 @@ class EvidenceLine:
 
     text: str
     passage: SourcePassage
+    unit: EvidenceUnit | None = None  # the unit quoted (its whole paragraph or list, its FAQ question)
+
+    @property
+    def whole(self) -> str:
+        """What to quote to the customer: the paragraph or the list with its lead-in this line
+        belongs to when short, else the line; a table row with its column names; never the FAQ
+        question."""
+        if self.unit is None:
+            return self.text
+        if self.unit.table_header:
+            return quotable(replace(self.unit, section=None))
+        return self.unit.whole or self.unit.text
+
+    @property
+    def section(self) -> str | None:
+        return section_of(self.unit) if self.unit is not None else None
 
 
 _SECTION_NUMBER_RE = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z]\.)\s+")
@@ -233,6 +338,12 @@ def quote(unit: EvidenceUnit) -> str:
     text = text.removeprefix("A: ")  # an FAQ answer's marker means nothing in a quote
     section = section_of(unit)
     return f"{section} — {text}" if section else text
+
+
+def scored_text(unit: EvidenceUnit) -> str:
+    """What a unit is embedded and scored as: `quotable`, after the FAQ question it answers."""
+    text = quotable(unit)
+    return f"{unit.context} — {text}" if unit.context else text
 
 
 def section_of(unit: EvidenceUnit) -> str | None:
@@ -282,8 +393,9 @@ class EvidenceSelector:
         units = [u for u in split_units(text, chunk.heading_path) if is_informative(u, headings)]
         context = " > ".join(h for h in chunk.heading_path if h)
         # Table rows are embedded with their column names ("Cut-off time for same-day sending:
-        # 4:00 p.m. PT"): the bare cells ("4:00 p.m. PT") say nothing of what they are.
-        return units, [f"{context}: {quotable(u)}" if context else quotable(u) for u in units]
+        # 4:00 p.m. PT"): the bare cells ("4:00 p.m. PT") say nothing of what they are; FAQ
+        # answers with their question.
+        return units, [f"{context}: {scored_text(u)}" if context else scored_text(u) for u in units]
 
     def units(self, chunk: Chunk, origin: str) -> tuple[list[EvidenceUnit], np.ndarray]:
         """The chunk's units (instruction-like lines removed; uploads redacted) and their vectors."""
@@ -313,7 +425,7 @@ class EvidenceSelector:
         query_vector = self.embedder.embed([query])[0]
         terms = query_terms(query)
         candidates = [(hit, origin, *self.units(hit.chunk, origin)) for hit, origin in hits]
-        quoted = {id(unit): quotable(unit) for _, _, units, _ in candidates for unit in units}
+        quoted = {id(unit): scored_text(unit) for _, _, units, _ in candidates for unit in units}
         unit_terms = {key: query_terms(text) for key, text in quoted.items()}
         # A question term is weighted by its rarity among the candidate units (inverse document
         # frequency within this pool): when every line is about wires, "incoming" decides.
@@ -353,7 +465,7 @@ class EvidenceSelector:
             size += len(text)
             sid = sids.setdefault(item.hit.chunk.id, f"S{len(sids) + 1}")
             passage = SourcePassage(sid, item.hit, item.origin, text=text, score=item.score)
-            lines.append(EvidenceLine(text, passage))
+            lines.append(EvidenceLine(text, passage, item.unit))
             if len(lines) >= max_lines:
                 break
         return lines

@@ -236,14 +236,35 @@ def numbers_in(text: str) -> set[Decimal]:
 
 
 _TRIVIAL_NUMBERS = {Decimal(n) for n in range(0, 11)}  # "one of 3 ways", "within 1 day" are low risk
+_MARKED_RE = re.compile(r"(?<![\w.])([$€£])\s?(\d[\d,]*(?:\.\d+)?)|(?<![\w.$€£])(\d[\d,]*(?:\.\d+)?)\s?%")
+
+
+def marked_figures(text: str) -> set[tuple[str, Decimal]]:
+    """Amounts and percentages as (kind, value): ("$", 5) for "$5" or "£5", ("%", 4.15) for "4.15%"."""
+    found: set[tuple[str, Decimal]] = set()
+    for m in _MARKED_RE.finditer(strip_citations(text)):
+        raw = (m.group(2) or m.group(3)).rstrip(".,")
+        value = _to_decimal(raw)
+        if value is not None:
+            found.add(("$" if m.group(1) else "%", value))
+    return found
 
 
 def unsupported_numbers(answer: str, evidence_texts: Iterable[str]) -> set[Decimal]:
-    """Figures in `answer` that appear nowhere in the evidence."""
+    """Figures in `answer` that the evidence doesn't state. A bare small count ("one of 3 ways")
+    is low risk and skipped; an amount or a percentage never is, and must be in the evidence as
+    an amount or a percentage: "$5" is not supported by "$10", nor by "5 business days"."""
     evidence: set[Decimal] = set()
+    evidence_marked: set[tuple[str, Decimal]] = set()
     for text in evidence_texts:
         evidence |= numbers_in(text)
-    return {n for n in numbers_in(answer) if n not in evidence and n not in _TRIVIAL_NUMBERS}
+        evidence_marked |= marked_figures(text)
+    marked = marked_figures(answer)
+    missing = {value for kind, value in marked if (kind, value) not in evidence_marked}
+    bare = {value for _, value in marked}
+    return missing | {
+        n for n in numbers_in(answer) if n not in evidence and n not in _TRIVIAL_NUMBERS and n not in bare
+    }
 
 
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\[(])|\n+")

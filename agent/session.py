@@ -34,7 +34,9 @@ from pydantic import BaseModel, Field as PydanticField
 from agent.audit import AuditEntry, AuditLog, now_iso
 from docteller.cancel import check as check_cancelled
 from agent.backends.choices import choice_from_text
-from agent.doc_answers import DocAnswer, Upload, answer_document_question
+from agent.compose import compose_answer
+from agent.doc_answers import DocAnswer, Upload, answer_document_question, asks_about_upload, is_policy_question
+from agent.rewrite import keeps_context, rewrite_slot
 from agent.evidence import EvidenceLine, EvidenceSelector, KnowledgeUnits, ScoredUnit
 from agent.grounding import (
     DECLINE_TEXT,
@@ -273,6 +275,22 @@ def is_handoff_request(question: str) -> bool:
     return bool(_HANDOFF_RE.search(question.strip()))
 
 
+# An answer that offers a person ("Would you like me to connect you with a member of our team?").
+_OFFERS_PERSON_RE = re.compile(r"\b(?:connect you with|put you through to|transfer you to)\b", re.IGNORECASE)
+# A reply that accepts an offer, and nothing else: "yes", "yes please", "please", "sure", "ok".
+_ACCEPT_RE = re.compile(
+    r"^(?:yes|yeah|yep|yup|ya|y|sure|ok|okay|please|pls|plz|go ahead|do it|of course|definitely|"
+    r"i would|i'd like that|i would like that|connect me)"
+    r"(?:[\s,.!]+(?:yes|please|pls|thanks|thank you|go ahead|do it|that would be great|that'd be great))*[\s,.!]*$",
+    re.IGNORECASE,
+)
+
+
+def is_acceptance(reply: str) -> bool:
+    """A short reply that says yes to an offer ("yes", "please", "sure, thanks")."""
+    return bool(_ACCEPT_RE.match(reply.strip()))
+
+
 def needs_rewrite(question: str, history: Sequence[tuple[str, str]]) -> bool:
     """Only follow-ups that lean on earlier turns are rewritten (costs a model call)."""
     if not history:
@@ -335,6 +353,8 @@ class ChatSession:
         self.uploads: dict[str, UploadedDocument] = {}
         self._page_images: dict[str, list[Any]] = {}
         self._upload_index: Any = None
+        self._last_query: str | None = None  # the last question as searched (follow-ups rewritten)
+        self._offered_person = False  # the last answer offered to connect the customer with a person
         self._lock = threading.RLock()
 
     # -- uploads ---------------------------------------------------------------------------
@@ -392,6 +412,7 @@ class ChatSession:
         """Start over: forget the history and every upload (and its session-scoped passages)."""
         with self._lock:
             self.history.clear()
+            self._last_query, self._offered_person = None, False
             self.uploads.clear()
             self._page_images.clear()
             if self._upload_index is not None:
@@ -454,7 +475,7 @@ class ChatSession:
                 answer = self._answer(question, "Please type a question.", abstained=True, reason="empty question")
                 yield AnswerEvent(kind="final", answer=answer)
                 return
-            if is_handoff_request(question):
+            if is_handoff_request(question) or (self._offered_person and is_acceptance(question)):
                 answer = self._finish(self._handoff(question))
                 yield AnswerEvent(kind="token", text=answer.answer)
                 yield AnswerEvent(kind="final", answer=answer)
@@ -498,6 +519,8 @@ class ChatSession:
     def _finish(self, answer: Answer, retrieved: Sequence[str] = ()) -> Answer:
         self.history.append((answer.question, answer.answer))
         del self.history[:-8]
+        self._last_query = answer.standalone_query or answer.question
+        self._offered_person = not answer.handoff and bool(_OFFERS_PERSON_RE.search(answer.answer))
         self.resources.audit.write(
             AuditEntry(
                 time=now_iso(),
@@ -517,11 +540,31 @@ class ChatSession:
         )
         return answer
 
+    def record_turn(self, question: str, answer: str = "") -> None:
+        """Add a turn to the history without answering it (conversation replays, evaluations)."""
+        with self._lock:
+            self.history.append((question, answer))
+            self._last_query = question
+
+    def standalone_query(self, question: str) -> str:
+        """What `question` is searched as, after this conversation so far (no answer, no history change)."""
+        with self._lock:
+            return self._rewrite(question.strip())
+
     def _standalone_query(self, question: str) -> str:
+        return self._rewrite(question)
+
+    def _rewrite(self, question: str) -> str:
+        """The question as a standalone query: as asked, or a follow-up rewritten (`agent.rewrite`)."""
         history = self.history[-HISTORY_TURNS:]
         if not needs_rewrite(question, history):
             return question
-        last_question = history[-1][0]
+        last_question = self._last_query or history[-1][0]
+        embedder = self.resources.evidence.embedder
+        if embedder is not None:
+            slot = rewrite_slot(question, last_question, embedder.embed)
+            if slot is not None:
+                return slot
         fallback = f"{last_question} {question}"
         try:
             raw = "".join(
@@ -538,6 +581,7 @@ class ChatSession:
             not rewritten
             or len(rewritten) > 3 * len(fallback) + 40
             or not (content_words(rewritten) & context_words)
+            or not keeps_context(rewritten, question, last_question)
         ):
             return fallback
         return rewritten
@@ -553,14 +597,19 @@ class ChatSession:
         resources = self.resources
         threshold = resources.calibration.threshold
         query = self._standalone_query(question)
-        kb_hits: list[SearchHit] = resources.kb.search(query, k=KB_POOL)
+        # "What did I pay in rent?", "what name is on my ID?": code computed nothing from the
+        # extracted fields, so the upload's own passages answer it (cited as the customer's
+        # document), never the bank's policies, however similar a policy line reads.
         upload_hits: list[SearchHit] = (
             self.upload_index.search(query, k=UPLOAD_TOP_K) if self.uploads and self._upload_index else []
         )
+        own = bool(upload_hits) and (asks_about_upload(question) or _names_upload_text(question, upload_hits))
+        kb_hits: list[SearchHit] = [] if own else resources.kb.search(query, k=KB_POOL)
         retrieved_ids = [h.chunk.id for h in upload_hits + kb_hits]
         standalone = query if query != question else None
         kb_strength = evidence_strength(kb_hits[:KB_TOP_K])  # as calibrated
-        upload_hits = [h for h in upload_hits if (h.vector_score or 0.0) >= threshold]
+        if not own:
+            upload_hits = [h for h in upload_hits if (h.vector_score or 0.0) >= threshold]
 
         def decline(reason: str) -> Iterator[AnswerEvent]:
             answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone, reason=reason)
@@ -573,7 +622,7 @@ class ChatSession:
             return
 
         kept_kb = [h for h in kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, kb_strength - 0.2)]
-        if resources.units is not None:
+        if resources.units is not None and not own:
             found = resources.units.search(query, UNIT_SEARCH_K, exclude={h.chunk.id for h in kept_kb})
             kept_kb += found
             retrieved_ids += [h.chunk.id for h in found if h.chunk.id not in retrieved_ids]
@@ -683,7 +732,7 @@ class ChatSession:
                     citations.setdefault(line.passage.hit.chunk.id, _citation_from_hit(line.passage.hit, line.passage.origin))
                 answer = self._answer(
                     question,
-                    quote_answer_text(chosen),
+                    compose_answer(query, chosen),
                     citations=list(citations.values()),
                     standalone_query=standalone,
                     reason=f"quoted the best {len(chosen)} of {len(lines)} evidence lines; the model judged "
@@ -757,6 +806,23 @@ def judge_probability(model: ChatModel, question: str, lines: Sequence[str]) -> 
     return choice_from_text(reply, JUDGE_CHOICES)["yes"]
 
 
+_POSSESSIVE_RE = re.compile(r"\bmy\s+((?:[a-z0-9-]+\s+){0,2}[a-z0-9-]+)", re.IGNORECASE)
+
+
+def _names_upload_text(question: str, upload_hits: Sequence[SearchHit]) -> bool:
+    """The question asks for "my X" and the customer's own document states X ("what was my closing
+    balance?" and an upload reading "Opening balance 1,200.00 Closing balance 1,050.00"), and it
+    isn't a question about the bank's rules."""
+    if is_policy_question(question):
+        return False
+    text = " ".join(h.chunk.text.lower() for h in upload_hits)
+    for phrase in _POSSESSIVE_RE.findall(question):
+        words = [w for w in content_words(phrase) if not w.isdigit()]
+        if words and all(re.search(rf"\b{re.escape(w)}", text) for w in words):
+            return True
+    return False
+
+
 def _line_context(line: EvidenceLine) -> str:
     """A judged line with the document title and headings it sits under."""
     chunk = line.passage.hit.chunk
@@ -781,16 +847,6 @@ def quoted_lines(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:
         if any(lines[2].passage.hit.chunk.id == line.passage.hit.chunk.id for line in chosen):
             chosen.append(lines[2])
     return chosen
-
-
-def quote_answer_text(lines: Sequence[EvidenceLine]) -> str:
-    """Evidence lines quoted verbatim, each followed by its citation."""
-    whose = "your document says" if all(line.passage.origin == "upload" for line in lines) else "our policy says"
-    if len(lines) == 1:
-        return f"Here is what {whose}: “{lines[0].text}” {lines[0].passage.label}"
-    whose = whose.replace("policy says", "policies say").replace("document says", "documents say")
-    items = "\n".join(f"- “{line.text}” {line.passage.label}" for line in lines)
-    return f"Here is what {whose}:\n{items}"
 
 
 def _also_supporting(

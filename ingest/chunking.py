@@ -8,6 +8,9 @@ Rules, in order of importance:
 - FAQ sheets (a question and an answer column) give exactly one chunk per row.
 - Prose is packed up to `size` characters; a paragraph longer than that is cut at sentence
   (then word) boundaries with `overlap` characters repeated, so no fact is cut in half unseen.
+- A numbered list's lead-in is repeated at the top of each chunk of its items, as a table's
+  header row is: a statute's "… shall not exceed the lesser of" / "(1) $50; or" / "(2) …" cut
+  after "(1)" leaves "(2) the amount …" a limit of what?
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from docteller.model import BBox, BlockKind, Chunk, Document, TextBlock
 from docteller.settings import get_settings
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+# An enumerated item: "(1) $50; or", "(a) …", "2. …", "iv) …".
+_ENUMERATED = re.compile(r"^\(?(?:\d{1,3}|[a-zA-Z]|[ivxlIVXL]{1,5})[.)]\s+\S")
+# A sentence that introduces a list instead of ending: "… the lesser of", "… as follows:".
+_OPEN_ENDED = re.compile(r"(?:[^.!?;)\]\"”]|:)$")
+LEAD_IN_CHARS = 400
 
 
 @dataclass
@@ -103,10 +111,13 @@ class _ChunkBuilder:
         self.headings: list[tuple[int, str]] = []  # (level, text) stack
         self.draft = _Draft()
         self.table_headers: dict[str, _Piece] = {}
+        self.last_prose: _Piece | None = None  # the prose piece before the current one
+        self.list_lead: _Piece | None = None  # the lead-in of the numbered list being chunked
 
     # -- structure ---------------------------------------------------------------------------
 
     def heading(self, piece: _Piece, level: int) -> None:
+        self.last_prose = self.list_lead = None
         if self.draft.has_body():
             self.flush()
         while self.headings and self.headings[-1][0] >= level:
@@ -123,6 +134,7 @@ class _ChunkBuilder:
         self.flush()
 
     def table_row(self, piece: _Piece, is_header: bool) -> None:
+        self.last_prose = self.list_lead = None
         table = piece.table_id or ""
         if is_header:
             self.table_headers[table] = piece
@@ -138,6 +150,7 @@ class _ChunkBuilder:
         self.draft.pieces.append(piece)
 
     def prose(self, piece: _Piece) -> None:
+        self._track_list(piece)
         if not self.draft.pieces:
             self.draft.heading_path = self._path()
         if self.draft.length + len(piece.text) + 1 <= self.size:
@@ -160,6 +173,18 @@ class _ChunkBuilder:
         # The last part stays open so following short paragraphs can join it.
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _track_list(self, piece: _Piece) -> None:
+        """Remember the lead-in of the numbered list `piece` belongs to (None outside a list)."""
+        if not _ENUMERATED.match(piece.text):
+            self.list_lead = None
+        elif self.list_lead is None and self.last_prose is not None and not _ENUMERATED.match(self.last_prose.text):
+            last = self.last_prose
+            sentence = _SENTENCE_END.split(last.text.rstrip())[-1]
+            if _OPEN_ENDED.search(sentence) and len(sentence) <= LEAD_IN_CHARS:
+                start = last.char_end - len(sentence)
+                self.list_lead = _Piece(sentence, last.page, start, last.char_end, last.kind, last.bbox, None)
+        self.last_prose = piece
 
     def _path(self) -> list[str]:
         return [text for _, text in self.headings]
@@ -220,7 +245,13 @@ class _ChunkBuilder:
         if not self.draft.pieces or not (force or self.draft.has_body()):
             return
         draft, self.draft = self.draft, _Draft(heading_path=self._path())
+        if self.list_lead is not None:
+            self.draft.header_row = self.list_lead  # the next chunk continues the list: repeat its lead-in
         first = draft.pieces[0]
+        # A repeated list lead-in is the chunk's first line: the chunk starts where it is on the
+        # page (a repeated table header is not counted, as before: its rows are what is located).
+        lead = draft.header_row
+        start = lead if lead is not None and lead.kind is not BlockKind.table_row and lead.page == first.page else first
         pages = [p.page for p in draft.pieces]
         lines = ([draft.header_row.text] if draft.header_row else []) + [p.text for p in draft.pieces]
         boxes = [p.bbox for p in draft.pieces if p.bbox is not None and p.page == first.page]
@@ -239,7 +270,7 @@ class _ChunkBuilder:
                 page_start=min(pages),
                 page_end=max(pages),
                 heading_path=list(draft.heading_path),
-                char_start=first.char_start,
+                char_start=start.char_start,
                 char_end=last_on_first_page.char_end,
                 kind=kinds.pop() if len(kinds) == 1 else BlockKind.paragraph,
                 bbox=bbox,

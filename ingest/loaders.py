@@ -34,8 +34,9 @@ ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
 
 # Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
 # documents it holds from an older version instead of keeping their stale chunks.
-PARSER_VERSION = "4"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
-# 4: a PDF table cell's word broken at a line end is rejoined
+PARSER_VERSION = "5"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
+# 4: a PDF table cell's word broken at a line end is rejoined; 5: a numbered list's lead-in is repeated
+# in each chunk of its items; a PDF paragraph's bold numbered run-in title ("7.3 Longer delays.") is a heading
 
 
 def load_document(path: str | Path, origin: str = "kb", settings: Settings | None = None) -> Document:
@@ -127,6 +128,7 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
         block_sizes: list[tuple[float, int]] = []
         bold_chars = 0
         total_chars = 0
+        run_in = _run_in_heading(block)
         for line in block.get("lines", []):
             lbox = BBox(x0=line["bbox"][0], y0=line["bbox"][1], x1=line["bbox"][2], y1=line["bbox"][3])
             if _inside_any(lbox, table_boxes):
@@ -149,10 +151,16 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
             continue
         size = max(block_sizes, key=lambda s: s[1])[0] if block_sizes else 0.0
         sizes.extend([s for s, n in block_sizes for _ in range(min(n, 50))])
-        parsed.append((_union(line_boxes), text, size, total_chars > 0 and bold_chars / total_chars > 0.8))
+        parsed.append((_union(line_boxes), text, size, total_chars > 0 and bold_chars / total_chars > 0.8, run_in))
     body = median(sizes) if sizes else 0.0
     blocks: list[TextBlock] = []
-    for bbox, text, size, bold in parsed:
+    for bbox, text, size, bold, run_in in parsed:
+        if run_in and text.startswith(run_in) and len(text) > len(run_in) + 20:
+            # "7.3 Longer delays may apply. In some cases …": the numbered subsection's bold run-in
+            # title is its heading, so its number and title travel with its chunks.
+            blocks.append(TextBlock(text=run_in.rstrip(" .:"), kind=BlockKind.heading, heading_level=4, bbox=bbox))
+            blocks.append(TextBlock(text=text[len(run_in):].strip(), kind=BlockKind.paragraph, bbox=bbox))
+            continue
         short = len(text) <= 140 and not text.endswith((".", ",", ";", ":")) or len(text) <= 60
         if short and body and size >= body * 1.25:
             level = 1 if size >= body * 1.6 else 2
@@ -164,6 +172,24 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
             kind = BlockKind.list_item if re.match(r"^([•\-–·*/]|\(?[a-z0-9]{1,3}[.)])\s", text) else BlockKind.paragraph
             blocks.append(TextBlock(text=text, kind=kind, bbox=bbox))
     return blocks
+
+
+# A numbered subsection's run-in title: "7.3 Longer delays may apply." or "12(b) Notices."
+_RUN_IN_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3})+\.?\s+[A-Z][^.:]{2,80}[.:]?$|^\d{1,3}\([a-z0-9]{1,3}\)\s+[A-Z][^.:]{2,80}[.:]?$")
+
+
+def _run_in_heading(block: dict) -> str | None:
+    """The bold numbered title that opens a paragraph ("7.3 Longer delays may apply."), or None."""
+    lines = block.get("lines") or []
+    if not lines:
+        return None
+    lead = ""
+    for span in lines[0]["spans"]:
+        if not (span["flags"] & 16 or "bold" in span["font"].lower()):
+            break
+        lead += span["text"]
+    lead = _clean(lead)
+    return lead if lead and _RUN_IN_RE.match(lead) else None
 
 
 def _join_lines(lines: list[str]) -> str:
