@@ -343,9 +343,13 @@ class Backend:
         if self._index is None:
             with self._init_lock:
                 if self._index is None:
+                    from agent.evidence import KBUnitTexts
                     from retrieval.store import KnowledgeIndex
 
-                    self._index = KnowledgeIndex.open(self.settings.index_dir)
+                    index = KnowledgeIndex.open(self.settings.index_dir)
+                    # Staff uploads embed their documents' evidence units as they are indexed.
+                    index.unit_splitter = KBUnitTexts()
+                    self._index = index
         return self._index
 
     @property
@@ -425,15 +429,20 @@ class Backend:
     def index_files(self, paths: list[Path], progress: Callable[[Any], None] | None = None) -> Any:
         from ingest.pipeline import index_paths
 
+        index = self.index
         with self._index_write_lock:
-            return index_paths(paths, settings=self.settings, strict=False, progress=progress, index=self.index)
+            summary = index_paths(paths, settings=self.settings, strict=False, progress=progress, index=index)
+            index.prepare_search()  # the first question after an upload must not pay for it
+        return summary
 
     def documents(self) -> list[Any]:
         return list(self.index.documents())
 
     def delete_document(self, doc_id: str) -> bool:
         with self._index_write_lock:
-            return bool(self.index.delete(doc_id))
+            removed = bool(self.index.delete(doc_id))
+            self.index.prepare_search()
+        return removed
 
     def search(self, query: str, k: int = 10) -> list[Any]:
         return list(self.index.search(query, k=k))
