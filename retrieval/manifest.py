@@ -249,6 +249,10 @@ class Manifest:
             new[position] = cur.lastrowid
         return np.array(old, dtype=np.int64), new
 
+    def has_unit_sets(self) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM unit_sets LIMIT 1").fetchone() is not None
+
     def unit_row_ids(self) -> np.ndarray:
         with self._lock:
             rows = self._conn.execute("SELECT unit_row FROM units").fetchall()

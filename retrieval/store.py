@@ -128,7 +128,7 @@ class KnowledgeIndex:
     @unit_splitter.setter
     def unit_splitter(self, splitter: UnitSplitter | None) -> None:
         """With a splitter, each added document's evidence units are embedded and stored with it."""
-        self.units.splitter = splitter
+        self.units.attach(splitter)
 
     def add_document(self, doc: Document) -> AddResult:
         """Index a document. Same content again: "unchanged". Same source, new content: "replaced"."""

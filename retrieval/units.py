@@ -84,6 +84,13 @@ class UnitIndex:
             use_gpu=settings.use_gpu,
         )
 
+    def attach(self, splitter: UnitSplitter | None) -> None:
+        """Split with `splitter` from now on. On an index with no units yet, every set will be
+        this splitter's: recorded now, so `sync` never has to check them against it."""
+        self.splitter = splitter
+        if splitter is not None and self.manifest.meta(FINGERPRINT_KEY) is None and not self.manifest.has_unit_sets():
+            self.manifest.set_meta(FINGERPRINT_KEY, splitter.fingerprint)
+
     @property
     def kind(self) -> str:
         return self._vectors.kind
@@ -128,6 +135,10 @@ class UnitIndex:
             self.dirty = False
 
     # -- reading -----------------------------------------------------------------------------
+
+    def ids(self) -> np.ndarray:
+        """Unit row ids of the live vectors (to check them against the manifest)."""
+        return self._vectors.ids()
 
     def search(self, query_vector: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """(unit scores, unit row ids) of the `depth` units most similar to the query, best first."""
