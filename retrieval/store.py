@@ -70,6 +70,7 @@ class KnowledgeIndex:
         self._lock = threading.RLock()
         self._bm25 = BM25Index()
         self._bm25_stale = True
+        self._bm25_building = False
         self._defer_save = 0
         self._vectors_dirty = False
         # Bumped on every change to the indexed chunks, so derived caches know to refresh.
@@ -159,7 +160,7 @@ class KnowledgeIndex:
                 self._vectors.remove(old_rows)
             self._vectors.add(row_ids, vectors)
             for stale in old_units:
-                self.units.apply(stale, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
+                self.units.forget(stale)
             if written is not None:
                 self.units.apply(*written)
             self._changed()
@@ -177,7 +178,7 @@ class KnowledgeIndex:
                 unit_rows = self.manifest.unit_rows_of_document(conn, full_id)
                 row_ids = self.manifest.delete_document(conn, full_id)  # its units go by cascade
             self._vectors.remove(row_ids)
-            self.units.apply(unit_rows, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
+            self.units.forget(unit_rows)
             self._changed()
             return True
 
@@ -264,6 +265,7 @@ class KnowledgeIndex:
         if not query or k <= 0:
             return []
         query_vector = self.embedder.embed([query])[0]
+        self._refresh_bm25()
         with self._lock:
             allowed = None
             if filters and any(filters.get(key) for key in ("doc_id", "doc_type")):
@@ -272,7 +274,6 @@ class KnowledgeIndex:
                     return []
             if len(self._vectors) == 0:
                 return []
-            self._refresh_bm25()
             depth = max(4 * k, 40)
             v_scores, v_ids = self._vectors.search(query_vector, depth, allowed_ids=allowed)
             keep = v_ids[0] >= 0
@@ -302,8 +303,7 @@ class KnowledgeIndex:
 
     def prepare_search(self) -> None:
         """Rebuild what a change left stale (the BM25 index) now, not on the next question."""
-        with self._lock:
-            self._refresh_bm25()
+        self._refresh_bm25()
 
     def stats(self) -> dict:
         docs, chunks = self.manifest.counts()
@@ -336,12 +336,28 @@ class KnowledgeIndex:
             self.save()
 
     def _refresh_bm25(self) -> None:
-        if self._bm25_stale:
-            started = time.perf_counter()
+        """Rebuild the BM25 index if a change left it stale. The rebuild reads every chunk (bm25s
+        cannot update in place) so it runs outside the lock: while one thread rebuilds, other
+        searches use the previous index rather than wait (deleted chunks in it are dropped when
+        their rows are fetched; new ones are found by their vectors meanwhile)."""
+        with self._lock:
+            if not self._bm25_stale or self._bm25_building:
+                return
+            self._bm25_building, self._bm25_stale = True, False  # a change meanwhile marks it stale again
+        started = time.perf_counter()
+        try:
             ids, texts = self.manifest.search_texts()
-            self._bm25.build(ids, texts)
-            self._bm25_stale = False
-            log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
+            fresh = BM25Index()
+            fresh.build(ids, texts)
+        except BaseException:
+            with self._lock:
+                self._bm25_stale = True
+            raise
+        finally:
+            self._bm25_building = False
+        with self._lock:
+            self._bm25 = fresh
+        log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
 
     def _load_vectors(self) -> FaissVectorIndex:
         """Load the vector file and make it agree with the manifest (repairing after a crash)."""

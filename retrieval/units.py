@@ -121,13 +121,17 @@ class UnitIndex:
         return _concat(removed), _concat(added), matrix
 
     def apply(self, removed: np.ndarray, added: np.ndarray, vectors: np.ndarray) -> None:
-        """Bring the FAISS index in step with a committed `write` (or a deletion: `added` empty)."""
+        """Bring the FAISS index in step with a committed `write`."""
         if len(removed):
             self._vectors.remove(removed)
         if len(added):
             self._vectors.add(added, vectors)
         if len(removed) or len(added):
             self.dirty = True
+
+    def forget(self, removed: np.ndarray) -> None:
+        """Drop the vectors of units deleted from the manifest (their chunks' document went)."""
+        self.apply(removed, np.zeros(0, dtype=np.int64), np.zeros((0, self.embedder.dim), dtype=np.float32))
 
     def save(self) -> None:
         if self.path is not None and self.dirty:

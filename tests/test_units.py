@@ -184,3 +184,27 @@ def test_new_splitting_code_re_embeds_only_the_chunks_whose_units_changed(tmp_pa
     chunk = index.get_chunk(f"{savings[:16]}:0")
     expected = embedder.inner.embed(NewSplitting()(chunk))
     assert stored is not None and np.allclose(stored[1], expected, atol=1e-5)
+
+
+def test_staff_uploads_and_deletes_keep_units_in_step(tmp_path: Path) -> None:
+    """The Staff view's backend: an uploaded document's units are embedded as it is indexed
+    (the first question after it embeds nothing but itself), and a deletion takes them away."""
+    from docteller.settings import Settings
+    from ui.backend import Backend
+
+    staged = tmp_path / "upload"
+    staged.mkdir()
+    shutil.copy(DEFAULT_KB_DIR / "foreign-exchange-and-travel.txt", staged / "travel.txt")
+    backend = Backend(Settings(home=tmp_path / "home", workers=1))
+    try:
+        summary = backend.index_files([staged / "travel.txt"])
+        assert summary.count("indexed") == 1
+        _consistent(backend.index)
+        assert backend.index.stats()["units"] > 0
+        hits = backend.index.search_units(CASH_QUESTION, k=3)
+        assert hits and all(h.chunk.source.endswith("travel.txt") for h in hits)
+        assert backend.delete_document(summary.files[0].doc_id)
+        assert backend.index.stats()["units"] == 0 and backend.index.search_units(CASH_QUESTION, k=3) == []
+        _consistent(backend.index)
+    finally:
+        backend.close()
