@@ -314,14 +314,22 @@ class Manifest:
                 rows += self._conn.execute(query.format(",".join("?" * len(batch))), batch).fetchall()
         return rows
 
+    _RECORD = ("doc_id", "title", "source", "mime", "pages", "chunks", "indexed_at", "origin", "doc_type")
+
     def documents(self) -> list[DocumentRecord]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT doc_id, title, source, mime, pages, chunks, indexed_at, origin, doc_type"
-                " FROM documents ORDER BY indexed_at, title"
+                f"SELECT {', '.join(self._RECORD)} FROM documents ORDER BY indexed_at, title"
             ).fetchall()
-        keys = ("doc_id", "title", "source", "mime", "pages", "chunks", "indexed_at", "origin", "doc_type")
-        return [DocumentRecord(**dict(zip(keys, r))) for r in rows]
+        return [DocumentRecord(**dict(zip(self._RECORD, r))) for r in rows]
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        """One document's record (a lookup, not a scan: called once per unchanged file)."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {', '.join(self._RECORD)} FROM documents WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
+        return DocumentRecord(**dict(zip(self._RECORD, row))) if row else None
 
     # -- chunks ------------------------------------------------------------------------------
 

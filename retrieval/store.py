@@ -326,7 +326,8 @@ class KnowledgeIndex:
     # -- internals ---------------------------------------------------------------------------
 
     def _chunk_count(self, doc_id: str) -> int:
-        return next((d.chunks for d in self.manifest.documents() if d.doc_id == doc_id), 0)
+        record = self.manifest.document(doc_id)
+        return record.chunks if record else 0
 
     def _changed(self) -> None:
         self.generation += 1
