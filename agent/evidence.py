@@ -10,8 +10,8 @@ Each unit is scored by the cosine similarity of the question to the unit (embedd
 heading path for context), plus its share of the question's terms (weighted by how rare each is
 among the candidate units; a table row's column names count), plus its chunk's similarity, plus
 a bonus when it holds the kind of value asked for (a time for "how late", an amount for "how much").
-Unit embeddings are cached per chunk: KB chunks don't change between questions, so after the
-first questions only the question itself is embedded.
+KB units are embedded when their document is indexed and stored by the index
+(`retrieval.units`); unit vectors are also cached per chunk, so only the question is embedded.
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ import math
 import re
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from agent.prompt import REMOVED_MARKER, SourcePassage, neutralise, query_terms
 from docteller.model import Chunk, SearchHit
 from docteller.redact import redact_text
+from retrieval.units import units_digest
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +383,9 @@ class EvidenceSelector:
     def __init__(self, embedder, cache_chunks: int = 4096) -> None:
         self.embedder = embedder
         self.cache_chunks = cache_chunks
+        # KB chunks' unit vectors as the index stores them (`KnowledgeUnits.stored_vectors`):
+        # (chunk, unit texts) -> vectors, or None when not stored for these texts.
+        self.stored: Callable[[Chunk, Sequence[str]], np.ndarray | None] | None = None
         self._cache: OrderedDict[str, tuple[list[EvidenceUnit], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -405,7 +411,8 @@ class EvidenceSelector:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         units, texts = self.split(chunk, origin)
-        return units, self.remember(chunk, origin, units, self.embedder.embed(texts))
+        vectors = self.stored(chunk, texts) if origin == "kb" and self.stored is not None else None
+        return units, self.remember(chunk, origin, units, self.embedder.embed(texts) if vectors is None else vectors)
 
     def remember(self, chunk: Chunk, origin: str, units: list[EvidenceUnit], vectors: np.ndarray) -> np.ndarray:
         """Cache a chunk's units (`split`) and their vectors, computed here or kept from earlier."""
@@ -506,6 +513,30 @@ class EvidenceSelector:
         return passages
 
 
+class KBUnitTexts:
+    """What the index embeds for each KB chunk's units (`retrieval.units.UnitSplitter`): the
+    texts `EvidenceSelector.split` scores them by, so the stored vectors are the selector's own."""
+
+    def __init__(self) -> None:
+        self.fingerprint = _splitting_code_digest()
+
+    def __call__(self, chunk: Chunk) -> list[str]:
+        return EvidenceSelector.split(chunk, "kb")[1]
+
+
+@lru_cache(maxsize=1)
+def _splitting_code_digest() -> str:
+    """Identifies the code that splits and words units (this module, and `agent.prompt`'s
+    `neutralise` and `query_terms`): when it changes, the index checks every chunk's unit texts
+    against the stored ones once, and embeds again only those that changed."""
+    import agent.prompt
+
+    digest = hashlib.sha1()
+    for module_file in (__file__, agent.prompt.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()
+
+
 class KnowledgeUnits:
     """Sentence-level search over every unit of the KB ("small-to-big" retrieval).
 
@@ -515,129 +546,41 @@ class KnowledgeUnits:
     on its own, and the chunks of the best few join the retrieved ones. Measured on the eval set:
     the quoted lines held the answer's facts for 95 answerable questions instead of 93.
 
-    The unit vectors are what `EvidenceSelector` embeds anyway; they are kept in the index
-    folder (`FILE`) so a new process doesn't re-embed the KB (≈ 10 s for the bundled one)."""
-
-    FILE = "evidence-units.npz"
+    The unit vectors live in the retrieval layer beside the chunks' (`retrieval.units`: a FAISS
+    index, persisted with the manifest and updated document by document); this attaches the
+    agent's splitting to the index and reads the stored vectors back for the selector, so a
+    question embeds only itself."""
 
     def __init__(self, selector: EvidenceSelector, kb) -> None:
         self.selector = selector
         self.kb = kb
         self._generation: int | None = None
-        self._chunks: list[Chunk] = []
-        self._chunk_vectors = np.zeros((0, 0), dtype=np.float32)
-        self._owner = np.zeros(0, dtype=np.int64)  # unit -> index into _chunks
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._lock = threading.Lock()
+        kb.unit_splitter = KBUnitTexts()
+        selector.stored = self.stored_vectors
 
     def search(self, query: str, k: int, exclude: set[str] = frozenset()) -> list[SearchHit]:
         """Hits for the chunks of the `k` units most similar to `query` (chunks in `exclude`
         skipped), each with its chunk's cosine similarity as `vector_score`."""
         self.refresh()
-        with self._lock:  # one consistent build, should another thread refresh meanwhile
-            vectors, owner, chunks, chunk_vectors = self._vectors, self._owner, self._chunks, self._chunk_vectors
-        if k <= 0 or len(vectors) == 0:
-            return []
-        query_vector = self.selector.embedder.embed([query])[0]
-        similarities = vectors @ query_vector
-        hits: list[SearchHit] = []
-        seen = set(exclude)
-        for unit in np.argsort(-similarities)[: 4 * k]:
-            chunk_index = int(owner[unit])
-            chunk = chunks[chunk_index]
-            if chunk.id in seen:
-                continue
-            seen.add(chunk.id)
-            similarity = float(chunk_vectors[chunk_index] @ query_vector)
-            hits.append(SearchHit(chunk=chunk, score=float(similarities[unit]), vector_score=similarity))
-            if len(hits) >= k:
-                break
-        return hits
+        return self.kb.search_units(query, k, exclude=exclude)
 
     def refresh(self) -> None:
-        """(Re)build the unit matrix when the KB changed since the last build."""
+        """Embed the units of chunks the index holds without them (indexed by a process with no
+        splitter attached, or split by older code): only those, never the whole KB again."""
         generation = getattr(self.kb, "generation", 0)
         with self._lock:
             if generation == self._generation:
                 return
-            chunks, chunk_vectors = self.kb.chunks_with_embeddings()
-            splits = [self.selector.split(chunk, "kb") for chunk in chunks]
-            digests = [units_digest(texts) for _, texts in splits]
-            stored = self._load()
-            blocks: list[np.ndarray | None] = []
-            missing: list[int] = []
-            for n, (chunk, (units, _), digest) in enumerate(zip(chunks, splits, digests)):
-                # Vectors embedded from other unit texts (the splitting changed since) are stale.
-                vectors, stored_digest = stored.get(chunk.id, (None, None))
-                if vectors is None or stored_digest != digest or len(vectors) != len(units):
-                    missing.append(n)
-                    vectors = None
-                blocks.append(vectors)
-            if missing:  # one batch: far faster than chunk by chunk
-                vectors = self.selector.embedder.embed([t for n in missing for t in splits[n][1]])
-                start = 0
-                for n in missing:
-                    blocks[n] = vectors[start : start + len(splits[n][1])]
-                    start += len(splits[n][1])
-            for chunk, (units, _), vectors in zip(chunks, splits, blocks):
-                self.selector.remember(chunk, "kb", units, vectors)
-            dim = chunk_vectors.shape[1] if len(chunk_vectors) else getattr(self.selector.embedder, "dim", 0)
-            self._vectors = _stack(blocks, dim)
-            self._owner = np.repeat(np.arange(len(chunks), dtype=np.int64), [len(b) for b in blocks])
-            self._chunks, self._chunk_vectors = chunks, chunk_vectors
+            embedded = self.kb.sync_units()
+            if embedded:
+                log.info("embedded the evidence units of %d chunks", embedded)
             self._generation = generation
-            if missing:
-                self._save(chunks, digests, blocks)
 
-    def _path(self):
-        index_dir = getattr(self.kb, "index_dir", None)
-        return index_dir / self.FILE if index_dir is not None else None
-
-    def _model_id(self) -> str:
-        return str(getattr(self.selector.embedder, "model_id", ""))
-
-    def _load(self) -> dict[str, tuple[np.ndarray, str]]:
-        """{chunk id: (unit vectors, digest of the texts they were embedded from)} from the file."""
-        path = self._path()
-        if path is None or not path.is_file():
-            return {}
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data["model_id"]) != self._model_id():
-                    return {}
-                ends = np.cumsum(data["counts"])
-                return {
-                    str(chunk_id): (data["vectors"][end - count : end], str(digest))
-                    for chunk_id, count, end, digest in zip(data["chunk_ids"], data["counts"], ends, data["digests"])
-                }
-        except (OSError, KeyError, ValueError) as exc:  # a damaged cache is rebuilt, never fatal
-            log.warning("ignoring %s (%s); re-embedding the KB's evidence units", path, exc)
-            return {}
-
-    def _save(self, chunks: Sequence[Chunk], digests: Sequence[str], blocks: Sequence[np.ndarray]) -> None:
-        path = self._path()
-        if path is None or not chunks:
-            return
-        tmp = path.with_name(path.name + ".tmp.npz")
-        try:
-            np.savez(
-                tmp,
-                model_id=np.array(self._model_id()),
-                chunk_ids=np.array([c.id for c in chunks]),
-                digests=np.array(digests),
-                counts=np.array([len(b) for b in blocks], dtype=np.int64),
-                vectors=_stack(blocks, self._vectors.shape[1]),
-            )
-            tmp.replace(path)
-        except OSError as exc:  # a read-only index still answers; the vectors are rebuilt next time
-            log.warning("could not save %s: %s", path, exc)
-
-
-def units_digest(texts: Sequence[str]) -> str:
-    """Identifies the texts a chunk's unit vectors were embedded from."""
-    return hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()
-
-
-def _stack(blocks: Sequence[np.ndarray], dim: int) -> np.ndarray:
-    rows = [b for b in blocks if len(b)]
-    return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, dim), dtype=np.float32)
+    def stored_vectors(self, chunk: Chunk, texts: Sequence[str]) -> np.ndarray | None:
+        """The chunk's stored unit vectors, if they were embedded from exactly `texts`."""
+        found = self.kb.chunk_units(chunk.id)
+        if found is None:
+            return None
+        digest, vectors = found
+        return vectors if digest == units_digest(texts) and len(vectors) == len(texts) else None

@@ -36,8 +36,8 @@ from docteller.cancel import check as check_cancelled
 from agent.backends.choices import choice_from_text
 from agent.compose import compose_answer
 from agent.doc_answers import DocAnswer, Upload, answer_document_question, asks_about_upload, is_policy_question
+from agent.evidence import EvidenceLine, EvidenceSelector, KBUnitTexts, KnowledgeUnits, ScoredUnit
 from agent.rewrite import keeps_context, rewrite_slot
-from agent.evidence import EvidenceLine, EvidenceSelector, KnowledgeUnits, ScoredUnit
 from agent.grounding import (
     DECLINE_TEXT,
     Calibration,
@@ -161,7 +161,7 @@ class AgentResources:
         self.judge_threshold = self.calibration.judge_threshold_for(getattr(chat_model, "model_hash", ""))
         self.audit = AuditLog.for_settings(self.settings)
         self.evidence = EvidenceSelector(embedder if embedder is not None else getattr(kb, "embedder", None))
-        self.units = KnowledgeUnits(self.evidence, kb) if hasattr(kb, "chunks_with_embeddings") else None
+        self.units = KnowledgeUnits(self.evidence, kb) if hasattr(kb, "search_units") else None
         self._contact_cache: tuple[str, list[Citation]] | None = None
 
     @classmethod
@@ -182,6 +182,7 @@ class AgentResources:
             from retrieval.store import KnowledgeIndex
 
             kb = KnowledgeIndex.open(settings.index_dir, embedder=embedder)
+            kb.unit_splitter = KBUnitTexts()  # KB files indexed now get their evidence units too
             ensure_kb_indexed(settings, index=kb)
         if chat_model is None:
             from agent.backends import get_chat_model
@@ -193,7 +194,7 @@ class AgentResources:
         """Do once, before the first customer, what the first question would otherwise pay for.
 
         A search loads the embedding model (≈ 8 s of imports) and builds the BM25 index; the
-        KB's evidence units are loaded (embedded on first use: ≈ 10 s for the bundled KB); the
+        KB's evidence units are brought up to date (only chunks indexed without them); the
         answer prompt's fixed system policy is evaluated so llama.cpp keeps it in its KV cache
         for every later prompt that starts with it. Measured on 2 cores: the first question took
         13 s, after warming up 1.45 s (the rest 1.3–1.6 s). Nothing is written to the audit log, and a

@@ -25,9 +25,11 @@ def index_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from docteller.processes import IndexBusy
+    from docteller.processes import IndexBusy, index_write_lock
+    from docteller.settings import get_settings
     from ingest.pipeline import FileResult, index_paths, iter_files
     from retrieval.manifest import EmbeddingModelMismatch
+    from retrieval.store import KnowledgeIndex
 
     console = Console(stderr=True)
     total = len(iter_files(paths))
@@ -43,35 +45,38 @@ def index_command(
         transient=False,
     )
 
-    with progress_bar:
-        task = progress_bar.add_task("index", total=total, pages=0, chunks=0)
-
-        def on_file(result: FileResult) -> None:
-            nonlocal pages, chunks
-            pages += result.pages
-            chunks += result.chunks
-            progress_bar.update(task, advance=1, pages=pages, chunks=chunks)
-            if result.status == "failed":
-                progress_bar.console.print(f"[red]failed[/red] {result.path}: {result.reason}")
-
-        try:
-            summary = index_paths(paths, strict=strict, progress=on_file, lock_wait_s=None if wait else 0)
-        except EmbeddingModelMismatch as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
-        except IndexBusy as exc:
-            console.print(f"[red]busy:[/red] {exc}")
-            raise typer.Exit(3) from exc
-
-    totals = summary.totals()
-    if totals["indexed"] or totals["replaced"]:
-        # Answers also search the KB sentence by sentence (agent.evidence.KnowledgeUnits): embed
-        # the new sentences now, while staff wait for indexing, not on a customer's first question.
+    try:
+        index = KnowledgeIndex.open()
+    except EmbeddingModelMismatch as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    with index:
+        # Answers also search the KB sentence by sentence (agent.evidence.KnowledgeUnits): with the
+        # agent's splitting attached, each document's sentences are embedded as it is indexed,
+        # while staff wait, not on a customer's first question.
         from agent.evidence import EvidenceSelector, KnowledgeUnits
-        from retrieval.store import KnowledgeIndex
 
-        with console.status("embedding sentences for answer evidence"), KnowledgeIndex.open() as index:
-            KnowledgeUnits(EvidenceSelector(index.embedder), index).refresh()
+        units = KnowledgeUnits(EvidenceSelector(index.embedder), index)
+        with progress_bar:
+            task = progress_bar.add_task("index", total=total, pages=0, chunks=0)
+
+            def on_file(result: FileResult) -> None:
+                nonlocal pages, chunks
+                pages += result.pages
+                chunks += result.chunks
+                progress_bar.update(task, advance=1, pages=pages, chunks=chunks)
+                if result.status == "failed":
+                    progress_bar.console.print(f"[red]failed[/red] {result.path}: {result.reason}")
+
+            try:
+                summary = index_paths(
+                    paths, strict=strict, progress=on_file, index=index, lock_wait_s=None if wait else 0
+                )
+            except IndexBusy as exc:
+                console.print(f"[red]busy:[/red] {exc}")
+                raise typer.Exit(3) from exc
+        with console.status("embedding sentences for answer evidence"), index_write_lock(get_settings()):
+            units.refresh()  # only chunks stored without them (e.g. an index built by older code)
 
     if as_json:
         typer.echo(json.dumps(summary.as_json(), indent=2))

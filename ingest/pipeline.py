@@ -27,6 +27,7 @@ from ingest.sniff import IngestError
 log = logging.getLogger(__name__)
 
 FileStatus = Literal["indexed", "unchanged", "replaced", "failed"]
+SAVE_EVERY_S = 60.0  # during a bulk index, the vector files are saved at most this often
 
 
 class FileResult(BaseModel):
@@ -180,7 +181,7 @@ def _index_paths(
             report(FileResult(path=str(path), status="failed", reason=f"cannot read file ({exc.strerror or exc})"))
             continue
         if index.manifest.is_current(digest, PARSER_VERSION):
-            record = next((d for d in index.documents() if d.doc_id == digest), None)
+            record = index.manifest.document(digest)
             report(
                 FileResult(
                     path=str(path),
@@ -233,10 +234,14 @@ def _index_paths(
                 futures: list[tuple[Path, float, Future]] = [
                     (path, t0, pool.submit(_load_in_worker, str(path), origin, settings)) for path, t0 in to_load
                 ]
-                for n, (path, t0, future) in enumerate(futures):
+                last_save = time.monotonic()
+                for path, t0, future in futures:
                     store(path, t0, _worker_result(path, future))
-                    if n % 20 == 19:
-                        index.save()  # bound the vector repair work after a crash
+                    if time.monotonic() - last_save > SAVE_EVERY_S:
+                        # Bound the vector repair work after a crash. By time, not by count: each
+                        # save writes whole FAISS files, so saving every n documents is quadratic.
+                        index.save()
+                        last_save = time.monotonic()
     summary.seconds = time.perf_counter() - started
     if own_index:
         index.close()

@@ -49,6 +49,19 @@ CREATE TABLE IF NOT EXISTS chunks (
     embedding BLOB NOT NULL     -- float32, normalised
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
+-- Evidence units (sentences, table rows) of each chunk, embedded for sentence-level search
+-- (retrieval.units). A chunk's set is written in its document's transaction and goes with it.
+CREATE TABLE IF NOT EXISTS unit_sets (
+    chunk_row INTEGER PRIMARY KEY REFERENCES chunks (row_id) ON DELETE CASCADE,
+    digest TEXT NOT NULL        -- identifies the unit texts the vectors were embedded from
+);
+CREATE TABLE IF NOT EXISTS units (
+    unit_row INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS vector id in units.faiss
+    chunk_row INTEGER NOT NULL REFERENCES chunks (row_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,  -- order of the unit within its chunk
+    embedding BLOB NOT NULL     -- float32, normalised
+);
+CREATE INDEX IF NOT EXISTS units_chunk ON units (chunk_row);
 CREATE TABLE IF NOT EXISTS errors (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL,
@@ -211,14 +224,112 @@ class Manifest:
         conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
         return np.array([r[0] for r in rows], dtype=np.int64)
 
+    def unit_rows_of_document(self, conn: sqlite3.Connection, doc_id: str) -> np.ndarray:
+        """The unit row ids of a document's chunks (read before deleting it: they go by cascade)."""
+        rows = conn.execute(
+            "SELECT unit_row FROM units WHERE chunk_row IN (SELECT row_id FROM chunks WHERE doc_id = ?)", (doc_id,)
+        ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def replace_units(
+        self, conn: sqlite3.Connection, chunk_row: int, digest: str, vectors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Store a chunk's unit vectors inside `conn`'s transaction, replacing any earlier set.
+
+        Returns (removed unit row ids, new unit row ids)."""
+        old = [r[0] for r in conn.execute("SELECT unit_row FROM units WHERE chunk_row = ?", (chunk_row,))]
+        conn.execute("DELETE FROM units WHERE chunk_row = ?", (chunk_row,))
+        conn.execute("INSERT OR REPLACE INTO unit_sets (chunk_row, digest) VALUES (?, ?)", (chunk_row, digest))
+        new = np.empty(len(vectors), dtype=np.int64)
+        for position, vector in enumerate(vectors):
+            cur = conn.execute(
+                "INSERT INTO units (chunk_row, position, embedding) VALUES (?, ?, ?)",
+                (chunk_row, position, np.asarray(vector, dtype=np.float32).tobytes()),
+            )
+            new[position] = cur.lastrowid
+        return np.array(old, dtype=np.int64), new
+
+    def has_unit_sets(self) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM unit_sets LIMIT 1").fetchone() is not None
+
+    def unit_row_ids(self) -> np.ndarray:
+        with self._lock:
+            rows = self._conn.execute("SELECT unit_row FROM units").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def unit_embeddings(self, unit_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(unit row ids, float32 matrix) of the given units."""
+        rows = self._by_ids("SELECT unit_row, embedding FROM units WHERE unit_row IN ({})", unit_rows)
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        return np.array([r[0] for r in rows], dtype=np.int64), np.vstack([np.frombuffer(r[1], np.float32) for r in rows])
+
+    def unit_owners(self, unit_rows: np.ndarray) -> dict[int, int]:
+        """{unit row: its chunk's row id}."""
+        return dict(self._by_ids("SELECT unit_row, chunk_row FROM units WHERE unit_row IN ({})", unit_rows))
+
+    def unit_digests(self, chunk_rows: np.ndarray) -> dict[int, str]:
+        """{chunk row: digest of its stored unit set} for the chunks that have one."""
+        return dict(self._by_ids("SELECT chunk_row, digest FROM unit_sets WHERE chunk_row IN ({})", chunk_rows))
+
+    def chunk_units(self, chunk_id: str) -> tuple[str, np.ndarray] | None:
+        """(digest, unit vectors in order) of a chunk, or None when it has no stored set."""
+        with self._lock:
+            head = self._conn.execute(
+                "SELECT s.chunk_row, s.digest FROM unit_sets s JOIN chunks c ON c.row_id = s.chunk_row"
+                " WHERE c.chunk_id = ?", (chunk_id,)
+            ).fetchone()
+            if head is None:
+                return None
+            rows = self._conn.execute(
+                "SELECT embedding FROM units WHERE chunk_row = ? ORDER BY position", (head[0],)
+            ).fetchall()
+        vectors = [np.frombuffer(r[0], dtype=np.float32) for r in rows]
+        return head[1], (np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32))
+
+    def chunk_rows_without_units(self) -> np.ndarray:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT row_id FROM chunks WHERE row_id NOT IN (SELECT chunk_row FROM unit_sets) ORDER BY row_id"
+            ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def live_chunk_rows(self, conn: sqlite3.Connection, chunk_rows: list[int]) -> set[int]:
+        """Those of `chunk_rows` still in the manifest, read inside `conn`'s transaction."""
+        live: set[int] = set()
+        for start in range(0, len(chunk_rows), 500):
+            batch = [int(r) for r in chunk_rows[start : start + 500]]
+            query = f"SELECT row_id FROM chunks WHERE row_id IN ({','.join('?' * len(batch))})"
+            live.update(r[0] for r in conn.execute(query, batch))
+        return live
+
+    def _by_ids(self, query: str, ids: np.ndarray) -> list[tuple]:
+        """Rows of `query` (one `IN ({})` placeholder) for many ids, in batches SQLite accepts."""
+        values = [int(i) for i in ids]
+        rows: list[tuple] = []
+        with self._lock:
+            for start in range(0, len(values), 500):
+                batch = values[start : start + 500]
+                rows += self._conn.execute(query.format(",".join("?" * len(batch))), batch).fetchall()
+        return rows
+
+    _RECORD = ("doc_id", "title", "source", "mime", "pages", "chunks", "indexed_at", "origin", "doc_type")
+
     def documents(self) -> list[DocumentRecord]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT doc_id, title, source, mime, pages, chunks, indexed_at, origin, doc_type"
-                " FROM documents ORDER BY indexed_at, title"
+                f"SELECT {', '.join(self._RECORD)} FROM documents ORDER BY indexed_at, title"
             ).fetchall()
-        keys = ("doc_id", "title", "source", "mime", "pages", "chunks", "indexed_at", "origin", "doc_type")
-        return [DocumentRecord(**dict(zip(keys, r))) for r in rows]
+        return [DocumentRecord(**dict(zip(self._RECORD, r))) for r in rows]
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        """One document's record (a lookup, not a scan: called once per unchanged file)."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {', '.join(self._RECORD)} FROM documents WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
+        return DocumentRecord(**dict(zip(self._RECORD, row))) if row else None
 
     # -- chunks ------------------------------------------------------------------------------
 

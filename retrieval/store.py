@@ -9,6 +9,9 @@ document) and `<index_dir>/vectors.faiss` a cache written atomically (temp file 
 On open, the vector ids are reconciled with the manifest; vectors missing after a crash are
 re-added from the stored embeddings, so a `kill -9` mid-indexing loses at most the document
 being written. `in_memory()` gives a session index (customer uploads) that never touches disk.
+
+Evidence units (the sentences and table rows of every chunk, searched on their own) are kept the
+same way, in the same transactions, in `<index_dir>/units.faiss`: see `retrieval.units`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from docteller.protocols import Embedder
 from docteller.settings import Settings, get_settings
 from retrieval.bm25 import BM25Index
 from retrieval.manifest import DocumentRecord, EmbeddingModelMismatch, Manifest
-from retrieval.vector import FaissVectorIndex
+from retrieval.units import UnitIndex, UnitSplitter
+from retrieval.vector import FaissVectorIndex, load_reconciled
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +70,15 @@ class KnowledgeIndex:
         self._lock = threading.RLock()
         self._bm25 = BM25Index()
         self._bm25_stale = True
+        self._bm25_building = False
         self._defer_save = 0
         self._vectors_dirty = False
         # Bumped on every change to the indexed chunks, so derived caches know to refresh.
         self.generation = 0
         self._vectors = self._load_vectors()
+        self.units = UnitIndex(manifest, embedder, index_dir, settings, self._lock)
+        if self.units.dirty:  # vectors re-added after a crash: keep the repair
+            self.units.save()
 
     # -- construction ------------------------------------------------------------------------
 
@@ -114,6 +122,15 @@ class KnowledgeIndex:
 
     # -- writing -----------------------------------------------------------------------------
 
+    @property
+    def unit_splitter(self) -> UnitSplitter | None:
+        return self.units.splitter
+
+    @unit_splitter.setter
+    def unit_splitter(self, splitter: UnitSplitter | None) -> None:
+        """With a splitter, each added document's evidence units are embedded and stored with it."""
+        self.units.attach(splitter)
+
     def add_document(self, doc: Document) -> AddResult:
         """Index a document. Same content again: "unchanged". Same source, new content: "replaced"."""
         from ingest.chunking import chunk_document, doc_type_of
@@ -128,17 +145,24 @@ class KnowledgeIndex:
                 previous.append(doc.id)
         chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
         vectors = self.embedder.embed([c.embedding_text() for c in chunks])  # outside the lock: slow
+        unit_sets = self.units.prepare(chunks)  # this document's units only (None: no splitter)
         with self._lock:
             with self.manifest.transaction() as conn:
                 if self.manifest.is_current(doc.id, version):  # indexed concurrently meanwhile
                     return AddResult(status="unchanged", doc_id=doc.id, chunks=len(chunks))
                 # The old chunks go in the same transaction the new ones arrive in: a failure
                 # keeps the old document whole.
+                old_units = [self.manifest.unit_rows_of_document(conn, old) for old in previous]
                 removed = [self.manifest.delete_document(conn, old) for old in previous]
                 row_ids = self.manifest.insert_document(conn, doc, doc_type_of(doc), chunks, vectors)
+                written = self.units.write(conn, row_ids, unit_sets) if unit_sets is not None else None
             for old_rows in removed:
                 self._vectors.remove(old_rows)
             self._vectors.add(row_ids, vectors)
+            for stale in old_units:
+                self.units.forget(stale)
+            if written is not None:
+                self.units.apply(*written)
             self._changed()
         status = "replaced" if previous else "indexed"
         log.info("%s %s (%d chunks)", status, doc.title, len(chunks))
@@ -151,8 +175,10 @@ class KnowledgeIndex:
             if full_id is None:
                 return False
             with self.manifest.transaction() as conn:
-                row_ids = self.manifest.delete_document(conn, full_id)
+                unit_rows = self.manifest.unit_rows_of_document(conn, full_id)
+                row_ids = self.manifest.delete_document(conn, full_id)  # its units go by cascade
             self._vectors.remove(row_ids)
+            self.units.forget(unit_rows)
             self._changed()
             return True
 
@@ -172,10 +198,22 @@ class KnowledgeIndex:
                 if self._defer_save == 0:
                     self.save()
 
-    def save(self) -> None:
-        """Write the vector file atomically (no-op for in-memory indexes or when nothing changed)."""
+    def sync_units(self) -> int:
+        """Embed the evidence units the manifest lacks (see `retrieval.units`); returns how many
+        chunks were embedded. Only chunks stored without units, or whose unit texts changed."""
+        embedded = self.units.sync()
         with self._lock:
-            if self.index_dir is None or not self._vectors_dirty:
+            if embedded and not self._defer_save:
+                self.save()
+        return embedded
+
+    def save(self) -> None:
+        """Write the vector files atomically (no-op for in-memory indexes or when nothing changed)."""
+        with self._lock:
+            if self.index_dir is None:
+                return
+            self.units.save()
+            if not self._vectors_dirty:
                 return
             self._vectors.save(self.index_dir / VECTORS_FILE)
             self._vectors_dirty = False
@@ -188,16 +226,38 @@ class KnowledgeIndex:
     def get_chunk(self, chunk_id: str) -> Chunk | None:
         return self.manifest.chunk(chunk_id)
 
-    def chunks_with_embeddings(self) -> tuple[list[Chunk], np.ndarray]:
-        """Every indexed chunk, in index order, and the matrix of their stored embeddings."""
+    def search_units(self, query: str, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[SearchHit]:
+        """The chunks of the evidence units most similar to `query` on their own, best unit first
+        (among its `4 k` best units; chunks in `exclude` skipped). `score` is the unit's cosine
+        similarity, `vector_score` its chunk's."""
+        if k <= 0:
+            return []
+        query_vector = self.embedder.embed([query])[0]
         with self._lock:
-            row_ids, matrix = self.manifest.embeddings()
-            by_row: dict[int, Chunk] = {}
-            rows = row_ids.tolist()
-            for start in range(0, len(rows), 500):  # SQLite caps the parameters of one query
-                by_row.update(self.manifest.chunks_by_row(rows[start : start + 500]))
-        keep = [i for i, row in enumerate(row_ids.tolist()) if row in by_row]
-        return [by_row[int(row_ids[i])] for i in keep], matrix[keep]
+            if len(self.units) == 0:
+                return []
+            unit_scores, unit_ids = self.units.search(query_vector, 4 * k)
+            owners = self.manifest.unit_owners(unit_ids)
+            best: dict[int, float] = {}  # chunk row -> its best unit's score, in rank order
+            for unit, score in zip(unit_ids.tolist(), unit_scores.tolist()):
+                if unit in owners and owners[unit] not in best:
+                    best[owners[unit]] = score
+            chunks = self.manifest.chunks_by_row(list(best))
+            ids, matrix = self.manifest.embeddings(np.array(list(best), dtype=np.int64))
+        cosine = dict(zip(ids.tolist(), (matrix @ query_vector).tolist())) if len(ids) else {}
+        hits: list[SearchHit] = []
+        for row, score in best.items():
+            chunk = chunks.get(row)
+            if chunk is None or chunk.id in exclude:
+                continue
+            hits.append(SearchHit(chunk=chunk, score=float(score), vector_score=cosine.get(row)))
+            if len(hits) >= k:
+                break
+        return hits
+
+    def chunk_units(self, chunk_id: str) -> tuple[str, np.ndarray] | None:
+        """(digest of the unit texts, unit vectors in order) stored for a chunk, or None."""
+        return self.manifest.chunk_units(chunk_id)
 
     def search(self, query: str, k: int = 5, filters: dict | None = None) -> list[SearchHit]:
         """Hybrid search, best first. `filters`: {"doc_id": id or prefix, "doc_type": "pdf"|…}."""
@@ -205,6 +265,7 @@ class KnowledgeIndex:
         if not query or k <= 0:
             return []
         query_vector = self.embedder.embed([query])[0]
+        self._refresh_bm25()
         with self._lock:
             allowed = None
             if filters and any(filters.get(key) for key in ("doc_id", "doc_type")):
@@ -213,7 +274,6 @@ class KnowledgeIndex:
                     return []
             if len(self._vectors) == 0:
                 return []
-            self._refresh_bm25()
             depth = max(4 * k, 40)
             v_scores, v_ids = self._vectors.search(query_vector, depth, allowed_ids=allowed)
             keep = v_ids[0] >= 0
@@ -241,6 +301,10 @@ class KnowledgeIndex:
             if row in chunks
         ]
 
+    def prepare_search(self) -> None:
+        """Rebuild what a change left stale (the BM25 index) now, not on the next question."""
+        self._refresh_bm25()
+
     def stats(self) -> dict:
         docs, chunks = self.manifest.counts()
         size = 0
@@ -253,6 +317,8 @@ class KnowledgeIndex:
             "embedding_dim": self.embedder.dim,
             "index_type": self._vectors.kind,
             "vectors": len(self._vectors),
+            "units": len(self.units),
+            "units_index_type": self.units.kind,
             "bytes_on_disk": size,
             "index_dir": str(self.index_dir) if self.index_dir else None,
         }
@@ -260,7 +326,8 @@ class KnowledgeIndex:
     # -- internals ---------------------------------------------------------------------------
 
     def _chunk_count(self, doc_id: str) -> int:
-        return next((d.chunks for d in self.manifest.documents() if d.doc_id == doc_id), 0)
+        record = self.manifest.document(doc_id)
+        return record.chunks if record else 0
 
     def _changed(self) -> None:
         self.generation += 1
@@ -270,45 +337,42 @@ class KnowledgeIndex:
             self.save()
 
     def _refresh_bm25(self) -> None:
-        if self._bm25_stale:
-            started = time.perf_counter()
+        """Rebuild the BM25 index if a change left it stale. The rebuild reads every chunk (bm25s
+        cannot update in place) so it runs outside the lock: while one thread rebuilds, other
+        searches use the previous index rather than wait (deleted chunks in it are dropped when
+        their rows are fetched; new ones are found by their vectors meanwhile)."""
+        with self._lock:
+            if not self._bm25_stale or self._bm25_building:
+                return
+            self._bm25_building, self._bm25_stale = True, False  # a change meanwhile marks it stale again
+        started = time.perf_counter()
+        try:
             ids, texts = self.manifest.search_texts()
-            self._bm25.build(ids, texts)
-            self._bm25_stale = False
-            log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
+            fresh = BM25Index()
+            fresh.build(ids, texts)
+        except BaseException:
+            with self._lock:
+                self._bm25_stale = True
+            raise
+        finally:
+            self._bm25_building = False
+        with self._lock:
+            self._bm25 = fresh
+        log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
 
     def _load_vectors(self) -> FaissVectorIndex:
         """Load the vector file and make it agree with the manifest (repairing after a crash)."""
-        dim = self.embedder.dim
-        threshold, use_gpu = self.settings.hnsw_threshold, self.settings.use_gpu
         path = self.index_dir / VECTORS_FILE if self.index_dir else None
-        vectors = None
-        if path is not None and path.exists():
-            try:
-                vectors = FaissVectorIndex.load(path, dim, hnsw_threshold=threshold, use_gpu=use_gpu)
-            except Exception as exc:  # unreadable cache: rebuild it from the manifest
-                log.warning("vector file %s unreadable (%s); rebuilding from the manifest", path, exc)
-        if vectors is None:
-            vectors = FaissVectorIndex(dim, hnsw_threshold=threshold, use_gpu=use_gpu)
-        expected = self.manifest.row_ids()
-        present = vectors.ids()
-        missing = np.setdiff1d(expected, present)
-        extra = np.setdiff1d(present, expected)
-        if len(extra):
-            vectors.remove(extra)
-        if len(missing):
-            ids, matrix = self.manifest.embeddings(missing)
-            vectors.add(ids, matrix)
-        if len(missing) or len(extra):
-            log.warning(
-                "vector file out of step with the manifest (%d missing, %d stale vectors): repaired",
-                len(missing),
-                len(extra),
-            )
-            self._vectors_dirty = True
-            if path is not None:
-                vectors.save(path)
-                self._vectors_dirty = False
+        vectors, repaired = load_reconciled(
+            path,
+            self.embedder.dim,
+            self.manifest.row_ids(),
+            self.manifest.embeddings,
+            hnsw_threshold=self.settings.hnsw_threshold,
+            use_gpu=self.settings.use_gpu,
+        )
+        if repaired and path is not None:
+            vectors.save(path)
         return vectors
 
 

@@ -6,15 +6,18 @@
 - On a GPU build of faiss with a visible GPU (and `settings.use_gpu`) the flat index is
   searched on the GPU; the CPU index stays the copy that is updated and saved.
 
-Ids are the manifest's chunk row ids (`IndexIDMap2`), so vectors can be removed and the saved
-file can be reconciled with the manifest after a crash.
+Ids are the manifest's row ids (`IndexIDMap2`), so vectors can be removed and the saved file
+can be reconciled with the manifest after a crash. An HNSW graph cannot drop a node: a removed
+one is relabelled with a negative id (`-id - 2`, -1 meaning "no result"), which every search
+excludes and the saved file keeps, so deleting a document never rebuilds the graph; a save
+rebuilds it once masked nodes pass `MAX_MASKED_FRACTION`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,8 +30,10 @@ log = logging.getLogger(__name__)
 HNSW_M = 32  # graph degree: recall ≥ 0.95 at efSearch 64 on MiniLM-sized vectors
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 96
+# Share of an HNSW graph's nodes that may be deleted-but-masked before a save rebuilds it.
+MAX_MASKED_FRACTION = 0.2
 
-__all__ = ["FaissVectorIndex", "VectorIndex", "gpu_available"]
+__all__ = ["FaissVectorIndex", "VectorIndex", "gpu_available", "load_reconciled"]
 
 
 @contextmanager
@@ -68,9 +73,8 @@ class FaissVectorIndex:
         self.hnsw_threshold = hnsw_threshold
         self.use_gpu = use_gpu
         self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        # HNSW graphs cannot drop nodes: removed ids are masked at search time and dropped for
-        # good when the graph is next rebuilt (at load after a save, or on conversion).
-        self._removed: set[int] = set()
+        # Nodes of an HNSW graph masked by a negative id (see the module's docstring).
+        self._masked = int((faiss.vector_to_array(self._index.id_map) < 0).sum()) if index is not None else 0
         self._gpu_index = None
         self._gpu_resources = None
 
@@ -81,7 +85,7 @@ class FaissVectorIndex:
         return "hnsw" if self._is_hnsw() else "flat"
 
     def __len__(self) -> int:
-        return int(self._index.ntotal) - len(self._removed)
+        return int(self._index.ntotal) - self._masked
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -90,8 +94,6 @@ class FaissVectorIndex:
             raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
         if len(ids) == 0:
             return
-        if self._removed:
-            self._removed.difference_update(ids.tolist())
         if not self._is_hnsw() and self._index.ntotal + len(ids) > self.hnsw_threshold:
             self._convert_to_hnsw(extra_ids=ids, extra_vectors=vectors)
         else:
@@ -105,7 +107,7 @@ class FaissVectorIndex:
         if len(ids) == 0:
             return
         if self._is_hnsw():
-            self._removed.update(ids.tolist())
+            self._mask(ids)
         else:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
         self._gpu_index = None
@@ -119,9 +121,9 @@ class FaissVectorIndex:
         selector = None
         if allowed_ids is not None:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
-        if self._removed:
-            removed = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._removed, dtype=np.int64)))
-            selector = removed if selector is None else faiss.IDSelectorAnd(selector, removed)
+        if self._masked:
+            live = faiss.IDSelectorRange(0, np.iinfo(np.int64).max)  # masked nodes have negative ids
+            selector = live if selector is None else faiss.IDSelectorAnd(selector, live)
         with _threads_for(len(query)):
             if self._is_hnsw():
                 params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
@@ -139,15 +141,15 @@ class FaissVectorIndex:
         import faiss
 
         all_ids = faiss.vector_to_array(self._index.id_map)
-        if not self._removed:
-            return all_ids
-        return all_ids[~np.isin(all_ids, np.fromiter(self._removed, dtype=np.int64))]
+        return all_ids[all_ids >= 0] if self._masked else all_ids
 
     def save(self, path: Path) -> None:
         """Write to a temp file, fsync, then atomically replace: readers see old or new, never half."""
         import faiss
 
-        if self._removed:  # do not persist masked nodes: rebuild a clean graph first
+        if self._masked > MAX_MASKED_FRACTION * max(self._index.ntotal, 1):
+            # Rebuilding the graph costs as much as building it: done only once masked nodes are
+            # a sizeable share, so deleting one document from a large index saves in linear time.
             self._rebuild_without_removed()
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -205,10 +207,23 @@ class FaissVectorIndex:
         index.add_with_ids(np.vstack([vectors, extra_vectors]), np.concatenate([ids, extra_ids]))
         self._index = index
 
+    def _mask(self, ids: np.ndarray) -> None:
+        """Relabel the nodes of `ids` with negative ids: searches skip them, the file keeps them."""
+        import faiss
+
+        labels = faiss.vector_to_array(self._index.id_map)
+        hit = np.isin(labels, ids) & (labels >= 0)
+        if not hit.any():
+            return
+        labels[hit] = -labels[hit] - 2
+        faiss.copy_array_to_vector(labels, self._index.id_map)
+        self._index.construct_rev_map()
+        self._masked += int(hit.sum())
+
     def _rebuild_without_removed(self) -> None:
         ids, vectors = self._all_vectors()
-        keep = ~np.isin(ids, np.fromiter(self._removed, dtype=np.int64))
-        self._removed.clear()
+        keep = ids >= 0
+        self._masked = 0
         index = self._new_hnsw() if len(ids[keep]) > self.hnsw_threshold else None
         if index is None:
             import faiss
@@ -228,3 +243,41 @@ class FaissVectorIndex:
                 self._gpu_resources = faiss.StandardGpuResources()
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
         return self._gpu_index
+
+
+def load_reconciled(
+    path: Path | None,
+    dim: int,
+    expected: np.ndarray,
+    stored: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    *,
+    hnsw_threshold: int,
+    use_gpu: bool,
+) -> tuple[FaissVectorIndex, bool]:
+    """Load a vector file and make it hold exactly the `expected` ids (the manifest's).
+
+    Ids missing from the file (a crash between the manifest commit and the file's save) are
+    re-added from `stored(ids) -> (ids, vectors)`; ids the manifest no longer has are removed
+    (in an HNSW graph: masked, as they were before the save). An unreadable file is rebuilt.
+    Returns the index and whether vectors had to be re-added (the caller saves it then)."""
+    vectors = None
+    if path is not None and path.exists():
+        try:
+            vectors = FaissVectorIndex.load(path, dim, hnsw_threshold=hnsw_threshold, use_gpu=use_gpu)
+        except Exception as exc:  # unreadable cache: rebuild it from the manifest
+            log.warning("vector file %s unreadable (%s); rebuilding from the manifest", path, exc)
+    if vectors is None:
+        vectors = FaissVectorIndex(dim, hnsw_threshold=hnsw_threshold, use_gpu=use_gpu)
+    present = vectors.ids()
+    missing = np.setdiff1d(expected, present)
+    extra = np.setdiff1d(present, expected)
+    if len(extra):
+        vectors.remove(extra)
+        log.info("%s: %d vectors of deleted entries dropped", path or "vectors", len(extra))
+    for start in range(0, len(missing), 100_000):  # bounded memory when a large file is rebuilt
+        ids, matrix = stored(missing[start : start + 100_000])
+        if len(ids):
+            vectors.add(ids, matrix)
+    if len(missing):
+        log.warning("vector file %s lacked %d vectors of the manifest: re-added", path or "(memory)", len(missing))
+    return vectors, bool(len(missing))

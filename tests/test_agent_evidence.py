@@ -181,8 +181,10 @@ def test_unit_search_finds_the_row_of_a_chunk_that_ranks_low_as_a_whole(kb, tmp_
     assert not {h.chunk.id for h in units.search(question, k=3, exclude={hits[0].chunk.id})} & {hits[0].chunk.id}
 
     # The vectors are kept beside the index: a new process loads them instead of re-embedding.
-    saved = tmp_path / "index" / KnowledgeUnits.FILE
-    assert saved.is_file()
+    from retrieval.units import UNITS_FILE
+
+    index.close()
+    assert (tmp_path / "index" / UNITS_FILE).is_file()
 
     class CountingEmbedder:
         def __init__(self, inner):
@@ -192,10 +194,14 @@ def test_unit_search_finds_the_row_of_a_chunk_that_ranks_low_as_a_whole(kb, tmp_
             self.texts += len(texts)
             return self.inner.embed(texts)
 
-    counting = CountingEmbedder(index.embedder)
+    counting = CountingEmbedder(get_embedder())
+    index = KnowledgeIndex.open(tmp_path / "index", embedder=counting)
     reloaded = KnowledgeUnits(EvidenceSelector(counting), index)
     assert [h.chunk.id for h in reloaded.search(question, k=3)] == [h.chunk.id for h in hits]
     assert counting.texts == 1  # the question only
+    # The selector scores the hits' units with the stored vectors: still only the question.
+    reloaded.selector.score(question, hits)
+    assert counting.texts == 2
 
     # A document added to the index is searched from the next question on.
     index.add_document(load_document(DEFAULT_KB_DIR / "foreign-exchange-and-travel.txt"))

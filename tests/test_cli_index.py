@@ -32,13 +32,24 @@ def test_index_search_docs_eval(folder: Path, docteller_home: Path, tmp_path: Pa
     assert summary["totals"]["indexed"] == 2 and summary["totals"]["failed"] == 2
     failed = {Path(f["path"]).name: f["reason"] for f in summary["files"] if f["status"] == "failed"}
     assert "empty file" in failed["empty.txt"] and "PDF" in failed["broken.pdf"]
-    # The indexed documents' sentences are embedded for answer evidence at indexing time.
-    import numpy as np
+    # The indexed documents' sentences are embedded for answer evidence at indexing time, and
+    # stored with their chunks: every chunk has its unit set, every unit its vector in units.faiss.
+    import sqlite3
 
-    from agent.evidence import KnowledgeUnits
+    import faiss
 
-    with np.load(docteller_home / "index" / KnowledgeUnits.FILE) as units:
-        assert len(units["chunk_ids"]) >= 2 and units["vectors"].shape[0] >= len(units["chunk_ids"])
+    manifest = docteller_home / "index" / "manifest.sqlite"
+
+    def unit_counts() -> tuple[int, int, int]:
+        with sqlite3.connect(manifest) as conn:
+            chunks = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            sets = conn.execute("SELECT COUNT(*) FROM unit_sets").fetchone()[0]
+            units = conn.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+        return chunks, sets, units
+
+    chunks, sets, units = unit_counts()
+    assert chunks == sets and units >= chunks
+    assert faiss.read_index(str(docteller_home / "index" / "units.faiss")).ntotal == units
 
     strict = runner.invoke(app, ["index", str(folder), "--strict"])
     assert strict.exit_code == 1
@@ -70,6 +81,10 @@ def test_index_search_docs_eval(folder: Path, docteller_home: Path, tmp_path: Pa
 
     deleted = runner.invoke(app, ["docs", "delete", cards["doc_id"][:10]])
     assert deleted.exit_code == 0
+    # The document's units went with it, from the manifest and from the saved FAISS file.
+    after = unit_counts()
+    assert after[0] == after[1] < chunks and after[2] < units
+    assert faiss.read_index(str(docteller_home / "index" / "units.faiss")).ntotal == after[2]
     assert runner.invoke(app, ["docs", "delete", "nope"]).exit_code == 1
     listed = json.loads(runner.invoke(app, ["docs", "list", "--json"]).stdout)
     assert [Path(d["source"]).name for d in listed] == ["billing.md"]

@@ -82,3 +82,29 @@ def test_reciprocal_rank_fusion() -> None:
     fused = reciprocal_rank_fusion([np.array([1, 2, 3]), np.array([3, 1])], rrf_k=60, k=3)
     assert [i for i, _ in fused] == [1, 3, 2]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+
+
+def test_hnsw_deletions_are_saved_masked_and_rebuilt_only_in_bulk(tmp_path: Path) -> None:
+    """Deleting a document from a large index must not rebuild the graph on every save: masked
+    nodes are written as they are and stay masked after loading, until they pass a fifth."""
+    import faiss
+
+    from retrieval.vector import load_reconciled
+
+    vectors = _unit(600, seed=2)
+    index = FaissVectorIndex(dim=32, hnsw_threshold=300)
+    index.add(np.arange(600), vectors)
+    index.remove(np.arange(10, 40))
+    path = tmp_path / "units.faiss"
+    index.save(path)
+    assert faiss.read_index(str(path)).ntotal == 600  # written as is, not rebuilt
+    expected = np.setdiff1d(np.arange(600), np.arange(10, 40))
+    loaded, repaired = load_reconciled(
+        path, 32, expected, lambda ids: pytest.fail("nothing is missing"), hnsw_threshold=300, use_gpu=False
+    )
+    assert not repaired and len(loaded) == 570 and set(loaded.ids().tolist()) == set(expected.tolist())
+    found = {int(i) for q in range(10, 40) for i in loaded.search(vectors[q], k=5)[1][0]}
+    assert found and not found & set(range(10, 40))
+    loaded.remove(np.arange(100, 250))  # now 180 of 600 masked: the next save rebuilds the graph
+    loaded.save(path)
+    assert faiss.read_index(str(path)).ntotal == len(loaded) == 420

@@ -545,9 +545,13 @@ class Backend:
         if self._index is None:
             with self._init_lock:
                 if self._index is None:
+                    from agent.evidence import KBUnitTexts
                     from retrieval.store import KnowledgeIndex
 
-                    self._index = KnowledgeIndex.open(self.settings.index_dir)
+                    index = KnowledgeIndex.open(self.settings.index_dir)
+                    # Staff uploads embed their documents' evidence units as they are indexed.
+                    index.unit_splitter = KBUnitTexts()
+                    self._index = index
         return self._index
 
     @property
@@ -671,10 +675,12 @@ class Backend:
     ) -> Any:
         from ingest.pipeline import index_paths
 
+        index = self.index
         with self._index_write_lock:
             summary = index_paths(
-                paths, settings=self.settings, strict=False, progress=progress, index=self.index, sources=sources
+                paths, settings=self.settings, strict=False, progress=progress, index=index, sources=sources
             )
+            index.prepare_search()  # the first question after an upload must not pay for it
         self._keep_originals(summary)
         shown = sources or {}
         self.audit_staff(
@@ -716,6 +722,7 @@ class Backend:
 
         with self._index_write_lock, index_write_lock(self.settings):
             removed = bool(self.index.delete(doc_id))
+            self.index.prepare_search()
         original = self.original_file(doc_id)
         if removed and original is not None:
             original.unlink(missing_ok=True)
