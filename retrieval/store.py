@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from docteller.model import Chunk, Document, SearchHit
 from docteller.protocols import Embedder
 from docteller.settings import Settings, get_settings
-from retrieval.bm25 import BM25Index
+from retrieval.bm25 import BM25Index, tokenize
 from retrieval.manifest import DocumentRecord, EmbeddingModelMismatch, Manifest
 from retrieval.vector import FaissVectorIndex
 
@@ -240,6 +240,13 @@ class KnowledgeIndex:
             for row, score in fused
             if row in chunks
         ]
+
+    def term_frequencies(self, text: str) -> tuple[dict[str, int], int]:
+        """({term: how many chunks hold it} for the BM25 terms of `text`, number of chunks):
+        how rare a question's words are in this KB, and which it never uses."""
+        with self._lock:
+            self._refresh_bm25()
+            return self._bm25.document_frequencies(tokenize(text)), len(self._bm25)
 
     def stats(self) -> dict:
         docs, chunks = self.manifest.counts()
