@@ -18,7 +18,7 @@ selects for it) — never on eval questions, and with no product, word or figure
   attribute is not);
 - the question asks for a kind of value (an amount, a time, a phone number) no line holds;
 - a capitalised name or a figure of the question that no line states;
-- how specific the question is (its terms the KB knows).
+- how specific the question is (its terms the KB knows), and whether it opens like a question.
 
 Coefficients, feature scaling and the decision threshold live in `agent/verifier.json`, written
 by `python -m agent.verifier_training` (which documents how it was fitted).
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -55,7 +56,21 @@ FEATURES = (
     "names_missing",
     "figures_missing",
     "specificity",
+    "question_form",
 )
+
+# How an English question opens: an interrogative or an auxiliary verb ("what", "can", "is"),
+# or a first-person statement of a need ("I lost my card"). A word salad rarely does.
+_QUESTION_OPENINGS = frozenset(
+    """what whats what's how when where which who whom whose why can could do does did is are was
+    were will would should shall may might must have has i i'm im my we our please""".split()
+)
+
+
+def question_form(question: str) -> float:
+    """1 when the question opens the way English questions and requests do, else 0."""
+    words = re.findall(r"[a-z']+", question.lower())
+    return float(bool(words) and words[0] in _QUESTION_OPENINGS)
 
 # term -> number of KB chunks holding it, and the number of chunks (`KnowledgeIndex.term_frequencies`)
 TermFrequencies = Callable[[str], tuple[dict[str, int], int]]
@@ -132,6 +147,7 @@ def features(
         "names_missing": float(min(len(unknown_entities(question, [_line_context(x) for x in lines])), 2)),
         "figures_missing": float(bool(asked_figures - numbers_in(quoted))),
         "specificity": math.log1p(len(known)),
+        "question_form": question_form(question),
     }
 
 

@@ -21,7 +21,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.testset import generate, units_of
-from agent.verifier import FEATURES, VERIFIER_PATH, AnswerabilityVerifier, VerifierModel, fit, report, save
+from agent.verifier import (
+    FEATURES,
+    VERIFIER_PATH,
+    AnswerabilityVerifier,
+    VerifierModel,
+    fit,
+    question_form,
+    report,
+    save,
+)
 
 
 def _split(question: str) -> str:
@@ -89,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with_judge=args.with_judge)
         return 0
     rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+    for r in rows:  # features of the question alone can be added without asking again
+        r["features"].setdefault("question_form", question_form(r["question"]))
     model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge)
     print(json.dumps(model.fitted_on, indent=2))
     return 0
