@@ -494,8 +494,9 @@ class KnowledgeUnits:
                 if str(data["model_id"]) != self._model_id():
                     return {}
                 ends = np.cumsum(data["counts"])
+                vectors = data["vectors"]  # read once: `data[...]` re-reads the array from the file
                 return {
-                    str(chunk_id): (data["vectors"][end - count : end], str(digest))
+                    str(chunk_id): (vectors[end - count : end], str(digest))
                     for chunk_id, count, end, digest in zip(data["chunk_ids"], data["counts"], ends, data["digests"])
                 }
         except (OSError, KeyError, ValueError) as exc:  # a damaged cache is rebuilt, never fatal

@@ -434,7 +434,7 @@ def generate(
 def _adjacent(valued: Sequence[tuple[SourceUnit, Value]], units: Sequence[SourceUnit], rng: random.Random) -> Iterable[str]:
     """Attributes stated for some subjects, asked of subjects the KB never states them for."""
     counts = Counter(v.attribute for _, v in valued)
-    attributes = sorted(a for a, n in counts.items() if n >= 2 and a not in _KIND_NAMES.values())
+    attributes = sorted(counts)
     subjects = sorted({heading_of(s) for s in units if 3 <= len(heading_of(s)) <= 60})
     if not attributes or not subjects:
         return

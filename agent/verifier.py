@@ -59,12 +59,25 @@ FEATURES = (
     "question_form",
 )
 
-# How an English question opens: an interrogative or an auxiliary verb ("what", "can", "is"),
-# or a first-person statement of a need ("I lost my card"). A word salad rarely does.
+# How an English question or request opens: an interrogative, an auxiliary verb ("can", "is"),
+# a conjunction that starts a condition or a follow-up ("if", "after", "and"), a greeting, or a
+# first-person statement of a need ("I lost my card"). A word salad rarely does.
 _QUESTION_OPENINGS = frozenset(
     """what whats what's how when where which who whom whose why can could do does did is are was
-    were will would should shall may might must have has i i'm im my we our please""".split()
+    were will would should shall may might must have has i i'm im i've my we our please if after
+    before since while once so and but also or then hey hi hello tell any""".split()
 )
+# Numbers written as words ("sixty days", "ten business days"): statutes and agreements spell them.
+_NUMBER_WORDS = {w: str(n) for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({w: str(10 * n) for n, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)})
+_NUMBER_WORD_RE = re.compile(rf"\b({'|'.join(_NUMBER_WORDS)})\b", re.IGNORECASE)
+
+
+def with_digits(text: str) -> str:
+    """Number words as digits, so "sixty days" holds a period like "60 days" does."""
+    return _NUMBER_WORD_RE.sub(lambda m: _NUMBER_WORDS[m.group(1).lower()], text)
 
 
 def question_form(question: str) -> float:
@@ -133,7 +146,7 @@ def features(
     known = [t for t in terms if df.get(t, 0) > 0] if frequencies else terms
     missing = [idf(t) for t in terms if t not in context]
     wanted = expected_answers(question)
-    quoted = " ".join(line.text for line in lines)
+    quoted = with_digits(" ".join(line.text for line in lines))
     asked_figures = {n for n in numbers_in(question) if n > 10 or n != n.to_integral_value()}
     return {
         "judge_logit": _logit(judgement) if judgement is not None else 0.0,
