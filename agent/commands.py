@@ -46,6 +46,7 @@ def _upload_all(session, files: list[Path]) -> None:
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     _register_followups(eval_app)
+    _register_generate(eval_app)
     @app.command()
     def ask(
         question: str = typer.Argument(..., help="The customer's question."),
@@ -117,12 +118,15 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     ) -> None:
         """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl
         (the questions the thresholds are calibrated on) or another questions file."""
-        from agent.evaluate import evaluate_answers, load_questions
+        from agent.evaluate import evaluate_answers, load_questions, save_report
 
         questions = load_questions(questions_path)[:: max(stride, 1)]
         if limit:
             questions = questions[:limit]
-        report = evaluate_answers(_resources(kb), questions, progress=True)  # progress goes to stderr
+        resources = _resources(kb)
+        report = evaluate_answers(resources, questions, progress=True)  # progress goes to stderr
+        saved = save_report(report, resources.settings, questions_path)
+        typer.echo(f"report: {saved} (shown in the Staff view)", err=True)
         if as_json:
             typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
             return
@@ -133,6 +137,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                        f"(target >= 0.85), key fact present {figures['key_fact_present']}, correct declines "
                        f"{figures['correct_declines']} (>= 0.95), false declines {figures['false_declines']} (<= 0.05)")
         typer.echo(f"abstain precision:  {s['abstain_precision']}")
+        for category, rate in s["declined_by_category"].items():
+            typer.echo(f"  declined {category}: {rate}")
         typer.echo(f"mean seconds/q:     {s['mean_seconds']}")
         for r in report["rows"]:
             if not r["correct"]:
@@ -166,6 +172,42 @@ def _register_followups(eval_app: typer.Typer) -> None:
         for row in report["rows"]:
             if not row["correct"]:
                 typer.echo(f"  wrong {row['id']}: {row['query']}")
+
+
+def _register_generate(eval_app: typer.Typer) -> None:
+    @eval_app.command("generate")
+    def eval_generate(
+        kb_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="The folder of documents to write questions about."),
+        out: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="Where to write the questions (JSONL)."),
+        answerable: int = typer.Option(30, "--answerable", help="How many answerable questions."),
+        per_category: int = typer.Option(8, "--per-category", help="How many of each of the six unanswerable kinds."),
+        seed: int = typer.Option(0, "--seed", help="Another seed gives another set."),
+        with_model: bool = typer.Option(
+            False, "--model/--templates",
+            help="Let the chat model also write questions (answerable ones in its own words, out-of-KB and "
+            "out-of-scope ones): more natural, seconds of CPU per question. Default: templates only.",
+        ),
+    ) -> None:
+        """Write a test set for these documents: answerable questions and the six kinds of
+        unanswerable one (underspecified, false presupposition, out of the KB, adjacent fact,
+        nonsensical, out of scope), labelled. Run it with `docteller eval answers --questions OUT`
+        (with DOCTELLER_KB_DIR set to the same folder) to measure declines on your own documents."""
+        from agent.backends import get_chat_model
+        from agent.testset import generate, load_units
+
+        try:
+            units = load_units(kb_dir)
+        except FileNotFoundError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        model = get_chat_model() if with_model else None
+        questions = generate(units, model, answerable=answerable, per_category=per_category, seed=seed)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(q.model_dump_json() + "\n" for q in questions), encoding="utf-8")
+        counts: dict[str, int] = {}
+        for q in questions:
+            counts[q.category] = counts.get(q.category, 0) + 1
+        typer.echo(f"wrote {len(questions)} questions to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 def _stream_answer(session, question: str) -> None:

@@ -11,11 +11,9 @@
 - `evaluate_answers` asks every question in a fresh session and scores correctness (all
   must_include facts present and the right document cited), correct declines and false declines.
 
-- `calibrate_judge` does the same for the extractive answer's judge (the chat model's P(yes)
-  that the best evidence lines answer), per chat model.
-
-Run `python -m agent.evaluate calibrate` after the KB or the embedder changes, then
-`python -m agent.evaluate calibrate-judge` (also after changing the chat model).
+Run `python -m agent.evaluate calibrate` after the KB or the embedder changes. The extractive
+answer's decline decision is the answerability verifier's (`agent.verifier`), fitted on synthetic
+questions generated from KB text, not on these eval questions.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from docteller.settings import EVAL_QUESTIONS
 log = logging.getLogger(__name__)
 
 MAX_FALSE_DECLINE_RATE = 0.05
-# The retrieval threshold is only a pre-filter since the extractive answer's judge declines what
+# The retrieval threshold is only a pre-filter since the extractive answer's verifier declines what
 # the lines don't answer: it may decline no answerable question of the eval set, and so only
 # keeps off the judge questions no policy is near ("what's the weather in Paris"). Measured:
 # capped at 5 % it caused 4 of 16 false declines; capped at 2 % (0.3827) it still declined 2
@@ -106,9 +104,6 @@ def calibrate_threshold(kb: Any, questions: Sequence[dict[str, Any]], out: Path 
     result["embedding_model"] = getattr(embedder, "model_id", None)
     result["questions_file"] = "knowledge_base/eval/questions.jsonl"
     result["computed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    previous = json.loads(out.read_text()) if out.is_file() else {}
-    if "answer_judge" in previous:  # kept: recalibrate it too (`calibrate-judge`) when retrieval changed
-        result["answer_judge"] = previous["answer_judge"]
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -182,6 +177,7 @@ def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progre
             {
                 "id": q.get("id"),
                 "split": q.get("split"),
+                "category": q.get("category") or ("answerable" if q["answerable"] else "unanswerable"),
                 "answerable": bool(q["answerable"]),
                 # The one fact the customer needs (the phone number for a lost card) is in the answer.
                 "key_fact_present": fact_present(key_fact, answer.answer) if key_fact else None,
@@ -217,77 +213,62 @@ def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "abstain_precision": _ratio(sum(not r["answerable"] for r in declined), len(declined)),
         "abstain_recall": _ratio(sum(r["abstained"] for r in unanswerable), len(unanswerable)),
         "mean_seconds": round(sum(r["seconds"] for r in rows) / max(len(rows), 1), 2),
+        # How often each kind of unanswerable question was declined (generated sets label them).
+        "declined_by_category": {
+            c: _ratio(sum(r["abstained"] for r in unanswerable if r["category"] == c),
+                      sum(r["category"] == c for r in unanswerable))
+            for c in sorted({r["category"] for r in unanswerable})
+        },
     }
 
 
-def calibrate_judge(resources: Any, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH,
-                    progress: bool = False) -> dict[str, Any]:
-    """Calibrate the extractive answer's judge threshold for the loaded chat model.
+def report_path(settings: Any) -> Path:
+    """Where `docteller eval answers` keeps its last report (read by the Staff view)."""
+    return settings.home / "eval" / "answers-last.json"
 
-    Every question is answered with the judge threshold at 0 (so each answer records the
-    model's P(yes)); questions declined before the judge (weak retrieval, unknown names) count
-    as declined at any threshold. The threshold maximises Youden's J (correct declines - false
-    declines) without a cap on false declines: the retrieval threshold declines no answerable
-    eval question, and the judge's job is to catch the unanswerable questions that got past it."""
-    saved = resources.judge_threshold
-    resources.judge_threshold = 0.0
-    try:
-        report = evaluate_answers(resources, questions, progress=progress)
-    finally:
-        resources.judge_threshold = saved
-    rows = report["rows"]
-    chosen = choose_threshold([(_judge_score(r), r["answerable"]) for r in rows], max_false_decline=None)
-    t = chosen["threshold"]
-    correct = sum(r["correct"] and _judge_score(r) >= t for r in rows if r["answerable"])
-    judge = {
-        "threshold": t,
-        "answer_correct": _ratio(correct, sum(r["answerable"] for r in rows)),
-        "correct_declines": chosen["correct_decline_rate"],
-        "false_declines": chosen["false_decline_rate"],
-        # The same figures when each half of the questions is judged with the threshold chosen
-        # on the other half: what to expect on questions the threshold never saw.
-        "two_fold": _two_fold(rows),
-        "model_id": resources.chat_model.model_id,
-        "model_sha256": resources.chat_model.model_hash,
-        "method": (
-            "P(yes) of the extractive judge per eval question (declined before the judge = -1, "
-            "answered in code without it = 2); "
-            "threshold = midpoint between neighbouring observed values maximising Youden's J"
-        ),
+
+def save_report(report: dict[str, Any], settings: Any, questions_file: Path) -> Path:
+    """Write the run's summary and rows under DOCTELLER_HOME for the Staff view."""
+    path = report_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "questions_file": questions_file.name,
         "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **report,
     }
-    data = json.loads(out.read_text()) if out.is_file() else {}
-    data["answer_judge"] = judge
-    out.write_text(json.dumps(data, indent=2) + "\n")
-    return judge
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)  # a reader never sees half a report
+    return path
 
 
-def _judge_score(row: dict[str, Any]) -> float:
-    """A row's P(yes); rows that never reached the judge are declined or answered at any threshold."""
-    if row["judgement"] is not None:
-        return row["judgement"]
-    return -1.0 if row["abstained"] else 2.0
-
-
-def _two_fold(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
-    """Correct answers / declines with a threshold chosen on the other half (even/odd questions)."""
-    correct = declined_unanswerable = declined_answerable = 0
-    for fold in (0, 1):
-        train, test = rows[fold::2], rows[1 - fold :: 2]
-        t = choose_threshold([(_judge_score(r), r["answerable"]) for r in train], max_false_decline=None)["threshold"]
-        for r in test:
-            answered = _judge_score(r) >= t
-            if r["answerable"]:
-                correct += answered and r["correct"]
-                declined_answerable += not answered
-            else:
-                declined_unanswerable += not answered
-    n_answerable = sum(r["answerable"] for r in rows)
-    return {
-        "answer_correct": _ratio(correct, n_answerable),
-        "correct_declines": _ratio(declined_unanswerable, len(rows) - n_answerable),
-        "false_declines": _ratio(declined_answerable, n_answerable),
-    }
+def last_report_markdown(settings: Any) -> str:
+    """The last `eval answers` run's figures as Markdown, or how to produce one."""
+    path = report_path(settings)
+    if not path.is_file():
+        return ("No answer-quality run yet. Generate a test set from your documents with "
+                "`docteller eval generate KB_DIR --out set.jsonl`, then run "
+                "`docteller eval answers --questions set.jsonl`.")
+    try:
+        data = json.loads(path.read_text())
+        s = data["summary"]
+    except (ValueError, KeyError) as exc:
+        return f"The last answer-quality report ({path.name}) is unreadable: {exc}"
+    lines = [
+        f"**Last run**: {data.get('computed_at', '?')} on `{data.get('questions_file', '?')}` "
+        f"({s['questions']} questions, {s['model']})",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| answers correct | {s['answer_correct']} |",
+        f"| correct declines (decline recall) | {s['correct_declines']} |",
+        f"| decline precision | {s['abstain_precision']} |",
+        f"| false declines | {s['false_declines']} |",
+        f"| seconds per question | {s['mean_seconds']} |",
+    ]
+    for category, rate in (s.get("declined_by_category") or {}).items():
+        lines.append(f"| declined: {category.replace('_', ' ')} | {rate} |")
+    return "\n".join(lines)
 
 
 def _ratio(n: int, d: int) -> float | None:
@@ -298,13 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m agent.evaluate")
-    parser.add_argument("command", choices=["calibrate", "calibrate-judge"])
-    args = parser.parse_args(argv)
-    if args.command == "calibrate-judge":
-        from agent.session import AgentResources
-
-        print(json.dumps(calibrate_judge(AgentResources.load(), load_questions(), progress=True), indent=2))
-        return 0
+    parser.add_argument("command", choices=["calibrate"])
+    parser.parse_args(argv)
     from ingest.embed import get_embedder
     from ingest.pipeline import ensure_kb_indexed
     from retrieval.store import KnowledgeIndex

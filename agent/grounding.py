@@ -59,34 +59,16 @@ def is_model_decline(text: str) -> bool:
 # --- evidence strength ----------------------------------------------------------------------
 
 
-DEFAULT_JUDGE_THRESHOLD = 0.5  # for a chat model the judge was not calibrated with: "yes" more likely than "no"
-
-
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
     metric: str = "top_vector_score"
-    # The extractive answer's judge: decline when the model's P("yes", the lines answer the
-    # question) is below this. Calibrated per chat model (a different model gets the default).
-    judge_threshold: float = DEFAULT_JUDGE_THRESHOLD
-    judge_model_sha256: str | None = None
-
-    def judge_threshold_for(self, model_hash: str) -> float:
-        if self.judge_model_sha256 and model_hash == self.judge_model_sha256:
-            return self.judge_threshold
-        return DEFAULT_JUDGE_THRESHOLD
 
 
 def load_calibration(path: Path = CALIBRATION_PATH) -> Calibration:
     try:
         data = json.loads(path.read_text())
-        judge = data.get("answer_judge") or {}
-        return Calibration(
-            threshold=float(data["threshold"]),
-            metric=data.get("metric", "top_vector_score"),
-            judge_threshold=float(judge.get("threshold", DEFAULT_JUDGE_THRESHOLD)),
-            judge_model_sha256=judge.get("model_sha256"),
-        )
+        return Calibration(threshold=float(data["threshold"]), metric=data.get("metric", "top_vector_score"))
     except FileNotFoundError as exc:
         raise RuntimeError(
             f"{path} is missing: run `python -m agent.evaluate calibrate` to calibrate the "
@@ -114,32 +96,13 @@ _NOT_ENTITIES = {
 }
 
 
-# Financial products and services customers ask banks about, often lower-case ("my 401k"), that
-# a bank's own policies may not offer. One named in a question but in none of the evidence means
-# the evidence is about something else: "the penalty for cashing out my 401k early" retrieves
-# the CD early-withdrawal penalty, and the judge took it for an answer. (Checked on the eval set:
-# none of its answerable questions names one the KB lacks.)
-_PRODUCT_PATTERNS = [
-    r"401\s?\(?k\)?", r"403\s?\(?b\)?", r"\b(?:roth\s+)?iras?\b", r"\broth\b", r"\bhsas?\b", r"\b529 plans?\b",
-    r"\bpensions?\b", r"\bannuit(?:y|ies)\b", r"\bbrokerage\b", r"\bmutual funds?\b", r"\betfs?\b",
-    r"\bstock market\b", r"\bbitcoin\b", r"\bcrypto(?:currenc(?:y|ies))?\b", r"\bstudent loans?\b",
-    r"\b(?:auto|car|vehicle|boat|rv|motorcycle|business|sba|payday|construction|bridge) loans?\b",
-    r"\breverse mortgages?\b", r"\bjumbo (?:mortgage|loan)s?\b",
-    r"\b(?:life|travel|car|auto|home|homeowners|renters|pet|health|identity theft) insurance\b",
-    r"\bzelle\b", r"\bvenmo\b", r"\bpaypal\b", r"\bcash app\b", r"\b(?:apple|google|samsung) pay\b",
-    r"\bwestern union\b", r"\bmoneygram\b", r"\b(?:amex|american express|mastercard|discover card)\b",
-    r"\bbusiness (?:accounts?|checking|savings|credit cards?|debit cards?)\b", r"\bmerchant services\b",
-    r"\bpayroll services\b", r"\btrust accounts?\b", r"\bcustodial accounts?\b", r"\bprepaid cards?\b",
-    r"\bgift cards?\b", r"\btravell?ers'? (?:cheques?|checks?)\b",
-]
-_PRODUCT_RES = [re.compile(p, re.IGNORECASE) for p in _PRODUCT_PATTERNS]
 
 
 def unknown_entities(question: str, evidence_texts: Iterable[str]) -> list[str]:
-    """Names in the question that no evidence text mentions: capitalised ones (not
-    sentence-initial), and financial products (`_PRODUCT_PATTERNS`) in any case. "What are
-    Chase's overdraft fees?" retrieves our own overdraft policy, which must not be passed off as
-    Chase's. Weekdays, months and chat words are not entities."""
+    """Capitalised names in the question (not sentence-initial) that no evidence text mentions:
+    another bank's or a brand's name means the evidence is about something else. Weekdays,
+    months and chat words are not names. Used as a feature by `agent.verifier`, and by the
+    generative answer path, which has no verifier."""
     evidence = " ".join(evidence_texts).lower()
     missing = []
     for name in _NAME_RE.findall(question.strip()):
@@ -148,51 +111,7 @@ def unknown_entities(question: str, evidence_texts: Iterable[str]) -> list[str]:
             continue
         if not re.search(rf"\b{re.escape(base.lower())}", evidence):
             missing.append(base)
-    products = sorted(
-        (found.start(), found.group(0))
-        for pattern in _PRODUCT_RES
-        if (found := pattern.search(question)) and not pattern.search(evidence)
-    )
-    named = {m.lower() for m in missing}
-    return missing + [name for _, name in products if name.lower() not in named]
-
-
-# --- a value the evidence presupposes instead of stating -------------------------------------
-
-# "what credit limit would I get", "what credit score do I need": the question asks what value the
-# bank will give or require of the customer, named by the words between "what"/"which" and the
-# verb. Only a compound of two or three words: a single word ("what rate would I get") is a generic
-# head the evidence states in other words ("your rate depends on …", "8.49% to 21.99% APR"). Not
-# "what account number should I give": "the form shows your account number" answers that.
-_ASKED_VALUE_RE = re.compile(
-    r"\b(?:what|which)\s+((?:[a-z0-9'-]+\s+){1,2}?[a-z0-9'-]+)\s+(?:would|will|do|does|can|could|must)\s+"
-    r"(?:i|we)\s+(?:get|need|have|receive|require|qualify for|be (?:given|offered|approved for))\b",
-    re.IGNORECASE,
-)
-
-
-def presupposed_value(question: str, evidence_texts: Iterable[str]) -> str | None:
-    """The thing a "what X would/do I …" question asks about, when the evidence mentions it only
-    as "your X" and never says what it is: "cash advances are limited to 30% of your credit
-    limit" and "a soft inquiry does not affect your credit score" take the customer's credit
-    limit and score as given, so neither answers "what credit limit would I get" or "what credit
-    score do I need", however close the topic. None when the evidence states X ("your daily limit
-    is $800", "Credit limit: $5,000"), doesn't name it at all (it may paraphrase), or the
-    question asks no such thing."""
-    asked = _ASKED_VALUE_RE.search(question)
-    if asked is None:
-        return None
-    thing = re.sub(r"\s+", " ", asked.group(1).lower())
-    evidence = " ".join(evidence_texts).lower()
-    mentions = list(re.finditer(rf"\b{re.escape(thing)}\b", evidence))
-    if not mentions:
-        return None
-    for mention in mentions:
-        presupposed = evidence[: mention.start()].endswith("your ")
-        stated = re.match(r"\s*(?::|=|\b(?:is|are|was|will be|would be)\b)", evidence[mention.end():])
-        if not presupposed or stated:
-            return None
-    return thing
+    return missing
 
 
 # --- numbers --------------------------------------------------------------------------------

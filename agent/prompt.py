@@ -252,29 +252,11 @@ def build_rewrite_messages(question: str, history: Sequence[tuple[str, str]]) ->
 JUDGE_POLICY = """You check whether bank policy lines answer a customer's question.
 Reply yes when one of the lines states the answer to this exact question, otherwise reply no.
 A line about a different product, account type, service, place or bank does not answer it.
-
-Example 1
-Lines:
-1. Service: Replacement debit card; Fee: $5
-2. Service: Expedited card delivery; Fee: $25
-Question: how much to get a new debit card sent fast
-Answered: yes
-
-Example 2
-Lines:
-1. Personal loans: 8.49% to 21.99% APR, terms 12 to 60 months.
-2. Home equity lines of credit from $10,000 to $250,000.
-Question: what's the interest rate on a boat loan
-Answered: no
-
-Example 3
-Lines:
-1. Service: Outgoing domestic wire (online); Fee: $25
-2. Cut-off for same-day wires is 4:00 p.m. ET.
-Question: what does Wells Fargo charge for a wire
-Answered: no"""
-# The examples use made-up figures on purpose: they teach the format and the "no" case, and the
-# whole policy is a fixed prefix that llama.cpp keeps in its KV cache between questions.
+A line that only mentions the topic, or takes the asked value as given without stating it,
+does not answer it."""
+# No worked examples: examples written from real KB facts taught the model the eval answers.
+# The policy is a fixed prefix that llama.cpp keeps in its KV cache between questions; the
+# verifier (agent.verifier) turns the model's P(yes) into a decision with other evidence.
 JUDGE_CHOICES = ("yes", "no")
 
 

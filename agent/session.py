@@ -13,7 +13,8 @@ Answering a question (`ChatSession.ask_stream`):
    and the session's uploads are searched, weak evidence is declined, amount-vs-limit questions
    are decided in code, and the best evidence lines are chosen (`agent.evidence`);
 4. extractive style (default): the best evidence lines are quoted verbatim with citations when
-   the model judges that they answer the question (calibrated threshold), else it declines;
+   the answerability verifier (`agent.verifier`) finds that they answer the question, else it
+   declines;
    generative style: the model drafts an answer from numbered passages and the draft is checked
    (figures must occur in the passage a sentence cites, citations map to real chunks).
 """
@@ -54,9 +55,9 @@ from agent.grounding import (
     split_sentences,
     strip_citations,
     strip_unsupported_wording,
-    presupposed_value,
     unknown_entities,
 )
+from agent.verifier import AnswerabilityVerifier, Verdict
 from agent.prompt import (
     JUDGE_CHOICES,
     SourcePassage,
@@ -112,8 +113,10 @@ class Answer(BaseModel):
     standalone_query: str | None = None
     reason: str | None = None  # why it abstained / how it was answered
     session_id: str = ""
-    # Extractive answers: the model's probability that the evidence lines answer the question.
+    # Extractive answers: the model's probability that the evidence lines answer the question,
+    # and the answerability verifier's decision (`agent.verifier`) that used it.
     evidence_judgement: float | None = None
+    verdict: Verdict | None = None
 
     def sources(self) -> list[Citation]:
         """The citations once per document page (two quoted lines of one page cite two chunks)."""
@@ -152,13 +155,14 @@ class AgentResources:
         embedder: Any = None,
         settings: Settings | None = None,
         calibration: Calibration | None = None,
+        verifier: AnswerabilityVerifier | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.kb = kb
         self.chat_model = chat_model
         self.embedder = embedder
         self.calibration = calibration or load_calibration()
-        self.judge_threshold = self.calibration.judge_threshold_for(getattr(chat_model, "model_hash", ""))
+        self.verifier = verifier or AnswerabilityVerifier.load(getattr(kb, "term_frequencies", None))
         self.audit = AuditLog.for_settings(self.settings)
         self.evidence = EvidenceSelector(embedder if embedder is not None else getattr(kb, "embedder", None))
         self.units = KnowledgeUnits(self.evidence, kb) if hasattr(kb, "search_units") else None
@@ -171,6 +175,7 @@ class AgentResources:
         *,
         chat_model: ChatModel | None = None,
         kb: Any = None,
+        verifier: AnswerabilityVerifier | None = None,
     ) -> "AgentResources":
         """Open (indexing the bundled KB if needed) the shared KB and load the chat model."""
         from ingest.embed import get_embedder
@@ -188,7 +193,7 @@ class AgentResources:
             from agent.backends import get_chat_model
 
             chat_model = get_chat_model(settings)
-        return cls(kb, chat_model, embedder=embedder, settings=settings)
+        return cls(kb, chat_model, embedder=embedder, settings=settings, verifier=verifier)
 
     def warm_up(self) -> None:
         """Do once, before the first customer, what the first question would otherwise pay for.
@@ -204,7 +209,8 @@ class AgentResources:
             if self.units is not None:
                 self.units.refresh()
             if self.settings.answer_style == "extractive":
-                judge_probability(self.chat_model, "warm-up", ["warm-up"])
+                if self.verifier.uses_judge:
+                    judge_probability(self.chat_model, "warm-up", ["warm-up"])
             else:
                 messages = build_messages("warm-up", [], fields={}, history=[])
                 for _ in self.chat_model.stream(messages, max_tokens=1):
@@ -630,12 +636,15 @@ class ChatSession:
         scored = resources.evidence.score(query, kept_kb, upload_hits)  # once: both answer styles use it
         passages = resources.evidence.select(scored, budget_chars=EVIDENCE_CHARS, max_passages=PROMPT_PASSAGES)
 
-        strangers = unknown_entities(
-            question, [h.chunk.embedding_text() for h in kb_hits[:KB_TOP_K] + upload_hits]
-        )
-        if strangers:
-            yield from decline(f"the evidence never mentions {', '.join(strangers)}")
-            return
+        # The extractive path's verifier weighs names the evidence lacks with everything else;
+        # a generated answer has no verifier, so there a name no hit mentions declines.
+        if resources.settings.answer_style == "generative":
+            strangers = unknown_entities(
+                question, [h.chunk.embedding_text() for h in kb_hits[:KB_TOP_K] + upload_hits]
+            )
+            if strangers:
+                yield from decline(f"the evidence never mentions {', '.join(strangers)}")
+                return
 
         comparison = compare_amount_to_limit(question, passages)
         if comparison is not None:
@@ -694,38 +703,24 @@ class ChatSession:
         standalone: str | None,
         retrieved_ids: Sequence[str],
     ) -> Iterator[AnswerEvent]:
-        """The best evidence lines are quoted verbatim and cited if the model judges they answer.
+        """The best evidence lines are quoted verbatim and cited if the verifier finds they answer.
 
         The lines come ranked by `agent.evidence` (question similarity, shared terms, chunk
-        similarity). The model reads the best few and gives its probability that they state the
-        answer; below the calibrated threshold the question is declined. Measured on the eval set
-        (README), the 1.5B model ranks lines no better than the scorer but judges answerability
-        better than it picks, and a quoted line can't misstate a fee."""
+        similarity). The answerability verifier (`agent.verifier`) decides from how much of the
+        question the best few cover (and, when it was fitted with it, the model's probability that
+        they state the answer). A quoted line can't misstate a fee."""
         lines = self.resources.evidence.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=JUDGED_LINES)
-        # A name the question asks about must be in the lines that would be quoted or in their
-        # headings, not only somewhere in the retrieved chunks: "can I change my debit card PIN at
-        # an ATM" retrieves a chunk that says "we never ask for your PIN", and lines about ATM limits.
         texts = [line.text for line in lines]
-        strangers = unknown_entities(question, [_line_context(line) for line in lines])
-        presupposed = presupposed_value(query, texts)
         if not lines:
             answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
                                   reason="no evidence lines")
-        elif strangers:
-            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
-                                  reason=f"the evidence lines never mention {', '.join(strangers)}")
-        elif presupposed:
-            answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
-                                  reason=f"the evidence lines say 'your {presupposed}' but never what it is")
         else:
-            judgement = judge_probability(self.resources.chat_model, query, texts)
-            threshold = self.resources.judge_threshold
-            if judgement < threshold:
-                answer = self._answer(
-                    question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
-                    reason=f"the model judged that the best {len(lines)} evidence lines don't answer it "
-                    f"(P(yes) {judgement:.2f} < calibrated {threshold:.2f})",
-                )
+            verifier = self.resources.verifier
+            judgement = judge_probability(self.resources.chat_model, query, texts) if verifier.uses_judge else None
+            verdict = verifier.decide(query, lines, judgement)
+            if not verdict.answerable:
+                answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
+                                      reason=verdict.reason)
             else:
                 chosen = quoted_lines(lines)
                 citations: dict[str, Citation] = {}
@@ -736,10 +731,10 @@ class ChatSession:
                     compose_answer(query, chosen),
                     citations=list(citations.values()),
                     standalone_query=standalone,
-                    reason=f"quoted the best {len(chosen)} of {len(lines)} evidence lines; the model judged "
-                    f"they answer it (P(yes) {judgement:.2f} ≥ {threshold:.2f})",
+                    reason=f"quoted the best {len(chosen)} of {len(lines)} evidence lines; {verdict.reason}",
                 )
-            answer.evidence_judgement = round(judgement, 4)
+            answer.evidence_judgement = round(judgement, 4) if judgement is not None else None
+            answer.verdict = verdict
         answer = self._finish(answer, retrieved_ids)
         yield AnswerEvent(kind="token", text=answer.answer)
         yield AnswerEvent(kind="final", answer=answer)
@@ -822,12 +817,6 @@ def _names_upload_text(question: str, upload_hits: Sequence[SearchHit]) -> bool:
         if words and all(re.search(rf"\b{re.escape(w)}", text) for w in words):
             return True
     return False
-
-
-def _line_context(line: EvidenceLine) -> str:
-    """A judged line with the document title and headings it sits under."""
-    chunk = line.passage.hit.chunk
-    return " ".join([chunk.title, *chunk.heading_path, line.text])
 
 
 def quoted_lines(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:

@@ -70,6 +70,14 @@ class BM25Index:
         retriever.index(corpus_tokens, show_progress=False)
         self._retriever = retriever
 
+    def document_frequencies(self, tokens: Sequence[str]) -> dict[str, int]:
+        """How many passages hold each (already tokenised) term; 0 for terms no passage holds."""
+        if self._retriever is None:
+            return {t: 0 for t in tokens}
+        vocab = self._retriever.vocab_dict
+        indptr = self._retriever.scores["indptr"]  # bm25s keeps one column of passages per term
+        return {t: int(indptr[vocab[t] + 1] - indptr[vocab[t]]) if t in vocab else 0 for t in tokens}
+
     def search(self, query: str, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) best first, only passages with a positive score; at most k."""
         if self._retriever is None:

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from docteller.model import Chunk, Document, SearchHit
 from docteller.protocols import Embedder
 from docteller.settings import Settings, get_settings
-from retrieval.bm25 import BM25Index
+from retrieval.bm25 import BM25Index, tokenize
 from retrieval.manifest import DocumentRecord, EmbeddingModelMismatch, Manifest
 from retrieval.units import UnitIndex, UnitSplitter
 from retrieval.vector import FaissVectorIndex, load_reconciled
@@ -304,6 +304,13 @@ class KnowledgeIndex:
     def prepare_search(self) -> None:
         """Rebuild what a change left stale (the BM25 index) now, not on the next question."""
         self._refresh_bm25()
+
+    def term_frequencies(self, text: str) -> tuple[dict[str, int], int]:
+        """({term: how many chunks hold it} for the BM25 terms of `text`, number of chunks):
+        how rare a question's words are in this KB, and which it never uses."""
+        self._refresh_bm25()  # outside the lock: it takes the lock itself
+        with self._lock:
+            return self._bm25.document_frequencies(tokenize(text)), len(self._bm25)
 
     def stats(self) -> dict:
         docs, chunks = self.manifest.counts()

@@ -18,7 +18,6 @@ from agent.grounding import (
     render_citations,
     strip_unsupported,
     strip_unsupported_wording,
-    presupposed_value,
     unknown_entities,
 )
 from agent.prompt import REMOVED_MARKER, SourcePassage, build_messages, focus_passage, neutralise
@@ -131,35 +130,15 @@ def test_threshold_choice_without_a_cap_maximises_youden_j() -> None:
     assert free["correct_decline_rate"] == 1.0 and free["false_decline_rate"] == pytest.approx(1 / 3, abs=1e-3)
 
 
-def test_judge_two_fold_estimate_counts_answers_that_bypass_the_judge() -> None:
-    from agent.evaluate import _two_fold
-
-    rows = [
-        {"judgement": j, "abstained": a, "answerable": ans, "correct": c}
-        for j, a, ans, c in [
-            (0.9, False, True, True), (0.8, False, True, False), (0.3, False, False, False), (0.2, False, False, False),
-            (None, True, True, False),  # declined before the judge (weak retrieval): declined at any threshold
-            (None, False, True, True),  # answered in code (a limit comparison): answered at any threshold
-            (0.7, False, True, True), (0.4, False, False, False),
-        ]
-    ]
-    assert _two_fold(rows) == {"answer_correct": 0.6, "correct_declines": 1.0, "false_declines": 0.2}
-
-
 def test_shipped_calibration_is_loadable_and_documented() -> None:
     import json
 
-    from agent.grounding import CALIBRATION_PATH, DEFAULT_JUDGE_THRESHOLD
-    from agent.model_files import DEFAULT_MODEL_SHA256
+    from agent.grounding import CALIBRATION_PATH
 
     data = json.loads(Path(CALIBRATION_PATH).read_text())
     calibration = load_calibration()
     assert 0.0 < calibration.threshold < 1.0
     assert data["n_answerable"] > 0 and data["n_unanswerable"] > 0 and "Youden" in data["method"]
-    # The judge threshold was calibrated for the packaged model and applies only to it.
-    assert data["answer_judge"]["model_sha256"] == DEFAULT_MODEL_SHA256 and "Youden" in data["answer_judge"]["method"]
-    assert calibration.judge_threshold_for(DEFAULT_MODEL_SHA256) == data["answer_judge"]["threshold"]
-    assert calibration.judge_threshold_for("another-model") == DEFAULT_JUDGE_THRESHOLD
 
 
 def test_focus_keeps_the_relevant_stretch() -> None:
@@ -175,29 +154,11 @@ def test_fact_matching_normalises_amounts() -> None:
     assert not fact_present("$30", "the fee is $3")
 
 
-def test_products_and_names_the_evidence_never_mentions() -> None:
-    cd_penalty = ["CD early withdrawal penalties: terms longer than 12 months: 180 days of interest."]
-    # A lower-case product the evidence lacks is caught like a capitalised bank name.
-    assert unknown_entities("what's the penalty for cashing out my 401k early", cd_penalty) == ["401k"]
+def test_names_the_evidence_never_mentions() -> None:
     assert unknown_entities("What are Chase's overdraft fees?", ["Overdraft fee: $35."]) == ["Chase"]
-    assert unknown_entities("can i pay with apple pay or zelle", ["Debit card purchases."]) == ["apple pay", "zelle"]
-    # Named in the evidence, or not a product at all: nothing is missing.
-    assert unknown_entities("penalty for cashing out a 2 year CD early?", cd_penalty) == []
+    # Named in the evidence, or not a name at all: nothing is missing.
     assert unknown_entities("send money with Zelle", ["Zelle payments are free."]) == []
     assert unknown_entities("do you pay interest on business days", ["Interest is paid monthly."]) == []
+    assert unknown_entities("can I visit on Monday", ["Branches open 9 a.m. to 5 p.m."]) == []
 
 
-def test_a_value_the_evidence_only_presupposes_is_not_an_answer() -> None:
-    cash_advance = ["Card limits — Card: Cedar Rewards Visa cash advances; Limit: 30% of your credit limit"]
-    soft_inquiry = ["Personal Loans — Applying shows you your rate with a soft credit inquiry, which does not "
-                    "affect your credit score; a hard inquiry is made only if you accept the offer."]
-    assert presupposed_value("what credit limit would I get on the Cedar Rewards Visa", cash_advance) == "credit limit"
-    assert presupposed_value("What credit score do I need for a personal loan?", soft_inquiry) == "credit score"
-    # Stated, not presupposed: "your X is …", "X: …", or X without "your".
-    assert presupposed_value("what credit limit would I get", ["Your credit limit is $5,000."]) is None
-    assert presupposed_value("what credit limit would I get", ["Credit limit: $500 to $10,000"]) is None
-    # Not named at all (the evidence may say it in other words), a one-word head, or advice.
-    assert presupposed_value("what interest rate would I get on savings", ["Basic Savings: 0.50% APY"]) is None
-    assert presupposed_value("what rate would I get on a personal loan", soft_inquiry) is None
-    assert presupposed_value("what account number should I give my employer",
-                             ["The pre-filled PDF shows your account number and our routing number."]) is None

@@ -299,6 +299,9 @@ def build_staff_tab(backend: Backend) -> None:
             with gr.Tab("Statistics"):
                 stats_btn = gr.Button("Refresh statistics")
                 stats = gr.JSON(label="Index statistics", elem_id="staff-stats")
+            with gr.Tab("Answer quality"):
+                quality_btn = gr.Button("Show the last run", elem_id="staff-quality-refresh")
+                quality = gr.Markdown(elem_id="staff-quality")
 
     def require(ok: Any) -> StaffActor:
         if not isinstance(ok, StaffActor):
@@ -360,6 +363,12 @@ def build_staff_tab(backend: Backend) -> None:
             for h in backend.search(text.strip(), k=10)
         ]
 
+    def do_quality(ok: bool) -> str:
+        from agent.evaluate import last_report_markdown
+
+        require(ok)
+        return last_report_markdown(settings)
+
     private = {"api_visibility": "private"}
     unlock.click(do_unlock, [token], [unlocked, login_status, panel, docs, to_delete, stats], **private)
     token.submit(do_unlock, [token], [unlocked, login_status, panel, docs, to_delete, stats], **private)
@@ -370,4 +379,5 @@ def build_staff_tab(backend: Backend) -> None:
     stats_btn.click(listing, [unlocked], [docs, to_delete, stats], **private)
     delete_btn.click(do_delete, [unlocked, to_delete], [delete_status, docs, to_delete, stats], **private)
     search_btn.click(do_search, [unlocked, query], [hits], **private)
+    quality_btn.click(do_quality, [unlocked], [quality], **private)
     query.submit(do_search, [unlocked, query], [hits], **private)

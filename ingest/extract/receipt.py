@@ -17,7 +17,14 @@ log = logging.getLogger(__name__)
 
 COMPANY_HINT = re.compile(r"\b(SDN\.?\s*BHD|BHD|S/B|ENTERPRISE|TRADING|PLT|LTD|LIMITED|INC|CO\.|COMPANY|RESTAURANT|RESTORAN|STORE|MART|SHOP|BOOK|HARDWARE|PHARMACY|STATIONERY|MARKETING|SUPERMARKET|CAFE|BAKERY|GIFT|KEDAI)\b", re.I)
 ADDRESS_END = re.compile(r"\b\d{2,3}-\d{3,4}\s?\d{3,4}\b|\b(TEL|TELEPHONE|FAX|PHONE|GST|REG|INVOICE|RECEIPT|CASHIER|DATE|EMAIL|E-MAIL|WWW|HTTP|DOC|DOCUMENT|TAX|BILL|TABLE|ORDER|SALES|MEMBER|NO\s*:|H/P)\b|@", re.I)
-ADDRESS_HINT = re.compile(r"\b(JALAN|JLN|TAMAN|LOT|NO\.?\s*\d|\d{5}|BATU|LORONG|KAMPUNG|BANDAR|PERSIARAN|STREET|ROAD|AVENUE|SELANGOR|JOHOR|KUALA|LUMPUR|MALAYSIA|PUCHONG|SHAH ALAM|KAJANG|PETALING)\b", re.I)
+# General address cues, no place names: a house, lot or unit number ("NO. 12", "LOT 5", "#02-01",
+# "12-1,"), a 5- or 6-digit postcode, or a street-type word (in several languages).
+ADDRESS_HINT = re.compile(
+    r"\b(?:NO|LOT|UNIT|BLOCK|BLK|SUITE|STE)\.?\s*\d|#\s?\d|\b\d{1,4}[A-Z]?(?:-\d{1,4}[A-Z]?)?\s*,|(?<![\d/.:-])\d{5,6}(?![\d/.:-])"
+    r"|\b(?:STREET|ST|ROAD|RD|AVENUE|AVE|LANE|LN|DRIVE|BOULEVARD|BLVD|HIGHWAY|HWY|PLACE|SQUARE|FLOOR|BUILDING|BLDG"
+    r"|JALAN|JLN|LORONG|PERSIARAN|LEBUH|RUE|STRASSE|CALLE|AVENIDA|VIA)\b",
+    re.I,
+)
 DATE_RE = re.compile(r"\b(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{1,2}\s*[A-Za-z]{3,9}\s*\d{2,4}|\d{4}-\d{2}-\d{2})\b")
 MONEY_RE = re.compile(r"(?<![\d.])(?:RM|\$)?\s*(\d{1,3}(?:,\d{3})*\.\d{2})(?![\d])")
 TOTAL_LABELS = (

@@ -37,8 +37,6 @@ OPENING_LABELS = ("opening balance", "balance brought forward", "brought forward
 CLOSING_LABELS = ("closing balance", "balance carried forward", "carried forward", "new balance", "solde de clôture", "nouveau solde", "ending balance", "eindsaldo", "eind saldo", "closing")
 SKIP_ROW = re.compile(r"^(sub\s*total|total|totals|page \d|continued|balance (brought|carried) forward|opening balance|closing balance)\b", re.I)
 
-END_OF_TABLE = re.compile(r"\b(transactions stop|end of (statement|transactions|transaction details)|no further transactions)\b", re.I)
-
 MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
 MONTHS.update({"mei": 5, "mrt": 3, "okt": 10, "janv": 1, "févr": 2, "fevr": 2, "mars": 3, "avr": 4, "mai": 5, "juin": 6, "juil": 7, "août": 8, "aout": 8, "sept": 9, "déc": 12, "dec.": 12})
 
@@ -311,15 +309,12 @@ def parse_table(pages: list[PageContent]) -> tuple[StatementTable, _Layout | Non
     day_first = detect_day_first(all_text)
     table = StatementTable()
     layout: _Layout | None = None
-    stop = False
     running = _running_headers(pages)
     for page in pages:
         for raw_line in page.lines():
             if (page.number, round(raw_line.bbox.y0)) in running:
                 continue
             line = _merge_split_amounts(raw_line)
-            if stop:
-                break  # an explicit end-of-transactions marker holds for the rest of the document
             columns = _header_columns(line)
             if columns:
                 layout = _Layout(columns, day_first, decimal_comma)
@@ -328,9 +323,6 @@ def parse_table(pages: list[PageContent]) -> tuple[StatementTable, _Layout | Non
             if layout is None:
                 continue
             if line.bbox.y1 <= 0:
-                continue
-            if END_OF_TABLE.search(line.text):
-                stop = True
                 continue
             row = _row_from_line(line, page.number, layout)
             if not row.description and not row.amounts and not row.date:
@@ -646,7 +638,7 @@ def extract_statement(result: ExtractionResult, pages: list[PageContent]) -> boo
             t.date = first_dated
         else:
             break
-    result.transactions = transactions
+    result.transactions = _within_closing_balance(transactions, balances)
     result.doc_type = "statement"
     _reconcile(result, balances)
     log.info("statement: %d transactions on %d pages, account %s", len(transactions), len(table.pages), result.value("account_number") or "?")
@@ -659,6 +651,27 @@ def _balance_row_field(result: ExtractionResult, name: str, row: Row) -> None:
     if name not in result.fields:
         value = row.amounts["balance"]
         result.fields[name] = Field(name=name, value=str(value), confidence=round(0.9 * row.confidence, 4), page=row.page, bbox=row.bbox, raw=row.line.text, source="text")
+
+
+def _within_closing_balance(txs: list[Transaction], balances: dict[str, Decimal]) -> list[Transaction]:
+    """The transactions up to the one that brings the stated opening balance to the stated
+    closing balance, when the whole table does not reconcile but such a prefix does: what
+    follows (a sample table, a repeated table, rows after an end-of-transactions note) is not
+    part of the statement period. Unchanged when a balance is not stated or nothing reconciles."""
+    opening, closing = balances.get("opening_balance"), balances.get("closing_balance")
+    if opening is None or closing is None or not txs:
+        return txs
+    running = opening
+    ends: list[int] = []
+    for n, t in enumerate(txs):
+        running += Decimal(t.amount)
+        if running == closing and (t.balance is None or Decimal(t.balance) == closing):
+            ends.append(n)
+    if not ends or ends[-1] == len(txs) - 1:
+        return txs
+    log.info("statement: %d rows after the closing balance is reached are not transactions of the period",
+             len(txs) - ends[-1] - 1)
+    return txs[: ends[-1] + 1]
 
 
 def _iso(d: tuple[int, int, int | None], year: int | None, end_month: int | None) -> str | None:

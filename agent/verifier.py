@@ -1,0 +1,287 @@
+"""Answerability verifier: do the selected evidence lines answer the question, or decline?
+
+One typed stage at the decline/judge step of the answer path: input the question and the
+evidence lines that would be quoted (`agent.evidence.EvidenceLine`) plus the chat model's P(yes)
+that they answer it; output a `Verdict` (answer or decline, a probability, a reason).
+
+The decision is a logistic regression over a few general features, fitted on synthetic data
+generated from KB text itself (`agent.testset`: questions written from a unit, and the six
+UAEval4RAG kinds of unanswerable question, each paired with the lines retrieval actually
+selects for it) — never on eval questions, and with no product, word or figure list:
+
+- the judge's P(yes), as a logit (when the fitted model uses it: a forward pass per question);
+- the retrieved chunks' best cosine similarity and the best line's evidence score;
+- how much of the question the lines cover (its terms, weighted by their rarity in the KB,
+  found in the lines with their headings, and in the line texts alone);
+- how much of the question the KB never uses at all (nonsense, or a topic it doesn't cover);
+- the rarest question term the lines lack (an adjacent fact: the product is there, the asked
+  attribute is not);
+- the question asks for a kind of value (an amount, a time, a phone number) no line holds;
+- a capitalised name or a figure of the question that no line states;
+- how specific the question is (its terms the KB knows), and whether it opens like a question.
+
+Coefficients, feature scaling and the decision threshold live in `agent/verifier.json`, written
+by `python -m agent.verifier_training` (which documents how it was fitted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from agent.evidence import EvidenceLine, expected_answers
+from agent.grounding import numbers_in, unknown_entities
+from retrieval.bm25 import tokenize
+
+log = logging.getLogger(__name__)
+
+VERIFIER_PATH = Path(__file__).resolve().parent / "verifier.json"
+
+FEATURES = (
+    "judge_logit",
+    "similarity",
+    "line_score",
+    "coverage",
+    "line_coverage",
+    "unseen_share",
+    "missing_rarity",
+    "type_missing",
+    "names_missing",
+    "figures_missing",
+    "specificity",
+    "question_form",
+)
+
+# How an English question or request opens: an interrogative, an auxiliary verb ("can", "is"),
+# a conjunction that starts a condition or a follow-up ("if", "after", "and"), a greeting, or a
+# first-person statement of a need ("I lost my card"). A word salad rarely does.
+_QUESTION_OPENINGS = frozenset(
+    """what whats what's how when where which who whom whose why can could do does did is are was
+    were will would should shall may might must have has i i'm im i've my we our please if after
+    before since while once so and but also or then hey hi hello tell any""".split()
+)
+# Numbers written as words ("sixty days", "ten business days"): statutes and agreements spell them.
+_NUMBER_WORDS = {w: str(n) for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({w: str(10 * n) for n, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)})
+_NUMBER_WORD_RE = re.compile(rf"\b({'|'.join(_NUMBER_WORDS)})\b", re.IGNORECASE)
+
+
+def with_digits(text: str) -> str:
+    """Number words as digits, so "sixty days" holds a period like "60 days" does."""
+    return _NUMBER_WORD_RE.sub(lambda m: _NUMBER_WORDS[m.group(1).lower()], text)
+
+
+def question_form(question: str) -> float:
+    """1 when the question opens the way English questions and requests do, else 0."""
+    words = re.findall(r"[a-z']+", question.lower())
+    return float(bool(words) and words[0] in _QUESTION_OPENINGS)
+
+# term -> number of KB chunks holding it, and the number of chunks (`KnowledgeIndex.term_frequencies`)
+TermFrequencies = Callable[[str], tuple[dict[str, int], int]]
+
+
+class Verdict(BaseModel):
+    """The verifier's decision on one question and its evidence lines."""
+
+    answerable: bool
+    probability: float  # P(the lines answer the question)
+    threshold: float
+    reason: str
+    features: dict[str, float]
+
+
+class VerifierModel(BaseModel):
+    """A fitted logistic regression: P = sigmoid(intercept + coef · (x - mean) / scale)."""
+
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    threshold: float
+    fitted_on: dict = {}
+
+    def probability(self, values: dict[str, float]) -> float:
+        x = (np.array([values[f] for f in self.features]) - np.array(self.mean)) / np.array(self.scale)
+        z = self.intercept + float(np.dot(self.coef, x))
+        return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def _line_context(line: EvidenceLine) -> str:
+    chunk = line.passage.hit.chunk
+    return " ".join([chunk.title, *chunk.heading_path, line.text])
+
+
+def features(
+    question: str,
+    lines: Sequence[EvidenceLine],
+    judgement: float | None,
+    frequencies: TermFrequencies | None = None,
+) -> dict[str, float]:
+    """The verifier's inputs for one question and the lines that would be quoted (`judgement`:
+    the chat model's P(yes), None when the fitted model doesn't use it)."""
+    terms = list(dict.fromkeys(tokenize(question)))
+    df, n_chunks = frequencies(question) if frequencies else ({}, 0)
+
+    def idf(term: str) -> float:  # rarity in the KB; a term the KB never uses counts as rarest
+        return math.log((n_chunks + 1) / (df.get(term, 0) + 1)) + 1.0
+
+    context = set(tokenize(" ".join(_line_context(line) for line in lines)))
+    texts = set(tokenize(" ".join(line.text for line in lines)))
+    total = sum(idf(t) for t in terms) or 1.0
+    known = [t for t in terms if df.get(t, 0) > 0] if frequencies else terms
+    missing = [idf(t) for t in terms if t not in context]
+    wanted = expected_answers(question)
+    quoted = with_digits(" ".join(line.text for line in lines))
+    asked_figures = {n for n in numbers_in(question) if n > 10 or n != n.to_integral_value()}
+    return {
+        "judge_logit": _logit(judgement) if judgement is not None else 0.0,
+        "similarity": max((line.passage.hit.vector_score or 0.0 for line in lines), default=0.0),
+        "line_score": lines[0].passage.score if lines else 0.0,
+        "coverage": sum(idf(t) for t in terms if t in context) / total,
+        "line_coverage": sum(idf(t) for t in terms if t in texts) / total,
+        "unseen_share": (len(terms) - len(known)) / len(terms) if terms else 1.0,
+        "missing_rarity": max(missing, default=0.0) / (math.log(n_chunks + 1) + 1.0),
+        "type_missing": float(bool(wanted) and not any(p.search(quoted) for p in wanted)),
+        "names_missing": float(min(len(unknown_entities(question, [_line_context(x) for x in lines])), 2)),
+        "figures_missing": float(bool(asked_figures - numbers_in(quoted))),
+        "specificity": math.log1p(len(known)),
+        "question_form": question_form(question),
+    }
+
+
+class AnswerabilityVerifier:
+    """Decides from `features` with the fitted model; loaded once per process."""
+
+    def __init__(self, model: VerifierModel, frequencies: TermFrequencies | None = None) -> None:
+        self.model = model
+        self.frequencies = frequencies
+
+    @classmethod
+    def load(cls, frequencies: TermFrequencies | None = None, path: Path = VERIFIER_PATH) -> "AnswerabilityVerifier":
+        try:
+            model = VerifierModel.model_validate_json(path.read_text())
+        except FileNotFoundError as exc:
+            raise RuntimeError(f"{path} is missing: run `python -m agent.verifier train`") from exc
+        except ValueError as exc:
+            raise RuntimeError(f"{path} is malformed: {exc}") from exc
+        return cls(model, frequencies)
+
+    @property
+    def uses_judge(self) -> bool:
+        """Whether the fitted model weighs the chat model's P(yes) (a forward pass per question)."""
+        return "judge_logit" in self.model.features
+
+    def decide(self, question: str, lines: Sequence[EvidenceLine], judgement: float | None = None) -> Verdict:
+        values = features(question, lines, judgement, self.frequencies)
+        if not lines:
+            return Verdict(answerable=False, probability=0.0, threshold=self.model.threshold,
+                           reason="no evidence lines", features=values)
+        p = self.model.probability(values)
+        ok = p >= self.model.threshold
+        return Verdict(
+            answerable=ok,
+            probability=round(p, 4),
+            threshold=self.model.threshold,
+            reason=_explain(values, p, self.model, ok),
+            features={k: round(v, 4) for k, v in values.items()},
+        )
+
+
+def _explain(values: dict[str, float], p: float, model: VerifierModel, ok: bool) -> str:
+    """The decision and the feature that pushed hardest towards it."""
+    contributions = {
+        f: c * (values[f] - m) / s for f, c, m, s in zip(model.features, model.coef, model.mean, model.scale)
+    }
+    key = (max if ok else min)(contributions, key=contributions.get)
+    verb = "answer it" if ok else "don't answer it"
+    judge = (f"; the model's P(yes) {1 / (1 + math.exp(-values['judge_logit'])):.2f}"
+             if "judge_logit" in model.features else "")
+    return (
+        f"the verifier judged that the evidence lines {verb} (P {p:.2f} "
+        f"{'≥' if ok else '<'} {model.threshold:.2f}; strongest sign: {key} = {values[key]:.2f}{judge})"
+    )
+
+
+# --- fitting --------------------------------------------------------------------------------
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method (x already standardised)."""
+    n, d = x.shape
+    design = np.hstack([np.ones((n, 1)), x])
+    w = np.zeros(d + 1)
+    penalty = np.eye(d + 1) * l2
+    penalty[0, 0] = 0.0  # the intercept is not shrunk
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -40, 40)))
+        gradient = design.T @ (p - y) + penalty @ w
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[1:], float(w[0])
+
+
+def fit(rows: Sequence[dict], max_false_decline: float = 0.05, names: Sequence[str] = FEATURES) -> VerifierModel:
+    """Fit on `rows` ({"features": {...}, "answerable": bool, "split": "train"|"dev"}): the
+    coefficients on the train rows, the threshold on the dev rows (the lowest P that keeps
+    false declines of dev answerable questions ≤ `max_false_decline`, maximising correct declines)."""
+    train = [r for r in rows if r.get("split") != "dev"]
+    dev = [r for r in rows if r.get("split") == "dev"] or train
+    x = np.array([[r["features"][f] for f in names] for r in train], dtype=float)
+    y = np.array([1.0 if r["answerable"] else 0.0 for r in train])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    coef, intercept = fit_logistic((x - mean) / scale, y)
+    model = VerifierModel(features=list(names), mean=mean.tolist(), scale=scale.tolist(),
+                          coef=coef.tolist(), intercept=intercept, threshold=0.5)
+    scored = [(model.probability(r["features"]), bool(r["answerable"])) for r in dev]
+    model.threshold = _threshold(scored, max_false_decline)
+    return model
+
+
+def _threshold(scored: Sequence[tuple[float, bool]], max_false_decline: float) -> float:
+    answerable = sorted(p for p, a in scored if a)
+    if not answerable:
+        return 0.5
+    allowed = int(math.floor(max_false_decline * len(answerable)))
+    # Declining the `allowed` lowest answerable scores at most: the threshold sits just above them.
+    cut = answerable[allowed] if allowed < len(answerable) else answerable[-1]
+    below = [p for p in answerable if p < cut]
+    return round((cut + (below[-1] if below else 0.0)) / 2, 4)
+
+
+def report(model: VerifierModel, rows: Sequence[dict]) -> dict[str, float | int | None]:
+    """Correct declines / false declines of the model on `rows`, overall and per category."""
+    out: dict[str, float | int | None] = {}
+    decided = [(model.probability(r["features"]) >= model.threshold, r) for r in rows]
+    pos = [ok for ok, r in decided if r["answerable"]]
+    neg = [ok for ok, r in decided if not r["answerable"]]
+    out["answerable"] = len(pos)
+    out["unanswerable"] = len(neg)
+    out["false_declines"] = round(1 - sum(pos) / len(pos), 4) if pos else None
+    out["correct_declines"] = round(1 - sum(neg) / len(neg), 4) if neg else None
+    for category in sorted({r["category"] for r in rows if not r["answerable"]}):
+        got = [ok for ok, r in decided if r["category"] == category]
+        out[f"declined_{category}"] = round(1 - sum(got) / len(got), 4)
+    return out
+
+
+def save(model: VerifierModel, path: Path = VERIFIER_PATH) -> None:
+    path.write_text(json.dumps(model.model_dump(), indent=2) + "\n")

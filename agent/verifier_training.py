@@ -1,0 +1,109 @@
+"""Fit the answerability verifier on synthetic questions generated from one KB's own text.
+
+    DOCTELLER_KB_DIR=knowledge_base/documents python -m agent.verifier_training collect rows.jsonl
+    python -m agent.verifier_training fit rows.jsonl      # writes agent/verifier.json
+
+`collect` generates a question set from the KB (`agent.testset`: answerable questions and the six
+kinds of unanswerable ones), asks each through the real answer path with a verifier that answers
+everything, and keeps each question's features (the lines retrieval actually selected for it,
+the judge's P(yes)); questions declined before the verifier (no evidence at all) are dropped.
+A third of the questions (by a hash of their text) form the dev split that picks the threshold;
+the coefficients are fitted on the rest. No eval question is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.testset import generate, units_of
+from agent.verifier import (
+    FEATURES,
+    VERIFIER_PATH,
+    AnswerabilityVerifier,
+    VerifierModel,
+    fit,
+    question_form,
+    report,
+    save,
+)
+
+
+def _split(question: str) -> str:
+    return "dev" if int(hashlib.sha256(question.encode()).hexdigest(), 16) % 3 == 0 else "train"
+
+
+def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: int = 0,
+            with_judge: bool = False) -> list[dict]:
+    """Generate questions from the configured KB and record the verifier's features for each."""
+    from agent.session import AgentResources
+    from docteller.settings import get_settings
+
+    settings = get_settings()
+    names = list(FEATURES) if with_judge else [f for f in FEATURES if f != "judge_logit"]
+    permissive = VerifierModel(features=names, mean=[0.0] * len(names), scale=[1.0] * len(names),
+                               coef=[0.0] * len(names), intercept=0.0, threshold=0.0)
+    resources = AgentResources.load(settings, verifier=AnswerabilityVerifier(permissive))
+    resources.verifier.frequencies = getattr(resources.kb, "term_frequencies", None)
+    chunks, _ = resources.kb.chunks_with_embeddings()  # the indexed KB: no document is read twice
+    # Templates only: seeded and fast (a model-written question costs seconds of CPU).
+    questions = generate(units_of(chunks), None, answerable=answerable, per_category=per_category, seed=seed)
+    rows = []
+    for n, q in enumerate(questions, 1):
+        answer = resources.new_session(session_id=f"train-{q.id}").ask(q.question)
+        if answer.verdict is None:
+            continue
+        rows.append({"question": q.question, "answerable": q.answerable, "category": q.category,
+                     "split": _split(q.question), "features": answer.verdict.features})
+        print(f"[{n}/{len(questions)}] {q.category}: {q.question[:80]}", file=sys.stderr)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with_judge: bool = False) -> VerifierModel:
+    names = list(FEATURES) if with_judge else [f for f in FEATURES if f != "judge_logit"]
+    model = fit(rows, names=names)
+    model.fitted_on = {
+        "kb": kb,
+        "questions": len(rows),
+        "method": "logistic regression (L2, Newton) on standardised features; threshold: the lowest "
+        "P keeping false declines of dev answerable questions <= 0.05",
+        "train": report(model, [r for r in rows if r["split"] == "train"]),
+        "dev": report(model, [r for r in rows if r["split"] == "dev"]),
+        "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    save(model, path)
+    return model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.verifier_training")
+    parser.add_argument("command", choices=["collect", "fit"])
+    parser.add_argument("rows", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--answerable", type=int, default=120)
+    parser.add_argument("--per-category", type=int, default=25)
+    parser.add_argument("--with-judge", action="store_true",
+                        help="also weigh the chat model's P(yes): a forward pass per question, in training and serving")
+    parser.add_argument("--kb-name", default="knowledge_base/documents")
+    args = parser.parse_args(argv)
+    if args.command == "collect":
+        collect(args.rows, answerable=args.answerable, per_category=args.per_category, seed=args.seed,
+                with_judge=args.with_judge)
+        return 0
+    rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+    for r in rows:  # features of the question alone can be added without asking again
+        r["features"].setdefault("question_form", question_form(r["question"]))
+    model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge)
+    print(json.dumps(model.fitted_on, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""The answerability verifier and the generated test sets, on KB text the verifier was not fitted
+on: the shared corpus's US statutes and a real bank's FAQ sheet (the verifier's coefficients
+come from synthetic questions on the bundled KB only, `agent/verifier.json`).
+
+The fast tests need no chat model: features of real retrieved lines, the fitting and threshold
+arithmetic, the shipped coefficients, the report the Staff view reads. The slow ones load the
+packaged 1.5B model once: the verifier declines each of the six kinds of unanswerable question
+and answers answerable ones. `docteller eval generate` writes all six kinds from corpus files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CORPUS_KB_FILES = ["us_code/efta_15usc1693.md", "us_code/truth_in_savings_12usc4301.md"]
+
+
+@pytest.fixture(scope="module")
+def corpus_kb(tmp_path_factory):
+    """An in-memory index of two statutes from `../shared/corpus/kb`."""
+    from conftest import CORPUS
+
+    if not CORPUS.is_dir():
+        pytest.skip(f"shared corpus not found at {CORPUS}")
+    from ingest.embed import get_embedder
+    from ingest.loaders import load_document
+    from retrieval.store import KnowledgeIndex
+
+    index = KnowledgeIndex.in_memory(embedder=get_embedder())
+    for name in CORPUS_KB_FILES:
+        index.add_document(load_document(CORPUS / "kb" / name))
+    return index
+
+
+def _lines(kb, question: str):
+    from agent.evidence import EvidenceSelector
+    from agent.session import EVIDENCE_LINE_CHARS, JUDGED_LINES
+
+    selector = EvidenceSelector(kb.embedder)
+    scored = selector.score(question, kb.search(question, k=8))
+    return selector.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=JUDGED_LINES)
+
+
+def test_features_read_coverage_rarity_and_answer_type_from_real_lines(corpus_kb) -> None:
+    from agent.verifier import features
+
+    question = "how many business days before a scheduled automatic transfer can I stop it"
+    answerable = features(question, _lines(corpus_kb, question), 0.5, corpus_kb.term_frequencies)
+    assert answerable["coverage"] > 0.4
+    assert answerable["type_missing"] == 0.0  # "how many … days": the lines hold a period
+
+    stranger = "what does Zorblatt Bank charge for a crypto wallet transfer"
+    other = features(stranger, _lines(corpus_kb, stranger), 0.5, corpus_kb.term_frequencies)
+    assert other["unseen_share"] > 0.2  # "zorblatt", "crypto", "wallet": words the statutes never use
+    assert other["unseen_share"] > answerable["unseen_share"]
+    assert other["names_missing"] >= 1 and other["coverage"] < answerable["coverage"]
+
+    figure = "why was the $50 liability limit raised to $750"
+    assert features(figure, _lines(corpus_kb, figure), 0.5, corpus_kb.term_frequencies)["figures_missing"] == 1.0
+
+
+def test_fit_separates_and_the_threshold_caps_false_declines() -> None:
+    from agent.verifier import FEATURES, _threshold, fit
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(300):
+        answerable = n % 2 == 0
+        values = {f: float(rng.normal()) for f in FEATURES}
+        values["coverage"] += 2.0 if answerable else -2.0
+        rows.append({"features": values, "answerable": answerable, "split": "dev" if n % 3 == 0 else "train",
+                     "category": "answerable" if answerable else "out_of_kb"})
+    model = fit(rows)
+    assert model.coef[FEATURES.index("coverage")] > 1.0  # the informative feature carries the weight
+    dev = [(model.probability(r["features"]), r["answerable"]) for r in rows if r["split"] == "dev"]
+    declined = [p < model.threshold for p, a in dev if a]
+    assert sum(declined) / len(declined) <= 0.05
+    # Ten answerable scores: at most 5 % may be declined, so none is: the threshold sits below all.
+    assert _threshold([(p / 10, True) for p in range(1, 11)] + [(0.05, False)], 0.05) < 0.1
+
+
+def test_shipped_verifier_is_fitted_on_the_bundled_kb_and_documented() -> None:
+    from agent.verifier import FEATURES, VERIFIER_PATH, AnswerabilityVerifier
+
+    data = json.loads(Path(VERIFIER_PATH).read_text())
+    verifier = AnswerabilityVerifier.load()
+    assert set(verifier.model.features) <= set(FEATURES) and 0.0 < verifier.model.threshold < 1.0
+    assert not verifier.uses_judge  # fitted without the chat model's P(yes): no forward pass per question
+    fitted = data["fitted_on"]
+    assert fitted["kb"] == "knowledge_base/documents" and fitted["questions"] >= 100
+    assert fitted["dev"]["false_declines"] <= 0.1 and fitted["dev"]["unanswerable"] > 0
+
+
+def test_last_eval_report_is_shown_to_staff(docteller_home: Path) -> None:
+    from agent.evaluate import last_report_markdown, save_report
+    from docteller.settings import get_settings
+
+    settings = get_settings()
+    assert "docteller eval generate" in last_report_markdown(settings)  # nothing run yet: how to
+    report = {"summary": {"questions": 4, "answer_correct": 0.5, "correct_declines": 1.0, "false_declines": 0.5,
+                          "abstain_precision": 0.6667, "abstain_recall": 1.0, "mean_seconds": 1.2, "model": "m",
+                          "declined_by_category": {"out_of_scope": 1.0}},
+              "rows": []}
+    path = save_report(report, settings, Path("set.jsonl"))
+    assert path.parent.parent == docteller_home
+    shown = last_report_markdown(settings)
+    assert "`set.jsonl`" in shown and "| decline precision | 0.6667 |" in shown and "out of scope | 1.0" in shown
+
+
+# --- with the packaged chat model -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resources(corpus_kb, tmp_path_factory):
+    pytest.importorskip("llama_cpp")
+    from agent.backends.llamacpp import LlamaCppChatModel
+    from agent.model_files import DEFAULT_MODEL_ID, DEFAULT_MODEL_SHA256, default_model_path
+    from agent.session import AgentResources
+    from docteller.settings import get_settings
+
+    home = tmp_path_factory.mktemp("verifier-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCTELLER_HOME", str(home))
+        get_settings.cache_clear()
+        settings = get_settings()
+        model = LlamaCppChatModel(default_model_path(), model_id=DEFAULT_MODEL_ID, model_hash=DEFAULT_MODEL_SHA256,
+                                  n_ctx=settings.llm_context, n_threads=settings.llm_threads)
+        yield AgentResources(corpus_kb, model, embedder=corpus_kb.embedder, settings=settings)
+    get_settings.cache_clear()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known false declines on statute text: 'how late' expects a clock time and 'how much notice' an "
+    "amount, and the lines state periods ('three business days', '30 days'); README: false declines 0.32-0.45 "
+    "on the shared corpus KB",
+)
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("how late can I tell the bank to stop an automatic payment from my account", "three business days"),
+        ("how much notice does the bank have to give me before a change that lowers my savings yield", "30 days"),
+    ],
+)
+def test_verifier_answers_answerable_questions_on_unseen_kb_text(resources, question: str, fact: str) -> None:
+    answer = resources.new_session().ask(question)
+    assert not answer.abstained, answer.reason
+    assert answer.verdict is not None and answer.verdict.answerable and fact in answer.answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("category", "question"),
+    [
+        ("underspecified", "how much is it?"),
+        ("false_presupposition", "why did the law raise my stolen card liability to $750"),
+        ("out_of_kb", "what does Zorblatt Bank charge for a crypto wallet transfer"),
+        ("adjacent_fact", "what is the monthly maintenance fee on a passbook account"),
+        ("nonsensical", "transfer purple the sings liability on tuesday banana?"),
+        ("out_of_scope", "what's a good recipe for banana bread"),
+    ],
+)
+def test_verifier_declines_each_kind_of_unanswerable_question(resources, category: str, question: str) -> None:
+    answer = resources.new_session().ask(question)
+    assert answer.abstained, f"{category}: {answer.answer} ({answer.reason})"
+    assert answer.citations == []
+
+
+def test_eval_generate_writes_all_six_kinds_from_corpus_files(corpus: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from docteller.cli import app
+
+    kb_dir = tmp_path / "kb"
+    kb_dir.mkdir()
+    for name in CORPUS_KB_FILES:
+        (kb_dir / Path(name).name).symlink_to(corpus / "kb" / name)
+    out = tmp_path / "set.jsonl"
+    result = CliRunner().invoke(app, ["eval", "generate", str(kb_dir), "--out", str(out),
+                                      "--answerable", "6", "--per-category", "3"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    from agent.testset import CATEGORIES
+
+    assert {r["category"] for r in rows} == {"answerable", *CATEGORIES}
+    assert all(not r["answerable"] for r in rows if r["category"] != "answerable")
+    answerable = [r for r in rows if r["answerable"]]
+    # Each answerable question names the document it came from and a figure that document states.
+    for r in answerable:
+        text = (kb_dir / r["doc"]).read_text()
+        assert r["must_include"] and all(fact in text for fact in r["must_include"]), r
+    bad = CliRunner().invoke(app, ["eval", "generate", str(tmp_path / "missing"), "--out", str(out)])
+    assert bad.exit_code != 0
+
+
+def test_corpus_kb_test_questions_are_labelled_and_their_facts_are_in_the_documents(corpus: Path) -> None:
+    """The frozen test split for `../shared/corpus/kb` (written before the verifier was fitted):
+    each answerable question's facts are in its document, so a decline there is a false decline;
+    the unanswerable ones cover the six kinds."""
+    import re
+
+    from agent.testset import CATEGORIES, TestQuestion
+    from ingest.loaders import load_document
+
+    path = Path(__file__).resolve().parent.parent / "knowledge_base" / "eval" / "corpus_kb_test.jsonl"
+    items = [TestQuestion.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    files = {p.name: p for p in (corpus / "kb").rglob("*") if p.suffix in (".md", ".pdf", ".csv")}
+    texts: dict[str, str] = {}
+    for item in items:
+        if not item.answerable:
+            assert item.category in CATEGORIES and not item.must_include, item
+            continue
+        if item.doc not in texts:
+            texts[item.doc] = re.sub(r"\s+", " ", load_document(files[item.doc]).text).lower()
+        assert item.must_include and all(f.lower() in texts[item.doc] for f in item.must_include), item
+    assert {i.category for i in items if not i.answerable} == set(CATEGORIES)
+    assert sum(i.answerable for i in items) >= 20
