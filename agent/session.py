@@ -667,7 +667,7 @@ class ChatSession:
             return
 
         if resources.settings.answer_style == "extractive":
-            yield from self._extractive(question, query, scored, standalone, retrieved_ids)
+            yield from self._extractive(question, query, scored, standalone, retrieved_ids, own=own)
             return
 
         fields = self._fields_for_prompt()
@@ -702,8 +702,13 @@ class ChatSession:
         scored: Sequence[ScoredUnit],
         standalone: str | None,
         retrieved_ids: Sequence[str],
+        own: bool = False,
     ) -> Iterator[AnswerEvent]:
         """The best evidence lines are quoted verbatim and cited if the verifier finds they answer.
+
+        `own`: a question about the customer's own upload, answered only from its passages. The
+        verifier learned what answers a question from the bank's KB text (its word statistics);
+        the customer's document is quoted and cited as theirs without it.
 
         The lines come ranked by `agent.evidence` (question similarity, shared terms, chunk
         similarity). The answerability verifier (`agent.verifier`) decides from how much of the
@@ -716,9 +721,9 @@ class ChatSession:
                                   reason="no evidence lines")
         else:
             verifier = self.resources.verifier
-            judgement = judge_probability(self.resources.chat_model, query, texts) if verifier.uses_judge else None
-            verdict = verifier.decide(query, lines, judgement)
-            if not verdict.answerable:
+            judgement = judge_probability(self.resources.chat_model, query, texts) if verifier.uses_judge and not own else None
+            verdict = None if own else verifier.decide(query, lines, judgement)
+            if verdict is not None and not verdict.answerable:
                 answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone,
                                       reason=verdict.reason)
             else:
@@ -731,7 +736,8 @@ class ChatSession:
                     compose_answer(query, chosen),
                     citations=list(citations.values()),
                     standalone_query=standalone,
-                    reason=f"quoted the best {len(chosen)} of {len(lines)} evidence lines; {verdict.reason}",
+                    reason=f"quoted the best {len(chosen)} of {len(lines)} evidence lines; "
+                    + (verdict.reason if verdict is not None else "the customer's own document, asked about"),
                 )
             answer.evidence_judgement = round(judgement, 4) if judgement is not None else None
             answer.verdict = verdict

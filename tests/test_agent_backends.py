@@ -198,14 +198,21 @@ def test_llamacpp_restores_a_long_system_prompt_evicted_by_another_prompt(monkey
     loads = []
     original = model.llm.load_state
     monkeypatch.setattr(model.llm, "load_state", lambda state: loads.append(state) or original(state))
-    judge = build_judge_messages("what does a cashier's check cost", ["Service: Cashier's check; Fee: $10"])
+    # A long fixed policy (the judge's is short since it lost its examples; a bank's own may not be).
+    policy = " ".join(["Answer yes only if the lines state the answer to the customer's question."] * 12)
+
+    def judged(question: str, line: str) -> list:
+        messages = build_judge_messages(question, [line])
+        return [ChatMessage("system", policy), *messages[1:]]
+
+    judge = judged("what does a cashier's check cost", "Service: Cashier's check; Fee: $10")
     first = model.choice_probabilities(judge, ("yes", "no"))
-    assert len(model._system_states) == 1  # the judge's policy is long enough to keep
+    assert len(model._system_states) == 1  # the policy is long enough to keep
     # A follow-up's query rewrite (a short system prompt: not kept) replaces the KV cache...
     "".join(model.stream(build_rewrite_messages("and at a branch?", [("wire fee?", "It is $25 online.")]), max_tokens=8))
     assert len(model._system_states) == 1 and loads == []
     # ...and the next judgement restores the judge's policy instead of evaluating it again.
-    again = model.choice_probabilities(build_judge_messages("and a money order?", ["Service: Money order; Fee: $5"]), ("yes", "no"))
+    again = model.choice_probabilities(judged("and a money order?", "Service: Money order; Fee: $5"), ("yes", "no"))
     assert len(loads) == 1 and 0.0 < again["yes"] < 1.0
     assert model.choice_probabilities(judge, ("yes", "no"))["yes"] == pytest.approx(first["yes"], abs=1e-4)
     assert len(loads) == 1  # the cache already held it: nothing to restore

@@ -311,7 +311,8 @@ def test_a_disconnected_stream_stops_generating(server, model):
     assert model.stopped_early.wait(5), "generation went on after the client disconnected"
 
 
-def test_concurrent_streams_per_client_are_capped(server, model):
+def test_concurrent_streams_per_client_are_capped(server, model, monkeypatch):
+    monkeypatch.setattr(server.settings, "answer_time_budget_s", 120.0)  # the two streams must outlast the third
     body = {"messages": [{"role": "user", "content": "What is the overdraft fee? SLOW"}], "stream": True}
     limiter = server.backend.stream_limiter
     deadline = time.monotonic() + 20

@@ -115,8 +115,8 @@ def test_kb_question_streams_a_cited_answer_that_opens_the_page(browser, app_ser
     seen = page.evaluate("() => window.__seen")
     page.screenshot(path=artifacts_dir / "ui_02_answer.png", full_page=True)
     assert "Sources" in answer and "Schedule of Fees" in answer
-    # A status at once, then partial text(s), then the final answer with sources.
-    assert any("Searching our policies" in s for s in seen), seen
+    # Partial text(s) before the final answer with sources (a status line may come first: its
+    # first frame is checked in tests/test_ui_render.py, a browser may merge it into the next).
     partial = [s for s in seen if s.strip() and "Sources" not in s and "Searching our policies" not in s]
     assert partial, seen
 

@@ -341,3 +341,19 @@ def test_statement_answer_preview_outlines_the_row_it_used(corpus, westpac):
     row_band = ((row.y0 - top) * zoom - 8, (row.y1 - top) * zoom + 8)
     assert row_band[0] <= ys.min() and ys.max() <= row_band[1]  # the outline is on that row only
     assert not ((other.y0 - top) * zoom <= np.median(ys) <= (other.y1 - top) * zoom)
+
+
+def test_a_turn_shows_what_it_is_doing_before_the_first_word(tmp_path):
+    """The first frame of an answer is a status line, not an empty bubble."""
+    from ui.chat import _answer_turn
+
+    class SlowAgentSession(TabSession):
+        def ask_stream(self, question, cancel=None):
+            raise AssertionError("the status must be shown before the agent is asked")
+
+    session = SlowAgentSession(key="k", agent=_Agent(), upload_dir=tmp_path)
+    transcript = [{"role": "user", "content": "What is the overdraft fee?"}]
+    turn = _answer_turn(session, "What is the overdraft fee?", transcript, {"answer_at": {}})
+    _, shown = next(turn)
+    assert shown[-1] == {"role": "assistant", "content": "_Searching our policies…_"}
+    assert [m["role"] for m in shown] == ["user", "assistant"]  # the question is not repeated
