@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +17,16 @@ def index_command(
     paths: list[Path] = typer.Argument(..., help="Files or folders (walked recursively; hidden files skipped)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any file failed."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    engine: str = typer.Option(
+        "process",
+        "--engine",
+        help="process: a local process pool parses, this process embeds. ray: Ray Data actor pools "
+        "parse, OCR, chunk and embed (pip install '.[ray]'); this process still writes the index.",
+    ),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
+        "instead of starting a local Ray for the run.",
+    ),
 ) -> None:
     """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
     from rich.console import Console
@@ -26,6 +37,15 @@ def index_command(
     from retrieval.manifest import EmbeddingModelMismatch
 
     console = Console(stderr=True)
+    if engine not in ("process", "ray"):
+        console.print(f"[red]error:[/red] --engine must be 'process' or 'ray', not {engine!r}")
+        raise typer.Exit(2)
+    if ray_address and engine != "ray":
+        console.print("[red]error:[/red] --ray-address needs --engine ray")
+        raise typer.Exit(2)
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        console.print("[red]error:[/red] --engine ray needs Ray: pip install 'docteller[ray]' (or '.[ray]')")
+        raise typer.Exit(2)
     total = len(iter_files(paths))
     pages = chunks = 0
     progress_bar = Progress(
@@ -51,7 +71,7 @@ def index_command(
                 progress_bar.console.print(f"[red]failed[/red] {result.path}: {result.reason}")
 
         try:
-            summary = index_paths(paths, strict=strict, progress=on_file)
+            summary = index_paths(paths, strict=strict, progress=on_file, engine=engine, ray_address=ray_address)
         except EmbeddingModelMismatch as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc

@@ -2,6 +2,8 @@
 
 Loading is CPU-bound Python/C (PyMuPDF, RapidOCR) and parallelises across processes; embedding
 runs in the main process where the model is loaded once (torch already uses every core there).
+With `engine="ray"` (`ingest.ray_engine`) loading, chunking and embedding run on Ray Data actor
+pools instead, local or on a cluster; committing stays here, in the one writer, either way.
 Unchanged files are recognised by content hash before they are even parsed. A bad file is
 reported with its path and the reason, recorded in the manifest's error table, and skipped.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -25,6 +27,11 @@ from ingest.sniff import IngestError
 log = logging.getLogger(__name__)
 
 FileStatus = Literal["indexed", "unchanged", "replaced", "failed"]
+Engine = Literal["process", "ray"]
+# A loaded document and, when another engine already chunked and embedded it, (chunks, vectors).
+Loaded = tuple[Document, "tuple[list, object] | None"]
+# (path, start time, a call that returns the loaded document or raises), yielded in commit order.
+Pending = tuple[Path, float, Callable[[], Loaded]]
 
 
 class FileResult(BaseModel):
@@ -96,7 +103,9 @@ def iter_files(paths: Iterable[Path]) -> list[Path]:
     return unique
 
 
-def _load_in_worker(path: str, origin: str, settings: Settings) -> Document | str:
+def _load_in_worker(
+    path: str, origin: str, settings: Settings, loader: Callable[..., Document] | None = None
+) -> Document | str:
     """Runs in a worker process (settings are passed along: workers do not share the caller's).
 
     A failure comes back as its reason string: `IngestError(path, reason)` does not survive
@@ -105,17 +114,17 @@ def _load_in_worker(path: str, origin: str, settings: Settings) -> Document | st
     from ingest.loaders import load_document
 
     try:
-        return load_document(path, origin=origin, settings=settings)
+        return (loader or load_document)(path, origin=origin, settings=settings)
     except IngestError as exc:
         return exc.reason
 
 
-def _worker_result(path: Path, future: Future) -> Callable[[], Document]:
-    def result() -> Document:
+def _worker_result(path: Path, future: Future) -> Callable[[], Loaded]:
+    def result() -> Loaded:
         value = future.result()
         if isinstance(value, str):
             raise IngestError(path, value)
-        return value
+        return value, None
 
     return result
 
@@ -127,13 +136,19 @@ def index_paths(
     progress: Callable[[FileResult], None] | None = None,
     index=None,
     origin: str = "kb",
+    engine: Engine = "process",
+    ray_address: str | None = None,
+    loader: Callable[..., Document] | None = None,
 ) -> IndexSummary:
     """Index files and folders into `index` (default: the persistent index). Never raises for a bad file.
 
+    `engine`: "process" loads in a local process pool and embeds here; "ray" runs the parse, OCR,
+    chunk and embed stages on Ray Data (`ray_address`: a cluster; none: a local Ray for this
+    call). Either way this process is the one writer, committing each document atomically.
+    `loader(path, origin=, settings=)` reads one file (default `ingest.loaders.load_document`).
     `strict` only changes the logging level of failures here; the CLI turns failures into a
     non-zero exit status with --strict.
     """
-    from ingest.loaders import PARSER_VERSION, load_document
     from retrieval.store import KnowledgeIndex
 
     settings = settings or get_settings()
@@ -150,7 +165,30 @@ def index_paths(
         if progress is not None:
             progress(result)
 
-    files = iter_files(paths)
+    try:
+        to_load = _changed_files(iter_files(paths), index, report)
+        with index.bulk():
+            if engine == "ray":
+                from ingest.ray_engine import load_with_ray
+
+                loaded = load_with_ray(to_load, index, settings, origin, ray_address, loader)
+            else:
+                loaded = _load_locally(to_load, settings, origin, loader)
+            for n, (path, t0, load) in enumerate(loaded):
+                _store(index, path, t0, load, report)
+                if n % 20 == 19:
+                    index.save()  # bound the vector repair work after a crash
+    finally:
+        summary.seconds = time.perf_counter() - started
+        if own_index:
+            index.close()
+    return summary
+
+
+def _changed_files(files: list[Path], index, report: Callable[[FileResult], None]) -> list[tuple[Path, float]]:
+    """The files to (re)load; unreadable and unchanged ones (by content hash) are reported here."""
+    from ingest.loaders import PARSER_VERSION
+
     to_load: list[tuple[Path, float]] = []
     for path in files:
         t0 = time.perf_counter()
@@ -173,50 +211,52 @@ def index_paths(
             )
             continue
         to_load.append((path, t0))
+    return to_load
 
-    def store(path: Path, t0: float, loaded: Callable[[], Document]) -> None:
-        try:
-            doc = loaded()
-            added = index.add_document(doc)
-        except IngestError as exc:
-            report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))
-            return
-        except Exception as exc:  # a crashed worker or an unexpected parser error: skip the file
-            log.debug("indexing %s failed", path, exc_info=True)
-            reason = f"{type(exc).__name__}: {exc}"
-            report(FileResult(path=str(path), status="failed", reason=reason, seconds=time.perf_counter() - t0))
-            return
-        report(
-            FileResult(
-                path=str(path),
-                status=added.status,
-                doc_id=added.doc_id,
-                pages=doc.page_count,
-                chunks=added.chunks,
-                seconds=time.perf_counter() - t0,
-            )
-        )
 
+def _load_locally(
+    to_load: list[tuple[Path, float]], settings: Settings, origin: str, loader: Callable[..., Document] | None
+) -> Iterator[Pending]:
+    """Documents loaded here (one worker) or in a spawned process pool, in file order."""
+    from ingest.loaders import load_document
+
+    loader = loader or load_document
     workers = max(1, min(settings.workers, len(to_load)))
-    with index.bulk():
-        if workers <= 1:
-            for path, t0 in to_load:
-                store(path, t0, lambda p=path: load_document(p, origin=origin, settings=settings))
-        else:
-            # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures: list[tuple[Path, float, Future]] = [
-                    (path, t0, pool.submit(_load_in_worker, str(path), origin, settings)) for path, t0 in to_load
-                ]
-                for n, (path, t0, future) in enumerate(futures):
-                    store(path, t0, _worker_result(path, future))
-                    if n % 20 == 19:
-                        index.save()  # bound the vector repair work after a crash
-    summary.seconds = time.perf_counter() - started
-    if own_index:
-        index.close()
-    return summary
+    if workers <= 1:
+        for path, t0 in to_load:
+            yield path, t0, lambda p=path: (loader(p, origin=origin, settings=settings), None)
+        return
+    # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [(path, t0, pool.submit(_load_in_worker, str(path), origin, settings, loader)) for path, t0 in to_load]
+        for path, t0, future in futures:
+            yield path, t0, _worker_result(path, future)
+
+
+def _store(index, path: Path, t0: float, load: Callable[[], Loaded], report: Callable[[FileResult], None]) -> None:
+    """Commit one loaded document (one manifest transaction) and report it; a failure skips the file."""
+    try:
+        doc, prepared = load()
+        added = index.add_document(doc, prepared=prepared)
+    except IngestError as exc:
+        report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))
+        return
+    except Exception as exc:  # a crashed worker or an unexpected parser error: skip the file
+        log.debug("indexing %s failed", path, exc_info=True)
+        reason = f"{type(exc).__name__}: {exc}"
+        report(FileResult(path=str(path), status="failed", reason=reason, seconds=time.perf_counter() - t0))
+        return
+    report(
+        FileResult(
+            path=str(path),
+            status=added.status,
+            doc_id=added.doc_id,
+            pages=doc.page_count,
+            chunks=added.chunks,
+            seconds=time.perf_counter() - t0,
+        )
+    )
 
 
 def ensure_kb_indexed(settings: Settings | None = None, index=None) -> IndexSummary:
