@@ -31,21 +31,12 @@ def index_command(
     """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from ingest.pipeline import FileResult, index_paths, iter_files
     from retrieval.manifest import EmbeddingModelMismatch
 
     console = Console(stderr=True)
-    if engine not in ("process", "ray"):
-        console.print(f"[red]error:[/red] --engine must be 'process' or 'ray', not {engine!r}")
-        raise typer.Exit(2)
-    if ray_address and engine != "ray":
-        console.print("[red]error:[/red] --ray-address needs --engine ray")
-        raise typer.Exit(2)
-    if engine == "ray" and importlib.util.find_spec("ray") is None:
-        console.print("[red]error:[/red] --engine ray needs Ray: pip install 'docteller[ray]' (or '.[ray]')")
-        raise typer.Exit(2)
+    _check_engine(console, engine, ray_address)
     total = len(iter_files(paths))
     pages = chunks = 0
     progress_bar = Progress(
@@ -89,24 +80,44 @@ def index_command(
     if as_json:
         typer.echo(json.dumps(summary.as_json(), indent=2))
     else:
-        table = Table(title="Index summary")
-        for column in ("file", "status", "pages", "chunks", "seconds", "reason"):
-            table.add_column(column, overflow="fold")
-        colours = {"indexed": "green", "replaced": "cyan", "unchanged": "dim", "failed": "red"}
-        for f in summary.files:
-            table.add_row(
-                Path(f.path).name,
-                f"[{colours[f.status]}]{f.status}[/]",
-                str(f.pages),
-                str(f.chunks),
-                f"{f.seconds:.2f}",
-                f.reason or "",
-            )
-        Console().print(table)
-        t = summary.totals()
-        Console().print(
-            f"{t['files']} files: {t['indexed']} indexed, {t['replaced']} replaced, {t['unchanged']} unchanged, "
-            f"{t['failed']} failed · {t['pages']} pages · {t['chunks']} chunks · {t['seconds']} s"
-        )
+        _print_summary(summary)
     if strict and summary.failed:
         raise typer.Exit(1)
+
+
+def _check_engine(console, engine: str, ray_address: str | None) -> None:
+    error = None
+    if engine not in ("process", "ray"):
+        error = f"--engine must be 'process' or 'ray', not {engine!r}"
+    elif ray_address and engine != "ray":
+        error = "--ray-address needs --engine ray"
+    elif engine == "ray" and importlib.util.find_spec("ray") is None:
+        error = "--engine ray needs Ray: pip install 'docteller[ray]' (or '.[ray]' in a checkout)"
+    if error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2)
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Index summary")
+    for column in ("file", "status", "pages", "chunks", "seconds", "reason"):
+        table.add_column(column, overflow="fold")
+    colours = {"indexed": "green", "replaced": "cyan", "unchanged": "dim", "failed": "red"}
+    for f in summary.files:
+        table.add_row(
+            Path(f.path).name,
+            f"[{colours[f.status]}]{f.status}[/]",
+            str(f.pages),
+            str(f.chunks),
+            f"{f.seconds:.2f}",
+            f.reason or "",
+        )
+    Console().print(table)
+    t = summary.totals()
+    Console().print(
+        f"{t['files']} files: {t['indexed']} indexed, {t['replaced']} replaced, {t['unchanged']} unchanged, "
+        f"{t['failed']} failed · {t['pages']} pages · {t['chunks']} chunks · {t['seconds']} s"
+    )

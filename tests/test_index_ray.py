@@ -49,6 +49,15 @@ def kb(tmp_path_factory, corpus: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def small(tmp_path_factory, kb: Path) -> Path:
+    """Three of the KB's quick files and a bad one, for the worker-killing runs."""
+    folder = tmp_path_factory.mktemp("small")
+    for name in ("billing.md", "savings.md", "faq.csv", "empty.txt"):
+        shutil.copy(kb / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def embedder():
     from ingest.embed import SentenceTransformerEmbedder
 
@@ -60,7 +69,7 @@ def in_process(tmp_path_factory, kb: Path, embedder):
     """The reference: the same folder indexed by the in-process engine."""
     index_dir = tmp_path_factory.mktemp("index-process")
     index = KnowledgeIndex.open(index_dir, embedder=embedder)
-    summary = index_paths([kb], settings=Settings(home=index_dir.parent), index=index)
+    summary = index_paths([kb], settings=Settings(home=index_dir.parent, workers=1), index=index)
     yield index, summary
     index.close()
 
@@ -78,20 +87,25 @@ def ray_cluster():
     assert not ray.is_initialized()
 
 
-def _ray_index(tmp_path: Path, kb: Path, embedder, **kwargs):
+def _ray_index(tmp_path: Path, folder: Path, embedder, **kwargs):
     index = KnowledgeIndex.open(tmp_path / "index-ray", embedder=embedder)
-    summary = index_paths([kb], settings=Settings(home=tmp_path), index=index, engine="ray", **kwargs)
+    summary = index_paths([folder], settings=Settings(home=tmp_path), index=index, engine="ray", **kwargs)
     return index, summary
 
 
-def _by_name(summary) -> dict[str, tuple]:
-    return {Path(f.path).name: (f.status, f.doc_id, f.pages, f.chunks, f.reason) for f in summary.files}
+def _by_name(summary, names: set[str] | None = None) -> dict[str, tuple]:
+    return {
+        Path(f.path).name: (f.status, f.doc_id, f.pages, f.chunks, f.reason)
+        for f in summary.files
+        if names is None or Path(f.path).name in names
+    }
 
 
-def _chunks(index: KnowledgeIndex) -> tuple[list[str], np.ndarray]:
+def _chunks(index: KnowledgeIndex, doc_ids: set[str] | None = None) -> tuple[list[str], np.ndarray]:
     chunks, matrix = index.chunks_with_embeddings()
-    order = np.argsort([c.id for c in chunks])
-    return [chunks[i].id for i in order], matrix[order]
+    keep = [i for i, c in enumerate(chunks) if doc_ids is None or c.doc_id in doc_ids]
+    keep.sort(key=lambda i: chunks[i].id)
+    return [chunks[i].id for i in keep], matrix[keep]
 
 
 def test_cli_ray_engine_starts_and_stops_its_own_ray(kb: Path, docteller_home: Path, in_process) -> None:
@@ -166,40 +180,45 @@ def _crash_once_on(name: str, marker_dir: Path):
 
 
 def test_killed_worker_is_retried_and_nothing_is_lost(
-    ray_cluster, tmp_path: Path, kb: Path, embedder, in_process
+    ray_cluster, tmp_path: Path, small: Path, embedder, in_process
 ) -> None:
     marker_dir = tmp_path / "markers"
     marker_dir.mkdir()
-    index, summary = _ray_index(tmp_path, kb, embedder, loader=_crash_once_on("billing.md", marker_dir))
+    index, summary = _ray_index(tmp_path, small, embedder, loader=_crash_once_on("billing.md", marker_dir))
     try:
         killed = int((marker_dir / "killed.pid").read_text())
         retried = int((marker_dir / "retried.pid").read_text())
         assert killed != retried  # a new worker process (the restarted actor) read the file again
-        _, reference = in_process
-        assert _by_name(summary) == _by_name(reference)
-        assert _chunks(index)[0] == _chunks(in_process[0])[0]
+        names = {p.name for p in small.iterdir()}
+        assert _by_name(summary) == _by_name(in_process[1], names)
+        assert summary.count("indexed") == 3
+        doc_ids = {d.doc_id for d in index.documents()}
+        assert _chunks(index)[0] == _chunks(in_process[0], doc_ids)[0]
     finally:
         index.close()
 
 
 def test_a_file_that_kills_every_worker_is_reported_and_the_rest_indexed(
-    ray_cluster, tmp_path: Path, kb: Path, embedder, in_process
+    ray_cluster, tmp_path: Path, small: Path, embedder, in_process
 ) -> None:
+    attempts = tmp_path / "attempts"
+
     def always_crash(path, origin, settings):
         from ingest.loaders import load_document
 
         if Path(path).name == "savings.md":
+            with attempts.open("a") as f:
+                f.write(f"{os.getpid()}\n")
             os._exit(1)
         return load_document(path, origin=origin, settings=settings)
 
-    index, summary = _ray_index(tmp_path, kb, embedder, loader=always_crash)
+    index, summary = _ray_index(tmp_path, small, embedder, loader=always_crash)
     try:
         got = _by_name(summary)
         status, _, _, _, reason = got.pop("savings.md")
-        assert status == "failed" and "Ray workers processing it failed" in reason
-        expected = _by_name(in_process[1])
-        del expected["savings.md"]
-        assert got == expected
-        assert "savings.md" not in {Path(d.source).name for d in index.documents()}
+        assert status == "failed" and "Ray workers processing it failed 4 times" in reason
+        assert len(set(attempts.read_text().split())) == 4  # four processes died on it, then Ray gave up
+        assert got == _by_name(in_process[1], {"billing.md", "faq.csv", "empty.txt"})
+        assert {Path(d.source).name for d in index.documents()} == {"billing.md", "faq.csv"}
     finally:
         index.close()
