@@ -63,7 +63,7 @@ def index_command(
 
         try:
             summary = index_paths(paths, strict=strict, progress=on_file, engine=engine, ray_address=ray_address)
-        except EmbeddingModelMismatch as exc:
+        except (EmbeddingModelMismatch, ConnectionError) as exc:  # ConnectionError: --ray-address
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
 

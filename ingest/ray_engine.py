@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -132,6 +133,7 @@ def ray_session(address: str | None, cpus: int | None = None) -> Iterator[float]
     started = False
     if not ray.is_initialized():
         if address:
+            _check_reachable(address)
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(
@@ -147,6 +149,17 @@ def ray_session(address: str | None, cpus: int | None = None) -> Iterator[float]
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on a wrong address: `ray.init` itself keeps retrying an unreachable one for minutes."""
+    if address == "auto":  # the cluster this node belongs to, found by Ray itself
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address!r} ({exc})") from exc
 
 
 def _dataset(paths: list[str], cpus: float, settings: Settings, index, origin: str, loader: Callable | None):

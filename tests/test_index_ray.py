@@ -135,6 +135,9 @@ def test_cli_rejects_bad_engine_options(kb: Path, docteller_home: Path) -> None:
     assert bad.exit_code == 2 and "--engine must be" in bad.output
     stray = runner.invoke(app, ["index", str(kb), "--ray-address", "127.0.0.1:6379"])
     assert stray.exit_code == 2 and "needs --engine ray" in stray.output
+    # Nothing listens on port 1: a clear error at once, not minutes of Ray retrying the address.
+    nowhere = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--ray-address", "127.0.0.1:1"])
+    assert nowhere.exit_code == 2 and "cannot reach the Ray cluster at '127.0.0.1:1'" in nowhere.output
 
 
 def test_ray_engine_builds_the_same_knowledge_base(ray_cluster, tmp_path: Path, kb: Path, embedder, in_process) -> None:
