@@ -19,6 +19,7 @@ pages counted once, e.g. the object store).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -231,10 +232,11 @@ def engines(args: argparse.Namespace) -> None:
               f"{args.scanned_pages} scanned pages (image-only PDFs, OCR'd); load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         header = f"{'engine':<12}{'CPUs':>5}{'pages':>7}{'chunks':>8}{'seconds':>9}{'pages/s':>9}" \
-                 f"{'Ray start s':>13}{'peak RSS MB':>13}{'peak PSS MB':>13}"
+                 f"{'Ray start s':>13}{'peak RSS MB':>13}{'peak PSS MB':>13}{'load avg':>10}"
         print(header)
         rows = []
-        for engine, cpus in (("process", 1), ("ray", 1), ("process", 2), ("ray", 2)):
+        for engine, cpus in args.runs:
+            load = os.getloadavg()[0]  # other jobs on the machine slow every figure: say how busy it was
             run = subprocess.run(
                 [sys.executable, __file__, "--engine-run", engine, "--cpus", str(cpus), "--data", str(data),
                  "--home", str(Path(tmp) / f"home-{engine}-{cpus}")],
@@ -246,10 +248,48 @@ def engines(args: argparse.Namespace) -> None:
             rows.append(r)
             name = "in-process" if engine == "process" else "ray"
             print(f"{name:<12}{cpus:>5}{r['pages']:>7}{r['chunks']:>8}{r['seconds']:>9.1f}{r['pages_per_s']:>9.1f}"
-                  f"{r['start_s']:>13.1f}{r['peak_rss_mb']:>13.0f}{r['peak_pss_mb']:>13.0f}", flush=True)
+                  f"{r['start_s']:>13.1f}{r['peak_rss_mb']:>13.0f}{r['peak_pss_mb']:>13.0f}{load:>10.1f}", flush=True)
         same = len({(r["pages"], r["chunks"], r["failed"]) for r in rows}) == 1
         print(f"same pages and chunks from every run: {'yes' if same else 'NO'}; "
               f"load average now {os.getloadavg()[0]:.1f}")
+        writer_ceiling(data, Path(tmp))
+
+
+def writer_ceiling(data: Path, home: Path, copies: int = 100) -> None:
+    """Chunks/s the one writer commits when documents arrive already chunked and embedded (the Ray
+    engine's driver): one generated PDF committed `copies` times under new ids, with its vectors."""
+    import numpy as np
+
+    from ingest.chunking import chunk_document
+    from ingest.embed import get_embedder
+    from ingest.loaders import load_document
+    from retrieval.store import KnowledgeIndex
+
+    doc = load_document(next(iter(sorted(data.glob("policy-*.pdf")))))
+    chunks = chunk_document(doc)
+    vectors = get_embedder().embed([c.embedding_text() for c in chunks])
+    with KnowledgeIndex.open(home / "writer") as index:
+        started = time.perf_counter()
+        with index.bulk():  # as in index_paths; the vector file is written when the block ends
+            for n in range(copies):
+                doc_id = hashlib.sha256(f"{doc.id}#{n}".encode()).hexdigest()
+                copy = doc.model_copy(update={"id": doc_id, "source": f"{doc.source}#{n}"})
+                moved = [c.model_copy(update={"doc_id": doc_id, "id": f"{doc_id[:16]}:{c.ordinal}"}) for c in chunks]
+                index.add_document(copy, prepared=(moved, np.array(vectors)))
+        seconds = time.perf_counter() - started
+    total = copies * len(chunks)
+    print(f"one writer, prepared documents: {total} chunks in {seconds:.1f} s -> {total / seconds:.0f} chunks/s "
+          f"({copies * doc.page_count / seconds:.0f} pages/s of these PDFs)")
+
+
+def _runs(text: str) -> list[tuple[str, int]]:
+    runs = []
+    for item in text.split(","):
+        engine, _, cpus = item.partition(":")
+        if engine not in ("process", "ray") or not cpus.isdigit() or int(cpus) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected process:N or ray:N")
+        runs.append((engine, int(cpus)))
+    return runs
 
 
 def main() -> None:
@@ -259,11 +299,22 @@ def main() -> None:
     parser.add_argument("--engines-only", action="store_true", help="only the in-process vs Ray runs")
     parser.add_argument("--text-pages", type=int, default=520)
     parser.add_argument("--scanned-pages", type=int, default=8)
+    parser.add_argument(
+        "--runs", type=_runs, default=_runs("process:1,ray:1,process:2,ray:2"),
+        help="engine:CPUs runs, in order (default process:1,ray:1,process:2,ray:2)",
+    )
+    parser.add_argument("--writer-only", action="store_true", help="only the one-writer commit rate")
     parser.add_argument("--engine-run", choices=("process", "ray"), help=argparse.SUPPRESS)
     parser.add_argument("--cpus", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.writer_only:
+        with tempfile.TemporaryDirectory(prefix="bench-writer-") as tmp:
+            os.environ["DOCTELLER_HOME"] = tmp
+            make_corpus(Path(tmp), PAGES_PER_PDF, 0)
+            writer_ceiling(Path(tmp), Path(tmp))
+        return
     if args.engine_run:
         print(json.dumps(engine_run(args.engine_run, args.cpus, args.data, args.home)))
         return
