@@ -12,8 +12,8 @@ unique), scanned pages are some of those pages rasterised into image-only PDFs (
 through OCR). Each engine run is a fresh subprocess pinned to its CPUs (sched_setaffinity, which
 Ray's worker processes inherit) indexing into a fresh index; it reports pages/s over the whole
 `index_paths` call (model loads included; Ray's start is timed apart) and the peak memory of its
-process tree (Ray's GCS, raylet and workers included), as summed RSS and summed PSS (shared
-pages counted once, e.g. the object store).
+process tree (Ray's GCS, raylet and workers included), sampled each second from this process,
+as summed RSS and summed PSS (shared pages counted once, e.g. the object store).
 """
 
 from __future__ import annotations
@@ -143,9 +143,14 @@ def make_corpus(folder: Path, text_pages: int, scanned_pages: int) -> None:
 
 
 class TreeMemory:
-    """Peak summed RSS and PSS of this process and all its descendants, sampled every 0.25 s."""
+    """Peak summed RSS and PSS of process `root` and all its descendants, sampled every second.
 
-    def __init__(self) -> None:
+    Run from the parent, not inside the measured run: reading smaps_rollup costs CPU, which must
+    not come out of the CPUs the run is pinned to.
+    """
+
+    def __init__(self, root: int, interval: float = 1.0) -> None:
+        self.root, self.interval = root, interval
         self.peak_rss = self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -158,8 +163,7 @@ class TreeMemory:
         self._stop.set()
         self._thread.join()
 
-    @staticmethod
-    def _tree() -> list[int]:
+    def _tree(self) -> list[int]:
         children: dict[int, list[int]] = {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
@@ -169,7 +173,7 @@ class TreeMemory:
                     continue
                 ppid = int(stat.rsplit(")", 1)[1].split()[1])
                 children.setdefault(ppid, []).append(int(entry))
-        tree, todo = [], [os.getpid()]
+        tree, todo = [], [self.root]
         while todo:
             pid = todo.pop()
             tree.append(pid)
@@ -177,7 +181,7 @@ class TreeMemory:
         return tree
 
     def _run(self) -> None:
-        while not self._stop.wait(0.25):
+        while not self._stop.wait(self.interval):
             rss = pss = 0
             for pid in self._tree():
                 try:
@@ -199,27 +203,25 @@ def engine_run(engine: str, cpus: int, data: Path, home: Path) -> dict:
     from ingest.pipeline import index_paths
 
     settings = Settings(home=home, workers=cpus)
-    with TreeMemory() as memory:
-        start_s = 0.0
-        if engine == "ray":
-            from ingest.ray_engine import ray_session
+    start_s = 0.0
+    if engine == "ray":
+        from ingest.ray_engine import ray_session
 
+        t = time.perf_counter()
+        with ray_session(None, cpus=cpus):
+            start_s = time.perf_counter() - t
             t = time.perf_counter()
-            with ray_session(None, cpus=cpus):
-                start_s = time.perf_counter() - t
-                t = time.perf_counter()
-                summary = index_paths([data], settings=settings, engine="ray")
-                seconds = time.perf_counter() - t
-        else:
-            t = time.perf_counter()
-            summary = index_paths([data], settings=settings)
+            summary = index_paths([data], settings=settings, engine="ray")
             seconds = time.perf_counter() - t
+    else:
+        t = time.perf_counter()
+        summary = index_paths([data], settings=settings)
+        seconds = time.perf_counter() - t
     totals = summary.totals()
     return {
         "engine": engine, "cpus": cpus, "pages": totals["pages"], "chunks": totals["chunks"],
         "failed": totals["failed"], "seconds": seconds, "start_s": start_s,
-        "pages_per_s": totals["pages"] / seconds, "peak_rss_mb": memory.peak_rss / 2**20,
-        "peak_pss_mb": memory.peak_pss / 2**20,
+        "pages_per_s": totals["pages"] / seconds,
     }
 
 
@@ -237,14 +239,17 @@ def engines(args: argparse.Namespace) -> None:
         rows = []
         for engine, cpus in args.runs:
             load = os.getloadavg()[0]  # other jobs on the machine slow every figure: say how busy it was
-            run = subprocess.run(
+            child = subprocess.Popen(
                 [sys.executable, __file__, "--engine-run", engine, "--cpus", str(cpus), "--data", str(data),
                  "--home", str(Path(tmp) / f"home-{engine}-{cpus}")],
-                capture_output=True, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
-            if run.returncode != 0:
-                sys.exit(f"{engine} on {cpus} CPU(s) failed:\n{run.stderr[-3000:]}")
-            r = json.loads(run.stdout.strip().splitlines()[-1])
+            with TreeMemory(child.pid) as memory:
+                stdout, stderr = child.communicate()
+            if child.returncode != 0:
+                sys.exit(f"{engine} on {cpus} CPU(s) failed:\n{stderr[-3000:]}")
+            r = json.loads(stdout.strip().splitlines()[-1])
+            r.update(peak_rss_mb=memory.peak_rss / 2**20, peak_pss_mb=memory.peak_pss / 2**20)
             rows.append(r)
             name = "in-process" if engine == "process" else "ray"
             print(f"{name:<12}{cpus:>5}{r['pages']:>7}{r['chunks']:>8}{r['seconds']:>9.1f}{r['pages_per_s']:>9.1f}"
