@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,11 +20,20 @@ def index_command(
     wait: bool = typer.Option(
         True, "--wait/--no-wait", help="If another run is indexing into this home, wait for it (default) or exit 3 at once."
     ),
+    engine: str = typer.Option(
+        "process",
+        "--engine",
+        help="process: a local process pool parses, this process embeds. ray: Ray Data actor pools "
+        "parse, OCR, chunk and embed (pip install '.[ray]'); this process still writes the index.",
+    ),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
+        "instead of starting a local Ray for the run.",
+    ),
 ) -> None:
     """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from docteller.processes import IndexBusy, index_write_lock
     from docteller.settings import get_settings
@@ -32,6 +42,7 @@ def index_command(
     from retrieval.store import KnowledgeIndex
 
     console = Console(stderr=True)
+    _check_engine(console, engine, ray_address)
     total = len(iter_files(paths))
     pages = chunks = 0
     progress_bar = Progress(
@@ -70,35 +81,59 @@ def index_command(
 
             try:
                 summary = index_paths(
-                    paths, strict=strict, progress=on_file, index=index, lock_wait_s=None if wait else 0
+                    paths, strict=strict, progress=on_file, index=index, engine=engine, ray_address=ray_address,
+                    lock_wait_s=None if wait else 0,
                 )
             except IndexBusy as exc:
                 console.print(f"[red]busy:[/red] {exc}")
                 raise typer.Exit(3) from exc
+            except ConnectionError as exc:  # --ray-address where no cluster answers
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from exc
         with console.status("embedding sentences for answer evidence"), index_write_lock(get_settings()):
             units.refresh()  # only chunks stored without them (e.g. an index built by older code)
 
     if as_json:
         typer.echo(json.dumps(summary.as_json(), indent=2))
     else:
-        table = Table(title="Index summary")
-        for column in ("file", "status", "pages", "chunks", "seconds", "reason"):
-            table.add_column(column, overflow="fold")
-        colours = {"indexed": "green", "replaced": "cyan", "unchanged": "dim", "failed": "red"}
-        for f in summary.files:
-            table.add_row(
-                Path(f.path).name,
-                f"[{colours[f.status]}]{f.status}[/]",
-                str(f.pages),
-                str(f.chunks),
-                f"{f.seconds:.2f}",
-                f.reason or "",
-            )
-        Console().print(table)
-        t = summary.totals()
-        Console().print(
-            f"{t['files']} files: {t['indexed']} indexed, {t['replaced']} replaced, {t['unchanged']} unchanged, "
-            f"{t['failed']} failed · {t['pages']} pages · {t['chunks']} chunks · {t['seconds']} s"
-        )
+        _print_summary(summary)
     if strict and summary.failed:
         raise typer.Exit(1)
+
+
+def _check_engine(console, engine: str, ray_address: str | None) -> None:
+    error = None
+    if engine not in ("process", "ray"):
+        error = f"--engine must be 'process' or 'ray', not {engine!r}"
+    elif ray_address and engine != "ray":
+        error = "--ray-address needs --engine ray"
+    elif engine == "ray" and importlib.util.find_spec("ray") is None:
+        error = "--engine ray needs Ray: pip install 'docteller[ray]' (or '.[ray]' in a checkout)"
+    if error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2)
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Index summary")
+    for column in ("file", "status", "pages", "chunks", "seconds", "reason"):
+        table.add_column(column, overflow="fold")
+    colours = {"indexed": "green", "replaced": "cyan", "unchanged": "dim", "failed": "red"}
+    for f in summary.files:
+        table.add_row(
+            Path(f.path).name,
+            f"[{colours[f.status]}]{f.status}[/]",
+            str(f.pages),
+            str(f.chunks),
+            f"{f.seconds:.2f}",
+            f.reason or "",
+        )
+    Console().print(table)
+    t = summary.totals()
+    Console().print(
+        f"{t['files']} files: {t['indexed']} indexed, {t['replaced']} replaced, {t['unchanged']} unchanged, "
+        f"{t['failed']} failed · {t['pages']} pages · {t['chunks']} chunks · {t['seconds']} s"
+    )

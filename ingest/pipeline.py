@@ -2,6 +2,8 @@
 
 Loading is CPU-bound Python/C (PyMuPDF, RapidOCR) and parallelises across processes; embedding
 runs in the main process where the model is loaded once (torch already uses every core there).
+With `engine="ray"` (`ingest.ray_engine`) loading, chunking and embedding run on Ray Data actor
+pools instead, local or on a cluster; committing stays here, in the one writer, either way.
 Unchanged files are recognised by content hash before they are even parsed. A bad file is
 reported with its path and the reason, recorded in the manifest's error table, and skipped.
 """
@@ -12,7 +14,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 
 FileStatus = Literal["indexed", "unchanged", "replaced", "failed"]
 SAVE_EVERY_S = 60.0  # during a bulk index, the vector files are saved at most this often
+Engine = Literal["process", "ray"]
+# A loaded document and, when another engine already chunked and embedded it, (chunks, vectors).
+Loaded = tuple[Document, "tuple[list, object] | None"]
+# (path, start time, a call that returns the loaded document or raises), yielded in commit order.
+Pending = tuple[Path, float, Callable[[], Loaded]]
 
 
 class FileResult(BaseModel):
@@ -99,7 +106,9 @@ def iter_files(paths: Iterable[Path]) -> list[Path]:
     return unique
 
 
-def _load_in_worker(path: str, origin: str, settings: Settings) -> Document | str:
+def _load_in_worker(
+    path: str, origin: str, settings: Settings, loader: Callable[..., Document] | None = None
+) -> Document | str:
     """Runs in a worker process (settings are passed along: workers do not share the caller's).
 
     A failure comes back as its reason string: `IngestError(path, reason)` does not survive
@@ -108,17 +117,17 @@ def _load_in_worker(path: str, origin: str, settings: Settings) -> Document | st
     from ingest.loaders import load_document
 
     try:
-        return load_document(path, origin=origin, settings=settings)
+        return (loader or load_document)(path, origin=origin, settings=settings)
     except IngestError as exc:
         return exc.reason
 
 
-def _worker_result(path: Path, future: Future) -> Callable[[], Document]:
-    def result() -> Document:
+def _worker_result(path: Path, future: Future) -> Callable[[], Loaded]:
+    def result() -> Loaded:
         value = future.result()
         if isinstance(value, str):
             raise IngestError(path, value)
-        return value
+        return value, None
 
     return result
 
@@ -130,34 +139,44 @@ def index_paths(
     progress: Callable[[FileResult], None] | None = None,
     index=None,
     origin: str = "kb",
+    engine: Engine = "process",
+    ray_address: str | None = None,
+    loader: Callable[..., Document] | None = None,
     sources: dict[Path, str] | None = None,
     lock_wait_s: float | None = None,
 ) -> IndexSummary:
     """Index files and folders into `index` (default: the persistent index). Never raises for a bad file.
 
+    `engine`: "process" loads in a local process pool and embeds here; "ray" runs the parse, OCR,
+    chunk and embed stages on Ray Data (`ray_address`: a cluster; none: a local Ray for this
+    call). Either way this process is the one writer, committing each document atomically.
+    `loader(path, origin=, settings=)` reads one file (default `ingest.loaders.load_document`); it
+    runs in the workers, so it must pickle (the process pool needs a module-level function).
     `strict` only changes the logging level of failures here; the CLI turns failures into a
     non-zero exit status with --strict. `sources` names a file's document by what the user
     called it (a staff upload's original name) instead of where it sits on disk, so a changed
     upload of the same name replaces its old version. Only one indexing run writes to a home at
     a time: another waits for it (`lock_wait_s`: at most that long, then `IndexBusy`).
     """
-    with index_write_lock(settings or get_settings(), lock_wait_s):
-        return _index_paths(paths, settings, strict, progress, index, origin, sources or {})
+    settings = settings or get_settings()
+    with index_write_lock(settings, lock_wait_s):
+        return _index_paths(paths, settings, strict, progress, index, origin, engine, ray_address, loader, sources or {})
 
 
 def _index_paths(
     paths: list[Path],
-    settings: Settings | None,
+    settings: Settings,
     strict: bool,
     progress: Callable[[FileResult], None] | None,
     index,
     origin: str,
+    engine: Engine,
+    ray_address: str | None,
+    loader: Callable[..., Document] | None,
     sources: dict[Path, str],
 ) -> IndexSummary:
-    from ingest.loaders import PARSER_VERSION, load_document
     from retrieval.store import KnowledgeIndex
 
-    settings = settings or get_settings()
     started = time.perf_counter()
     own_index = index is None
     index = index or KnowledgeIndex.open(settings.index_dir)
@@ -171,7 +190,34 @@ def _index_paths(
         if progress is not None:
             progress(result)
 
-    files = iter_files(paths)
+    try:
+        to_load = _changed_files(iter_files(paths), index, report)
+        with index.bulk():
+            if engine == "ray":
+                from ingest.ray_engine import load_with_ray
+
+                loaded = load_with_ray(to_load, index, settings, origin, ray_address, loader)
+            else:
+                loaded = _load_locally(to_load, settings, origin, loader)
+            last_save = time.monotonic()
+            for path, t0, load in loaded:
+                _store(index, path, t0, load, report, sources.get(path))
+                if time.monotonic() - last_save > SAVE_EVERY_S:
+                    # Bound the vector repair work after a crash. By time, not by count: each
+                    # save writes whole FAISS files, so saving every n documents is quadratic.
+                    index.save()
+                    last_save = time.monotonic()
+    finally:
+        summary.seconds = time.perf_counter() - started
+        if own_index:
+            index.close()
+    return summary
+
+
+def _changed_files(files: list[Path], index, report: Callable[[FileResult], None]) -> list[tuple[Path, float]]:
+    """The files to (re)load; unreadable and unchanged ones (by content hash) are reported here."""
+    from ingest.loaders import PARSER_VERSION
+
     to_load: list[tuple[Path, float]] = []
     for path in files:
         t0 = time.perf_counter()
@@ -194,58 +240,63 @@ def _index_paths(
             )
             continue
         to_load.append((path, t0))
+    return to_load
 
-    def store(path: Path, t0: float, loaded: Callable[[], Document]) -> None:
-        try:
-            doc = loaded()
-            if path in sources:
-                doc = doc.model_copy(update={"source": sources[path]})
-            added = index.add_document(doc)
-        except IngestError as exc:
-            report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))
-            return
-        except Exception as exc:  # a crashed worker or an unexpected parser error: skip the file
-            log.debug("indexing %s failed", path, exc_info=True)
-            reason = f"{type(exc).__name__}: {exc}"
-            report(FileResult(path=str(path), status="failed", reason=reason, seconds=time.perf_counter() - t0))
-            return
-        report(
-            FileResult(
-                path=str(path),
-                status=added.status,
-                doc_id=added.doc_id,
-                pages=doc.page_count,
-                chunks=added.chunks,
-                seconds=time.perf_counter() - t0,
-            )
-        )
 
+def _load_locally(
+    to_load: list[tuple[Path, float]], settings: Settings, origin: str, loader: Callable[..., Document] | None
+) -> Iterator[Pending]:
+    """Documents loaded here (one worker) or in a spawned process pool, in file order."""
+    from ingest.loaders import load_document
+
+    loader = loader or load_document
     workers = max(1, min(settings.workers, len(to_load)))
-    with index.bulk():
-        if workers <= 1:
-            for path, t0 in to_load:
-                store(path, t0, lambda p=path: load_document(p, origin=origin, settings=settings))
-        else:
-            # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
-            ) as pool:
-                futures: list[tuple[Path, float, Future]] = [
-                    (path, t0, pool.submit(_load_in_worker, str(path), origin, settings)) for path, t0 in to_load
-                ]
-                last_save = time.monotonic()
-                for path, t0, future in futures:
-                    store(path, t0, _worker_result(path, future))
-                    if time.monotonic() - last_save > SAVE_EVERY_S:
-                        # Bound the vector repair work after a crash. By time, not by count: each
-                        # save writes whole FAISS files, so saving every n documents is quadratic.
-                        index.save()
-                        last_save = time.monotonic()
-    summary.seconds = time.perf_counter() - started
-    if own_index:
-        index.close()
-    return summary
+    if workers <= 1:
+        for path, t0 in to_load:
+            yield path, t0, lambda p=path: (loader(p, origin=origin, settings=settings), None)
+        return
+    # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
+        futures = [(path, t0, pool.submit(_load_in_worker, str(path), origin, settings, loader)) for path, t0 in to_load]
+        for path, t0, future in futures:
+            yield path, t0, _worker_result(path, future)
+
+
+def _store(
+    index, path: Path, t0: float, load: Callable[[], Loaded], report: Callable[[FileResult], None],
+    source: str | None = None,
+) -> None:
+    """Commit one loaded document (one manifest transaction) and report it; a failure skips the file.
+    `source`: the name the user gave the file (a staff upload), recorded instead of its path."""
+    try:
+        doc, prepared = load()
+        if source is not None:
+            doc = doc.model_copy(update={"source": source})
+            if prepared is not None:
+                chunks, vectors = prepared
+                prepared = ([c.model_copy(update={"source": source}) for c in chunks], vectors)
+        added = index.add_document(doc, prepared=prepared)
+    except IngestError as exc:
+        report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))
+        return
+    except Exception as exc:  # a crashed worker or an unexpected parser error: skip the file
+        log.debug("indexing %s failed", path, exc_info=True)
+        reason = f"{type(exc).__name__}: {exc}"
+        report(FileResult(path=str(path), status="failed", reason=reason, seconds=time.perf_counter() - t0))
+        return
+    report(
+        FileResult(
+            path=str(path),
+            status=added.status,
+            doc_id=added.doc_id,
+            pages=doc.page_count,
+            chunks=added.chunks,
+            seconds=time.perf_counter() - t0,
+        )
+    )
 
 
 def ensure_kb_indexed(settings: Settings | None = None, index=None) -> IndexSummary:

@@ -131,10 +131,18 @@ class KnowledgeIndex:
         """With a splitter, each added document's evidence units are embedded and stored with it."""
         self.units.attach(splitter)
 
-    def add_document(self, doc: Document) -> AddResult:
-        """Index a document. Same content again: "unchanged". Same source, new content: "replaced"."""
+    def add_document(
+        self, doc: Document, prepared: tuple[list[Chunk], np.ndarray] | None = None
+    ) -> AddResult:
+        """Index a document. Same content again: "unchanged". Same source, new content: "replaced".
+
+        `prepared`: the document's chunks and their embeddings, computed elsewhere (the Ray engine's
+        actors) with this index's chunk settings and embedding model; the commit is the same.
+        """
         from ingest.chunking import chunk_document, doc_type_of
 
+        if prepared is not None:
+            self._check_prepared(doc, *prepared)
         version = doc.metadata.get("parser_version")
         with self._lock:
             if self.manifest.is_current(doc.id, version):
@@ -143,8 +151,11 @@ class KnowledgeIndex:
             previous = [d for d in self.manifest.doc_ids_for_source(doc.source) if d != doc.id]
             if self.manifest.has_document(doc.id):
                 previous.append(doc.id)
-        chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
-        vectors = self.embedder.embed([c.embedding_text() for c in chunks])  # outside the lock: slow
+        if prepared is not None:
+            chunks, vectors = prepared
+        else:
+            chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
+            vectors = self.embedder.embed([c.embedding_text() for c in chunks])  # outside the lock: slow
         unit_sets = self.units.prepare(chunks)  # this document's units only (None: no splitter)
         with self._lock:
             with self.manifest.transaction() as conn:
@@ -331,6 +342,16 @@ class KnowledgeIndex:
         }
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _check_prepared(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Refuse embeddings that cannot belong to these chunks in this index (wrong count or model size)."""
+        if vectors.shape != (len(chunks), self.embedder.dim) or vectors.dtype != np.float32:
+            raise ValueError(
+                f"{doc.source}: {len(chunks)} chunks need a float32 ({len(chunks)}, {self.embedder.dim}) "
+                f"embedding matrix, got {vectors.dtype} {vectors.shape}"
+            )
+        if any(c.doc_id != doc.id for c in chunks):
+            raise ValueError(f"{doc.source}: prepared chunks belong to another document")
 
     def _chunk_count(self, doc_id: str) -> int:
         record = self.manifest.document(doc_id)

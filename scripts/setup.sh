@@ -18,4 +18,4 @@ PY=${PY:-python3}
 .venv/bin/pip install -q --upgrade pip
 # torch==2.13.0 first, in the same command: otherwise pip resolves a multi-GB CUDA build.
 # llama-cpp-python compiles from source (~8 min on 2 cores) the first time; pip caches the wheel.
-CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install -q torch==2.13.0 -e '.[cpu,dev]'
+CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install -q torch==2.13.0 -e '.[cpu,dev,ray]'

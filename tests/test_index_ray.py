@@ -1,0 +1,227 @@
+"""`--engine ray` on the real shared KB: the same knowledge base, report and errors as the in-process
+engine, and a worker killed mid-run is retried by Ray with nothing lost.
+
+One local Ray serves the module (`ray_cluster`), except the first test, which lets the CLI start
+and stop its own, as a user's run does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from docteller.cli import app
+from docteller.settings import Settings
+from ingest.pipeline import index_paths
+from retrieval.store import KnowledgeIndex
+
+AGREEMENT = "kb/bank_tc_pdfs/bank_of_america_online_banking_service_agreement_2025-07-21.pdf"
+SCANNED = "statements/bank_statement_ocr_nz/tutorial_everyday_scanned.pdf"
+QUERIES = (
+    "What is the fee for an international wire transfer sent in US dollars?",
+    "how long does the bank have to resolve a billing error",
+    "can I close my account online",
+    "annual percentage yield disclosure on savings accounts",
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory, corpus: Path) -> Path:
+    """Real KB files: the agreement PDF, two statutes, 30 FAQ rows, a scanned PDF (OCR), two bad files."""
+    folder = tmp_path_factory.mktemp("kb")
+    shutil.copy(corpus / AGREEMENT, folder / "agreement.pdf")
+    shutil.copy(corpus / "kb/us_code/fair_credit_billing_15usc1666.md", folder / "billing.md")
+    shutil.copy(corpus / "kb/us_code/truth_in_savings_12usc4301.md", folder / "savings.md")
+    shutil.copy(corpus / SCANNED, folder / "scanned.pdf")
+    lines = (corpus / "kb/bankfaqs/BankFAQs.csv").read_text(encoding="utf-8").splitlines()[:31]
+    (folder / "faq.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj\n<<")
+    (folder / "empty.txt").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, kb: Path) -> Path:
+    """Three of the KB's quick files and a bad one, for the worker-killing runs."""
+    folder = tmp_path_factory.mktemp("small")
+    for name in ("billing.md", "savings.md", "faq.csv", "empty.txt"):
+        shutil.copy(kb / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from ingest.embed import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory, kb: Path, embedder):
+    """The reference: the same folder indexed by the in-process engine."""
+    index_dir = tmp_path_factory.mktemp("index-process")
+    index = KnowledgeIndex.open(index_dir, embedder=embedder)
+    summary = index_paths([kb], settings=Settings(home=index_dir.parent, workers=1), index=index)
+    yield index, summary
+    index.close()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray (2 CPUs) for the module's tests; the engine joins it instead of starting its own."""
+    import ray
+
+    from ingest.ray_engine import ray_session
+
+    with ray_session(None, cpus=2) as cpus:
+        assert ray.is_initialized() and cpus == 2
+        yield cpus
+    assert not ray.is_initialized()
+
+
+def _ray_index(tmp_path: Path, folder: Path, embedder, **kwargs):
+    index = KnowledgeIndex.open(tmp_path / "index-ray", embedder=embedder)
+    summary = index_paths([folder], settings=Settings(home=tmp_path), index=index, engine="ray", **kwargs)
+    return index, summary
+
+
+def _by_name(summary, names: set[str] | None = None) -> dict[str, tuple]:
+    return {
+        Path(f.path).name: (f.status, f.doc_id, f.pages, f.chunks, f.reason)
+        for f in summary.files
+        if names is None or Path(f.path).name in names
+    }
+
+
+def _chunks(index: KnowledgeIndex, doc_ids: set[str] | None = None) -> tuple[list[str], np.ndarray]:
+    chunks, matrix = index.chunks_with_embeddings()
+    keep = [i for i, c in enumerate(chunks) if doc_ids is None or c.doc_id in doc_ids]
+    keep.sort(key=lambda i: chunks[i].id)
+    return [chunks[i].id for i in keep], matrix[keep]
+
+
+def test_cli_ray_engine_starts_and_stops_its_own_ray(kb: Path, docteller_home: Path, in_process) -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    result = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
+    assert result.exit_code == 0, result.output
+    assert not ray.is_initialized()  # the local Ray the command started is stopped again
+    report = json.loads(result.stdout)
+    _, reference = in_process
+    assert report["totals"] | {"seconds": 0} == reference.totals() | {"seconds": 0}
+    got = {Path(f["path"]).name: (f["status"], f["doc_id"], f["pages"], f["chunks"], f["reason"]) for f in report["files"]}
+    assert got == _by_name(reference)
+    assert "empty file" in got["empty.txt"][4] and "PDF" in got["broken.pdf"][4]
+    assert got["scanned.pdf"][0] == "indexed" and got["agreement.pdf"][2] == 29
+    # The bad files land in the manifest's error table, as with the in-process engine.
+    with KnowledgeIndex.open(docteller_home / "index") as index:
+        assert {Path(e["path"]).name for e in index.manifest.errors()} == {"broken.pdf", "empty.txt"}
+
+    again = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
+    assert json.loads(again.stdout)["totals"]["unchanged"] == 5  # hashed before Ray is even asked
+
+
+def test_cli_rejects_bad_engine_options(kb: Path, docteller_home: Path) -> None:
+    bad = runner.invoke(app, ["index", str(kb), "--engine", "spark"])
+    assert bad.exit_code == 2 and "--engine must be" in bad.output
+    stray = runner.invoke(app, ["index", str(kb), "--ray-address", "127.0.0.1:6379"])
+    assert stray.exit_code == 2 and "needs --engine ray" in stray.output
+    # Nothing listens on port 1: a clear error at once, not minutes of Ray retrying the address.
+    nowhere = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--ray-address", "127.0.0.1:1"])
+    assert nowhere.exit_code == 2 and "cannot reach the Ray cluster at '127.0.0.1:1'" in nowhere.output
+
+
+def test_ray_engine_builds_the_same_knowledge_base(ray_cluster, tmp_path: Path, kb: Path, embedder, in_process) -> None:
+    reference, ref_summary = in_process
+    index, summary = _ray_index(tmp_path, kb, embedder)
+    try:
+        assert _by_name(summary) == _by_name(ref_summary)
+        docs = {(d.doc_id, d.source, d.pages, d.chunks, d.doc_type) for d in index.documents()}
+        assert docs == {(d.doc_id, d.source, d.pages, d.chunks, d.doc_type) for d in reference.documents()}
+        assert index.stats()["vectors"] == reference.stats()["vectors"] == index.stats()["chunks"]
+        ids, vectors = _chunks(index)
+        ref_ids, ref_vectors = _chunks(reference)
+        assert ids == ref_ids
+        # Embedded in batches across documents by the actors: equal up to float rounding.
+        assert np.abs(vectors - ref_vectors).max() < 1e-4
+        for query in QUERIES:
+            got = [(h.chunk.id, h.chunk.page_start) for h in index.search(query, k=5)]
+            assert got == [(h.chunk.id, h.chunk.page_start) for h in reference.search(query, k=5)], query
+        top = index.search(QUERIES[0], k=1)[0]
+        assert Path(top.chunk.source).name == "agreement.pdf" and top.chunk.page_start == 16
+    finally:
+        index.close()
+    # Committed through the same manifest and vector file: a fresh open reads it whole.
+    with KnowledgeIndex.open(tmp_path / "index-ray", embedder=embedder) as reopened:
+        assert reopened.stats()["vectors"] == reference.stats()["vectors"]
+
+
+def _crash_once_on(name: str, marker_dir: Path):
+    """A loader whose worker process dies (os._exit) the first time it is handed `name`."""
+
+    def load(path, origin, settings):
+        from ingest.loaders import load_document
+
+        if Path(path).name == name:
+            first = marker_dir / "killed.pid"
+            if not first.exists():
+                first.write_text(str(os.getpid()))
+                os._exit(1)  # no exception, no cleanup: the process is gone, as with the OOM killer
+            (marker_dir / "retried.pid").write_text(str(os.getpid()))
+        return load_document(path, origin=origin, settings=settings)
+
+    return load
+
+
+def test_killed_worker_is_retried_and_nothing_is_lost(
+    ray_cluster, tmp_path: Path, small: Path, embedder, in_process
+) -> None:
+    marker_dir = tmp_path / "markers"
+    marker_dir.mkdir()
+    index, summary = _ray_index(tmp_path, small, embedder, loader=_crash_once_on("billing.md", marker_dir))
+    try:
+        killed = int((marker_dir / "killed.pid").read_text())
+        retried = int((marker_dir / "retried.pid").read_text())
+        assert killed != retried  # a new worker process (the restarted actor) read the file again
+        names = {p.name for p in small.iterdir()}
+        assert _by_name(summary) == _by_name(in_process[1], names)
+        assert summary.count("indexed") == 3
+        doc_ids = {d.doc_id for d in index.documents()}
+        assert _chunks(index)[0] == _chunks(in_process[0], doc_ids)[0]
+    finally:
+        index.close()
+
+
+def test_a_file_that_kills_every_worker_is_reported_and_the_rest_indexed(
+    ray_cluster, tmp_path: Path, small: Path, embedder, in_process
+) -> None:
+    attempts = tmp_path / "attempts"
+
+    def always_crash(path, origin, settings):
+        from ingest.loaders import load_document
+
+        if Path(path).name == "savings.md":
+            with attempts.open("a") as f:
+                f.write(f"{os.getpid()}\n")
+            os._exit(1)
+        return load_document(path, origin=origin, settings=settings)
+
+    index, summary = _ray_index(tmp_path, small, embedder, loader=always_crash)
+    try:
+        got = _by_name(summary)
+        status, _, _, _, reason = got.pop("savings.md")
+        assert status == "failed" and "Ray workers processing it failed 4 times" in reason
+        assert len(set(attempts.read_text().split())) == 4  # four processes died on it, then Ray gave up
+        assert got == _by_name(in_process[1], {"billing.md", "faq.csv", "empty.txt"})
+        assert {Path(d.source).name for d in index.documents()} == {"billing.md", "faq.csv"}
+    finally:
+        index.close()
