@@ -234,6 +234,19 @@ class KnowledgeIndex:
     def documents(self) -> list[DocumentRecord]:
         return self.manifest.documents()
 
+    def chunks_with_embeddings(self) -> tuple[list[Chunk], np.ndarray]:
+        """Every indexed chunk, in index order, and the matrix of their stored embeddings: for
+        offline work over a whole KB (fitting the verifier, comparing two indexes), never the
+        serving path. Reads the manifest once, in batches."""
+        with self._lock:
+            row_ids, matrix = self.manifest.embeddings()
+            by_row: dict[int, Chunk] = {}
+            rows = row_ids.tolist()
+            for start in range(0, len(rows), 500):  # SQLite caps the parameters of one query
+                by_row.update(self.manifest.chunks_by_row(rows[start : start + 500]))
+        keep = [i for i, row in enumerate(rows) if row in by_row]
+        return [by_row[int(rows[i])] for i in keep], matrix[keep]
+
     def get_chunk(self, chunk_id: str) -> Chunk | None:
         return self.manifest.chunk(chunk_id)
 

@@ -318,14 +318,15 @@ def test_concurrent_streams_per_client_are_capped(server, model, monkeypatch):
     deadline = time.monotonic() + 20
     while limiter._active and time.monotonic() < deadline:  # earlier tests' streams wind down
         time.sleep(0.1)
-    opened = []
+    opened, readers = [], []
     try:
         for _ in range(2):
             r = httpx.stream("POST", server.url + "/v1/chat/completions", json=body, headers=auth(), timeout=60)
             response = r.__enter__()
             opened.append(r)
             assert response.status_code == 200
-            next(response.iter_lines())
+            readers.append(response.iter_lines())  # kept: a dropped reader closes its connection
+            next(readers[-1])
         third = ask(server, "What is the overdraft fee?")
         assert third.status_code == 429
     finally:

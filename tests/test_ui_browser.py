@@ -90,6 +90,18 @@ def _send(page, text: str = "", files: list[Path] | None = None) -> None:
     page.locator("#chat-input textarea").press("Enter")
 
 
+def _staff_index(page, files: list[Path]) -> str:
+    """Unlock the Staff tab (already open) with the right token, index `files`, return the results."""
+    page.locator("#staff-token input").fill(STAFF_TOKEN)
+    page.locator("#staff-unlock").click()
+    page.wait_for_selector("#staff-panel", state="visible")
+    page.locator("#staff-files input[type=file]").set_input_files([str(f) for f in files])
+    time.sleep(1)
+    page.locator("#staff-index").click()
+    page.wait_for_function("() => document.querySelector('#staff-index-summary').innerText.includes('done')")
+    return page.locator("#staff-results").inner_text()
+
+
 def _bot_count(page) -> int:
     return page.locator("#chatbot [data-testid='bot']").count()
 
@@ -227,14 +239,7 @@ def test_staff_tab_rejects_a_wrong_token_and_indexes_with_the_right_one(browser,
     assert not page.locator("#staff-panel").is_visible()
     page.screenshot(path=artifacts_dir / "ui_08_staff_rejected.png", full_page=True)
 
-    page.locator("#staff-token input").fill(STAFF_TOKEN)
-    page.locator("#staff-unlock").click()
-    page.wait_for_selector("#staff-panel", state="visible")
-    page.locator("#staff-files input[type=file]").set_input_files([str(policy)])
-    time.sleep(1)
-    page.locator("#staff-index").click()
-    page.wait_for_function("() => document.querySelector('#staff-index-summary').innerText.includes('done')")
-    results = page.locator("#staff-results").inner_text()
+    results = _staff_index(page, [policy])
     page.screenshot(path=artifacts_dir / "ui_09_staff_indexed.png", full_page=True)
     assert "safe-deposit-boxes.md" in results and "indexed" in results
     assert any(d.title.startswith("Safe deposit boxes") for d in app_server.backend.documents())
@@ -373,14 +378,7 @@ def test_staff_pdf_upload_is_cited_by_its_name_and_previews_the_real_page(browse
     doc.save(pdf)
     context, page = _open(browser, app_server)
     page.get_by_role("tab", name="Staff").click()
-    page.locator("#staff-token input").fill(STAFF_TOKEN)
-    page.locator("#staff-unlock").click()
-    page.wait_for_selector("#staff-panel", state="visible")
-    page.locator("#staff-files input[type=file]").set_input_files([str(pdf)])
-    time.sleep(1)
-    page.locator("#staff-index").click()
-    page.wait_for_function("() => document.querySelector('#staff-index-summary').innerText.includes('done')")
-    results = page.locator("#staff-results").inner_text()
+    results = _staff_index(page, [pdf])
     assert "Travel Notice Policy.pdf" in results and "indexed" in results
     for column in ("pages", "chunks", "seconds"):  # every column is on screen, none cut off
         header = page.locator("#staff-results th", has_text=column).first
