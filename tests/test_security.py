@@ -314,10 +314,7 @@ def test_a_disconnected_stream_stops_generating(server, model):
 def test_concurrent_streams_per_client_are_capped(server, model, monkeypatch):
     monkeypatch.setattr(server.settings, "answer_time_budget_s", 120.0)  # the two streams must outlast the third
     body = {"messages": [{"role": "user", "content": "What is the overdraft fee? SLOW"}], "stream": True}
-    limiter = server.backend.stream_limiter
-    deadline = time.monotonic() + 20
-    while limiter._active and time.monotonic() < deadline:  # earlier tests' streams wind down
-        time.sleep(0.1)
+    _streams_wound_down(server)
     opened, readers = [], []
     try:
         for _ in range(2):
@@ -334,7 +331,18 @@ def test_concurrent_streams_per_client_are_capped(server, model, monkeypatch):
             r.__exit__(None, None, None)
 
 
+def _streams_wound_down(server, timeout_s: float = 30.0) -> None:
+    """Wait until earlier tests' answers have released their slots (a closed stream stops at its
+    next token), so a test's own requests are not refused as concurrent ones."""
+    limiter = server.backend.stream_limiter
+    deadline = time.monotonic() + timeout_s
+    while limiter._active and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not limiter._active, "earlier answers still hold their slots"
+
+
 def test_an_answer_past_its_time_budget_is_stopped_and_a_person_offered(server, model):
+    _streams_wound_down(server)
     model.stopped_early.clear()
     started = time.monotonic()
     r = ask(server, "What is the overdraft fee? SLOW")
