@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=["calibrate"])
     parser.parse_args(argv)
     from ingest.embed import get_embedder
-    from ingest.pipeline import ensure_kb_indexed
+    from retrieval.indexing import ensure_kb_indexed
     from retrieval.store import KnowledgeIndex
 
     kb = KnowledgeIndex.open(embedder=get_embedder())

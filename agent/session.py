@@ -183,7 +183,7 @@ class AgentResources:
         settings = settings or get_settings()
         embedder = get_embedder(settings)
         if kb is None:
-            from ingest.pipeline import ensure_kb_indexed
+            from retrieval.indexing import ensure_kb_indexed
             from retrieval.store import KnowledgeIndex
 
             kb = KnowledgeIndex.open(settings.index_dir, embedder=embedder)

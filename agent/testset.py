@@ -81,7 +81,7 @@ def load_units(kb_dir: Path) -> list[SourceUnit]:
     """Every evidence unit of every document under `kb_dir`, as the answer path splits them."""
     from ingest.chunking import chunk_document
     from ingest.loaders import load_document
-    from ingest.pipeline import iter_files
+    from ingest.loading import iter_files
     from ingest.sniff import IngestError
 
     files = iter_files([kb_dir])

@@ -200,7 +200,7 @@ def engine_run(engine: str, cpus: int, data: Path, home: Path) -> dict:
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cpus]))
     os.environ["DOCTELLER_HOME"] = str(home)
     from docteller.settings import Settings
-    from ingest.pipeline import index_paths
+    from retrieval.indexing import index_paths
 
     settings = Settings(home=home, workers=cpus)
     start_s = 0.0

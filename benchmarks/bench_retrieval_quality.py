@@ -34,7 +34,7 @@ def main() -> None:
             os.environ[f"DOCTELLER_{env}"] = str(flag)
 
     from docteller.settings import EVAL_QUESTIONS, get_settings
-    from ingest.pipeline import index_paths
+    from retrieval.indexing import index_paths
     from retrieval.evaluate import evaluate_retrieval, load_questions
     from retrieval.store import KnowledgeIndex
 

@@ -150,7 +150,7 @@ def _peak_rss_mb() -> float:
 def run_index(home: Path, kb: Path, embedder_kind: str) -> dict:
     from agent.evidence import KBUnitTexts
     from docteller.settings import Settings
-    from ingest.pipeline import index_paths
+    from retrieval.indexing import index_paths
     from retrieval.store import KnowledgeIndex
 
     settings = Settings(home=home, workers=1)
@@ -182,7 +182,7 @@ def run_serve(home: Path, embedder_kind: str, n_questions: int, model_questions:
     from agent.evidence import EvidenceSelector, KnowledgeUnits
     from agent.session import EVIDENCE_CHARS, EVIDENCE_LINE_CHARS, JUDGED_LINES, KB_POOL, PROMPT_PASSAGES, UNIT_SEARCH_K
     from docteller.settings import Settings
-    from ingest.pipeline import index_paths
+    from retrieval.indexing import index_paths
     from retrieval.store import KnowledgeIndex
 
     settings = Settings(home=home, workers=1)

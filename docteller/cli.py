@@ -24,7 +24,7 @@ eval_app = typer.Typer(help="Measure retrieval, extraction and answer quality.",
 app.add_typer(eval_app, name="eval")
 
 COMMAND_MODULES = (
-    "ingest.commands",
+    "agent.kb_commands",  # `index` first: the order `--help` lists the commands in
     "retrieval.commands",
     "ingest.extract.commands",
     "agent.commands",

@@ -3,10 +3,10 @@
     file paths ─► ParseActor pool (sniff, parse, OCR, chunk) ─► EmbedActor pool (batched) ─► driver
 
 Both stages are callable classes run by `Dataset.map_batches`, so each actor loads its OCR or
-embedding model once and keeps it. The driver (the caller of `load_with_ray`) stays the one writer:
-it receives each document with its chunks and vectors, in file order, and commits it through
-`KnowledgeIndex.add_document` exactly as the in-process engine does (same manifest transaction,
-same vector file, same crash repair). A worker process that dies is restarted by Ray and its
+embedding model once and keeps it. The driver (the caller of `load_with_ray`, `retrieval.indexing`)
+stays the one writer: it receives each document with its chunks and vectors, in file order, and
+commits it exactly as it commits the in-process engine's (same manifest transaction, same vector
+file, same crash repair); nothing here touches the store. A worker process that dies is restarted by Ray and its
 batch retried (`max_restarts` / `max_task_retries`); a file whose batch still fails after that
 is reported failed, never silently dropped.
 
@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from docteller.model import Chunk, Document
+from docteller.protocols import Embedder
 from docteller.settings import Settings
+from ingest.loading import Pending
 from ingest.sniff import IngestError
 
 # Read by Ray when it starts: no usage reporting from a bank's machines (and no network here).
@@ -166,7 +168,9 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         raise ConnectionError(f"cannot reach the Ray cluster at {address!r} ({exc})") from exc
 
 
-def _dataset(paths: list[str], cpus: float, settings: Settings, index, origin: str, loader: Callable | None):
+def _dataset(
+    paths: list[str], cpus: float, settings: Settings, chunking: tuple[int, int], origin: str, loader: Callable | None
+):
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -180,7 +184,7 @@ def _dataset(paths: list[str], cpus: float, settings: Settings, index, origin: s
         ds = ds.map_batches(
             ParseActor,
             batch_size=1,  # one file per call: a slow scan does not hold other files back
-            fn_constructor_args=(settings, origin, index.settings.chunk_size, index.settings.chunk_overlap, loader),
+            fn_constructor_args=(settings, origin, *chunking, loader),
             compute=ActorPoolStrategy(min_size=1, max_size=parse_n),
             num_cpus=parse_cpus,
             **RETRY_ARGS,
@@ -216,14 +220,18 @@ def _lost(path: Path, reason: str) -> Callable[[], tuple[Document, None]]:
 
 def load_with_ray(
     to_load: list[tuple[Path, float]],
-    index,
+    embedder: Embedder,
+    chunking: tuple[int, int],
     settings: Settings,
     origin: str,
     address: str | None,
     loader: Callable | None = None,
     cpus: int | None = None,
-) -> Iterator[tuple[Path, float, Callable]]:
-    """Yield (path, start time, load) per file in file order, for `pipeline._store` to commit."""
+) -> Iterator[Pending]:
+    """Yield (path, start time, load) per file in file order, for `retrieval.indexing` to commit.
+
+    `embedder`: the index's (the workers must embed with the same model); `chunking`: the index's
+    (chunk size, overlap)."""
     from ray.data import DataContext
 
     from ingest.embed import resolve_model
@@ -231,8 +239,8 @@ def load_with_ray(
     if not to_load:
         return
     model_id = resolve_model(settings.embedding_model)[0]
-    if model_id != index.embedder.model_id:
-        raise ValueError(f"the Ray engine embeds with {model_id}; this index holds {index.embedder.model_id} vectors")
+    if model_id != embedder.model_id:
+        raise ValueError(f"the Ray engine embeds with {model_id}; this index holds {embedder.model_id} vectors")
     by_path = {str(path): (path, t0) for path, t0 in to_load}
     with ray_session(address, cpus) as cluster_cpus:
         context = DataContext.get_current()
@@ -243,11 +251,11 @@ def load_with_ray(
         context.enable_progress_bars = False
         context.max_errored_blocks = -1
         try:
-            ds = _dataset(list(by_path), cluster_cpus, settings, index, origin, loader)
+            ds = _dataset(list(by_path), cluster_cpus, settings, chunking, origin, loader)
             started = time.perf_counter()
             for row in ds.iter_rows():
                 path, t0 = by_path.pop(row["path"])
-                yield path, t0, _prepared(path, row, index.embedder.dim)
+                yield path, t0, _prepared(path, row, embedder.dim)
             log.info("ray pipeline finished in %.1f s", time.perf_counter() - started)
         finally:
             (context.execution_options.preserve_order, context.enable_progress_bars, context.max_errored_blocks) = saved

@@ -84,7 +84,8 @@ def eval_index_dir(paths: Sequence[Path], settings: Settings | None = None) -> P
 def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedder=None):
     """A `KnowledgeIndex` holding exactly the documents under `paths` (files or folders),
     indexed on first use and brought up to date (changed files re-read, removed ones dropped)."""
-    from ingest.pipeline import index_paths, iter_files
+    from ingest.loading import iter_files
+    from retrieval.indexing import index_paths
     from retrieval.store import KnowledgeIndex
 
     settings = settings or get_settings()

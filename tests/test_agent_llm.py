@@ -28,7 +28,7 @@ def resources(tmp_path_factory):
         get_settings.cache_clear()
         from agent.session import AgentResources
         from ingest.embed import get_embedder
-        from ingest.pipeline import ensure_kb_indexed
+        from retrieval.indexing import ensure_kb_indexed
         from retrieval.store import KnowledgeIndex
 
         settings = get_settings()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.pipeline import index_paths
+from retrieval.indexing import index_paths
 from retrieval.manifest import EmbeddingModelMismatch
 from retrieval.store import KnowledgeIndex
 
@@ -236,7 +236,7 @@ CRASH_SCRIPT = """
 import sys
 from pathlib import Path
 from docteller.settings import Settings
-from ingest.pipeline import index_paths
+from retrieval.indexing import index_paths
 index_paths([Path(sys.argv[1])], settings=Settings(home=Path(sys.argv[2]), workers=1))
 """
 
@@ -289,7 +289,7 @@ def test_kill_9_mid_indexing_keeps_committed_documents(tmp_path: Path, corpus: P
 
 def test_ensure_kb_indexed_tracks_the_kb_folder(tmp_path: Path, embedder) -> None:
     from docteller.settings import Settings
-    from ingest.pipeline import ensure_kb_indexed
+    from retrieval.indexing import ensure_kb_indexed
 
     kb_dir = tmp_path / "kb"
     kb_dir.mkdir()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from docteller.cli import app
 from docteller.settings import Settings
-from ingest.pipeline import index_paths
+from retrieval.indexing import index_paths
 from retrieval.store import KnowledgeIndex
 
 AGREEMENT = "kb/bank_tc_pdfs/bank_of_america_online_banking_service_agreement_2025-07-21.pdf"

@@ -588,7 +588,7 @@ class Backend:
         self.resources.warm_up()
 
     def ensure_kb_indexed(self) -> Any:
-        from ingest.pipeline import ensure_kb_indexed
+        from retrieval.indexing import ensure_kb_indexed
 
         with self._index_write_lock:
             return ensure_kb_indexed(self.settings, index=self.index)
@@ -673,7 +673,7 @@ class Backend:
         sources: dict[Path, str] | None = None,
         actor: StaffActor | None = None,
     ) -> Any:
-        from ingest.pipeline import index_paths
+        from retrieval.indexing import index_paths
 
         index = self.index
         with self._index_write_lock:

@@ -1,9 +1,10 @@
-"""Bulk indexing: walk paths, load (and OCR) files in worker processes, embed and store in this one.
+"""Bulk indexing: load files (`ingest.loading`, in worker processes), embed and store them in this one.
 
 Loading is CPU-bound Python/C (PyMuPDF, RapidOCR) and parallelises across processes; embedding
 runs in the main process where the model is loaded once (torch already uses every core there).
 With `engine="ray"` (`ingest.ray_engine`) loading, chunking and embedding run on Ray Data actor
 pools instead, local or on a cluster; committing stays here, in the one writer, either way.
+This is the writer side of ingestion, so it lives with the store it writes into.
 Unchanged files are recognised by content hash before they are even parsed. A bad file is
 reported with its path and the reason, recorded in the manifest's error table, and skipped.
 """
@@ -11,30 +12,27 @@ reported with its path and the reason, recorded in the manifest's error table, a
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
 from docteller.model import Document, sha256_file
-from docteller.processes import end_with_parent, index_write_lock
+from docteller.processes import index_write_lock
 from docteller.settings import Settings, get_settings
+from ingest.loading import Loaded, Pending, iter_files, load_locally
 from ingest.sniff import IngestError
+from retrieval.store import KnowledgeIndex
 
 log = logging.getLogger(__name__)
 
 FileStatus = Literal["indexed", "unchanged", "replaced", "failed"]
 SAVE_EVERY_S = 60.0  # during a bulk index, the vector files are saved at most this often
 Engine = Literal["process", "ray"]
-# A loaded document and, when another engine already chunked and embedded it, (chunks, vectors).
-Loaded = tuple[Document, "tuple[list, object] | None"]
-# (path, start time, a call that returns the loaded document or raises), yielded in commit order.
-Pending = tuple[Path, float, Callable[[], Loaded]]
+
+__all__ = ["FileResult", "IndexSummary", "ensure_kb_indexed", "index_paths"]
 
 
 class FileResult(BaseModel):
@@ -82,62 +80,12 @@ class IndexSummary(BaseModel):
         return {"totals": self.totals(), "files": [f.model_dump() for f in self.files]}
 
 
-def iter_files(paths: Iterable[Path]) -> list[Path]:
-    """Files under the given paths in a stable order; hidden files and folders are skipped."""
-    found: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path)
-                if child.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    found.append(child)
-        else:
-            found.append(path)  # a missing file is reported by the loader, not silently dropped
-    # Absolute paths: a document's source identifies it across runs ("replaced" detection).
-    found = [f.resolve() if f.exists() else f.absolute() for f in found]
-    seen: set[Path] = set()
-    unique = []
-    for f in found:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique
-
-
-def _load_in_worker(
-    path: str, origin: str, settings: Settings, loader: Callable[..., Document] | None = None
-) -> Document | str:
-    """Runs in a worker process (settings are passed along: workers do not share the caller's).
-
-    A failure comes back as its reason string: `IngestError(path, reason)` does not survive
-    pickling (exceptions are rebuilt from `args` alone), which would break the whole pool.
-    """
-    from ingest.loaders import load_document
-
-    try:
-        return (loader or load_document)(path, origin=origin, settings=settings)
-    except IngestError as exc:
-        return exc.reason
-
-
-def _worker_result(path: Path, future: Future) -> Callable[[], Loaded]:
-    def result() -> Loaded:
-        value = future.result()
-        if isinstance(value, str):
-            raise IngestError(path, value)
-        return value, None
-
-    return result
-
-
 def index_paths(
     paths: list[Path],
     settings: Settings | None = None,
     strict: bool = False,
     progress: Callable[[FileResult], None] | None = None,
-    index=None,
+    index: KnowledgeIndex | None = None,
     origin: str = "kb",
     engine: Engine = "process",
     ray_address: str | None = None,
@@ -168,19 +116,34 @@ def _index_paths(
     settings: Settings,
     strict: bool,
     progress: Callable[[FileResult], None] | None,
-    index,
+    index: KnowledgeIndex | None,
     origin: str,
     engine: Engine,
     ray_address: str | None,
     loader: Callable[..., Document] | None,
     sources: dict[Path, str],
 ) -> IndexSummary:
-    from retrieval.store import KnowledgeIndex
-
     started = time.perf_counter()
     own_index = index is None
     index = index or KnowledgeIndex.open(settings.index_dir)
     summary = IndexSummary()
+    report = _reporter(summary, index, strict, progress)
+    try:
+        to_load = _changed_files(iter_files(paths), index, report)
+        with index.bulk():
+            loaded = _load(to_load, index, settings, origin, engine, ray_address, loader)
+            _commit_all(index, loaded, report, sources)
+    finally:
+        summary.seconds = time.perf_counter() - started
+        if own_index:
+            index.close()
+    return summary
+
+
+def _reporter(
+    summary: IndexSummary, index: KnowledgeIndex, strict: bool, progress: Callable[[FileResult], None] | None
+) -> Callable[[FileResult], None]:
+    """Each file's result goes into the summary, a failure also into the log and the manifest."""
 
     def report(result: FileResult) -> None:
         summary.files.append(result)
@@ -190,31 +153,41 @@ def _index_paths(
         if progress is not None:
             progress(result)
 
-    try:
-        to_load = _changed_files(iter_files(paths), index, report)
-        with index.bulk():
-            if engine == "ray":
-                from ingest.ray_engine import load_with_ray
+    return report
 
-                loaded = load_with_ray(to_load, index, settings, origin, ray_address, loader)
-            else:
-                loaded = _load_locally(to_load, settings, origin, loader)
+
+def _load(
+    to_load: list[tuple[Path, float]],
+    index: KnowledgeIndex,
+    settings: Settings,
+    origin: str,
+    engine: Engine,
+    ray_address: str | None,
+    loader: Callable[..., Document] | None,
+) -> Iterator[Pending]:
+    """The chosen engine's loaded documents, in file order."""
+    if engine == "ray":
+        from ingest.ray_engine import load_with_ray
+
+        chunking = (index.settings.chunk_size, index.settings.chunk_overlap)
+        return load_with_ray(to_load, index.embedder, chunking, settings, origin, ray_address, loader)
+    return load_locally(to_load, settings, origin, loader)
+
+
+def _commit_all(
+    index: KnowledgeIndex, loaded: Iterator[Pending], report: Callable[[FileResult], None], sources: dict[Path, str]
+) -> None:
+    last_save = time.monotonic()
+    for path, t0, load in loaded:
+        _store(index, path, t0, load, report, sources.get(path))
+        if time.monotonic() - last_save > SAVE_EVERY_S:
+            # Bound the vector repair work after a crash. By time, not by count: each
+            # save writes whole FAISS files, so saving every n documents is quadratic.
+            index.save()
             last_save = time.monotonic()
-            for path, t0, load in loaded:
-                _store(index, path, t0, load, report, sources.get(path))
-                if time.monotonic() - last_save > SAVE_EVERY_S:
-                    # Bound the vector repair work after a crash. By time, not by count: each
-                    # save writes whole FAISS files, so saving every n documents is quadratic.
-                    index.save()
-                    last_save = time.monotonic()
-    finally:
-        summary.seconds = time.perf_counter() - started
-        if own_index:
-            index.close()
-    return summary
 
 
-def _changed_files(files: list[Path], index, report: Callable[[FileResult], None]) -> list[tuple[Path, float]]:
+def _changed_files(files: list[Path], index: KnowledgeIndex, report: Callable[[FileResult], None]) -> list[tuple[Path, float]]:
     """The files to (re)load; unreadable and unchanged ones (by content hash) are reported here."""
     from ingest.loaders import PARSER_VERSION
 
@@ -243,30 +216,8 @@ def _changed_files(files: list[Path], index, report: Callable[[FileResult], None
     return to_load
 
 
-def _load_locally(
-    to_load: list[tuple[Path, float]], settings: Settings, origin: str, loader: Callable[..., Document] | None
-) -> Iterator[Pending]:
-    """Documents loaded here (one worker) or in a spawned process pool, in file order."""
-    from ingest.loaders import load_document
-
-    loader = loader or load_document
-    workers = max(1, min(settings.workers, len(to_load)))
-    if workers <= 1:
-        for path, t0 in to_load:
-            yield path, t0, lambda p=path: (loader(p, origin=origin, settings=settings), None)
-        return
-    # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
-    ) as pool:
-        futures = [(path, t0, pool.submit(_load_in_worker, str(path), origin, settings, loader)) for path, t0 in to_load]
-        for path, t0, future in futures:
-            yield path, t0, _worker_result(path, future)
-
-
 def _store(
-    index, path: Path, t0: float, load: Callable[[], Loaded], report: Callable[[FileResult], None],
+    index: KnowledgeIndex, path: Path, t0: float, load: Callable[[], Loaded], report: Callable[[FileResult], None],
     source: str | None = None,
 ) -> None:
     """Commit one loaded document (one manifest transaction) and report it; a failure skips the file.
@@ -299,14 +250,12 @@ def _store(
     )
 
 
-def ensure_kb_indexed(settings: Settings | None = None, index=None) -> IndexSummary:
+def ensure_kb_indexed(settings: Settings | None = None, index: KnowledgeIndex | None = None) -> IndexSummary:
     """Index the bundled bank knowledge base (`settings.kb_dir`) if it is new or has changed.
 
     Unchanged files cost one hash each, so calling this on every start of the web app is cheap.
     KB files that were removed from the folder are removed from the index.
     """
-    from retrieval.store import KnowledgeIndex
-
     settings = settings or get_settings()
     kb_dir = Path(settings.kb_dir)
     if not kb_dir.is_dir():

@@ -1,12 +1,25 @@
-"""`docteller index PATH...`: bulk-index files and folders into the persistent knowledge index."""
+"""`docteller index PATH...`: bulk-index files and folders into the persistent knowledge index.
+
+The command lives in the agent layer, not beside the pipeline (`retrieval.indexing`), because it
+also embeds the agent's evidence units (`agent.evidence.KnowledgeUnits`) of what it indexed:
+what a unit is is the agent's business, and a lower layer never imports the agent.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from retrieval.indexing import FileResult, IndexSummary
+    from retrieval.store import KnowledgeIndex
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
@@ -33,63 +46,23 @@ def index_command(
 ) -> None:
     """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from docteller.processes import IndexBusy, index_write_lock
+    from docteller.processes import index_write_lock
     from docteller.settings import get_settings
-    from ingest.pipeline import FileResult, index_paths, iter_files
-    from retrieval.manifest import EmbeddingModelMismatch
-    from retrieval.store import KnowledgeIndex
 
     console = Console(stderr=True)
     _check_engine(console, engine, ray_address)
-    total = len(iter_files(paths))
-    pages = chunks = 0
-    progress_bar = Progress(
-        TextColumn("[bold]indexing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("files · {task.fields[pages]} pages · {task.fields[chunks]} chunks"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=as_json,
-        transient=False,
-    )
-
-    try:
-        index = KnowledgeIndex.open()
-    except EmbeddingModelMismatch as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    with index:
+    with _open_index(console) as index:
         # Answers also search the KB sentence by sentence (agent.evidence.KnowledgeUnits): with the
         # agent's splitting attached, each document's sentences are embedded as it is indexed,
         # while staff wait, not on a customer's first question.
         from agent.evidence import EvidenceSelector, KnowledgeUnits
 
         units = KnowledgeUnits(EvidenceSelector(index.embedder), index)
-        with progress_bar:
-            task = progress_bar.add_task("index", total=total, pages=0, chunks=0)
-
-            def on_file(result: FileResult) -> None:
-                nonlocal pages, chunks
-                pages += result.pages
-                chunks += result.chunks
-                progress_bar.update(task, advance=1, pages=pages, chunks=chunks)
-                if result.status == "failed":
-                    progress_bar.console.print(f"[red]failed[/red] {result.path}: {result.reason}")
-
-            try:
-                summary = index_paths(
-                    paths, strict=strict, progress=on_file, index=index, engine=engine, ray_address=ray_address,
-                    lock_wait_s=None if wait else 0,
-                )
-            except IndexBusy as exc:
-                console.print(f"[red]busy:[/red] {exc}")
-                raise typer.Exit(3) from exc
-            except ConnectionError as exc:  # --ray-address where no cluster answers
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from exc
+        summary = _index_with_progress(
+            console, index, paths, strict=strict, as_json=as_json, engine=engine, ray_address=ray_address,
+            lock_wait_s=None if wait else 0,
+        )
         with console.status("embedding sentences for answer evidence"), index_write_lock(get_settings()):
             units.refresh()  # only chunks stored without them (e.g. an index built by older code)
 
@@ -101,7 +74,67 @@ def index_command(
         raise typer.Exit(1)
 
 
-def _check_engine(console, engine: str, ray_address: str | None) -> None:
+def _open_index(console: Console) -> KnowledgeIndex:
+    from retrieval.manifest import EmbeddingModelMismatch
+    from retrieval.store import KnowledgeIndex
+
+    try:
+        return KnowledgeIndex.open()
+    except EmbeddingModelMismatch as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _progress_bar(console: Console, disable: bool) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files · {task.fields[pages]} pages · {task.fields[chunks]} chunks"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=disable,
+        transient=False,
+    )
+
+
+def _index_with_progress(
+    console: Console, index: KnowledgeIndex, paths: list[Path], *, strict: bool, as_json: bool, engine: str,
+    ray_address: str | None, lock_wait_s: float | None,
+) -> IndexSummary:
+    """Run the pipeline under a progress bar (none with --json); busy and unreachable exit 3 and 2."""
+    from docteller.processes import IndexBusy
+    from ingest.loading import iter_files
+    from retrieval.indexing import index_paths
+
+    progress_bar = _progress_bar(console, disable=as_json)
+    totals = {"pages": 0, "chunks": 0}
+    with progress_bar:
+        task = progress_bar.add_task("index", total=len(iter_files(paths)), **totals)
+
+        def on_file(result: FileResult) -> None:
+            totals["pages"] += result.pages
+            totals["chunks"] += result.chunks
+            progress_bar.update(task, advance=1, **totals)
+            if result.status == "failed":
+                progress_bar.console.print(f"[red]failed[/red] {result.path}: {result.reason}")
+
+        try:
+            return index_paths(
+                paths, strict=strict, progress=on_file, index=index, engine=engine, ray_address=ray_address,
+                lock_wait_s=lock_wait_s,
+            )
+        except IndexBusy as exc:
+            console.print(f"[red]busy:[/red] {exc}")
+            raise typer.Exit(3) from exc
+        except ConnectionError as exc:  # --ray-address where no cluster answers
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+
+
+def _check_engine(console: Console, engine: str, ray_address: str | None) -> None:
     error = None
     if engine not in ("process", "ray"):
         error = f"--engine must be 'process' or 'ray', not {engine!r}"
@@ -114,7 +147,7 @@ def _check_engine(console, engine: str, ray_address: str | None) -> None:
         raise typer.Exit(2)
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary: IndexSummary) -> None:
     from rich.console import Console
     from rich.table import Table
 
