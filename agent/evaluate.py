@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.grounding import CALIBRATION_PATH, evidence_strength
+from docteller.protocols import KnowledgeBase
 from docteller.settings import EVAL_QUESTIONS
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def load_questions(path: Path = EVAL_QUESTIONS) -> list[dict[str, Any]]:
     return questions
 
 
-def retrieval_scores(kb: Any, questions: Sequence[dict[str, Any]], k: int = 5) -> list[tuple[float, bool]]:
+def retrieval_scores(kb: KnowledgeBase, questions: Sequence[dict[str, Any]], k: int = 5) -> list[tuple[float, bool]]:
     return [(evidence_strength(kb.search(q["question"], k=k)), bool(q["answerable"])) for q in questions]
 
 
@@ -98,10 +99,9 @@ def choose_threshold(
     }
 
 
-def calibrate_threshold(kb: Any, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH) -> dict[str, Any]:
+def calibrate_threshold(kb: KnowledgeBase, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH) -> dict[str, Any]:
     result = choose_threshold(retrieval_scores(kb, questions), max_false_decline=RETRIEVAL_MAX_FALSE_DECLINE_RATE)
-    embedder = getattr(kb, "embedder", None)
-    result["embedding_model"] = getattr(embedder, "model_id", None)
+    result["embedding_model"] = kb.embedder.model_id
     result["questions_file"] = "knowledge_base/eval/questions.jsonl"
     result["computed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(result, indent=2) + "\n")

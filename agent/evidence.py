@@ -31,6 +31,7 @@ import numpy as np
 
 from agent.prompt import REMOVED_MARKER, SourcePassage, neutralise, query_terms
 from docteller.model import Chunk, SearchHit
+from docteller.protocols import Embedder, KnowledgeBase
 from docteller.redact import redact_text
 from retrieval.units import units_digest
 
@@ -380,7 +381,7 @@ def is_informative(unit: EvidenceUnit, headings: set[str]) -> bool:
 class EvidenceSelector:
     """Picks the units of the retrieved chunks that best answer a question, within a budget."""
 
-    def __init__(self, embedder, cache_chunks: int = 4096) -> None:
+    def __init__(self, embedder: Embedder, cache_chunks: int = 4096) -> None:
         self.embedder = embedder
         self.cache_chunks = cache_chunks
         # KB chunks' unit vectors as the index stores them (`KnowledgeUnits.stored_vectors`):
@@ -551,7 +552,7 @@ class KnowledgeUnits:
     agent's splitting to the index and reads the stored vectors back for the selector, so a
     question embeds only itself."""
 
-    def __init__(self, selector: EvidenceSelector, kb) -> None:
+    def __init__(self, selector: EvidenceSelector, kb: KnowledgeBase) -> None:
         self.selector = selector
         self.kb = kb
         self._generation: int | None = None
@@ -568,7 +569,7 @@ class KnowledgeUnits:
     def refresh(self) -> None:
         """Embed the units of chunks the index holds without them (indexed by a process with no
         splitter attached, or split by older code): only those, never the whole KB again."""
-        generation = getattr(self.kb, "generation", 0)
+        generation = self.kb.generation
         with self._lock:
             if generation == self._generation:
                 return

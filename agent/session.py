@@ -68,7 +68,7 @@ from agent.prompt import (
     neutralise,
 )
 from docteller.model import BBox, Document, ExtractionResult, Field, SearchHit
-from docteller.protocols import ChatMessage, ChatModel, ChoiceScorer
+from docteller.protocols import ChatMessage, ChatModel, ChoiceScorer, Embedder, KnowledgeBase
 from docteller.redact import mask
 from docteller.settings import Settings, get_settings
 
@@ -149,10 +149,10 @@ class AgentResources:
 
     def __init__(
         self,
-        kb: Any,
+        kb: KnowledgeBase,
         chat_model: ChatModel,
         *,
-        embedder: Any = None,
+        embedder: Embedder | None = None,
         settings: Settings | None = None,
         calibration: Calibration | None = None,
         verifier: AnswerabilityVerifier | None = None,
@@ -162,10 +162,10 @@ class AgentResources:
         self.chat_model = chat_model
         self.embedder = embedder
         self.calibration = calibration or load_calibration()
-        self.verifier = verifier or AnswerabilityVerifier.load(getattr(kb, "term_frequencies", None))
+        self.verifier = verifier or AnswerabilityVerifier.load(kb.term_frequencies)
         self.audit = AuditLog.for_settings(self.settings)
-        self.evidence = EvidenceSelector(embedder if embedder is not None else getattr(kb, "embedder", None))
-        self.units = KnowledgeUnits(self.evidence, kb) if hasattr(kb, "search_units") else None
+        self.evidence = EvidenceSelector(embedder if embedder is not None else kb.embedder)
+        self.units = KnowledgeUnits(self.evidence, kb)
         self._contact_cache: tuple[str, list[Citation]] | None = None
 
     @classmethod
@@ -174,7 +174,7 @@ class AgentResources:
         settings: Settings | None = None,
         *,
         chat_model: ChatModel | None = None,
-        kb: Any = None,
+        kb: KnowledgeBase | None = None,
         verifier: AnswerabilityVerifier | None = None,
     ) -> "AgentResources":
         """Open (indexing the bundled KB if needed) the shared KB and load the chat model."""
@@ -206,8 +206,7 @@ class AgentResources:
         failure is only logged: it shows again, audibly, on the first question."""
         try:
             self.evidence.score("warm-up", self.kb.search("warm-up", k=KB_POOL))
-            if self.units is not None:
-                self.units.refresh()
+            self.units.refresh()
             if self.settings.answer_style == "extractive":
                 if self.verifier.uses_judge:
                     judge_probability(self.chat_model, "warm-up", ["warm-up"])
@@ -235,7 +234,7 @@ class AgentResources:
 _PHONE_RE = re.compile(r"(?:\+?1[-\s.])?\(?\d{3}\)?[-\s.]\d{3}[-\s.]\d{4}")
 
 
-def _contact_from_kb(kb: Any) -> tuple[str, list[Citation]]:
+def _contact_from_kb(kb: KnowledgeBase) -> tuple[str, list[Citation]]:
     hits: list[SearchHit] = kb.search("Customer Service phone number hours contact us", k=5)
     for hit in hits:
         for line in hit.chunk.text.splitlines():
@@ -629,7 +628,7 @@ class ChatSession:
             return
 
         kept_kb = [h for h in kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, kb_strength - 0.2)]
-        if resources.units is not None and not own:
+        if not own:
             found = resources.units.search(query, UNIT_SEARCH_K, exclude={h.chunk.id for h in kept_kb})
             kept_kb += found
             retrieved_ids += [h.chunk.id for h in found if h.chunk.id not in retrieved_ids]

@@ -48,7 +48,7 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
     permissive = VerifierModel(features=names, mean=[0.0] * len(names), scale=[1.0] * len(names),
                                coef=[0.0] * len(names), intercept=0.0, threshold=0.0)
     resources = AgentResources.load(settings, verifier=AnswerabilityVerifier(permissive))
-    resources.verifier.frequencies = getattr(resources.kb, "term_frequencies", None)
+    resources.verifier.frequencies = resources.kb.term_frequencies
     chunks, _ = resources.kb.chunks_with_embeddings()  # the indexed KB: no document is read twice
     # Templates only: seeded and fast (a model-written question costs seconds of CPU).
     questions = generate(units_of(chunks), None, answerable=answerable, per_category=per_category, seed=seed)

@@ -28,12 +28,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from docteller.model import Chunk, Document, SearchHit
-from docteller.protocols import Embedder
+from docteller.protocols import Embedder, UnitSplitter, VectorIndex, VectorIndexFactory
 from docteller.settings import Settings, get_settings
 from retrieval.bm25 import BM25Index, tokenize
 from retrieval.manifest import DocumentRecord, EmbeddingModelMismatch, Manifest
-from retrieval.units import UnitIndex, UnitSplitter
-from retrieval.vector import FaissVectorIndex, load_reconciled
+from retrieval.units import UnitIndex
+from retrieval.vector import FaissVectors, load_reconciled
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,16 @@ def reciprocal_rank_fusion(rankings: list[np.ndarray], rrf_k: int, k: int) -> li
 
 
 class KnowledgeIndex:
+    """The default `docteller.protocols.KnowledgeBase`. Its vector indexes (chunks, units) come
+    from `vectors` (a `VectorIndexFactory`; default FAISS as the settings configure it)."""
+
     def __init__(
-        self, manifest: Manifest, embedder: Embedder, index_dir: Path | None, settings: Settings
+        self,
+        manifest: Manifest,
+        embedder: Embedder,
+        index_dir: Path | None,
+        settings: Settings,
+        vectors: VectorIndexFactory | None = None,
     ) -> None:
         self.manifest = manifest
         self.embedder = embedder
@@ -75,15 +83,18 @@ class KnowledgeIndex:
         self._vectors_dirty = False
         # Bumped on every change to the indexed chunks, so derived caches know to refresh.
         self.generation = 0
+        self._open_vectors = vectors or FaissVectors.from_settings(settings)
         self._vectors = self._load_vectors()
-        self.units = UnitIndex(manifest, embedder, index_dir, settings, self._lock)
+        self.units = UnitIndex(manifest, embedder, index_dir, self._open_vectors, self._lock)
         if self.units.dirty:  # vectors re-added after a crash: keep the repair
             self.units.save()
 
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, index_dir: Path | None = None, embedder: Embedder | None = None) -> "KnowledgeIndex":
+    def open(
+        cls, index_dir: Path | None = None, embedder: Embedder | None = None, vectors: VectorIndexFactory | None = None
+    ) -> "KnowledgeIndex":
         """The persistent index (default `settings.index_dir`); created when missing.
 
         Raises `EmbeddingModelMismatch` if it was built with a different embedding model.
@@ -98,16 +109,16 @@ class KnowledgeIndex:
         except EmbeddingModelMismatch:
             manifest.close()
             raise
-        return cls(manifest, embedder, index_dir, settings)
+        return cls(manifest, embedder, index_dir, settings, vectors)
 
     @classmethod
-    def in_memory(cls, embedder: Embedder | None = None) -> "KnowledgeIndex":
+    def in_memory(cls, embedder: Embedder | None = None, vectors: VectorIndexFactory | None = None) -> "KnowledgeIndex":
         """A session-scoped index: nothing is written to disk."""
         settings = get_settings()
         embedder = embedder or _default_embedder(settings)
         manifest = Manifest(None)
         manifest.ensure_model(embedder.model_id, embedder.dim)
-        return cls(manifest, embedder, None, settings)
+        return cls(manifest, embedder, None, settings, vectors)
 
     def close(self) -> None:
         with self._lock:
@@ -401,16 +412,11 @@ class KnowledgeIndex:
             self._bm25 = fresh
         log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
 
-    def _load_vectors(self) -> FaissVectorIndex:
+    def _load_vectors(self) -> VectorIndex:
         """Load the vector file and make it agree with the manifest (repairing after a crash)."""
         path = self.index_dir / VECTORS_FILE if self.index_dir else None
         vectors, repaired = load_reconciled(
-            path,
-            self.embedder.dim,
-            self.manifest.row_ids(),
-            self.manifest.embeddings,
-            hnsw_threshold=self.settings.hnsw_threshold,
-            use_gpu=self.settings.use_gpu,
+            path, self.embedder.dim, self.manifest.row_ids(), self.manifest.embeddings, self._open_vectors
         )
         if repaired and path is not None:
             vectors.save(path)

@@ -6,8 +6,9 @@ the one row that answers. The agent also compares the question with each unit of
 
 - `manifest.sqlite` (tables `unit_sets`, `units`) is the source of truth. A document's units are
   written in the transaction that writes its chunks, and deleted with them (ON DELETE CASCADE).
-- `units.faiss` is a FAISS cache of their vectors (exact search below `settings.hnsw_threshold`
-  vectors, HNSW above), written atomically and reconciled with the manifest on open.
+- `units.faiss` is a cache of their vectors in a `VectorIndex` (by default FAISS: exact search
+  below `settings.hnsw_threshold` vectors, HNSW above), written atomically and reconciled with
+  the manifest on open.
 
 What a unit is (which sentences, how a table row is worded) is the agent's business: it hands
 the index a `UnitSplitter`. With one attached, adding a document embeds that document's units
@@ -25,15 +26,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from docteller.model import Chunk
-from docteller.protocols import Embedder
-from docteller.settings import Settings
+from docteller.protocols import Embedder, UnitSplitter, VectorIndexFactory
 from retrieval.manifest import Manifest
-from retrieval.vector import FaissVectorIndex, load_reconciled
+from retrieval.vector import load_reconciled
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,6 @@ UNITS_FILE = "units.faiss"
 LEGACY_FILE = "evidence-units.npz"  # the brute-force matrix this index replaced
 FINGERPRINT_KEY = "units_splitter"  # manifest meta: the splitter every stored set was checked with
 SYNC_BATCH = 256  # chunks read, split and embedded per transaction by `sync`
-
-
-class UnitSplitter(Protocol):
-    fingerprint: str  # changes whenever the code that splits may split differently
-
-    def __call__(self, chunk: Chunk) -> list[str]:
-        """The texts the chunk's units are embedded from, in unit order."""
-        ...
 
 
 def units_digest(texts: Sequence[str]) -> str:
@@ -68,7 +59,12 @@ class UnitIndex:
     """The unit vectors of a `KnowledgeIndex`; it calls in under its own lock (`lock`)."""
 
     def __init__(
-        self, manifest: Manifest, embedder: Embedder, index_dir: Path | None, settings: Settings, lock: threading.RLock
+        self,
+        manifest: Manifest,
+        embedder: Embedder,
+        index_dir: Path | None,
+        open_index: VectorIndexFactory,
+        lock: threading.RLock,
     ) -> None:
         self.manifest = manifest
         self.embedder = embedder
@@ -80,8 +76,7 @@ class UnitIndex:
             embedder.dim,
             manifest.unit_row_ids(),
             manifest.unit_embeddings,
-            hnsw_threshold=settings.hnsw_threshold,
-            use_gpu=settings.use_gpu,
+            open_index,
         )
 
     def attach(self, splitter: UnitSplitter | None) -> None:

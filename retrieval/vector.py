@@ -1,5 +1,8 @@
 """Dense vector search with FAISS, behind the `VectorIndex` protocol.
 
+The store never names FAISS: it is handed a `VectorIndexFactory` (default `FaissVectors`, built
+from the settings) and only calls what `docteller.protocols.VectorIndex` declares.
+
 - Exact inner product (`IndexFlatIP`) while the corpus is small: on normalised vectors that is
   cosine similarity, and exact search over 50k × 384 floats still takes only a few milliseconds.
 - HNSW above `settings.hnsw_threshold` vectors, converted automatically as the index grows.
@@ -19,11 +22,13 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from docteller.protocols import VectorIndex
+from docteller.protocols import VectorIndex, VectorIndexFactory
+from docteller.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ HNSW_EF_SEARCH = 96
 # Share of an HNSW graph's nodes that may be deleted-but-masked before a save rebuilds it.
 MAX_MASKED_FRACTION = 0.2
 
-__all__ = ["FaissVectorIndex", "VectorIndex", "gpu_available", "load_reconciled"]
+__all__ = ["FaissVectorIndex", "FaissVectors", "VectorIndex", "VectorIndexFactory", "gpu_available", "load_reconciled"]
 
 
 @contextmanager
@@ -245,29 +250,46 @@ class FaissVectorIndex:
         return self._gpu_index
 
 
+@dataclass(frozen=True)
+class FaissVectors:
+    """The default `VectorIndexFactory`: FAISS indexes, exact below `hnsw_threshold` vectors,
+    HNSW above, searched on the GPU when faiss-gpu sees one and `use_gpu` allows it."""
+
+    hnsw_threshold: int = 50_000
+    use_gpu: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FaissVectors":
+        return cls(hnsw_threshold=settings.hnsw_threshold, use_gpu=settings.use_gpu)
+
+    def __call__(self, path: Path | None, dim: int) -> FaissVectorIndex:
+        if path is None:
+            return FaissVectorIndex(dim, hnsw_threshold=self.hnsw_threshold, use_gpu=self.use_gpu)
+        return FaissVectorIndex.load(path, dim, hnsw_threshold=self.hnsw_threshold, use_gpu=self.use_gpu)
+
+
 def load_reconciled(
     path: Path | None,
     dim: int,
     expected: np.ndarray,
     stored: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    *,
-    hnsw_threshold: int,
-    use_gpu: bool,
-) -> tuple[FaissVectorIndex, bool]:
+    open_index: VectorIndexFactory,
+) -> tuple[VectorIndex, bool]:
     """Load a vector file and make it hold exactly the `expected` ids (the manifest's).
 
-    Ids missing from the file (a crash between the manifest commit and the file's save) are
+    `open_index(path, dim)` reads the file (`open_index(None, dim)`: a new, empty index). Ids
+    missing from the file (a crash between the manifest commit and the file's save) are
     re-added from `stored(ids) -> (ids, vectors)`; ids the manifest no longer has are removed
     (in an HNSW graph: masked, as they were before the save). An unreadable file is rebuilt.
     Returns the index and whether vectors had to be re-added (the caller saves it then)."""
     vectors = None
     if path is not None and path.exists():
         try:
-            vectors = FaissVectorIndex.load(path, dim, hnsw_threshold=hnsw_threshold, use_gpu=use_gpu)
+            vectors = open_index(path, dim)
         except Exception as exc:  # unreadable cache: rebuild it from the manifest
             log.warning("vector file %s unreadable (%s); rebuilding from the manifest", path, exc)
     if vectors is None:
-        vectors = FaissVectorIndex(dim, hnsw_threshold=hnsw_threshold, use_gpu=use_gpu)
+        vectors = open_index(None, dim)
     present = vectors.ids()
     missing = np.setdiff1d(expected, present)
     extra = np.setdiff1d(present, expected)

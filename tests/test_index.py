@@ -302,3 +302,71 @@ def test_ensure_kb_indexed_tracks_the_kb_folder(tmp_path: Path, embedder) -> Non
     (kb_dir / "atm.md").unlink()
     ensure_kb_indexed(settings, index=index)
     assert [Path(r.source).name for r in index.documents()] == ["hours.md"]
+
+
+class _NumpyVectors:
+    """A `VectorIndex` that is not FAISS: exact inner product over a dict of vectors."""
+
+    kind = "numpy"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.rows: dict[int, np.ndarray] = {}
+        self.searches: list[np.ndarray | None] = []  # the `allowed_ids` of each search
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.rows.update({int(i): v for i, v in zip(ids, vectors)})
+
+    def remove(self, ids: np.ndarray) -> None:
+        for i in ids:
+            self.rows.pop(int(i), None)
+
+    def search(self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None):
+        self.searches.append(allowed_ids)
+        ids = np.array(sorted(self.rows if allowed_ids is None else set(self.rows) & set(allowed_ids.tolist())))
+        scores = np.stack([self.rows[i] for i in ids]) @ np.atleast_2d(query)[0] if len(ids) else np.zeros(0)
+        order = np.argsort(-scores)[:k]
+        pad = k - len(order)
+        return (np.atleast_2d(np.pad(scores[order], (0, pad), constant_values=-1.0)).astype(np.float32),
+                np.atleast_2d(np.pad(ids[order], (0, pad), constant_values=-1)).astype(np.int64))
+
+    def ids(self) -> np.ndarray:
+        return np.array(sorted(self.rows), dtype=np.int64)
+
+    def save(self, path: Path) -> None:
+        raise AssertionError("an in-memory index saves nothing")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def test_the_store_searches_through_any_vector_index(embedder, kb: Path) -> None:
+    """The store only calls what `VectorIndex` declares: another implementation, injected through
+    the factory, serves its chunk and unit vectors, filters included, and the default FAISS
+    one (GPU or not) satisfies the same protocol."""
+    from docteller.protocols import KnowledgeBase, VectorIndex
+    from ingest.loaders import load_document
+    from retrieval.vector import FaissVectorIndex, FaissVectors
+
+    made: list[_NumpyVectors] = []
+
+    def factory(path: Path | None, dim: int) -> _NumpyVectors:
+        assert path is None  # in memory: nothing to read
+        made.append(_NumpyVectors(dim))
+        return made[-1]
+
+    index = KnowledgeIndex.in_memory(embedder=embedder, vectors=factory)
+    assert isinstance(index, KnowledgeBase) and len(made) == 2  # chunks and evidence units
+    assert all(isinstance(v, VectorIndex) for v in made)
+    assert isinstance(FaissVectorIndex(8), VectorIndex) and isinstance(FaissVectors()(None, 8), VectorIndex)
+    added = index.add_document(load_document(kb / "billing.md", origin="kb"))
+    assert len(made[0]) == added.chunks > 0
+    hits = index.search("how long do I have to dispute a billing error", k=3)
+    assert hits and all(h.chunk.doc_id == added.doc_id for h in hits)
+    assert "billing" in hits[0].chunk.text.lower() and hits[0].vector_score is not None
+    assert made[0].searches[-1] is None
+    filtered = index.search("billing error", k=3, filters={"doc_id": added.doc_id[:12]})
+    assert [h.chunk.id for h in filtered] == [h.chunk.id for h in index.search("billing error", k=3)]
+    assert made[0].searches[-2] is not None and len(made[0].searches[-2]) == added.chunks  # the filter
+    assert index.stats()["index_type"] == "numpy"
+    index.close()

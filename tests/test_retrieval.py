@@ -89,7 +89,7 @@ def test_hnsw_deletions_are_saved_masked_and_rebuilt_only_in_bulk(tmp_path: Path
     nodes are written as they are and stay masked after loading, until they pass a fifth."""
     import faiss
 
-    from retrieval.vector import load_reconciled
+    from retrieval.vector import FaissVectors, load_reconciled
 
     vectors = _unit(600, seed=2)
     index = FaissVectorIndex(dim=32, hnsw_threshold=300)
@@ -100,7 +100,7 @@ def test_hnsw_deletions_are_saved_masked_and_rebuilt_only_in_bulk(tmp_path: Path
     assert faiss.read_index(str(path)).ntotal == 600  # written as is, not rebuilt
     expected = np.setdiff1d(np.arange(600), np.arange(10, 40))
     loaded, repaired = load_reconciled(
-        path, 32, expected, lambda ids: pytest.fail("nothing is missing"), hnsw_threshold=300, use_gpu=False
+        path, 32, expected, lambda ids: pytest.fail("nothing is missing"), FaissVectors(hnsw_threshold=300, use_gpu=False)
     )
     assert not repaired and len(loaded) == 570 and set(loaded.ids().tolist()) == set(expected.tolist())
     found = {int(i) for q in range(10, 40) for i in loaded.search(vectors[q], k=5)[1][0]}
