@@ -47,102 +47,111 @@ def _upload_all(session, files: list[Path]) -> None:
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     _register_followups(eval_app)
     _register_generate(eval_app)
-    @app.command()
-    def ask(
-        question: str = typer.Argument(..., help="The customer's question."),
-        file: list[Path] = typer.Option([], "--file", "-f", exists=True, dir_okay=False, help="A customer document to upload first (repeatable)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
-    ) -> None:
-        """Answer one question from the bank's KB (and the given documents), with citations."""
-        session = _resources().new_session()
-        _upload_all(session, file)
-        if as_json:
-            answer = session.ask(question)
-            typer.echo(json.dumps(answer.as_cli_json(), indent=2, ensure_ascii=False))
-            return
-        _stream_answer(session, question)
+    app.command("ask")(ask)
+    app.command("chat")(chat)
+    eval_app.command("answers")(eval_answers)
 
-    @app.command()
-    def chat(
-        file: list[Path] = typer.Option([], "--file", "-f", exists=True, dir_okay=False, help="Upload a document first."),
-    ) -> None:
-        """Interactive chat in the terminal. Commands: /upload PATH, /human, /quit."""
-        from ingest.sniff import IngestError
 
-        resources = _resources()
-        session = resources.new_session()
-        _upload_all(session, file)
-        typer.echo(f"docteller chat ({resources.model_label}). /upload PATH, /human, /quit")
-        while True:
-            try:
-                line = input("you> ").strip()
-            except (EOFError, KeyboardInterrupt):
-                typer.echo()
-                break
-            if not line:
-                continue
-            if line in ("/quit", "/exit"):
-                break
-            if line.startswith("/upload"):
-                path = Path(line[len("/upload"):].strip()).expanduser()
-                try:
-                    result = session.add_upload(path)
-                except (IngestError, OSError) as exc:
-                    typer.echo(f"could not upload: {exc}")
-                    continue
-                typer.echo(f"read {path.name} as {result.doc_type}:")
-                for name, f in result.fields.items():
-                    from docteller.redact import mask
+def ask(
+    question: str = typer.Argument(..., help="The customer's question."),
+    file: list[Path] = typer.Option([], "--file", "-f", exists=True, dir_okay=False, help="A customer document to upload first (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+) -> None:
+    """Answer one question from the bank's KB (and the given documents), with citations."""
+    session = _resources().new_session()
+    _upload_all(session, file)
+    if as_json:
+        answer = session.ask(question)
+        typer.echo(json.dumps(answer.as_cli_json(), indent=2, ensure_ascii=False))
+        return
+    _stream_answer(session, question)
 
-                    typer.echo(f"  {name}: {mask(f.value) if f.sensitive else f.value}")
-                for name, c in result.checks.items():
-                    typer.echo(f"  check {c.label}: {c.status.value} {c.detail}")
-                continue
-            if line == "/human":
-                answer = session.request_human()
-                typer.echo(f"bot> {answer.answer}")
-                continue
+
+def chat(
+    file: list[Path] = typer.Option([], "--file", "-f", exists=True, dir_okay=False, help="Upload a document first."),
+) -> None:
+    """Interactive chat in the terminal. Commands: /upload PATH, /human, /quit."""
+    resources = _resources()
+    session = resources.new_session()
+    _upload_all(session, file)
+    typer.echo(f"docteller chat ({resources.model_label}). /upload PATH, /human, /quit")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            typer.echo()
+            break
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line.startswith("/upload"):
+            _chat_upload(session, Path(line[len("/upload"):].strip()).expanduser())
+        elif line == "/human":
+            typer.echo(f"bot> {session.request_human().answer}")
+        else:
             sys.stdout.write("bot> ")
             _stream_answer(session, line)
 
-    @eval_app.command("answers")
-    def eval_answers(
-        limit: int = typer.Option(0, "--limit", "-n", help="Only the first N questions (0 = all)."),
-        stride: int = typer.Option(1, "--stride", help="Every Nth question: a spread sample of answerable and unanswerable ones."),
-        as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
-        questions_path: Path = typer.Option(
-            EVAL_QUESTIONS, "--questions", exists=True, dir_okay=False,
-            help="Questions file (JSONL). knowledge_base/eval/heldout.jsonl holds questions no threshold or rule was tuned on.",
-        ),
-        kb: list[Path] = typer.Option([], "--kb", help=_KB_OPTION_HELP),
-    ) -> None:
-        """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl
-        (the questions the thresholds are calibrated on) or another questions file."""
-        from agent.evaluate import evaluate_answers, load_questions, save_report
 
-        questions = load_questions(questions_path)[:: max(stride, 1)]
-        if limit:
-            questions = questions[:limit]
-        resources = _resources(kb)
-        report = evaluate_answers(resources, questions, progress=True)  # progress goes to stderr
-        saved = save_report(report, resources.settings, questions_path)
-        typer.echo(f"report: {saved} (shown in the Staff view)", err=True)
-        if as_json:
-            typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
-            return
-        s = report["summary"]
-        typer.echo(f"questions:          {s['questions']}  ({s['model']})")
-        for name, figures in [("all", s), *report["splits"].items()]:
-            typer.echo(f"[{name}] questions {figures['questions']}: answer correct {figures['answer_correct']} "
-                       f"(target >= 0.85), key fact present {figures['key_fact_present']}, correct declines "
-                       f"{figures['correct_declines']} (>= 0.95), false declines {figures['false_declines']} (<= 0.05)")
-        typer.echo(f"abstain precision:  {s['abstain_precision']}")
-        for category, rate in s["declined_by_category"].items():
-            typer.echo(f"  declined {category}: {rate}")
-        typer.echo(f"mean seconds/q:     {s['mean_seconds']}")
-        for r in report["rows"]:
-            if not r["correct"]:
-                typer.echo(f"  wrong {r['id']}: missing={r['missing']} cites_doc={r['cites_doc']} abstained={r['abstained']} :: {r['answer'][:120]}")
+def _chat_upload(session, path: Path) -> None:
+    """`/upload PATH` in the chat: read the document and show what was found (numbers masked)."""
+    from docteller.redact import mask
+    from ingest.sniff import IngestError
+
+    try:
+        result = session.add_upload(path)
+    except (IngestError, OSError) as exc:
+        typer.echo(f"could not upload: {exc}")
+        return
+    typer.echo(f"read {path.name} as {result.doc_type}:")
+    for name, f in result.fields.items():
+        typer.echo(f"  {name}: {mask(f.value) if f.sensitive else f.value}")
+    for name, c in result.checks.items():
+        typer.echo(f"  check {c.label}: {c.status.value} {c.detail}")
+
+
+def eval_answers(
+    limit: int = typer.Option(0, "--limit", "-n", help="Only the first N questions (0 = all)."),
+    stride: int = typer.Option(1, "--stride", help="Every Nth question: a spread sample of answerable and unanswerable ones."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    questions_path: Path = typer.Option(
+        EVAL_QUESTIONS, "--questions", exists=True, dir_okay=False,
+        help="Questions file (JSONL). knowledge_base/eval/heldout.jsonl holds questions no threshold or rule was tuned on.",
+    ),
+    kb: list[Path] = typer.Option([], "--kb", help=_KB_OPTION_HELP),
+) -> None:
+    """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl
+    (the questions the thresholds are calibrated on) or another questions file."""
+    from agent.evaluate import evaluate_answers, load_questions, save_report
+
+    questions = load_questions(questions_path)[:: max(stride, 1)]
+    if limit:
+        questions = questions[:limit]
+    resources = _resources(kb)
+    report = evaluate_answers(resources, questions, progress=True)  # progress goes to stderr
+    saved = save_report(report, resources.settings, questions_path)
+    typer.echo(f"report: {saved} (shown in the Staff view)", err=True)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    _print_answers_report(report)
+
+
+def _print_answers_report(report: dict) -> None:
+    s = report["summary"]
+    typer.echo(f"questions:          {s['questions']}  ({s['model']})")
+    for name, figures in [("all", s), *report["splits"].items()]:
+        typer.echo(f"[{name}] questions {figures['questions']}: answer correct {figures['answer_correct']} "
+                   f"(target >= 0.85), key fact present {figures['key_fact_present']}, correct declines "
+                   f"{figures['correct_declines']} (>= 0.95), false declines {figures['false_declines']} (<= 0.05)")
+    typer.echo(f"abstain precision:  {s['abstain_precision']}")
+    for category, rate in s["declined_by_category"].items():
+        typer.echo(f"  declined {category}: {rate}")
+    typer.echo(f"mean seconds/q:     {s['mean_seconds']}")
+    for r in report["rows"]:
+        if not r["correct"]:
+            typer.echo(f"  wrong {r['id']}: missing={r['missing']} cites_doc={r['cites_doc']} abstained={r['abstained']} :: {r['answer'][:120]}")
 
 
 def _register_followups(eval_app: typer.Typer) -> None:

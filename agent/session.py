@@ -27,6 +27,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -253,6 +254,23 @@ def _contact_from_kb(kb: KnowledgeBase) -> tuple[str, list[Citation]]:
         "of your card; I've logged your request so they can see this conversation."
     )
     return text, []
+
+
+@dataclass
+class _Retrieved:
+    """What one question retrieved: the hits, whether it is about the upload, all ids seen."""
+
+    upload_hits: list[SearchHit]
+    kb_hits: list[SearchHit]
+    own: bool  # the question is about the customer's own upload: the KB is not searched
+    retrieved_ids: list[str]
+    kb_strength: float
+
+
+def _final_events(answer: Answer) -> Iterator[AnswerEvent]:
+    """A whole answer at once: its text as one token, then the final event."""
+    yield AnswerEvent(kind="token", text=answer.answer)
+    yield AnswerEvent(kind="final", answer=answer)
 
 
 def _citation_from_hit(hit: SearchHit, origin: str) -> Citation:
@@ -603,43 +621,30 @@ class ChatSession:
         resources = self.resources
         threshold = resources.calibration.threshold
         query = self._standalone_query(question)
-        # "What did I pay in rent?", "what name is on my ID?": code computed nothing from the
-        # extracted fields, so the upload's own passages answer it (cited as the customer's
-        # document), never the bank's policies, however similar a policy line reads.
-        upload_hits: list[SearchHit] = (
-            self.upload_index.search(query, k=UPLOAD_TOP_K) if self.uploads and self._upload_index else []
-        )
-        own = bool(upload_hits) and (asks_about_upload(question) or _names_upload_text(question, upload_hits))
-        kb_hits: list[SearchHit] = [] if own else resources.kb.search(query, k=KB_POOL)
-        retrieved_ids = [h.chunk.id for h in upload_hits + kb_hits]
         standalone = query if query != question else None
-        kb_strength = evidence_strength(kb_hits[:KB_TOP_K])  # as calibrated
-        if not own:
-            upload_hits = [h for h in upload_hits if (h.vector_score or 0.0) >= threshold]
+        found = self._retrieve(question, query, threshold)
 
         def decline(reason: str) -> Iterator[AnswerEvent]:
             answer = self._answer(question, DECLINE_TEXT, abstained=True, standalone_query=standalone, reason=reason)
-            answer = self._finish(answer, retrieved_ids)
-            yield AnswerEvent(kind="token", text=answer.answer)
-            yield AnswerEvent(kind="final", answer=answer)
+            yield from _final_events(self._finish(answer, found.retrieved_ids))
 
-        if kb_strength < threshold and not upload_hits:
-            yield from decline(f"weak evidence: best similarity {kb_strength:.3f} < calibrated {threshold:.3f}")
+        if found.kb_strength < threshold and not found.upload_hits:
+            yield from decline(f"weak evidence: best similarity {found.kb_strength:.3f} < calibrated {threshold:.3f}")
             return
 
-        kept_kb = [h for h in kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, kb_strength - 0.2)]
-        if not own:
-            found = resources.units.search(query, UNIT_SEARCH_K, exclude={h.chunk.id for h in kept_kb})
-            kept_kb += found
-            retrieved_ids += [h.chunk.id for h in found if h.chunk.id not in retrieved_ids]
-        scored = resources.evidence.score(query, kept_kb, upload_hits)  # once: both answer styles use it
+        kept_kb = [h for h in found.kb_hits if (h.vector_score or 0.0) >= max(threshold * 0.9, found.kb_strength - 0.2)]
+        if not found.own:
+            by_unit = resources.units.search(query, UNIT_SEARCH_K, exclude={h.chunk.id for h in kept_kb})
+            kept_kb += by_unit
+            found.retrieved_ids += [h.chunk.id for h in by_unit if h.chunk.id not in found.retrieved_ids]
+        scored = resources.evidence.score(query, kept_kb, found.upload_hits)  # once: both answer styles use it
         passages = resources.evidence.select(scored, budget_chars=EVIDENCE_CHARS, max_passages=PROMPT_PASSAGES)
 
         # The extractive path's verifier weighs names the evidence lacks with everything else;
         # a generated answer has no verifier, so there a name no hit mentions declines.
         if resources.settings.answer_style == "generative":
             strangers = unknown_entities(
-                question, [h.chunk.embedding_text() for h in kb_hits[:KB_TOP_K] + upload_hits]
+                question, [h.chunk.embedding_text() for h in found.kb_hits[:KB_TOP_K] + found.upload_hits]
             )
             if strangers:
                 yield from decline(f"the evidence never mentions {', '.join(strangers)}")
@@ -647,28 +652,52 @@ class ChatSession:
 
         comparison = compare_amount_to_limit(question, passages)
         if comparison is not None:
-            p = comparison.passage
-            verdict = "Yes" if comparison.over else "No"
-            text = (
-                f"{verdict} — {comparison.describe()}. The policy says: \"{comparison.limit_sentence.strip(' |')}\" "
-                f"{p.label}."
-            )
-            answer = self._answer(
-                question,
-                text,
-                citations=[_citation_from_hit(p.hit, p.origin)],
-                standalone_query=standalone,
-                reason="amount compared with the limit in code",
-            )
-            answer = self._finish(answer, retrieved_ids)
-            yield AnswerEvent(kind="token", text=answer.answer)
-            yield AnswerEvent(kind="final", answer=answer)
+            answer = self._comparison_answer(question, comparison, standalone)
+            yield from _final_events(self._finish(answer, found.retrieved_ids))
             return
 
         if resources.settings.answer_style == "extractive":
-            yield from self._extractive(question, query, scored, standalone, retrieved_ids, own=own)
+            yield from self._extractive(question, query, scored, standalone, found.retrieved_ids, own=found.own)
             return
+        yield from self._generated(question, query, passages, standalone, found.retrieved_ids)
 
+    def _retrieve(self, question: str, query: str, threshold: float) -> "_Retrieved":
+        """The upload's hits and, unless the question is about the upload itself, the KB's."""
+        # "What did I pay in rent?", "what name is on my ID?": code computed nothing from the
+        # extracted fields, so the upload's own passages answer it (cited as the customer's
+        # document), never the bank's policies, however similar a policy line reads.
+        upload_hits: list[SearchHit] = (
+            self.upload_index.search(query, k=UPLOAD_TOP_K) if self.uploads and self._upload_index else []
+        )
+        own = bool(upload_hits) and (asks_about_upload(question) or _names_upload_text(question, upload_hits))
+        kb_hits: list[SearchHit] = [] if own else self.resources.kb.search(query, k=KB_POOL)
+        retrieved_ids = [h.chunk.id for h in upload_hits + kb_hits]
+        kb_strength = evidence_strength(kb_hits[:KB_TOP_K])  # as calibrated
+        if not own:
+            upload_hits = [h for h in upload_hits if (h.vector_score or 0.0) >= threshold]
+        return _Retrieved(upload_hits, kb_hits, own, retrieved_ids, kb_strength)
+
+    def _comparison_answer(self, question: str, comparison, standalone: str | None) -> Answer:
+        """"Can I deposit $12,000?": the amount compared with the policy's limit, in code."""
+        p = comparison.passage
+        verdict = "Yes" if comparison.over else "No"
+        text = (
+            f"{verdict} — {comparison.describe()}. The policy says: \"{comparison.limit_sentence.strip(' |')}\" "
+            f"{p.label}."
+        )
+        return self._answer(
+            question,
+            text,
+            citations=[_citation_from_hit(p.hit, p.origin)],
+            standalone_query=standalone,
+            reason="amount compared with the limit in code",
+        )
+
+    def _generated(
+        self, question: str, query: str, passages: list, standalone: str | None, retrieved_ids: list[str]
+    ) -> Iterator[AnswerEvent]:
+        """The chat model writes the answer from the passages; streamed, then checked."""
+        resources = self.resources
         fields = self._fields_for_prompt()
         messages = build_messages(question if standalone is None else query, passages, fields=fields,
                                   history=[(q, a[:300]) for q, a in self.history[-HISTORY_TURNS:]])

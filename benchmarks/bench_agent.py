@@ -134,6 +134,12 @@ def bench_speed(threads: int, n_questions: int, style: str) -> dict:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    return _speed_summary(rows, style, model.model_id, threads)
+
+
+def _speed_summary(rows: list[dict], style: str, model_id: str, threads: int) -> dict:
+    """Medians over the questions of each timing, and the agent's share of raw llama-cpp's rate."""
+
     def median(key: str) -> float:
         return statistics.median(r[key] for r in rows)
 
@@ -141,7 +147,7 @@ def bench_speed(threads: int, n_questions: int, style: str) -> dict:
               if r["warm_raw_tok_s"] and r["warm_agent_tok_s"] == r["warm_agent_tok_s"]]
     summary = {
         "answer_style": style,
-        "model": model.model_id,
+        "model": model_id,
         "threads": threads,
         "load_average": os.getloadavg(),
         "median_prompt_tokens": median("prompt_tokens"),
