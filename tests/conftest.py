@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,46 @@ def docteller_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+AGREEMENT = "kb/bank_tc_pdfs/bank_of_america_online_banking_service_agreement_2025-07-21.pdf"
+
+
+def _make_bad_files(folder: Path, corpus: Path) -> dict[str, str]:
+    """Bad inputs of every kind; returns {file name: expected reason fragment}."""
+    import pymupdf
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.pdf").write_bytes(b"")
+    good = (corpus / AGREEMENT).read_bytes()
+    (folder / "truncated.pdf").write_bytes(good[:1500])
+    pdf = pymupdf.open()
+    pdf.new_page().insert_text((72, 72), "secret")
+    pdf.save(folder / "locked.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="o", user_pw="u")
+    pdf.close()
+    (folder / "archive.bin").write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 200)
+    (folder / "notes.pdf").write_text("just some text, not a PDF at all\n")
+    Image.new("1", (20_000, 20_000)).save(folder / "bomb.png")
+    big = pymupdf.open()
+    for _ in range(2000):
+        big.new_page(width=200, height=200)
+    big.save(folder / "huge.pdf")
+    big.close()
+    return {
+        "empty.pdf": "empty file",
+        "truncated.pdf": "truncated",
+        "locked.pdf": "encrypted",
+        "archive.bin": "unsupported file type",
+        "notes.pdf": "unsupported file type",
+        "bomb.png": "decompression bomb",
+        "huge.pdf": "too many pages (2000 > limit",
+    }
+
+
+@pytest.fixture(scope="session")
+def make_bad_files(corpus: Path) -> Callable[[Path], dict[str, str]]:
+    """`make_bad_files(folder)`: writes bad inputs of every kind (empty, truncated, encrypted,
+    unsupported, a decompression bomb, too many pages) into `folder`; returns {file name:
+    expected reason fragment}. Used by the loader's tests and the indexing pipeline's."""
+    return lambda folder: _make_bad_files(folder, corpus)

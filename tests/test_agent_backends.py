@@ -85,6 +85,9 @@ def test_openai_backend_streams_and_completes_against_a_real_server(llama_server
 
 
 JUDGE = [ChatMessage("system", "Reply yes or no."), ChatMessage("user", "Is the sky blue on a clear day?")]
+# The same question worded so that SmolLM2's greedy reply is one of the choices ("no."), which
+# JUDGE's is not ("the answer to"): a comparison with greedy decoding needs a reply to compare.
+ONE_WORD = [ChatMessage("system", "Answer with one word: yes or no."), ChatMessage("user", "Is the sky blue on a clear day?")]
 
 
 def test_openai_backend_judges_from_server_logprobs(llama_server: str) -> None:
@@ -95,10 +98,11 @@ def test_openai_backend_judges_from_server_logprobs(llama_server: str) -> None:
     real = OpenAIHttpChatModel(llama_server, retries=0)
     judged = real.choice_probabilities(JUDGE, ("yes", "no"))
     assert real._serves_logprobs is True and sum(judged.values()) == pytest.approx(1.0)
-    reply = real.complete(JUDGE, max_tokens=3).strip().lower()
-    for choice in ("yes", "no"):
-        if reply.startswith(choice):  # greedy decoding took the more likely first token
-            assert judged[choice] > 0.5
+    # Greedy decoding takes the more likely first token: the choice it starts with is the likelier.
+    reply = real.complete(ONE_WORD, max_tokens=3).strip().lower()
+    chosen = next((choice for choice in ("yes", "no") if reply.startswith(choice)), None)
+    assert chosen is not None, reply
+    assert real.choice_probabilities(ONE_WORD, ("yes", "no"))[chosen] > 0.5
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert json.loads(request.read())["logprobs"] is True
@@ -180,12 +184,12 @@ def test_llamacpp_choice_probabilities_agree_with_greedy_generation() -> None:
     policy_tokens = model.llm.tokenize(JUDGE_POLICY.encode(), add_bos=False, special=False)
     cached = model.llm.input_ids[: model.llm.n_tokens].tolist()
     assert any(cached[i : i + 20] == policy_tokens[:20] for i in range(0, 10))
-    # Greedy decoding takes the most likely first token: when that is one of the choices, it is
-    # the one with the higher probability.
-    reply = "".join(model.stream(JUDGE, max_tokens=2)).strip().lower()
-    for choice in choices:
-        if reply.startswith(choice):
-            assert first[choice] > 0.5
+    # Greedy decoding takes the most likely first token: the choice it starts with is the one
+    # with the higher probability.
+    reply = "".join(model.stream(ONE_WORD, max_tokens=2)).strip().lower()
+    chosen = next((choice for choice in choices if reply.startswith(choice)), None)
+    assert chosen is not None, reply
+    assert model.choice_probabilities(ONE_WORD, choices)[chosen] > 0.5
 
 
 def test_llamacpp_restores_a_long_system_prompt_evicted_by_another_prompt(monkeypatch) -> None:

@@ -155,7 +155,7 @@ def test_kb_injection_never_reaches_the_model(make_session) -> None:
     session.ask("Are international wire transfer fees waived?")
     assert model.calls, "the travel sheet should have been retrieved and shown"
     prompt = model.prompts
-    assert "foreign-exchange" in prompt.lower() or "foreign currency" in prompt.lower()
+    assert "foreign currency" in prompt.lower()  # the travel sheet's own words
     assert "ignore all previous instructions" not in prompt.lower()
     assert "fees are waived" not in prompt
 
@@ -303,18 +303,20 @@ def test_extractive_answer_quotes_the_best_line_verbatim(make_session) -> None:
 
 
 @pytest.mark.parametrize(
-    "question",
+    ("question", "verifier_asked"),
     [
-        "Who invented the trombone?",  # out of scope: words these policies never use
-        "How much is it?",  # underspecified: which fee, of what?
+        ("Who invented the trombone?", False),  # out of scope: no evidence near at all, declined before it
+        ("How much is it?", True),  # underspecified (which fee, of what?): the verifier declines
     ],
 )
-def test_extractive_declines_what_the_verifier_finds_unanswered(make_session, question: str) -> None:
+def test_extractive_declines_what_the_verifier_finds_unanswered(make_session, question: str, verifier_asked: bool) -> None:
     session, model = make_session(lambda m: "yes", answer_style="extractive")
     answer = session.ask(question)
     assert answer.abstained and answer.citations == [] and "can't find" in answer.answer
-    # Declined by the verifier or, with no evidence near at all, before it.
-    assert answer.verdict is None or not answer.verdict.answerable
+    if verifier_asked:
+        assert answer.verdict is not None and not answer.verdict.answerable
+    else:
+        assert answer.verdict is None and answer.reason.startswith("weak evidence")
 
 
 @pytest.mark.parametrize(

@@ -19,19 +19,15 @@ CORPUS_KB_FILES = ["us_code/efta_15usc1693.md", "us_code/truth_in_savings_12usc4
 
 
 @pytest.fixture(scope="module")
-def corpus_kb(tmp_path_factory):
+def corpus_kb(corpus: Path):
     """An in-memory index of two statutes from `../shared/corpus/kb`."""
-    from conftest import CORPUS
-
-    if not CORPUS.is_dir():
-        pytest.skip(f"shared corpus not found at {CORPUS}")
     from ingest.embed import get_embedder
     from ingest.loaders import load_document
     from retrieval.store import KnowledgeIndex
 
     index = KnowledgeIndex.in_memory(embedder=get_embedder())
     for name in CORPUS_KB_FILES:
-        index.add_document(load_document(CORPUS / "kb" / name))
+        index.add_document(load_document(corpus / "kb" / name))
     return index
 
 

@@ -213,12 +213,11 @@ def test_refuses_index_built_with_another_model(built) -> None:
         KnowledgeIndex.open(index_dir, embedder=OtherModel())
 
 
-def test_bad_files_reported_and_run_goes_on(tmp_path: Path, corpus: Path, embedder) -> None:
+def test_bad_files_reported_and_run_goes_on(tmp_path: Path, make_bad_files, embedder) -> None:
     from docteller.settings import Settings
-    from tests.test_loaders import _make_bad_files
 
     folder = tmp_path / "mixed"
-    expected = _make_bad_files(folder, corpus)
+    expected = make_bad_files(folder)
     (folder / "savings.md").write_text("# Savings\n\nInterest is paid monthly on savings accounts.\n")
     index = KnowledgeIndex.open(tmp_path / "idx", embedder=embedder)
     seen = []
@@ -234,51 +233,59 @@ def test_bad_files_reported_and_run_goes_on(tmp_path: Path, corpus: Path, embedd
 
 CRASH_SCRIPT = """
 import sys
+import time
 from pathlib import Path
 from docteller.settings import Settings
+from ingest.loaders import load_document
 from retrieval.indexing import index_paths
-index_paths([Path(sys.argv[1])], settings=Settings(home=Path(sys.argv[2]), workers=1))
+
+folder, home, ready = map(Path, sys.argv[1:4])
+
+def loader(path, **kwargs):
+    # Files load one by one in this process (workers=1), each committed before the next loads:
+    # on the third, two documents are in the manifest and the vector file is not yet saved.
+    if Path(path).name == "copy2.md":
+        ready.write_text("two documents committed")
+        time.sleep(600)  # killed here
+    return load_document(path, **kwargs)
+
+index_paths([folder], settings=Settings(home=home, workers=1), loader=loader)
 """
 
 
 def test_kill_9_mid_indexing_keeps_committed_documents(tmp_path: Path, corpus: Path, embedder) -> None:
+    """Killed mid-run (a loader hook holds the run at its third file, so the kill never comes too
+    late however fast the machine): the committed documents come back whole and searchable."""
     folder = tmp_path / "many"
     folder.mkdir()
     statute = (corpus / "kb/us_code/truth_in_savings_12usc4301.md").read_text(encoding="utf-8")
-    for i in range(6):  # distinct content hashes, ~40 chunks each: a minute or more of embedding
+    for i in range(4):  # distinct content hashes
         (folder / f"copy{i}.md").write_text(statute + f"\n\nCopy {i}.\n", encoding="utf-8")
-    home = tmp_path / "home"
+    home, ready, log = tmp_path / "home", tmp_path / "ready", tmp_path / "stderr.txt"
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DOCTELLER_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CRASH_SCRIPT, str(folder), str(home)],
-        cwd=PROJECT_ROOT, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    manifest = home / "index" / "manifest.sqlite"
-    deadline = time.monotonic() + 240
-    committed = 0
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASH_SCRIPT, str(folder), str(home), str(ready)],
+            cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if manifest.exists():
-                try:
-                    with sqlite3.connect(manifest, timeout=1) as conn:
-                        committed = conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-                except sqlite3.Error:
-                    committed = 0
-                if committed >= 1:
-                    break
-            time.sleep(0.2)
+        deadline = time.monotonic() + 240
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), f"the run never reached its third file: {log.read_text()[-2000:]}"
         assert proc.poll() is None, "indexing finished before it could be killed"
+        with sqlite3.connect(home / "index" / "manifest.sqlite", timeout=5) as conn:
+            committed = conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL and committed >= 1
+    assert proc.returncode == -signal.SIGKILL and committed == 2
 
     index = KnowledgeIndex.open(home / "index", embedder=embedder)
     records = index.documents()
-    assert 1 <= len(records) < 6
+    assert 1 <= len(records) < 4 and len(records) == committed
     stats = index.stats()
     # Every committed document is whole: its chunks are all there and all searchable.
     assert stats["chunks"] == sum(r.chunks for r in records) == stats["vectors"]

@@ -96,3 +96,15 @@ def test_the_check_finds_an_upward_import(tmp_path: Path) -> None:
         "ingest/example.py:3 imports retrieval.store",
         "ingest/example.py:4 imports agent.session",
     ]
+
+
+def test_tests_share_helpers_through_conftest_only() -> None:
+    """A test module importing another (or `conftest` by name) runs that module's tests' imports
+    and ties the two together: shared helpers are conftest fixtures."""
+    imports = [
+        f"{path.name}:{line} imports {module}"
+        for path in sorted((ROOT / "tests").glob("*.py"))
+        for line, module in imported_modules(path)
+        if module.split(".")[0] in {"tests", "conftest"} or module.split(".")[0].startswith("test_")
+    ]
+    assert imports == []

@@ -206,42 +206,12 @@ def test_multiframe_tiff_is_pages(corpus: Path, tmp_path: Path) -> None:
 # --- bad inputs -----------------------------------------------------------------------------
 
 
-def _make_bad_files(folder: Path, corpus: Path) -> dict[str, str]:
-    """Bad inputs of every kind; returns {file name: expected reason fragment}."""
-    import pymupdf
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "empty.pdf").write_bytes(b"")
-    good = (corpus / AGREEMENT).read_bytes()
-    (folder / "truncated.pdf").write_bytes(good[:1500])
-    pdf = pymupdf.open()
-    pdf.new_page().insert_text((72, 72), "secret")
-    pdf.save(folder / "locked.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="o", user_pw="u")
-    pdf.close()
-    (folder / "archive.bin").write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 200)
-    (folder / "notes.pdf").write_text("just some text, not a PDF at all\n")
-    Image.new("1", (20_000, 20_000)).save(folder / "bomb.png")
-    big = pymupdf.open()
-    for _ in range(2000):
-        big.new_page(width=200, height=200)
-    big.save(folder / "huge.pdf")
-    big.close()
-    return {
-        "empty.pdf": "empty file",
-        "truncated.pdf": "truncated",
-        "locked.pdf": "encrypted",
-        "archive.bin": "unsupported file type",
-        "notes.pdf": "unsupported file type",
-        "bomb.png": "decompression bomb",
-        "huge.pdf": "too many pages (2000 > limit",
-    }
 
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory, corpus: Path) -> tuple[Path, dict[str, str]]:
+def bad_files(tmp_path_factory, make_bad_files) -> tuple[Path, dict[str, str]]:
     folder = tmp_path_factory.mktemp("bad")
-    return folder, _make_bad_files(folder, corpus)
+    return folder, make_bad_files(folder)
 
 
 def test_each_bad_file_fails_with_file_and_reason(bad_files) -> None:
