@@ -1,8 +1,9 @@
 """`--engine ray` on the real shared KB: the same knowledge base, report and errors as the in-process
 engine, and a worker killed mid-run is retried by Ray with nothing lost.
 
-One local Ray serves the module (`ray_cluster`), except the first test, which lets the CLI start
-and stop its own, as a user's run does.
+The real KB is indexed by Ray once, through the CLI (`cli_run`, which starts and stops its own
+local Ray, as a user's run does); its report and its index are compared with the in-process
+engine's. The worker-killing runs share one local Ray (`ray_cluster`), started after that.
 """
 
 from __future__ import annotations
@@ -75,6 +76,28 @@ def in_process(tmp_path_factory, kb: Path, embedder):
 
 
 @pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, kb: Path):
+    """`docteller index KB --engine ray --json` into a fresh home, run twice; (home, first run,
+    whether Ray was stopped after it, second run)."""
+    import ray
+
+    from docteller.settings import get_settings
+
+    assert not ray.is_initialized()  # no Ray yet: the command has to start its own
+    home = tmp_path_factory.mktemp("cli-home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DOCTELLER_HOME", str(home))
+        get_settings.cache_clear()
+        try:
+            first = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
+            stopped = not ray.is_initialized()  # the local Ray the command started is stopped again
+            again = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
+        finally:
+            get_settings.cache_clear()
+    return home, first, stopped, again
+
+
+@pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray (2 CPUs) for the module's tests; the engine joins it instead of starting its own."""
     import ray
@@ -108,13 +131,10 @@ def _chunks(index: KnowledgeIndex, doc_ids: set[str] | None = None) -> tuple[lis
     return [chunks[i].id for i in keep], matrix[keep]
 
 
-def test_cli_ray_engine_starts_and_stops_its_own_ray(kb: Path, docteller_home: Path, in_process) -> None:
-    import ray
-
-    assert not ray.is_initialized()
-    result = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
+def test_cli_ray_engine_starts_and_stops_its_own_ray(cli_run, in_process, embedder) -> None:
+    home, result, stopped, again = cli_run
     assert result.exit_code == 0, result.output
-    assert not ray.is_initialized()  # the local Ray the command started is stopped again
+    assert stopped
     report = json.loads(result.stdout)
     _, reference = in_process
     assert report["totals"] | {"seconds": 0} == reference.totals() | {"seconds": 0}
@@ -123,10 +143,9 @@ def test_cli_ray_engine_starts_and_stops_its_own_ray(kb: Path, docteller_home: P
     assert "empty file" in got["empty.txt"][4] and "PDF" in got["broken.pdf"][4]
     assert got["scanned.pdf"][0] == "indexed" and got["agreement.pdf"][2] == 29
     # The bad files land in the manifest's error table, as with the in-process engine.
-    with KnowledgeIndex.open(docteller_home / "index") as index:
+    with KnowledgeIndex.open(home / "index", embedder=embedder) as index:
         assert {Path(e["path"]).name for e in index.manifest.errors()} == {"broken.pdf", "empty.txt"}
 
-    again = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
     assert json.loads(again.stdout)["totals"]["unchanged"] == 5  # hashed before Ray is even asked
 
 
@@ -140,11 +159,15 @@ def test_cli_rejects_bad_engine_options(kb: Path, docteller_home: Path) -> None:
     assert nowhere.exit_code == 2 and "cannot reach the Ray cluster at '127.0.0.1:1'" in nowhere.output
 
 
-def test_ray_engine_builds_the_same_knowledge_base(ray_cluster, tmp_path: Path, kb: Path, embedder, in_process) -> None:
+def test_ray_engine_builds_the_same_knowledge_base(cli_run, embedder, in_process) -> None:
+    """The index the Ray run committed (through the same manifest and vector file; opened afresh
+    here) holds the same documents, chunks, vectors and search results as the in-process one."""
+    home, result, _, _ = cli_run
     reference, ref_summary = in_process
-    index, summary = _ray_index(tmp_path, kb, embedder)
-    try:
-        assert _by_name(summary) == _by_name(ref_summary)
+    report = {Path(f["path"]).name: (f["status"], f["doc_id"], f["pages"], f["chunks"], f["reason"])
+              for f in json.loads(result.stdout)["files"]}
+    assert report == _by_name(ref_summary)
+    with KnowledgeIndex.open(home / "index", embedder=embedder) as index:
         docs = {(d.doc_id, d.source, d.pages, d.chunks, d.doc_type) for d in index.documents()}
         assert docs == {(d.doc_id, d.source, d.pages, d.chunks, d.doc_type) for d in reference.documents()}
         assert index.stats()["vectors"] == reference.stats()["vectors"] == index.stats()["chunks"]
@@ -158,11 +181,6 @@ def test_ray_engine_builds_the_same_knowledge_base(ray_cluster, tmp_path: Path, 
             assert got == [(h.chunk.id, h.chunk.page_start) for h in reference.search(query, k=5)], query
         top = index.search(QUERIES[0], k=1)[0]
         assert Path(top.chunk.source).name == "agreement.pdf" and top.chunk.page_start == 16
-    finally:
-        index.close()
-    # Committed through the same manifest and vector file: a fresh open reads it whole.
-    with KnowledgeIndex.open(tmp_path / "index-ray", embedder=embedder) as reopened:
-        assert reopened.stats()["vectors"] == reference.stats()["vectors"]
 
 
 def _crash_once_on(name: str, marker_dir: Path):
