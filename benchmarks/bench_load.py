@@ -53,7 +53,7 @@ def reply_text(history) -> str:
 def run_session(url: str, n: int, deadline: float) -> dict:
     from gradio_client import Client, handle_file
 
-    result = {"session": n, "uploaded": n % 2 == 0, "turns": [], "errors": [], "balance_seen": False}
+    result = {"session": n, "uploaded": n % 2 == 0, "turns": [], "errors": [], "balance_seen": False, "replies": []}
     try:
         client = Client(url, verbose=False)
         files = [handle_file(str(STATEMENT))] if result["uploaded"] else []
@@ -68,6 +68,7 @@ def run_session(url: str, n: int, deadline: float) -> dict:
             _, history = client.predict(message, api_name="/chat")
             result["turns"].append((kind, time.perf_counter() - started))
             text = reply_text(history)
+            result["replies"].append(text)
             if not text:
                 result["errors"].append(f"{kind}: empty reply")
             if kind != "kb-question" and CLOSING_BALANCE.search(text):
