@@ -142,6 +142,13 @@ def main() -> int:
             print(f"server side: {len(backend.sessions)} sessions, {len(with_uploads)} holding uploads "
                   f"({sorted(len(s.uploads) for s in with_uploads)}), {uploaders} uploading clients")
 
+    return _report(results, alone, sessions, wall, server_side_ok)
+
+
+def _report(
+    results: list[dict], alone: dict[str, list[float]], sessions: int, wall: float, server_side_ok: bool
+) -> int:
+    """Print the run's timings per kind of turn, errors and leakage; the exit status (0: none)."""
     errors = [e for r in results for e in r["errors"]]
     leaks = [r["session"] for r in results if not r["uploaded"] and r["balance_seen"]]
     missed = [r["session"] for r in results if r["uploaded"] and not r["balance_seen"] and not r["errors"]]
