@@ -26,7 +26,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -374,10 +374,17 @@ class ChatSession:
             self._upload_index = KnowledgeIndex.in_memory(embedder=self.resources.embedder)
         return self._upload_index
 
-    def add_upload(self, path_or_bytes: str | Path | bytes, name: str | None = None) -> ExtractionResult:
+    def add_upload(
+        self,
+        path_or_bytes: str | Path | bytes,
+        name: str | None = None,
+        progress: Callable[[str | None, int, int], None] | None = None,
+    ) -> ExtractionResult:
         """Extract fields and index the document's passages for this session only.
 
         The upload is read (and OCR'd) once; that one `Document` is extracted from and indexed.
+        `progress(kind, page, pages)` hears as each page starts being read (kind None: the
+        document's type is not known until it has been read).
         Raises `ingest.sniff.IngestError` (naming the file and the reason) for unreadable input;
         the session is left unchanged in that case."""
         from ingest.extract import extract_document, read_upload
@@ -391,7 +398,8 @@ class ChatSession:
             else:
                 path = Path(path_or_bytes)
                 display = name or path.name
-            document: Document = read_upload(path, name=display)
+            pages_read = progress and (lambda page, pages: progress(None, page, pages))
+            document: Document = read_upload(path, name=display, progress=pages_read)
             result = extract_document(document)
             ensure_text(document)  # nothing to quote: refused like any unreadable file
             document = document.model_copy(update={"title": display, "source": display, "origin": "upload"})

@@ -48,9 +48,12 @@ PARSER_VERSION = "5"  # 2: plain-text headings and list items; 3: HTML line brea
 # --- entry points ---------------------------------------------------------------------------
 
 
-def load_document(path: str | Path, origin: str = "kb", settings: Settings | None = None) -> Document:
-    """Read one knowledge-base file into a `Document` (id = sha256 of its bytes). Raises `IngestError`."""
-    return convert(path, PageOptions.for_index(settings), origin=origin)
+def load_document(
+    path: str | Path, origin: str = "kb", settings: Settings | None = None, progress: Progress | None = None
+) -> Document:
+    """Read one knowledge-base file into a `Document` (id = sha256 of its bytes). Raises `IngestError`.
+    `progress(page, pages)` is called as each page starts being read."""
+    return convert(path, PageOptions.for_index(settings), origin=origin, progress=progress)
 
 
 def convert(
@@ -66,7 +69,7 @@ def convert(
 ) -> Document:
     """Read a file (or its `data`, shown as `name`) with the backend for its content type.
 
-    `progress(page, pages)` is called as each page is read (OCR makes scans take seconds a page).
+    `progress(page, pages)` is called as each page starts being read (OCR takes seconds a page).
     `mimes` limits the formats accepted; `require_text` refuses a document with no text at all.
     Raises `IngestError` naming the file and the reason."""
     label = name or str(path)
@@ -174,9 +177,9 @@ class PdfBackend(_Backend):
         try:
             pages = []
             for pdf_page in doc:
-                pages.append(_pdf_page(label, pdf_page, options))
                 if progress is not None:
                     progress(pdf_page.number + 1, doc.page_count)
+                pages.append(_pdf_page(label, pdf_page, options))
             meta: dict[str, Any] = {"title": _clean((doc.metadata or {}).get("title") or "") or None}
             if any(p.ocr_used for p in pages):
                 meta["ocr_pages"] = [p.number for p in pages if p.ocr_used]
@@ -460,12 +463,12 @@ class ImageBackend(_Backend):
         frames = _image_frames(label, data, options)
         pages = []
         for n, frame in enumerate(frames, start=1):
+            if progress is not None:
+                progress(n, len(frames))
             try:
                 pages.append(ocr_page(n, np.asarray(frame), options))
             except Exception as exc:
                 raise IngestError(label, f"OCR failed on page {n} ({type(exc).__name__}: {exc})") from exc
-            if progress is not None:
-                progress(n, len(frames))
         return pages, {"ocr_pages": [p.number for p in pages]}
 
 

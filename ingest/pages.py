@@ -24,7 +24,7 @@ from docteller.settings import Settings, get_settings
 # Customer uploads: a statement may run to tens of pages, never thousands.
 MAX_UPLOAD_PAGES = 200
 
-# Called once per page as it is read: (page number, page count).
+# Called once per page as it starts being read: (page number, page count).
 Progress = Callable[[int, int], None]
 
 

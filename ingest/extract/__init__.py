@@ -50,7 +50,8 @@ def read_upload(
     progress: Progress | None = None,
 ) -> Document:
     """Read a PDF or image upload once (OCR where needed), with the word geometry extraction
-    needs. `progress(page, pages)` is called as each page is read."""
+    needs. `progress(page, pages)` is called as each page starts being read (a status line for
+    the customer)."""
     from ingest.loaders import convert, sniff_source
 
     started = time.perf_counter()
