@@ -26,7 +26,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -391,13 +391,21 @@ class ChatSession:
             self._upload_index = KnowledgeIndex.in_memory(embedder=self.resources.embedder)
         return self._upload_index
 
-    def add_upload(self, path_or_bytes: str | Path | bytes, name: str | None = None) -> ExtractionResult:
+    def add_upload(
+        self,
+        path_or_bytes: str | Path | bytes,
+        name: str | None = None,
+        progress: Callable[[str | None, int, int], None] | None = None,
+    ) -> ExtractionResult:
         """Extract fields and index the document's passages for this session only.
 
+        The upload is read (and OCR'd) once; that one `Document` is extracted from and indexed.
+        `progress(kind, page, pages)` hears as each page starts being read (kind None: the
+        document's type is not known until it has been read).
         Raises `ingest.sniff.IngestError` (naming the file and the reason) for unreadable input;
         the session is left unchanged in that case."""
-        from ingest.extract import extract
-        from ingest.loaders import load_document
+        from ingest.extract import extract_document, read_upload
+        from ingest.loaders import ensure_text
 
         with self._lock, tempfile.TemporaryDirectory(prefix="docteller-upload-") as tmp:
             if isinstance(path_or_bytes, (bytes, bytearray)):
@@ -407,8 +415,10 @@ class ChatSession:
             else:
                 path = Path(path_or_bytes)
                 display = name or path.name
-            result = extract(path, name=display)
-            document: Document = load_document(path, origin="upload")
+            pages_read = progress and (lambda page, pages: progress(None, page, pages))
+            document: Document = read_upload(path, name=display, progress=pages_read)
+            result = extract_document(document)
+            ensure_text(document)  # nothing to quote: refused like any unreadable file
             document = document.model_copy(update={"title": display, "source": display, "origin": "upload"})
             added = self.upload_index.add_document(document)
             self._page_images[result.doc_id] = _page_images(path) if _accepts_images(self.resources.chat_model) else []
@@ -891,6 +901,9 @@ def _accepts_images(chat_model: Any) -> bool:
     return bool(getattr(chat_model, "accepts_images", False))
 
 
+VLM_PAGE_DPI = 110  # the first pages of an upload as the vision-language model sees them
+
+
 def _page_images(path: Path, max_pages: int = 2) -> list[Any]:
     """The first pages of an upload as PIL images, for vision-language models."""
     from ingest.sniff import open_image, open_pdf, sniff
@@ -898,14 +911,10 @@ def _page_images(path: Path, max_pages: int = 2) -> list[Any]:
     try:
         mime = sniff(path)
         if mime == "application/pdf":
-            from PIL import Image
+            from ingest.raster import rasterise
 
-            images = []
             with open_pdf(path) as pdf:
-                for page in list(pdf)[:max_pages]:
-                    pix = page.get_pixmap(dpi=110)
-                    images.append(Image.frombytes("RGB", (pix.width, pix.height), pix.samples))
-            return images
+                return [rasterise(page, VLM_PAGE_DPI) for page in list(pdf)[:max_pages]]
         if mime.startswith("image/"):
             return [open_image(path)]
     except Exception as exc:  # images are a bonus for the VLM; the OCR'd fields still go in

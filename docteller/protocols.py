@@ -26,14 +26,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from docteller.model import BBox, Chunk, SearchHit
+from docteller.model import Chunk, SearchHit, TextLine
 
-
-@dataclass
-class OcrLine:
-    text: str
-    bbox: BBox
-    confidence: float
+# An OCR engine's phrase is the document model's line as read (one type from engine to extractor).
+OcrLine = TextLine
 
 
 @dataclass

@@ -21,6 +21,7 @@ RANK = {name: rank for rank, name in enumerate(LAYERS)}
 # Test modules by file-name prefix: the layer whose behaviour they test.
 TEST_LAYERS = {
     "test_loaders": "ingest",
+    "test_pages": "ingest",
     "test_chunking": "ingest",
     "test_ocr": "ingest",
     "test_extract": "ingest",
