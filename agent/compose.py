@@ -79,7 +79,10 @@ def lead_is_supported(lead: str, evidence: Sequence[str]) -> bool:
 
 
 def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
-    """The direct answer, then each quoted whole once, grouped under its section, with citations."""
+    """The direct answer, then each quoted whole once, grouped under its section, with citations.
+
+    Another institution's document is never the bank's word: its lead and its quotes say whose
+    they are ("Bank of America's Online Banking says: …")."""
     if not lines:
         return ""
     lead = lead_sentence(question, lines)
@@ -87,11 +90,24 @@ def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
     if lead is not None:
         sentence, source = lead
         if lead_is_supported(sentence, [source.passage.hit.chunk.text, source.whole]):
+            said = _attributed(sentence, source)
             only = len(lines) == 1 or all(line.whole == lines[0].whole for line in lines)
             if only and _same(sentence, lines[0].whole):
-                return f"{sentence} {source.passage.label}"
-            return f"{sentence} {source.passage.label}\n\n{quotes}"
+                return f"{said} {source.passage.label}"
+            return f"{said} {source.passage.label}\n\n{quotes}"
     return quotes
+
+
+def _attributed(sentence: str, line: EvidenceLine) -> str:
+    """The lead as said: plain for the bank's own words and the customer's document, introduced
+    by its owner for a third party's ("Bank of America's Online Banking says: …")."""
+    if line.passage.publisher is None:
+        return sentence
+    return f"{_capitalised(line.passage.owner)} says: {sentence}"
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _same(a: str, b: str) -> bool:
@@ -99,16 +115,29 @@ def _same(a: str, b: str) -> bool:
 
 
 def _quote_groups(lines: Sequence[EvidenceLine]) -> str:
-    """Quoted wholes, each once, under their section heading (shown once per section)."""
-    whose = "your document" if all(line.passage.origin == "upload" for line in lines) else "our policy"
+    """Quoted wholes, each once, under their section heading (shown once per section).
+
+    The bank's own lines and the customer's document keep the short form ("From our policy:"
+    only when no section heading says where they are from); each third party's lines are
+    introduced by whose they are, so mixed evidence names every owner."""
+    own = [line for line in lines if line.passage.publisher is None]
+    whose = "your document" if own and all(line.passage.origin == "upload" for line in own) else "our policy"
     out: list[str] = []
     seen: set[str] = set()
     last_section: str | None = None
+    last_owner: str | None = None
     for line in lines:
         whole = line.whole
         if whole in seen:
             continue
         seen.add(whole)
+        owner = line.passage.owner if line.passage.publisher else None
+        if owner != last_owner:
+            if owner is not None:
+                out.append(f"{_capitalised(owner)} says:")
+            elif out:  # back to the bank's own lines after a third party's
+                out.append(f"From {whose}:")
+            last_owner, last_section = owner, None
         section = line.section
         if section and section != last_section:
             out.append(f"{section}:")

@@ -30,6 +30,11 @@ def index_command(
         None, "--ray-address", help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
         "instead of starting a local Ray for the run.",
     ),
+    publisher: str = typer.Option(
+        None, "--publisher", help="These are another institution's documents (e.g. \"Bank of America\"): answers "
+        "cite them by its name, never as our policy. \"\" marks them the bank's own; left out, a re-indexed "
+        "file keeps the publisher it had.",
+    ),
 ) -> None:
     """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
     from rich.console import Console
@@ -43,6 +48,7 @@ def index_command(
 
     console = Console(stderr=True)
     _check_engine(console, engine, ray_address)
+    _check_publisher(console, publisher)
     total = len(iter_files(paths))
     pages = chunks = 0
     progress_bar = Progress(
@@ -82,7 +88,7 @@ def index_command(
             try:
                 summary = index_paths(
                     paths, strict=strict, progress=on_file, index=index, engine=engine, ray_address=ray_address,
-                    lock_wait_s=None if wait else 0,
+                    lock_wait_s=None if wait else 0, publisher=publisher,
                 )
             except IndexBusy as exc:
                 console.print(f"[red]busy:[/red] {exc}")
@@ -111,6 +117,14 @@ def _check_engine(console, engine: str, ray_address: str | None) -> None:
         error = "--engine ray needs Ray: pip install 'docteller[ray]' (or '.[ray]' in a checkout)"
     if error:
         console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2)
+
+
+def _check_publisher(console, publisher: str | None) -> None:
+    from docteller.model import PUBLISHER_MAX_CHARS
+
+    if publisher is not None and len(publisher) > PUBLISHER_MAX_CHARS:
+        console.print(f"[red]error:[/red] --publisher is longer than {PUBLISHER_MAX_CHARS} characters")
         raise typer.Exit(2)
 
 

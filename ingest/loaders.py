@@ -9,6 +9,7 @@ table rows (cells joined with " | "; rows are never split by the chunker) with p
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import re
@@ -39,14 +40,22 @@ PARSER_VERSION = "5"  # 2: plain-text headings and list items; 3: HTML line brea
 # in each chunk of its items; a PDF paragraph's bold numbered run-in title ("7.3 Longer delays.") is a heading
 
 
-def load_document(path: str | Path, origin: str = "kb", settings: Settings | None = None) -> Document:
-    """Read one file into a `Document` (id = sha256 of its bytes). Raises `IngestError`."""
+def load_document(
+    path: str | Path,
+    origin: str = "kb",
+    settings: Settings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Document:
+    """Read one file into a `Document` (id = sha256 of its bytes). Raises `IngestError`.
+    `progress(page, pages)` is called as each page of a PDF starts being read."""
     settings = settings or get_settings()
     path = Path(path)
     mime = sniff(path)
     loader = _LOADERS.get(mime) or (_load_image if mime in IMAGE_MIMES else None)
     if loader is None:
         raise IngestError(path, f"unsupported file type ({mime})")
+    if loader is _load_pdf and progress is not None:
+        loader = functools.partial(_load_pdf, progress=progress)
     data = path.read_bytes()
     try:
         pages, metadata = loader(path, data, settings)
@@ -88,10 +97,16 @@ def _clean(text: str) -> str:
 # --- PDF ------------------------------------------------------------------------------------
 
 
-def _load_pdf(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+def _load_pdf(
+    path: Path, data: bytes, settings: Settings, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[Page], dict]:
     doc = open_pdf(path, max_pages=settings.max_pages, data=data)
     try:
-        pages = [_pdf_page(path, page, settings) for page in doc]
+        pages = []
+        for page in doc:
+            if progress is not None:
+                progress(page.number + 1, doc.page_count)
+            pages.append(_pdf_page(path, page, settings))
         meta = {"title": _clean((doc.metadata or {}).get("title") or "") or None}
         if any(p.ocr_used for p in pages):
             meta["ocr_pages"] = [p.number for p in pages if p.ocr_used]

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -31,11 +31,13 @@ from ui.backend import (
     SessionBusy,
     SessionLimit,
     StaffActor,
+    Status,
     TabSession,
     TurnCancelled,
     UploadRejected,
     citation_dicts,
 )
+from docteller.model import PUBLISHER_MAX_CHARS, clean_publisher
 from ui.render import masked_extraction_json
 from ui.security import check_filename, client_address, safe_suffix, token_equals
 from ui.staff import run_indexing, summarise
@@ -77,6 +79,8 @@ def sources_text(citations: list[dict[str, Any]]) -> str:
     labels: list[str] = []
     for c in citations:
         title = c.get("title") or Path(str(c.get("source") or "document")).name
+        if c.get("publisher"):
+            title = f"{c['publisher']}: {title}"
         page = c.get("page")
         label = f"{title}, p. {page}" if page else title
         if label not in labels:  # two chunks of one page: one source
@@ -223,11 +227,18 @@ def build_api_router(backend: Backend) -> APIRouter:
             shutil.rmtree(workdir, ignore_errors=True)
 
     @router.post("/v1/index", response_model=None)
-    async def index(http: Request, files: list[UploadFile] = File(...)) -> JSONResponse:
+    async def index(
+        http: Request, files: list[UploadFile] = File(...), publisher: str | None = Form(None)
+    ) -> JSONResponse:
         """Bulk-index policy documents (zips unpacked safely); per-file results.
 
+        `publisher`: these are another institution's documents (answers cite them by its name);
+        empty marks them the bank's own; left out, a new version keeps the publisher it had.
         200 when every file was indexed (or unchanged), 207 when some failed, 422 when all did.
         """
+        if publisher is not None and len(publisher) > PUBLISHER_MAX_CHARS:
+            raise HTTPException(422, f"publisher is longer than {PUBLISHER_MAX_CHARS} characters")
+        published_by = None if publisher is None else (clean_publisher(publisher) or "")
         workdir = Path(tempfile.mkdtemp(prefix="docteller-api-index-"))
         actor = StaffActor.from_token(_api_key(http), client_address(http.scope))
         try:
@@ -237,7 +248,9 @@ def build_api_router(backend: Backend) -> APIRouter:
 
             def work() -> list[list[Any]]:
                 rows: list[list[Any]] = []
-                for _, _, rows, _ in run_indexing(backend, received, actor=actor, original_names=names):
+                for _, _, rows, _ in run_indexing(
+                    backend, received, actor=actor, original_names=names, publisher=published_by
+                ):
                     pass
                 return rows
 
@@ -284,7 +297,7 @@ class _Reply:
         def run() -> Any:
             answer = None
             for event in self.session.ask_stream(self.question, cancel=self.cancel):
-                if not isinstance(event, str):
+                if not isinstance(event, (str, Status)):
                     answer = event
             return answer
 
@@ -337,6 +350,8 @@ class _Reply:
                 event = await run_in_threadpool(next, events, done)
                 if event is done:
                     break
+                if isinstance(event, Status):  # the web page's status line; not answer text
+                    continue
                 if isinstance(event, str):
                     streamed.append(event)
                     yield self._chunk({"content": event})

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import html
 import logging
+import queue
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,16 @@ from PIL import Image
 from docteller.model import BBox
 from ui import render
 from docteller.redact import ValueMasker, masker_for
-from ui.backend import Backend, SessionLimit, TabSession, UploadedDocument, UploadRejected, citation_dicts
+from ui.backend import (
+    Backend,
+    SessionLimit,
+    Status,
+    TabSession,
+    UploadedDocument,
+    UploadRejected,
+    citation_dicts,
+    upload_status,
+)
 from ui.security import digest, session_id_from_headers
 from ui.staff import build_staff_tab
 
@@ -101,6 +113,8 @@ def _masker(session: TabSession) -> ValueMasker:
 
 def _citation_label(n: int, citation: dict[str, Any]) -> str:
     title = citation.get("title") or Path(str(citation.get("source") or "document")).name
+    if citation.get("publisher"):  # another institution's document: whose it is, first
+        title = f"{citation['publisher']}: {title}"
     page = citation.get("page")
     return f"[{n}] {title}" + (f", p. {page}" if page else "")
 
@@ -271,20 +285,27 @@ def _refusal(backend: Backend, session: TabSession, text: str, files: list[str])
 
 
 def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, transcript: list, state: dict):
-    """Read one attached file into the session; Gradio's cached copy is deleted at once."""
+    """Read one attached file into the session; Gradio's cached copy is deleted at once. While it
+    is read, the bubble says which page ("Reading your statement, page 2 of 3…")."""
     name = Path(file).name
     transcript.append({"role": "user", "content": f"Attached: {file_chip(file)}"})
     transcript.append({"role": "assistant", "content": f"_Reading {name}…_"})
     reading = transcript[-1]
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
-    transcript.remove(reading)
     if not backend.ownership.owns(digest("web", sid), file):
         # Only a file this browser session uploaded itself can be read (not another's path).
+        transcript.remove(reading)
         transcript.append({"role": "assistant", "content": f"Sorry, I can't find {name} any more. Please attach it again."})
         yield gr.MultimodalTextbox(value=None, interactive=False), transcript
         return
     try:
-        doc = session.add_upload(file, name, backend.settings)
+        doc = None
+        for step in read_upload(session, file, name, backend.settings):
+            if isinstance(step, str):
+                reading["content"] = step
+                yield gr.skip(), transcript
+            else:
+                doc = step
     except UploadRejected as exc:
         gr.Warning(str(exc))
         transcript.append({"role": "assistant", "content": f"Sorry, I couldn't use that file. {exc}"})
@@ -295,8 +316,34 @@ def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, tra
         state["last_upload"] = doc.doc_id
         transcript.append({"role": "assistant", "content": _extraction_summary(doc)})
     finally:
+        if reading in transcript:
+            transcript.remove(reading)
         backend.ownership.release_file(file)
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+
+
+def read_upload(session: TabSession, file: str | Path, name: str, settings: Any) -> Iterator[str | UploadedDocument]:
+    """Read an upload on a worker thread: yields a status line as each page starts being read,
+    then the `UploadedDocument`; raises what `TabSession.add_upload` raises."""
+    events: queue.Queue = queue.Queue()
+
+    def progress(kind: str | None, page: int, pages: int) -> None:
+        events.put(("status", upload_status(kind, page, pages)))
+
+    def work() -> None:
+        try:
+            events.put(("done", session.add_upload(file, name, settings, progress=progress)))
+        except BaseException as exc:  # handed to the reader, which raises it
+            events.put(("error", exc))
+
+    threading.Thread(target=work, name=f"upload-{session.public_id[:8]}", daemon=True).start()
+    while True:
+        kind, item = events.get()
+        if kind == "error":
+            raise item
+        yield item
+        if kind == "done":
+            return
 
 
 def file_chip(path: str | Path) -> str:
@@ -316,15 +363,18 @@ def _answer_turn(session: TabSession, text: str, transcript: list, state: dict):
     Until the first words arrive the bubble says what is happening, so a wait is never blank."""
     if not transcript or transcript[-1].get("content") != text or transcript[-1].get("role") != "user":
         transcript.append({"role": "user", "content": text})
-    working = "_Checking your documents and our policies…_" if session.uploads else "_Searching our policies…_"
-    transcript.append({"role": "assistant", "content": working})
+    transcript.append({"role": "assistant", "content": session.working_status})
     reply = transcript[-1]
     masker = _masker(session)
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
     try:
         streamed = ""
         for event in session.ask_stream(text):
-            if isinstance(event, str):
+            if isinstance(event, Status):  # waiting for the model: the place in line, until words come
+                if not streamed:
+                    reply["content"] = event.text
+                    yield gr.skip(), transcript
+            elif isinstance(event, str):
                 streamed += event
                 reply["content"] = masker.text(streamed)
                 yield gr.skip(), transcript

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -36,11 +37,13 @@ def extract(
     today: date | None = None,
     engine: str = "rapidocr",
     preprocess: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExtractionResult:
     """Extract and check the fields of one upload (see module docstring).
 
     `engine` picks the OCR engine for scans and photos (rapidocr | tesseract); `preprocess`
     applies grayscale + autocontrast before OCR (measured in benchmarks/bench_extraction.py).
+    `progress(page, pages)` is called as each page starts being read (a status line for the customer).
     """
     if doc_type not in DOC_TYPES:
         raise ValueError(f"doc_type must be one of {', '.join(DOC_TYPES)}, not {doc_type!r}")
@@ -57,6 +60,7 @@ def extract(
         hints=id_orientation_hints() if ids else None,
         engine_name=engine,
         preprocess=preprocess,
+        progress=progress,
     )
     doc_id = sha256_bytes(data) if data is not None else sha256_file(path)
     result = ExtractionResult(source=label, doc_id=doc_id, pages=len(pages))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -249,8 +250,11 @@ def load_pages(
     keep_images: bool = False,
     hints: OrientationHints | None = None,
     preprocess: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[str, list[PageContent]]:
-    """(mime, pages) for a PDF or image upload. Raises `IngestError` for anything unreadable."""
+    """(mime, pages) for a PDF or image upload. Raises `IngestError` for anything unreadable.
+    `progress(page, pages)` is called as each page starts being read."""
+    report = progress or (lambda page, pages: None)
     label = name or str(path)
     if data is not None:
         if not data:
@@ -265,6 +269,7 @@ def load_pages(
         pages: list[PageContent] = []
         try:
             for i, page in enumerate(doc, start=1):
+                report(i, doc.page_count)
                 content = _pdf_text_page(i, page)
                 if sum(len(w.text) for w in content.words) >= MIN_TEXT_LAYER_CHARS:
                     pages.append(content)
@@ -289,6 +294,7 @@ def load_pages(
         return mime, pages
     if mime in IMAGE_MIMES:
         image = np.asarray(open_image(label if data is not None else path, data=data))
+        report(1, 1)
         return mime, [ocr_image(1, image, engine_name=engine_name, keep_image=keep_images, hints=hints, preprocess=preprocess)]
     raise IngestError(label, f"not a PDF or image ({mime}); extraction reads scans, photos and PDFs")
 
