@@ -115,13 +115,9 @@ def _same(a: str, b: str) -> bool:
 
 
 def _quote_groups(lines: Sequence[EvidenceLine]) -> str:
-    """Quoted wholes, each once, under their section heading (shown once per section).
-
-    The bank's own lines and the customer's document keep the short form ("From our policy:"
-    only when no section heading says where they are from); each third party's lines are
-    introduced by whose they are, so mixed evidence names every owner."""
-    own = [line for line in lines if line.passage.publisher is None]
-    whose = "your document" if own and all(line.passage.origin == "upload" for line in own) else "our policy"
+    """Quoted wholes, each once, under whose they are ("From our policy:", "From your document:",
+    "Bank of America's Online Banking says:") and their section heading (each shown once per run),
+    so mixed evidence names every owner and "our policy" is only said of the bank's own."""
     out: list[str] = []
     seen: set[str] = set()
     last_section: str | None = None
@@ -131,18 +127,13 @@ def _quote_groups(lines: Sequence[EvidenceLine]) -> str:
         if whole in seen:
             continue
         seen.add(whole)
-        owner = line.passage.owner if line.passage.publisher else None
+        owner = line.passage.owner
         if owner != last_owner:
-            if owner is not None:
-                out.append(f"{_capitalised(owner)} says:")
-            elif out:  # back to the bank's own lines after a third party's
-                out.append(f"From {whose}:")
+            out.append(f"{_capitalised(owner)} says:" if line.passage.publisher else f"From {owner}:")
             last_owner, last_section = owner, None
         section = line.section
         if section and section != last_section:
             out.append(f"{section}:")
-        elif not out:
-            out.append(f"From {whose}:")
         last_section = section or last_section
         out.append(f"- “{whole}” {line.passage.label}")
     return "\n".join(out)
