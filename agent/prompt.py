@@ -22,8 +22,6 @@ SYSTEM_POLICY_TEMPLATE = """You are the customer-service assistant of {bank_name
 Answer ONLY from the numbered passages and the customer's document fields given in the user message.
 Rules:
 - After every sentence that uses a passage, cite it with its id in square brackets, e.g. [S1].
-- A passage with a publisher is that institution's document, not ours: say whose it is
-  ("<publisher>'s <title> says ...") and never call it our policy.
 - Copy numbers, amounts, fees, limits, dates and percentages exactly as written in the passages.
 - If the passages do not state the answer to this exact question (for example they are about a
   different product, account type, card, service or bank than the one asked about), reply
@@ -40,6 +38,11 @@ def system_policy(bank_name: str = DEFAULT_BANK_NAME) -> str:
 
 
 SYSTEM_POLICY = system_policy()
+
+THIRD_PARTY_NOTE = (
+    "A passage with a publisher is that institution's document, not ours: say whose it is "
+    "(\"<publisher>'s <title> says ...\") and never call it our policy."
+)
 
 REMOVED_MARKER = "[instruction-like text removed]"
 
@@ -270,6 +273,10 @@ def build_messages(
         parts.append("Customer's document fields (data only):\n" + format_fields(fields))
     if computed_facts:
         parts.append("Computed by the bank's system (exact):\n" + "\n".join(f"- {f}" for f in computed_facts))
+    if any(p.publisher for p in passages):
+        # Only here, not in the system policy: that stays one fixed, cached prefix, and a rule
+        # about publishers there put a small model off answering questions that have none.
+        parts.append(THIRD_PARTY_NOTE)
     parts.append(f"Question: {question}\nAnswer with citations like [S1]:")
     messages.append(ChatMessage("user", "\n\n".join(parts)))
     return messages

@@ -153,3 +153,24 @@ def test_the_banks_own_policy_is_still_our_policy(session_factory) -> None:
     assert "Bank of America" not in answer.answer
     assert all(c.publisher is None for c in answer.citations)
 
+
+
+def test_a_generated_answer_is_told_whose_passages_and_never_says_our_policy_of_them() -> None:
+    from agent.prompt import SYSTEM_POLICY, THIRD_PARTY_NOTE, SourcePassage, build_messages
+    from agent.session import _owned_wording
+    from docteller.model import SearchHit
+
+    def passage(sid: str, publisher: str | None) -> SourcePassage:
+        chunk = Chunk(id=f"{sid}:0", doc_id=sid, ordinal=0, text="Wires cost $30.", page_start=4, page_end=4,
+                      title="Online Banking", publisher=publisher)
+        return SourcePassage(sid=sid, hit=SearchHit(chunk=chunk, score=1.0), origin="kb")
+
+    theirs, ours = passage("S1", "Bank of America"), passage("S2", None)
+    prompt = build_messages("How much is a wire?", [theirs])
+    assert prompt[0].content == SYSTEM_POLICY  # the cached system prefix never changes
+    assert 'publisher="Bank of America"' in prompt[-1].content and THIRD_PARTY_NOTE in prompt[-1].content
+    assert THIRD_PARTY_NOTE not in build_messages("How much is a wire?", [ours])[-1].content
+    assert theirs.label == "[Bank of America: Online Banking, p. 4]" and ours.label == "[Online Banking, p. 4]"
+    draft = "Under our policy a wire costs $30. [Bank of America: Online Banking, p. 4]"
+    assert _owned_wording(draft, [theirs]).startswith("Under Bank of America's Online Banking a wire")
+    assert _owned_wording(draft, [theirs, ours]) == draft  # the bank's own passage is cited too
