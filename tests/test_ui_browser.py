@@ -425,10 +425,11 @@ def test_a_statement_answer_opens_its_page_with_the_row_outlined(browser, app_se
     answer = page.locator("#chatbot [data-testid='bot']").last.inner_text()
     assert "650.00" in answer and "p. 2" in answer
     page.locator("#chatbot button.option").first.click()
+    if viewport == "phone":
+        page.wait_for_selector("#side-panel.dt-open")
     page.wait_for_selector("#cite-image img")
     page.wait_for_function("() => document.querySelector('#cite-text').innerText.includes('outlined')")
     if viewport == "phone":
-        page.wait_for_selector("#side-panel.dt-open")
         page.wait_for_timeout(400)  # the drawer slides up
         assert _in_viewport(page, "#cite-image img")
     assert "page 2" in page.locator("#cite-text").inner_text()
