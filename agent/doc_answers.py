@@ -18,10 +18,12 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-from docteller.check_labels import field_label
+from docteller.check_labels import CheckName, field_label
 from docteller.model import BBox, ExtractionResult, Field, Transaction
+from docteller.parsing.dates import find_date, month_in
+from docteller.parsing.money import format_money
 from docteller.redact import mask
 
 
@@ -57,9 +59,6 @@ _STATEMENT_WORDS = re.compile(
     r"purchases?|balance|reconcile\w*|income|received|charges?)\b",
     re.IGNORECASE,
 )
-_MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", "august",
-                "september", "october", "november", "december"]
-
 
 # How a customer asks what the bank's rules are, as opposed to what their document says:
 # "how long do I have to…", "can I…", "what happens if…", "who do I call…".
@@ -91,21 +90,6 @@ def asks_about_upload(question: str) -> bool:
     return bool(_OWN_DOCUMENT_RE.search(question)) and not is_policy_question(question)
 
 
-def _dec(value: str | None) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        return Decimal(str(value).replace(",", ""))
-    except InvalidOperation:
-        return None
-
-
-def _money(value: Decimal, currency: str | None) -> str:
-    sign = "-" if value < 0 else ""
-    prefix = f"{currency} " if currency else "$"
-    return f"{sign}{prefix}{abs(value):,.2f}"
-
-
 def _threshold(uncertain_below: float | None) -> float:
     if uncertain_below is not None:
         return uncertain_below
@@ -132,7 +116,7 @@ class _Amounts:
     caveat: str = ""
 
     def __call__(self, value: Decimal) -> str:
-        text = _money(value, self.currency)
+        text = format_money(value, self.currency)
         if self.caveat:
             text, self.caveat = f"{text} ({self.caveat})", ""
         return text
@@ -165,38 +149,6 @@ def _cite_rows(u: Upload, rows: Sequence[Transaction]) -> list[DocCitation]:
 def _field_page(u: Upload, name: str) -> int | None:
     f = u.result.fields.get(name)
     return f.page if f and f.page else 1
-
-
-def _month_filter(question: str) -> int | None:
-    low = question.lower()
-    for i, name in enumerate(_MONTH_NAMES):
-        if re.search(rf"\b{name}\b", low):
-            return i + 1
-    return None
-
-
-def _parse_date(question: str, year_hint: int | None) -> dt.date | None:
-    m = re.search(r"\b(\d{4})-(\d{2})-(\d{2})\b", question)
-    if m:
-        return dt.date(int(m[1]), int(m[2]), int(m[3]))
-    low = question.lower()
-    month_re = "|".join(_MONTH_NAMES + [n[:3] for n in _MONTH_NAMES])
-    m = re.search(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({month_re})\w*\.?(?:\s+(\d{{4}}))?", low) or None
-    if m:
-        day, mon, year = int(m[1]), m[2], m[3]
-    else:
-        m = re.search(rf"\b({month_re})\w*\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?", low)
-        if not m:
-            return None
-        mon, day, year = m[1], int(m[2]), m[3]
-    month = next(i + 1 for i, n in enumerate(_MONTH_NAMES) if n.startswith(mon[:3]))
-    year_value = int(year) if year else year_hint
-    if year_value is None:
-        return None
-    try:
-        return dt.date(year_value, month, day)
-    except ValueError:
-        return None
 
 
 def _tx_date(t: Transaction) -> dt.date | None:
@@ -304,66 +256,105 @@ def _row_note(t: Transaction, below: float) -> str:
     return f" (this row was read with {t.confidence:.0%} confidence, please check it)" if t.confidence < below else ""
 
 
+_WANTS_DEBIT = re.compile(r"\b(debits?|withdrawals?|spen[dt]|spending|paid|payments?|purchases?|expenses?|charges?|outgoing)\b")
+_WANTS_CREDIT = re.compile(r"\b(credits?|deposits?|income|received|incoming|paid in)\b")
+
+
+@dataclass
+class _StatementQuestion:
+    """A question about a statement: which transactions it is about (a month named), and
+    whether it asks about debits, credits or both."""
+
+    doc: Upload
+    low: str
+    money: _Amounts
+    below: float
+    txs: list[Transaction]
+    wants_debit: bool
+    wants_credit: bool
+
+    @classmethod
+    def of(cls, question: str, doc: Upload, below: float) -> "_StatementQuestion":
+        r = doc.result
+        low = question.lower()
+        txs = list(r.transactions)
+        month = month_in(question)
+        if month is not None:
+            txs = [t for t in txs if (d := _tx_date(t)) is not None and d.month == month]
+        money = _Amounts(r.value("currency"), field_caveat(r.fields.get("currency"), below))
+        return cls(doc, low, money, below, txs, bool(_WANTS_DEBIT.search(low)), bool(_WANTS_CREDIT.search(low)))
+
+    @property
+    def cite_doc(self) -> str:
+        return f"your document {self.doc.name}"
+
+    @property
+    def only_debits(self) -> bool:
+        return self.wants_debit and not self.wants_credit
+
+    @property
+    def only_credits(self) -> bool:
+        return self.wants_credit and not self.wants_debit
+
+    def pick(self, signed: int) -> list[Transaction]:
+        return [t for t in self.txs if t.amount * signed > 0]
+
+
 def _statement_answer(question: str, doc: Upload, below: float) -> DocAnswer | None:
-    low = question.lower()
-    r = doc.result
-    money = _Amounts(r.value("currency"), field_caveat(r.fields.get("currency"), below))
-    cite_doc = f"your document {doc.name}"
-    txs = [t for t in r.transactions if _dec(t.amount) is not None]
-    month = _month_filter(question)
-    if month is not None:
-        txs = [t for t in txs if (d := _tx_date(t)) is not None and d.month == month]
-    wants_debit = bool(re.search(r"\b(debits?|withdrawals?|spen[dt]|spending|paid|payments?|purchases?|expenses?|charges?|outgoing)\b", low))
-    wants_credit = bool(re.search(r"\b(credits?|deposits?|income|received|incoming|paid in)\b", low))
-
+    q = _StatementQuestion.of(question, doc, below)
+    low = q.low
     if re.search(r"\breconcil\w*|\badd up\b|\bbalances? (match|check)\b", low):
-        return _reconcile_answer(doc, money, below)
-
-    def pick(signed: int) -> list[Transaction]:
-        return [t for t in txs if (_dec(t.amount) or 0) * signed > 0]
-
-    if re.search(r"\b(largest|biggest|highest|maximum|max|top|smallest|lowest|minimum)\b", low) and (wants_debit or wants_credit):
-        kind = "debit" if wants_debit and not wants_credit else "credit"
-        pool = pick(-1 if kind == "debit" else 1)
-        if not pool:
-            return DocAnswer(f"I found no {kind}s on {doc.name}.", ["transactions"], [_cite(doc, 1)])
-        smallest = bool(re.search(r"\b(smallest|lowest|minimum)\b", low))
-        key = lambda t: abs(_dec(t.amount))  # noqa: E731
-        t = min(pool, key=key) if smallest else max(pool, key=key)
-        word = "smallest" if smallest else "largest"
-        return DocAnswer(
-            f"Your {word} {kind} was {money(abs(_dec(t.amount)))} on {t.date or 'an unknown date'} "
-            f"— {t.description}{_row_note(t, below)} [{cite_doc}, p. {t.page or 1}].",
-            ["transactions"],
-            _cite_rows(doc, [t]),
-        )
-
+        return _reconcile_answer(doc, q.money, below)
+    asks_either = q.wants_debit or q.wants_credit
+    if re.search(r"\b(largest|biggest|highest|maximum|max|top|smallest|lowest|minimum)\b", low) and asks_either:
+        return _extreme_answer(q)
     if re.search(r"\b(how many|number of|count)\b", low):
-        pool = pick(-1) if wants_debit and not wants_credit else pick(1) if wants_credit and not wants_debit else txs
-        kind = "debits" if wants_debit and not wants_credit else "credits" if wants_credit and not wants_debit else "transactions"
-        citations = _cite_rows(doc, pool)
-        return DocAnswer(
-            f"Your statement lists {len(pool)} {kind} [{cite_doc}, p. {citations[0].page}].",
-            ["transactions"],
-            citations,
-        )
-
-    if re.search(r"\b(total|sum|altogether|in total|how much)\b", low) and (wants_debit or wants_credit):
-        signed = -1 if wants_debit and not wants_credit else 1
-        pool = pick(signed)
-        total = sum((abs(_dec(t.amount)) for t in pool), Decimal(0))
-        kind = "debits" if signed < 0 else "credits"
-        citations = _cite_rows(doc, pool)
-        return DocAnswer(
-            f"Your total {kind} come to {money(total)} across {len(pool)} transactions "
-            f"[{cite_doc}, p. {citations[0].page}].",
-            ["transactions"],
-            citations,
-        )
-
+        return _count_answer(q)
+    if re.search(r"\b(total|sum|altogether|in total|how much)\b", low) and asks_either:
+        return _total_answer(q)
     if "balance" in low:
-        return _balance_answer(question, doc, money, below)
+        return _balance_answer(question, doc, q.money, below)
     return None
+
+
+def _extreme_answer(q: _StatementQuestion) -> DocAnswer:
+    """The largest (or smallest) debit or credit."""
+    kind = "debit" if q.only_debits else "credit"
+    pool = q.pick(-1 if kind == "debit" else 1)
+    if not pool:
+        return DocAnswer(f"I found no {kind}s on {q.doc.name}.", ["transactions"], [_cite(q.doc, 1)])
+    smallest = bool(re.search(r"\b(smallest|lowest|minimum)\b", q.low))
+    t = (min if smallest else max)(pool, key=lambda t: abs(t.amount))
+    word = "smallest" if smallest else "largest"
+    return DocAnswer(
+        f"Your {word} {kind} was {q.money(abs(t.amount))} on {t.date or 'an unknown date'} "
+        f"— {t.description}{_row_note(t, q.below)} [{q.cite_doc}, p. {t.page or 1}].",
+        ["transactions"],
+        _cite_rows(q.doc, [t]),
+    )
+
+
+def _count_answer(q: _StatementQuestion) -> DocAnswer:
+    """How many transactions (debits, credits) the statement lists."""
+    pool = q.pick(-1) if q.only_debits else q.pick(1) if q.only_credits else q.txs
+    kind = "debits" if q.only_debits else "credits" if q.only_credits else "transactions"
+    citations = _cite_rows(q.doc, pool)
+    return DocAnswer(f"Your statement lists {len(pool)} {kind} [{q.cite_doc}, p. {citations[0].page}].", ["transactions"], citations)
+
+
+def _total_answer(q: _StatementQuestion) -> DocAnswer:
+    """The total of the debits (or credits)."""
+    signed = -1 if q.only_debits else 1
+    pool = q.pick(signed)
+    total = sum((abs(t.amount) for t in pool), Decimal(0))
+    kind = "debits" if signed < 0 else "credits"
+    citations = _cite_rows(q.doc, pool)
+    return DocAnswer(
+        f"Your total {kind} come to {q.money(total)} across {len(pool)} transactions "
+        f"[{q.cite_doc}, p. {citations[0].page}].",
+        ["transactions"],
+        citations,
+    )
 
 
 def _balance_answer(question: str, doc: Upload, money: _Amounts, below: float) -> DocAnswer | None:
@@ -371,18 +362,18 @@ def _balance_answer(question: str, doc: Upload, money: _Amounts, below: float) -
     r = doc.result
     cite_doc = f"your document {doc.name}"
     year_hint = next((d.year for t in r.transactions if (d := _tx_date(t))), None)
-    on = _parse_date(question, year_hint)
+    on = find_date(question, year_hint)
     if on is not None:
         dated = [t for t in r.transactions if (d := _tx_date(t)) and d <= on and t.balance is not None]
         if dated:
             t = dated[-1]
             return DocAnswer(
-                f"Your balance on {on.isoformat()} was {money(_dec(t.balance))} "
+                f"Your balance on {on.isoformat()} was {money(t.balance)} "
                 f"(after {t.description} on {t.date}){_row_note(t, below)} [{cite_doc}, p. {t.page or 1}].",
                 ["transactions"],
                 _cite_rows(doc, [t]),
             )
-        opening = _dec(r.value("opening_balance"))
+        opening = r.amount("opening_balance")
         if opening is not None:
             return DocAnswer(
                 f"No transactions on or before {on.isoformat()}; the opening balance was "
@@ -392,14 +383,14 @@ def _balance_answer(question: str, doc: Upload, money: _Amounts, below: float) -
             )
     for name, label in (("opening_balance", "opening"), ("closing_balance", "closing")):
         if label in low or (name == "closing_balance" and re.search(r"\b(current|final|end)\b", low)):
-            value = _dec(r.value(name))
+            value = r.amount(name)
             if value is not None:
                 return DocAnswer(
                     f"Your {label} balance was {money(value)}{_field_note(r, name, below)} [{cite_doc}, p. {_field_page(doc, name)}].",
                     [name],
                     [_cite_field(doc, name)],
                 )
-    value = _dec(r.value("closing_balance"))
+    value = r.amount("closing_balance")
     if value is not None:
         return DocAnswer(
             f"Your closing balance was {money(value)}{_field_note(r, 'closing_balance', below)} "
@@ -417,16 +408,16 @@ def _field_note(r: ExtractionResult, name: str, below: float) -> str:
 
 def _reconcile_answer(doc: Upload, money: _Amounts, below: float) -> DocAnswer:
     r = doc.result
-    opening = _dec(r.value("opening_balance"))
-    closing = _dec(r.value("closing_balance"))
-    amounts = [_dec(t.amount) for t in r.transactions]
+    opening = r.amount("opening_balance")
+    closing = r.amount("closing_balance")
+    amounts = [t.amount for t in r.transactions]
     cite = f"[your document {doc.name}, p. {_field_page(doc, 'closing_balance')}]"
     citation = [_cite_field(doc, "closing_balance", "opening_balance")]
-    if opening is None or closing is None or any(a is None for a in amounts):
-        check = r.checks.get("reconciliation") or r.checks.get("balance_reconciles")
+    if opening is None or closing is None:
+        check = r.checks.get(CheckName.balance_reconciles)
         if check is not None and check.ok is not None:
             verdict = "reconciles" if check.ok else "does not reconcile"
-            return DocAnswer(f"Your statement {verdict}: {check.detail} {cite}.", ["reconciliation"], [_cite(doc, 1)])
+            return DocAnswer(f"Your statement {verdict}: {check.detail} {cite}.", [CheckName.balance_reconciles.value], [_cite(doc, 1)])
         reason = check.detail if check is not None else "its opening or closing balance could not be read"
         return DocAnswer(f"I can't check {doc.name}: {reason}.", [], [_cite(doc, 1)])
     net = sum(amounts, Decimal(0))

@@ -17,11 +17,13 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
 
 from agent.prompt import SourcePassage, query_terms
+from docteller.parsing.money import to_decimal
+from docteller.parsing.text import CONTENT_STOPWORDS
 
 log = logging.getLogger(__name__)
 
@@ -119,27 +121,9 @@ def unknown_entities(question: str, evidence_texts: Iterable[str]) -> list[str]:
 _CITATION_RE = re.compile(r"\[(?:S\d+(?:\s*,\s*S?\d+)*|[^\[\]]{1,120}?,\s*p\.\s*\d+)\]")
 # $1,234.56  1,234  12.5%  2025-01-31  31/01/2025  10am
 _NUMBER_RE = re.compile(r"(?<![\w.])[$€£]?\d[\d,]*(?:\.\d+)?%?")
-_MONTHS = {
-    m: i + 1
-    for i, m in enumerate(
-        ["january", "february", "march", "april", "may", "june", "july", "august", "september",
-         "october", "november", "december"]
-    )
-}
-
 
 def strip_citations(text: str) -> str:
     return _CITATION_RE.sub("", text)
-
-
-def _to_decimal(token: str) -> Decimal | None:
-    cleaned = token.strip("$€£%").replace(",", "")
-    if not cleaned or cleaned.count(".") > 1:
-        return None
-    try:
-        return Decimal(cleaned)  # equal values hash equal: 45 and 45.00 match in sets
-    except InvalidOperation:
-        return None
 
 
 def numbers_in(text: str) -> set[Decimal]:
@@ -148,7 +132,7 @@ def numbers_in(text: str) -> set[Decimal]:
     for token in _NUMBER_RE.findall(strip_citations(text)):
         token = token.rstrip(".,")
         for piece in re.split(r"[-/]", token) if re.fullmatch(r"\d+[-/]\d+([-/]\d+)?", token) else [token]:
-            value = _to_decimal(piece)
+            value = to_decimal(piece)
             if value is not None:
                 values.add(value)
     return values
@@ -163,7 +147,7 @@ def marked_figures(text: str) -> set[tuple[str, Decimal]]:
     found: set[tuple[str, Decimal]] = set()
     for m in _MARKED_RE.finditer(strip_citations(text)):
         raw = (m.group(2) or m.group(3)).rstrip(".,")
-        value = _to_decimal(raw)
+        value = to_decimal(raw)
         if value is not None:
             found.add(("$" if m.group(1) else "%", value))
     return found
@@ -280,14 +264,8 @@ def render_citations(answer: str, passages: Sequence[SourcePassage]) -> str:
 
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:[.,]\d+)?")
-_STOP = set(
-    "a an and are as at be by can do does for from has have how i if in is it its may my of on or "
-    "our the their there this to we what when where which who will with you your not no yes".split()
-)
-
-
 def content_words(text: str) -> set[str]:
-    return {w for w in _WORD_RE.findall(text.lower()) if w not in _STOP and len(w) > 1}
+    return {w for w in _WORD_RE.findall(text.lower()) if w not in CONTENT_STOPWORDS and len(w) > 1}
 
 
 def overlap_passages(answer: str, passages: Sequence[SourcePassage], limit: int = 2) -> list[SourcePassage]:
@@ -341,7 +319,7 @@ def amounts_in(text: str) -> list[tuple[Decimal, str]]:
     out = []
     for m in _AMOUNT_RE.finditer(text):
         raw = m.group(0)
-        value = _to_decimal(re.sub(r"(?i)\s?(dollars|usd)$", "", raw).replace(" ", ""))
+        value = to_decimal(re.sub(r"(?i)\s?(dollars|usd)$", "", raw).replace(" ", ""))
         if value is not None:
             out.append((value, raw))
     return out

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from docteller.model import SearchHit
+from docteller.parsing.text import STOPWORDS, prefix_stem
 from docteller.protocols import ChatMessage
 from docteller.redact import mask, redact_text
 from docteller.settings import DEFAULT_BANK_NAME
@@ -139,12 +140,6 @@ def possessive(name: str) -> str:
 
 _UNIT_RE = re.compile(r"\n+|(?<=[.!?])\s+(?=[A-Z(])")
 _WORD_RE = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from has have how i if in is it its may me my of on "
-    "or our the their there this to we what when where which who will with you your".split()
-)
-
-
 _YEARS_RE = re.compile(r"\b(\d{1,2}|one|two|three|four|five)[\s-]*(?:years?|yrs?)\b", re.IGNORECASE)
 _SMALL_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 
@@ -163,9 +158,9 @@ _TERM_ALIASES = {"max": "maxim", "most": "maxim", "min": "minim", "least": "mini
 
 
 def query_terms(text: str) -> set[str]:
-    # Crude stemming (first 5 letters) lets "withdrawals" meet "withdraw" without a stemmer.
+    # Loose stems (first letters) let "withdrawals" meet "withdraw".
     words = _WORD_RE.findall(_years_as_months(text).lower())
-    return {_TERM_ALIASES.get(w, w[:5]) for w in words if w not in _STOPWORDS and len(w) > 1}
+    return {_TERM_ALIASES.get(w, prefix_stem(w)) for w in words if w not in STOPWORDS and len(w) > 1}
 
 
 def focus_passage(text: str, query: str, budget: int) -> str:

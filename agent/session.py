@@ -415,12 +415,13 @@ class ChatSession:
     ) -> ExtractionResult:
         """Extract fields and index the document's passages for this session only.
 
-        `progress(kind, page, pages)` hears as each page starts being read: first for the fields
-        (kind None: not known yet), then for the passages (kind: the document type found).
+        The upload is read (and OCR'd) once; that one `Document` is extracted from and indexed.
+        `progress(kind, page, pages)` hears as each page starts being read (kind None: the
+        document's type is not known until it has been read).
         Raises `ingest.sniff.IngestError` (naming the file and the reason) for unreadable input;
         the session is left unchanged in that case."""
-        from ingest.extract import extract
-        from ingest.loaders import load_document
+        from ingest.extract import extract_document, read_upload
+        from ingest.loaders import ensure_text
 
         with self._lock, tempfile.TemporaryDirectory(prefix="docteller-upload-") as tmp:
             if isinstance(path_or_bytes, (bytes, bytearray)):
@@ -430,9 +431,10 @@ class ChatSession:
             else:
                 path = Path(path_or_bytes)
                 display = name or path.name
-            result = extract(path, name=display, progress=progress and (lambda page, pages: progress(None, page, pages)))
-            passages_progress = progress and (lambda page, pages: progress(result.doc_type, page, pages))
-            document: Document = load_document(path, origin="upload", progress=passages_progress)
+            pages_read = progress and (lambda page, pages: progress(None, page, pages))
+            document: Document = read_upload(path, name=display, progress=pages_read)
+            result = extract_document(document)
+            ensure_text(document)  # nothing to quote: refused like any unreadable file
             document = document.model_copy(update={"title": display, "source": display, "origin": "upload"})
             added = self.upload_index.add_document(document)
             self._page_images[result.doc_id] = _page_images(path) if _accepts_images(self.resources.chat_model) else []
@@ -922,6 +924,9 @@ def _accepts_images(chat_model: Any) -> bool:
     return bool(getattr(chat_model, "accepts_images", False))
 
 
+VLM_PAGE_DPI = 110  # the first pages of an upload as the vision-language model sees them
+
+
 def _page_images(path: Path, max_pages: int = 2) -> list[Any]:
     """The first pages of an upload as PIL images, for vision-language models."""
     from ingest.sniff import open_image, open_pdf, sniff
@@ -929,14 +934,10 @@ def _page_images(path: Path, max_pages: int = 2) -> list[Any]:
     try:
         mime = sniff(path)
         if mime == "application/pdf":
-            from PIL import Image
+            from ingest.raster import rasterise
 
-            images = []
             with open_pdf(path) as pdf:
-                for page in list(pdf)[:max_pages]:
-                    pix = page.get_pixmap(dpi=110)
-                    images.append(Image.frombytes("RGB", (pix.width, pix.height), pix.samples))
-            return images
+                return [rasterise(page, VLM_PAGE_DPI) for page in list(pdf)[:max_pages]]
         if mime.startswith("image/"):
             return [open_image(path)]
     except Exception as exc:  # images are a bonus for the VLM; the OCR'd fields still go in

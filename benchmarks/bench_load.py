@@ -53,7 +53,7 @@ def reply_text(history) -> str:
 def run_session(url: str, n: int, deadline: float) -> dict:
     from gradio_client import Client, handle_file
 
-    result = {"session": n, "uploaded": n % 2 == 0, "turns": [], "errors": [], "balance_seen": False}
+    result = {"session": n, "uploaded": n % 2 == 0, "turns": [], "errors": [], "balance_seen": False, "replies": []}
     try:
         client = Client(url, verbose=False)
         files = [handle_file(str(STATEMENT))] if result["uploaded"] else []
@@ -68,6 +68,7 @@ def run_session(url: str, n: int, deadline: float) -> dict:
             _, history = client.predict(message, api_name="/chat")
             result["turns"].append((kind, time.perf_counter() - started))
             text = reply_text(history)
+            result["replies"].append(text)
             if not text:
                 result["errors"].append(f"{kind}: empty reply")
             if kind != "kb-question" and CLOSING_BALANCE.search(text):
@@ -83,6 +84,8 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--packaged-model", action="store_true", help="use the packaged 1.5B model")
     parser.add_argument("--max-new-tokens", type=int, default=80)
+    parser.add_argument("--baseline-customers", type=int, default=2,
+                        help="customers served alone first, for one answer's time (0: skip)")
     args = parser.parse_args()
     sessions = max(1, min(args.sessions, 50))
 
@@ -115,6 +118,13 @@ def main() -> int:
 
         with BackgroundServer(create_app(backend=backend)) as server:
             deadline = time.monotonic() + args.time_limit
+            # One customer alone first (an uploader and a non-uploader, one after the other): the
+            # time of one answer of each kind, the unit of the serialised model's bound below.
+            alone: dict[str, list[float]] = {}
+            baseline = [run_session(server.url + "/", 1000 + n, deadline) for n in range(args.baseline_customers + 2)]
+            for result in baseline[2:]:  # the first two (one of each kind) warm the caches up
+                for kind, seconds in result["turns"]:
+                    alone.setdefault(kind, []).append(seconds)
             started = time.perf_counter()
             results = []
             with ThreadPoolExecutor(max_workers=sessions) as pool:
@@ -127,7 +137,7 @@ def main() -> int:
             # uploads than clients uploaded. (Finished clients' sessions may already be gone:
             # closing a tab or dropping a client ends its session and deletes its files.)
             with_uploads = [s for s in list(backend.sessions._sessions.values()) if s.uploads]
-            uploaders = sum(1 for r in results if r["uploaded"] and not r["errors"])
+            uploaders = sum(1 for r in results + baseline if r["uploaded"] and not r["errors"])
             server_side_ok = all(len(s.uploads) == 1 for s in with_uploads) and len(with_uploads) <= uploaders
             print(f"server side: {len(backend.sessions)} sessions, {len(with_uploads)} holding uploads "
                   f"({sorted(len(s.uploads) for s in with_uploads)}), {uploaders} uploading clients")
@@ -145,6 +155,13 @@ def main() -> int:
     for kind, values in sorted(kinds.items()) + [("all", everything)]:
         print(f"{kind:<14}{len(values):>4}{statistics.median(values) if values else float('nan'):>9.2f}"
               f"{percentile(values, 95):>9.2f}{max(values) if values else float('nan'):>9.2f}")
+    print(f"\none customer alone, then {sessions} at once: p95 / ({sessions} x one answer) "
+          "(a model serialised on these cores bounds it near 1.0; target <= 1.5)")
+    for kind, values in sorted(kinds.items()):
+        if alone.get(kind):
+            one = statistics.median(alone[kind])
+            print(f"  {kind:<14} one answer {one:6.2f}s   p95 {percentile(values, 95):7.2f}s   "
+                  f"ratio {percentile(values, 95) / (sessions * one):5.2f}")
     print(f"errors: {len(errors)}")
     for e in errors[:10]:
         print(f"  - {e}")

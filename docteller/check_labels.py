@@ -7,6 +7,50 @@ never the MRZ library's own wording ("final hash", "valid genre format").
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class CheckName(str, Enum):
+    """Every check extraction produces: the stable machine keys of `ExtractionResult.checks`."""
+
+    def __str__(self) -> str:  # the key itself in f-strings, logs and JSON, as a plain str would be
+        return self.value
+
+    mrz_valid = "mrz_valid"
+    check_digit_document_number = "check_digit_document_number"
+    check_digit_date_of_birth = "check_digit_date_of_birth"
+    check_digit_expiry_date = "check_digit_expiry_date"
+    check_digit_personal_number = "check_digit_personal_number"
+    check_digit_composite = "check_digit_composite"
+    format_document_type = "format_document_type"
+    format_issuing_country = "format_issuing_country"
+    format_nationality = "format_nationality"
+    format_date_of_birth = "format_date_of_birth"
+    format_expiry_date = "format_expiry_date"
+    format_sex = "format_sex"
+    format_name = "format_name"
+    format_document_number = "format_document_number"
+    format_optional_data = "format_optional_data"
+    format_optional_data_2 = "format_optional_data_2"
+    format_charset = "format_charset"
+    format_language_code = "format_language_code"
+    format_pin_code = "format_pin_code"
+    format_version_number = "format_version_number"
+    format_fillers = "format_fillers"
+    issuing_country_real = "issuing_country_real"
+    expired = "expired"
+    under_age = "under_age"
+    # The printed (visual) zone against the MRZ, one per cross-checked field.
+    visual_surname = "visual_surname"
+    visual_given_names = "visual_given_names"
+    visual_document_number = "visual_document_number"
+    visual_date_of_birth = "visual_date_of_birth"
+    visual_expiry_date = "visual_expiry_date"
+    visual_sex = "visual_sex"
+    # Statements.
+    running_balance = "running_balance"
+    balance_reconciles = "balance_reconciles"
+
 # The field each MRZ check digit protects, in words.
 DIGIT_SUBJECTS = {
     "check_digit_document_number": "document number",
@@ -73,6 +117,7 @@ def field_label(name: str) -> str:
 
 def check_label(name: str) -> str:
     """The plain name of a check; unknown keys read as words rather than snake_case."""
+    name = str(name)
     if name in CHECK_LABELS:
         return CHECK_LABELS[name]
     if name.startswith("visual_"):

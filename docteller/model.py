@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from decimal import Decimal
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field as PydanticField, computed_field, field_validator, model_validator
 
-from docteller.check_labels import check_label
+from docteller.check_labels import CheckName, check_label
 
 
 class BBox(BaseModel):
@@ -54,12 +56,62 @@ class BBox(BaseModel):
         return self.y1 - self.y0
 
 
+class Word(BaseModel):
+    """One word with its box: from a PDF's text layer (confidence 1.0) or cut from an OCR phrase."""
+
+    text: str
+    bbox: BBox
+    confidence: float = 1.0
+
+    @property
+    def xc(self) -> float:
+        return (self.bbox.x0 + self.bbox.x1) / 2
+
+    @property
+    def yc(self) -> float:
+        return (self.bbox.y0 + self.bbox.y1) / 2
+
+
+class TextLine(BaseModel):
+    """A line as read: an OCR engine's phrase, or a line of a PDF's text layer.
+
+    Label/value extraction (IDs, forms, receipts, statement headers) works on these."""
+
+    text: str
+    bbox: BBox
+    confidence: float = 1.0
+
+
+class WordRow(BaseModel):
+    """Words sharing a visual row, left to right: a statement's table row, a receipt's line."""
+
+    words: list[Word]
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+    @property
+    def bbox(self) -> BBox:
+        box = self.words[0].bbox
+        for w in self.words[1:]:
+            box = box.union(w.bbox)
+        return box
+
+    @property
+    def confidence(self) -> float:
+        return min(w.confidence for w in self.words) if self.words else 0.0
+
+
 class BlockKind(str, Enum):
     heading = "heading"
     paragraph = "paragraph"
     table_row = "table_row"
     list_item = "list_item"
     line = "line"  # an OCR line with no further structure known
+
+
+CELL_SEPARATOR = " | "  # how a table row's cells read as text (indexed, quoted, shown)
 
 
 class TextBlock(BaseModel):
@@ -76,19 +128,48 @@ class TextBlock(BaseModel):
     # (the chunker repeats the header row in every chunk of that table).
     table_id: str | None = None
     table_header: bool = False
+    cells: list[str] | None = None  # a table row's cells, as read (its text joins them with " | ")
+
+    @classmethod
+    def row(cls, cells: Sequence[str], *, trim: bool = False, **fields: Any) -> "TextBlock":
+        """A table row block; `trim` drops the separators of empty cells at either end."""
+        text = CELL_SEPARATOR.join(cells)
+        return cls(text=text.strip(" |") if trim else text, kind=BlockKind.table_row, cells=list(cells), **fields)
 
 
 class Page(BaseModel):
+    """One page: its structured blocks (what is indexed) and, when the reader was asked to keep
+    them (`PageOptions.keep_words`), the words and lines with their boxes (what extraction reads).
+    Both come from the same reading of the page."""
+
     number: int  # 1-based, as a person would cite it
     blocks: list[TextBlock] = PydanticField(default_factory=list)
     width: float | None = None  # page/image size in the units of the block boxes
     height: float | None = None
     ocr_used: bool = False
     ocr_engine: str | None = None
+    words: list[Word] = PydanticField(default_factory=list)
+    phrases: list[TextLine] = PydanticField(default_factory=list)  # lines as read, in reading order
+    rotation: int = 0  # degrees the page image was turned (clockwise) before it read upright
+    # The pixels OCR read (a photo's, downscaled), kept only while extraction may look again
+    # (an MRZ at other turns, a receipt's header on its own); never serialised.
+    image: Any = PydanticField(default=None, exclude=True, repr=False)
 
     @property
     def text(self) -> str:
         return "\n".join(b.text for b in self.blocks)
+
+    @property
+    def phrase_text(self) -> str:
+        """The page's lines as read, one per line (what label and keyword matching reads)."""
+        return "\n".join(p.text for p in self.phrases)
+
+    def word_rows(self, tolerance: float = 0.45) -> list[WordRow]:
+        """The words in visual rows (tolerance: a fraction of a word's height)."""
+        from docteller.parsing.rows import group_rows
+
+        rows = group_rows(self.words, tolerance=tolerance, anchor="mean", height="own")
+        return [WordRow(words=row) for row in rows]
 
 
 PUBLISHER_MAX_CHARS = 80
@@ -214,7 +295,8 @@ class SearchHit(BaseModel):
 
 
 class Field(BaseModel):
-    """An extracted value with provenance. `value` is normalised (dates ISO, amounts decimal str)."""
+    """An extracted value with provenance. `value` is normalised (dates ISO, amounts decimal str:
+    `amount()` reads it as a `Decimal`)."""
 
     name: str
     value: str | None
@@ -224,6 +306,12 @@ class Field(BaseModel):
     raw: str | None = None  # the text as read, before normalisation
     source: str = ""  # "mrz", "visual", "text", "ocr", "inferred", "computed", "user" (a correction)
     sensitive: bool = False  # account / document numbers: masked in logs and display
+
+    def amount(self) -> Decimal | None:
+        """The value as an amount, or None when it is none (absent, or not a number)."""
+        from docteller.parsing.money import to_decimal
+
+        return to_decimal(self.value)
 
     def uncertain(self, below: float) -> bool:
         """Read (or guessed) with less confidence than `below`; a customer's own value never is."""
@@ -250,7 +338,7 @@ class Check(BaseModel):
 
     `name` is the stable machine key (JSON, code); `label` is what people read."""
 
-    name: str
+    name: CheckName
     ok: bool | None
     detail: str = ""
     label: str = ""
@@ -271,8 +359,8 @@ class Check(BaseModel):
 class Transaction(BaseModel):
     date: str | None  # ISO date
     description: str
-    amount: str  # signed decimal string: + credit, - debit
-    balance: str | None = None
+    amount: Decimal  # signed: + credit, - debit (JSON: a decimal string, as printed)
+    balance: Decimal | None = None
     page: int | None = None
     bbox: BBox | None = None
     confidence: float = 1.0
@@ -297,7 +385,7 @@ class ExtractionResult(BaseModel):
     doc_id: str
     doc_type: DocType = "unknown"
     fields: dict[str, Field] = PydanticField(default_factory=dict)
-    checks: dict[str, Check] = PydanticField(default_factory=dict)
+    checks: dict[CheckName, Check] = PydanticField(default_factory=dict)
     transactions: list[Transaction] = PydanticField(default_factory=list)
     warnings: list[str] = PydanticField(default_factory=list)
     redactions: list[Redaction] = PydanticField(default_factory=list)
@@ -307,6 +395,17 @@ class ExtractionResult(BaseModel):
     def value(self, name: str) -> str | None:
         f = self.fields.get(name)
         return f.value if f else None
+
+    def amount(self, name: str) -> Decimal | None:
+        """The field `name` as an amount (balances, totals), or None."""
+        f = self.fields.get(name)
+        return f.amount() if f else None
+
+    def add_check(self, name: CheckName | str, ok: bool | None, detail: str = "") -> Check:
+        """Record (or replace) the check `name`, keyed by its typed name."""
+        check = Check(name=CheckName(name), ok=ok, detail=detail)
+        self.checks[check.name] = check
+        return check
 
     def checks_with(self, status: CheckStatus) -> list[Check]:
         return [c for c in self.checks.values() if c.status is status]
@@ -318,9 +417,9 @@ class ExtractionResult(BaseModel):
             "doc_type": self.doc_type,
             "fields": {k: f.as_json() for k, f in self.fields.items()},
             "checks": {
-                k: {"ok": c.ok, "status": c.status.value, "label": c.label, "detail": c.detail}
+                str(k): {"ok": c.ok, "status": c.status.value, "label": c.label, "detail": c.detail}
                 for k, c in self.checks.items()
             },
-            "transactions": [t.model_dump(exclude={"bbox"}) for t in self.transactions],
+            "transactions": [t.model_dump(mode="json", exclude={"bbox"}) for t in self.transactions],
             "warnings": list(self.warnings),
         }

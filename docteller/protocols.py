@@ -18,14 +18,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from docteller.model import BBox
+from docteller.model import TextLine
 
-
-@dataclass
-class OcrLine:
-    text: str
-    bbox: BBox
-    confidence: float
+# An OCR engine's phrase is the document model's line as read (one type from engine to extractor).
+OcrLine = TextLine
 
 
 @dataclass

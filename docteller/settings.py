@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # processes sit behind one port, so any of them accepts the cookie).
     session_secret: str | None = None
     cookie_secure: bool = False  # send the session cookie over HTTPS only (set behind TLS)
+    # Behind a load balancer: its addresses (comma-separated, or "*"), whose X-Forwarded-For is
+    # trusted as the client address (staff-token throttling and audit name the real client).
+    forwarded_allow_ips: str = ""
     cors_origins: str = ""  # comma-separated origins allowed to call the app from a browser
     api_docs: bool = False  # serve /docs and /openapi.json
     max_message_chars: int = 2000  # longer questions are refused at once (413)

@@ -1,36 +1,41 @@
-"""File → `Document` loaders: PDF (text layer, OCR fallback), images, Markdown, TXT, HTML, DOCX, CSV/XLSX.
+"""File → `Document`: one backend per format, one page pipeline (`ingest.pages`).
+
+Backends (Docling-style): PDF (text layer; scanned pages OCR'd), images (OCR), Markdown, TXT,
+HTML, DOCX, CSV, XLSX. Each says whether it reads a file (`supported`) and turns it into a
+`Document` (`convert`); `PageOptions` says how pages are read (OCR resolution, turning photos
+upright, whether word geometry is kept for extraction). `convert` is the entry point: the
+knowledge base is read with `PageOptions.for_index`, a customer's upload once with
+`PageOptions.for_upload`, and that one `Document` is both indexed and extracted from.
 
 The type is decided by content (`ingest.sniff.sniff`), never by the extension, and every file is
 opened through `ingest.sniff`, so a bad input fails as an `IngestError` naming the file and reason.
 Structure is kept where the format has it: headings (with levels), paragraphs, list items and
-table rows (cells joined with " | "; rows are never split by the chunker) with page numbers.
+table rows (typed cells, shown joined with " | "; rows are never split by the chunker) with page
+numbers.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from statistics import median
+from typing import Any, ClassVar, Protocol
 
 from docteller.model import BBox, BlockKind, Document, Page, TextBlock, sha256_bytes
-from docteller.settings import Settings, get_settings
-from ingest.sniff import DOCX, PDF, XLSX, IMAGE_MIMES, IngestError, open_image, open_pdf, sniff
+from docteller.parsing.text import clean as _clean
+from docteller.settings import Settings
+from ingest.pages import PageOptions, Progress, ocr_page, ocr_pdf_page, text_layer_geometry
+from ingest.sniff import DOCX, PDF, XLSX, IMAGE_MIMES, IngestError, open_image, open_pdf, sniff, sniff_bytes
 
 log = logging.getLogger(__name__)
 
-CELL_SEPARATOR = " | "
-OCR_DPI = 200
 # Header names that mark the question / answer columns of a FAQ sheet (lower-cased, exact or prefix).
 QUESTION_HEADERS = ("question", "questions", "q", "query", "faq", "prompt")
 ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
-
-
-# --- entry point ----------------------------------------------------------------------------
 
 
 # Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
@@ -40,42 +45,76 @@ PARSER_VERSION = "5"  # 2: plain-text headings and list items; 3: HTML line brea
 # in each chunk of its items; a PDF paragraph's bold numbered run-in title ("7.3 Longer delays.") is a heading
 
 
+# --- entry points ---------------------------------------------------------------------------
+
+
 def load_document(
-    path: str | Path,
-    origin: str = "kb",
-    settings: Settings | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    path: str | Path, origin: str = "kb", settings: Settings | None = None, progress: Progress | None = None
 ) -> Document:
-    """Read one file into a `Document` (id = sha256 of its bytes). Raises `IngestError`.
-    `progress(page, pages)` is called as each page of a PDF starts being read."""
-    settings = settings or get_settings()
-    path = Path(path)
-    mime = sniff(path)
-    loader = _LOADERS.get(mime) or (_load_image if mime in IMAGE_MIMES else None)
-    if loader is None:
-        raise IngestError(path, f"unsupported file type ({mime})")
-    if loader is _load_pdf and progress is not None:
-        loader = functools.partial(_load_pdf, progress=progress)
-    data = path.read_bytes()
+    """Read one knowledge-base file into a `Document` (id = sha256 of its bytes). Raises `IngestError`.
+    `progress(page, pages)` is called as each page starts being read."""
+    return convert(path, PageOptions.for_index(settings), origin=origin, progress=progress)
+
+
+def convert(
+    path: str | Path,
+    options: PageOptions,
+    *,
+    data: bytes | None = None,
+    name: str | None = None,
+    origin: str = "kb",
+    progress: Progress | None = None,
+    require_text: bool = True,
+    mimes: Iterable[str] | None = None,
+) -> Document:
+    """Read a file (or its `data`, shown as `name`) with the backend for its content type.
+
+    `progress(page, pages)` is called as each page starts being read (OCR takes seconds a page).
+    `mimes` limits the formats accepted; `require_text` refuses a document with no text at all.
+    Raises `IngestError` naming the file and the reason."""
+    label = name or str(path)
+    mime = sniff_source(path, data, label)
+    backend = backend_for(mime)
+    if backend is None or (mimes is not None and mime not in set(mimes)):
+        raise IngestError(label, f"unsupported file type ({mime})")
+    data = Path(path).read_bytes() if data is None else data
     try:
-        pages, metadata = loader(path, data, settings)
+        pages, metadata = backend.pages(label, data, options, progress)
     except IngestError:
         raise
     except Exception as exc:  # a parser bug or an exotic file must not take the whole run down
-        log.debug("loader crashed on %s", path, exc_info=True)
-        raise IngestError(path, f"could not parse {mime} ({type(exc).__name__}: {exc})") from exc
-    if not any(b.text.strip() for p in pages for b in p.blocks):
-        raise IngestError(path, "no text found (empty document, or OCR read nothing)")
-    title = metadata.pop("title", None) or _title_from(pages) or path.stem
-    return Document(
+        log.debug("loader crashed on %s", label, exc_info=True)
+        raise IngestError(label, f"could not parse {mime} ({type(exc).__name__}: {exc})") from exc
+    document = Document(
         id=sha256_bytes(data),
-        source=str(path),
-        title=title,
+        source=label,
+        title=metadata.pop("title", None) or _title_from(pages) or Path(label).stem,
         mime=mime,
         pages=pages,
         metadata={**metadata, "parser_version": PARSER_VERSION},
         origin=origin,  # type: ignore[arg-type]
     )
+    if require_text:
+        ensure_text(document)
+    return document
+
+
+def ensure_text(document: Document) -> None:
+    """`IngestError` for a document without any text (nothing to index or quote)."""
+    if not any(b.text.strip() for p in document.pages for b in p.blocks):
+        raise IngestError(document.source, "no text found (empty document, or OCR read nothing)")
+
+
+def sniff_source(path: str | Path, data: bytes | None, label: str) -> str:
+    """The content type of a file, or of its `data` when given (shown as `label`)."""
+    if data is None:
+        return sniff(path)
+    if not data:
+        raise IngestError(label, "empty file (0 bytes)")
+    mime = sniff_bytes(data[:4096], label)
+    if mime is None:
+        raise IngestError(label, "unsupported file type (content not recognised)")
+    return mime
 
 
 def _title_from(pages: list[Page]) -> str | None:
@@ -86,47 +125,83 @@ def _title_from(pages: list[Page]) -> str | None:
     return None
 
 
-# Typographic ligatures some PDF fonts store as single code points ("ﬁxed" must match "fixed").
-_LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "st", "ﬆ": "st"})
+# --- backends -------------------------------------------------------------------------------
 
 
-def _clean(text: str) -> str:
-    return re.sub(r"[ \t\u00a0]+", " ", text.replace("\u00ad", "").translate(_LIGATURES)).strip()
+class Backend(Protocol):
+    """One file format: whether it reads a file, and its pages and metadata (title, ...)."""
+
+    mimes: ClassVar[frozenset[str]]
+
+    def supported(self, path: str | Path) -> bool: ...
+
+    def pages(self, label: str, data: bytes, options: PageOptions, progress: Progress | None) -> tuple[list[Page], dict]: ...
+
+    def convert(self, path: str | Path, options: PageOptions) -> Document: ...
+
+
+class _Backend:
+    mimes: ClassVar[frozenset[str]] = frozenset()
+
+    def supported(self, path: str | Path) -> bool:
+        try:
+            return sniff(path) in self.mimes
+        except IngestError:
+            return False
+
+    def convert(self, path: str | Path, options: PageOptions) -> Document:
+        return convert(path, options, mimes=self.mimes)
+
+    def pages(self, label: str, data: bytes, options: PageOptions, progress: Progress | None) -> tuple[list[Page], dict]:
+        pages, meta = self.read(Path(label), data, options)
+        for page in pages:
+            if progress is not None:
+                progress(page.number, len(pages))
+        return pages, meta
+
+    def read(self, path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
+        raise NotImplementedError
 
 
 # --- PDF ------------------------------------------------------------------------------------
 
 
-def _load_pdf(
-    path: Path, data: bytes, settings: Settings, progress: Callable[[int, int], None] | None = None
-) -> tuple[list[Page], dict]:
-    doc = open_pdf(path, max_pages=settings.max_pages, data=data)
-    try:
-        pages = []
-        for page in doc:
-            if progress is not None:
-                progress(page.number + 1, doc.page_count)
-            pages.append(_pdf_page(path, page, settings))
-        meta = {"title": _clean((doc.metadata or {}).get("title") or "") or None}
-        if any(p.ocr_used for p in pages):
-            meta["ocr_pages"] = [p.number for p in pages if p.ocr_used]
-        return pages, meta
-    finally:
-        doc.close()
+class PdfBackend(_Backend):
+    """Text-layer pages from the text layer (headings, paragraphs, ruled tables); pages with
+    (almost) no text layer are scans: rendered at `ocr_dpi` and OCR'd."""
+
+    mimes = frozenset({PDF})
+
+    def pages(self, label: str, data: bytes, options: PageOptions, progress: Progress | None) -> tuple[list[Page], dict]:
+        doc = open_pdf(label, max_pages=options.max_pages, data=data)
+        try:
+            pages = []
+            for pdf_page in doc:
+                if progress is not None:
+                    progress(pdf_page.number + 1, doc.page_count)
+                pages.append(_pdf_page(label, pdf_page, options))
+            meta: dict[str, Any] = {"title": _clean((doc.metadata or {}).get("title") or "") or None}
+            if any(p.ocr_used for p in pages):
+                meta["ocr_pages"] = [p.number for p in pages if p.ocr_used]
+            return pages, meta
+        finally:
+            doc.close()
 
 
-def _pdf_page(path: Path, page, settings: Settings) -> Page:
+def _pdf_page(label: str, page, options: PageOptions) -> Page:
     number = page.number + 1
-    rect = page.rect
-    text_chars = len(page.get_text("text").strip())
-    if text_chars < settings.ocr_min_text_chars:
-        return _ocr_pdf_page(path, page, number)
+    if len(page.get_text("text").strip()) < options.min_text_chars:
+        try:
+            return ocr_pdf_page(page, options)
+        except Exception as exc:
+            raise IngestError(label, f"OCR failed on page {number} ({type(exc).__name__}: {exc})") from exc
     tables = _find_grid_tables(page)
     blocks = _pdf_text_blocks(page, tables)
     for table in tables:
         blocks.extend(table)
     blocks.sort(key=lambda b: (b.bbox.y0 if b.bbox else 0.0, b.bbox.x0 if b.bbox else 0.0))
-    return Page(number=number, blocks=blocks, width=rect.width, height=rect.height)
+    words, lines = text_layer_geometry(page) if options.keep_words else ([], [])
+    return Page(number=number, blocks=blocks, width=page.rect.width, height=page.rect.height, words=words, phrases=lines)
 
 
 def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
@@ -267,6 +342,9 @@ def _join_cell_words(words: list[tuple]) -> str:
     return _clean(text)
 
 
+Rule = tuple[float, float, float]  # a horizontal rule (y, x0, x1) or a vertical one (x, y0, y1)
+
+
 def _find_grid_tables(page) -> list[list[TextBlock]]:
     """Ruled tables from the page's vector drawings: one `table_row` block per grid row.
 
@@ -278,9 +356,23 @@ def _find_grid_tables(page) -> list[list[TextBlock]]:
     drawings = page.get_drawings()
     if len(drawings) < 6:
         return []
-    page_area = page.rect.width * page.rect.height
-    hs: list[tuple[float, float, float]] = []  # y, x0, x1
-    vs: list[tuple[float, float, float]] = []  # x, y0, y1
+    hs, vs = _ruling_lines(drawings, page.rect.width * page.rect.height)
+    if len(hs) < 3:
+        return []
+    words = page.get_text("words", flags=0)  # flags=0 expands ligatures (ﬀ → ff)
+    tables = [t for t in _grid_rows(hs, vs, words) if len(t) >= 2]
+    for n, table in enumerate(tables):
+        for i, row in enumerate(table):
+            row.table_id = f"p{page.number + 1}t{n}"
+            row.table_header = i == 0
+    return tables
+
+
+def _ruling_lines(drawings: list[dict], page_area: float) -> tuple[list[Rule], list[Rule]]:
+    """Horizontal and vertical rules among the drawings: lines, thin rectangles, and the edges
+    of stroked cell rectangles."""
+    hs: list[Rule] = []
+    vs: list[Rule] = []
     for drawing in drawings:
         for item in drawing["items"]:
             if item[0] == "l":
@@ -302,134 +394,100 @@ def _find_grid_tables(page) -> list[list[TextBlock]]:
                     # cell or text-highlight backgrounds, not rules (they split headers per word).
                     hs += [(r.y0, r.x0, r.x1), (r.y1, r.x0, r.x1)]
                     vs += [(r.x0, r.y0, r.y1), (r.x1, r.y0, r.y1)]
-    if len(hs) < 3:
+    return hs, vs
+
+
+def _band_columns(top: float, bottom: float, hs: list[Rule], vs: list[Rule]) -> list[float]:
+    """The column rules cutting the row band (top, bottom); fewer than 3 means it is no table row."""
+    xs = _cluster([v[0] for v in vs if v[1] <= top + 2 and v[2] >= bottom - 2])
+    if len(xs) >= 3:
+        return xs
+    # No vertical rules: tables drawn with segmented horizontal rules, one per column. The same
+    # segments must close the band at its bottom, or this is the gap between two tables (a
+    # heading or paragraph), not a row.
+    xs = _cluster([x for h in hs if abs(h[0] - top) <= 2 for x in (h[1], h[2])])
+    xs_bottom = _cluster([x for h in hs if abs(h[0] - bottom) <= 2 for x in (h[1], h[2])])
+    if len(xs) != len(xs_bottom) or any(abs(a - b) > 2 for a, b in zip(xs, xs_bottom)):
         return []
+    return xs
+
+
+def _grid_rows(hs: list[Rule], vs: list[Rule], words: list[tuple]) -> list[list[TextBlock]]:
+    """Row bands between horizontal rules, grouped into tables: a table continues while each
+    band starts where the last one ended."""
     ys = _cluster([h[0] for h in hs])
-    words = page.get_text("words", flags=0)  # flags=0 expands ligatures (ﬀ → ff)
     tables: list[list[TextBlock]] = []
     current: list[TextBlock] = []
     last_bottom: float | None = None
-    last_cols = 0
     header_band, header_cols = (0.0, 0.0), 0
     for top, bottom in zip(ys, ys[1:]):
         if bottom - top < 4:
             continue
-        xs = _cluster([v[0] for v in vs if v[1] <= top + 2 and v[2] >= bottom - 2])
-        if len(xs) < 3:
-            # No vertical rules: tables drawn with segmented horizontal rules, one per column.
-            # The same segments must close the band at its bottom, or this is the gap between two
-            # tables (a heading or paragraph), not a row.
-            xs = _cluster([x for h in hs if abs(h[0] - top) <= 2 for x in (h[1], h[2])])
-            xs_bottom = _cluster([x for h in hs if abs(h[0] - bottom) <= 2 for x in (h[1], h[2])])
-            if len(xs) != len(xs_bottom) or any(abs(a - b) > 2 for a, b in zip(xs, xs_bottom)):
-                xs = []
+        xs = _band_columns(top, bottom, hs, vs)
         if len(xs) < 3:  # fewer than two cells: not a table band
             if current:
                 tables.append(current)
                 current, last_bottom = [], None
             continue
-        texts = _cell_texts(words, (top, bottom), xs)
-        new_table = last_bottom is None or abs(top - last_bottom) > 3 or len(xs) - 1 != last_cols
-        if new_table and current and not (last_bottom is not None and abs(top - last_bottom) <= 3):
+        adjoins = last_bottom is not None and abs(top - last_bottom) <= 3
+        if current and not adjoins:
             tables.append(current)
             current = []
-        last_bottom, last_cols = bottom, len(xs) - 1
-        if not any(texts):
+        last_bottom = bottom
+        cells = _cell_texts(words, (top, bottom), xs)
+        if not any(cells):
             continue
-        bbox = BBox(x0=xs[0], y0=top, x1=xs[-1], y1=bottom)
         if len(current) == 1 and 2 <= len(xs) - 1 < header_cols:
             # Header cells often carry per-word rules or highlights that split them into more
             # "cells" than the body has columns: cut the header again at the body's column rules.
-            current[0].text = CELL_SEPARATOR.join(_cell_texts(words, header_band, xs)).strip(" |")
+            current[0] = TextBlock.row(_cell_texts(words, header_band, xs), trim=True, bbox=current[0].bbox)
         if not current:
             header_band, header_cols = (top, bottom), len(xs) - 1
-        current.append(TextBlock(text=CELL_SEPARATOR.join(texts).strip(" |"), kind=BlockKind.table_row, bbox=bbox))
+        current.append(TextBlock.row(cells, trim=True, bbox=BBox(x0=xs[0], y0=top, x1=xs[-1], y1=bottom)))
     if current:
         tables.append(current)
-    tables = [t for t in tables if len(t) >= 2]
-    for n, table in enumerate(tables):
-        for i, row in enumerate(table):
-            row.table_id = f"p{page.number + 1}t{n}"
-            row.table_header = i == 0
     return tables
-
-
-def _ocr_pdf_page(path: Path, page, number: int) -> Page:
-    import numpy as np
-
-    pix = page.get_pixmap(dpi=OCR_DPI, colorspace="rgb", alpha=False)
-    image = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width, pix.n)[:, :, :3]
-    page_out = _ocr_image(path, image, number)
-    # Report boxes in PDF points like text-layer pages, so highlights work the same way.
-    scale = 72.0 / OCR_DPI
-    for block in page_out.blocks:
-        if block.bbox:
-            block.bbox = BBox(
-                x0=block.bbox.x0 * scale, y0=block.bbox.y0 * scale, x1=block.bbox.x1 * scale, y1=block.bbox.y1 * scale
-            )
-    page_out.width, page_out.height = page.rect.width, page.rect.height
-    return page_out
-
-
-def _ocr_image(path: Path, image, number: int) -> Page:
-    from ingest.ocr import get_ocr_engine
-
-    engine = get_ocr_engine()
-    try:
-        result = engine.read(image)
-    except Exception as exc:
-        raise IngestError(path, f"OCR failed on page {number} ({type(exc).__name__}: {exc})") from exc
-    blocks = [
-        TextBlock(text=_clean(line.text), kind=BlockKind.line, bbox=line.bbox, confidence=line.confidence, source="ocr")
-        for line in _merge_ocr_rows(result.lines)
-        if _clean(line.text)
-    ]
-    return Page(
-        number=number, blocks=blocks, width=result.width, height=result.height, ocr_used=True, ocr_engine=result.engine
-    )
-
-
-def _merge_ocr_rows(lines: list) -> list:
-    """OCR lines that sit on one visual row (a table row, a label and its value) become one line."""
-    from docteller.protocols import OcrLine
-
-    merged: list[OcrLine] = []
-    for line in lines:  # already in reading order: top-to-bottom, left-to-right within a row
-        if merged:
-            prev = merged[-1]
-            centre, prev_centre = (line.bbox.y0 + line.bbox.y1) / 2, (prev.bbox.y0 + prev.bbox.y1) / 2
-            if abs(centre - prev_centre) < 0.5 * max(min(prev.bbox.height, line.bbox.height), 1.0) and line.bbox.x0 >= prev.bbox.x0:
-                merged[-1] = OcrLine(
-                    text=f"{prev.text}{CELL_SEPARATOR}{line.text}",
-                    bbox=prev.bbox.union(line.bbox),
-                    confidence=min(prev.confidence, line.confidence),
-                )
-                continue
-        merged.append(line)
-    return merged
 
 
 # --- images ---------------------------------------------------------------------------------
 
 
-def _load_image(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
-    import numpy as np
+class ImageBackend(_Backend):
+    """Photos and scans (each frame of a multi-frame TIFF is a page), OCR'd."""
+
+    mimes = frozenset(IMAGE_MIMES)
+
+    def pages(self, label: str, data: bytes, options: PageOptions, progress: Progress | None) -> tuple[list[Page], dict]:
+        import numpy as np
+
+        frames = _image_frames(label, data, options)
+        pages = []
+        for n, frame in enumerate(frames, start=1):
+            if progress is not None:
+                progress(n, len(frames))
+            try:
+                pages.append(ocr_page(n, np.asarray(frame), options))
+            except Exception as exc:
+                raise IngestError(label, f"OCR failed on page {n} ({type(exc).__name__}: {exc})") from exc
+        return pages, {"ocr_pages": [p.number for p in pages]}
+
+
+def _image_frames(label: str, data: bytes, options: PageOptions) -> list:
     from PIL import Image, ImageOps
 
-    first = open_image(path, max_pixels=settings.max_image_pixels, data=data)  # caps + full decode
+    first = open_image(label, max_pixels=options.max_image_pixels, data=data)  # caps + full decode
     frames = [first]
     with Image.open(io.BytesIO(data)) as img:
         n_frames = getattr(img, "n_frames", 1)
-        if n_frames > settings.max_pages:
-            raise IngestError(path, f"too many frames ({n_frames} > limit {settings.max_pages}; DOCTELLER_MAX_PAGES)")
+        if n_frames > options.max_pages:
+            raise IngestError(label, f"too many frames ({n_frames} > limit {options.max_pages}; DOCTELLER_MAX_PAGES)")
         for i in range(1, n_frames):  # multi-frame TIFF: each frame is a page
             img.seek(i)
             w, h = img.size
-            if w * h > settings.max_image_pixels:
-                raise IngestError(path, f"frame {i + 1} too large ({w}x{h} pixels > cap {settings.max_image_pixels:,})")
+            if w * h > options.max_image_pixels:
+                raise IngestError(label, f"frame {i + 1} too large ({w}x{h} pixels > cap {options.max_image_pixels:,})")
             frames.append(ImageOps.exif_transpose(img.copy()).convert("RGB"))
-    pages = [_ocr_image(path, np.asarray(frame), n) for n, frame in enumerate(frames, start=1)]
-    return pages, {"ocr_pages": [p.number for p in pages]}
+    return frames
 
 
 # --- Markdown / text / HTML -----------------------------------------------------------------
@@ -444,7 +502,7 @@ def _decode(path: Path, data: bytes) -> str:
     raise IngestError(path, "text file is not UTF-8 or Windows-1252")
 
 
-def _load_markdown(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+def _load_markdown(path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
     from markdown_it import MarkdownIt
 
     text = _decode(path, data)
@@ -478,9 +536,7 @@ def _load_markdown(path: Path, data: bytes, settings: Settings) -> tuple[list[Pa
         elif tok.type in ("th_open", "td_open"):
             row_cells.append(_clean(_inline_text(tokens[i + 1])))
         elif tok.type == "tr_close" and any(row_cells):
-            block = TextBlock(text=CELL_SEPARATOR.join(row_cells), kind=BlockKind.table_row)
-            block.table_id, block.table_header = f"t{table_n}", in_header
-            blocks.append(block)
+            blocks.append(TextBlock.row(row_cells, table_id=f"t{table_n}", table_header=in_header))
         elif tok.type == "inline" and tokens[i - 1].type == "paragraph_open":
             content = _clean(_inline_text(tok).replace("\n", " "))
             if content:
@@ -562,7 +618,7 @@ def _text_blocks(paragraph: str) -> list[TextBlock]:
     return blocks
 
 
-def _load_text(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+def _load_text(path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
     text = _decode(path, data).replace("\r\n", "\n")
     # Form feeds separate pages in text exports of paginated documents.
     pages = []
@@ -575,7 +631,7 @@ def _load_text(path: Path, data: bytes, settings: Settings) -> tuple[list[Page],
 HTML_BOILERPLATE = ("script", "style", "nav", "footer", "header", "aside", "noscript", "form", "iframe", "svg", "template")
 
 
-def _load_html(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+def _load_html(path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(_decode(path, data), "html.parser")
@@ -605,10 +661,9 @@ def _load_html(path: Path, data: bytes, settings: Settings) -> tuple[list[Page],
             if table is not None and not table.get("data-docteller-n"):
                 table_n += 1
                 table["data-docteller-n"] = str(table_n)
-            block = TextBlock(text=CELL_SEPARATOR.join(cells), kind=BlockKind.table_row)
-            block.table_id = f"t{table['data-docteller-n']}" if table is not None else None
-            block.table_header = bool(el.find("th")) and not el.find("td") or el.find_parent("thead") is not None
-            blocks.append(block)
+            header = bool(el.find("th")) and not el.find("td") or el.find_parent("thead") is not None
+            table_id = f"t{table['data-docteller-n']}" if table is not None else None
+            blocks.append(TextBlock.row(cells, table_id=table_id, table_header=header))
             continue
         elif el.name == "pre":
             text = el.get_text().strip("\n")
@@ -629,7 +684,7 @@ def _load_html(path: Path, data: bytes, settings: Settings) -> tuple[list[Page],
 # --- DOCX / CSV / XLSX ----------------------------------------------------------------------
 
 
-def _load_docx(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+def _load_docx(path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
@@ -663,9 +718,7 @@ def _load_docx(path: Path, data: bytes, settings: Settings) -> tuple[list[Page],
                     if not cells or text != cells[-1]:
                         cells.append(text)
                 if any(cells):
-                    block = TextBlock(text=CELL_SEPARATOR.join(cells), kind=BlockKind.table_row)
-                    block.table_id, block.table_header = f"t{table_n}", i == 0
-                    blocks.append(block)
+                    blocks.append(TextBlock.row(cells, table_id=f"t{table_n}", table_header=i == 0))
     title = _clean(document.core_properties.title or "") or None
     return [Page(number=1, blocks=blocks)], {"title": title}
 
@@ -705,17 +758,12 @@ def _rows_to_pages(path: Path, rows: list[list[str]], sheet: str | None = None) 
             blocks.append(TextBlock(text=text, kind=BlockKind.table_row))
         return blocks, True
     table_id = f"sheet:{sheet}" if sheet else "t1"
-    head = TextBlock(text=CELL_SEPARATOR.join(header), kind=BlockKind.table_row)
-    head.table_id, head.table_header = table_id, True
-    blocks.append(head)
-    for row in body:
-        block = TextBlock(text=CELL_SEPARATOR.join(row).strip(" |"), kind=BlockKind.table_row)
-        block.table_id = table_id
-        blocks.append(block)
+    blocks.append(TextBlock.row(header, table_id=table_id, table_header=True))
+    blocks.extend(TextBlock.row(row, trim=True, table_id=table_id) for row in body)
     return blocks, False
 
 
-def _load_csv(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+def _load_csv(path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
     text = _decode(path, data)
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
@@ -726,7 +774,7 @@ def _load_csv(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], 
     return [Page(number=1, blocks=blocks)], {"faq": faq}
 
 
-def _load_xlsx(path: Path, data: bytes, settings: Settings) -> tuple[list[Page], dict]:
+def _load_xlsx(path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
     import openpyxl
 
     workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
@@ -745,15 +793,24 @@ def _load_xlsx(path: Path, data: bytes, settings: Settings) -> tuple[list[Page],
         workbook.close()
 
 
-Loader = Callable[[Path, bytes, Settings], tuple[list[Page], dict]]
-_LOADERS: dict[str, Loader] = {
-    PDF: _load_pdf,
-    "text/markdown": _load_markdown,
-    "text/plain": _load_text,
-    "text/html": _load_html,
-    "text/csv": _load_csv,
-    DOCX: _load_docx,
-    XLSX: _load_xlsx,
-}
+def _reader(mimes: set[str], read, doc: str) -> type[_Backend]:
+    """A backend class for a format whose pages are read by `read(path, data, options)`."""
+    return type(read.__name__.removeprefix("_load_").title() + "Backend", (_Backend,),
+                {"mimes": frozenset(mimes), "read": staticmethod(read), "__doc__": doc})
 
-SUPPORTED_MIMES = frozenset(_LOADERS) | IMAGE_MIMES
+
+MarkdownBackend = _reader({"text/markdown"}, _load_markdown, "Markdown: headings, paragraphs, lists, tables (markdown-it).")
+TextBackend = _reader({"text/plain"}, _load_text, "Plain text: typed headings and lists; form feeds separate pages.")
+HtmlBackend = _reader({"text/html"}, _load_html, "HTML: the main content's block elements, tables as rows.")
+CsvBackend = _reader({"text/csv"}, _load_csv, "CSV: a FAQ sheet's question/answer rows, else table rows.")
+DocxBackend = _reader({DOCX}, _load_docx, "DOCX: styled headings, list paragraphs, tables.")
+XlsxBackend = _reader({XLSX}, _load_xlsx, "XLSX: each sheet a page, FAQ sheets as question/answer rows.")
+
+BACKENDS: tuple[_Backend, ...] = (
+    PdfBackend(), ImageBackend(), MarkdownBackend(), TextBackend(), HtmlBackend(), CsvBackend(), DocxBackend(), XlsxBackend(),
+)
+SUPPORTED_MIMES = frozenset(m for b in BACKENDS for m in b.mimes)
+
+
+def backend_for(mime: str) -> _Backend | None:
+    return next((b for b in BACKENDS if mime in b.mimes), None)

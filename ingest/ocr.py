@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from docteller.model import BBox
+from docteller.parsing.rows import group_rows
 from docteller.protocols import OcrEngine, OcrLine, OcrResult
 
 log = logging.getLogger(__name__)
@@ -106,21 +107,7 @@ class RapidOcrEngine:
 
 def sort_reading_order(lines: list[OcrLine]) -> list[OcrLine]:
     """Top-to-bottom, then left-to-right within a visual row (lines whose centres share a band)."""
-    if not lines:
-        return lines
-    by_top = sorted(lines, key=lambda ln: (ln.bbox.y0 + ln.bbox.y1) / 2)
-    rows: list[list[OcrLine]] = []
-    for line in by_top:
-        centre = (line.bbox.y0 + line.bbox.y1) / 2
-        if rows:
-            last = rows[-1]
-            ref = last[0]
-            ref_centre = (ref.bbox.y0 + ref.bbox.y1) / 2
-            if abs(centre - ref_centre) < 0.5 * max(min(ref.bbox.height, line.bbox.height), 1.0):
-                last.append(line)
-                continue
-        rows.append([line])
-    return [ln for row in rows for ln in sorted(row, key=lambda ln: ln.bbox.x0)]
+    return [ln for row in group_rows(lines) for ln in row]
 
 
 # --- Tesseract: an optional second opinion ------------------------------------------------------

@@ -10,39 +10,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
+from docteller.parsing.text import INDEX_STOPWORDS, plural_stem
+
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
-_STOPWORDS = frozenset(
-    """a an and are as at be but by for from has have how i if in into is it its of on or our so such that the
-    their them then there these they this to was we were what when where which who will with you your can do does
-    my me am""".split()
-)
-
-
-@lru_cache(maxsize=1 << 18)  # a KB has far fewer distinct words; cached, a rebuild tokenizes 3× faster
-def _stem(token: str) -> str:
-    """Plural folding ("transfers" → "transfer", "policies" → "policy", "fees" → "fee").
-
-    Deliberately conservative (no Porter stemmer dependency): it only has to make the singular
-    and plural forms of a word meet; query and passages go through the same function.
-    """
-    if len(token) <= 3 or token[0].isdigit():
-        return token
-    if token.endswith("ies") and len(token) > 4:
-        return token[:-3] + "y"
-    if token.endswith("sses"):
-        return token[:-2]
-    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
 def tokenize(text: str) -> list[str]:
-    return [_stem(t) for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
+    return [plural_stem(t) for t in _TOKEN.findall(text.lower()) if t not in INDEX_STOPWORDS]
 
 
 class BM25Index:

@@ -145,6 +145,11 @@ class Manifest:
                 raise
             self._conn.execute("COMMIT")
 
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to this database."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     # -- model identity ----------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:

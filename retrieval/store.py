@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.sqlite"
 VECTORS_FILE = "vectors.faiss"
+FOLLOW_INTERVAL_S = 1.0  # how often a serving process checks for other processes' commits
 
 __all__ = ["AddResult", "DocumentRecord", "EmbeddingModelMismatch", "KnowledgeIndex", "reciprocal_rank_fusion"]
 
@@ -79,6 +80,9 @@ class KnowledgeIndex:
         self.units = UnitIndex(manifest, embedder, index_dir, settings, self._lock)
         if self.units.dirty:  # vectors re-added after a crash: keep the repair
             self.units.save()
+        # What other processes committed is followed (see `_follow_other_writers`).
+        self._data_version = manifest.data_version()
+        self._followed_at = time.monotonic()
 
     # -- construction ------------------------------------------------------------------------
 
@@ -232,6 +236,7 @@ class KnowledgeIndex:
     # -- reading -----------------------------------------------------------------------------
 
     def documents(self) -> list[DocumentRecord]:
+        self._follow_other_writers()
         return self.manifest.documents()
 
     def chunks_with_embeddings(self) -> tuple[list[Chunk], np.ndarray]:
@@ -257,6 +262,7 @@ class KnowledgeIndex:
         if k <= 0:
             return []
         query_vector = self.embedder.embed([query])[0]
+        self._follow_other_writers()
         with self._lock:
             if len(self.units) == 0:
                 return []
@@ -289,6 +295,7 @@ class KnowledgeIndex:
         if not query or k <= 0:
             return []
         query_vector = self.embedder.embed([query])[0]
+        self._follow_other_writers()
         self._refresh_bm25()
         with self._lock:
             allowed = None
@@ -377,6 +384,30 @@ class KnowledgeIndex:
         if not self._defer_save:
             self.save()
 
+    def _follow_other_writers(self) -> None:
+        """Load what another process committed to this index since we last looked.
+
+        Several app processes share one index, and `docteller index` may add documents while they
+        serve. SQLite's `data_version` changes only for other connections' commits, so checking it
+        (at most every `FOLLOW_INTERVAL_S`) costs one pragma; on a change the vector files are
+        reloaded and reconciled with the manifest (not saved: the writer owns them) and BM25 is
+        marked stale, so this process answers from the same documents as the writer."""
+        if self.index_dir is None or time.monotonic() - self._followed_at < FOLLOW_INTERVAL_S:
+            return
+        with self._lock:
+            self._followed_at = time.monotonic()
+            version = self.manifest.data_version()
+            if version == self._data_version:
+                return
+            self._data_version = version
+            self._vectors = self._load_vectors(save_repairs=False)
+            splitter = self.units.splitter
+            self.units = UnitIndex(self.manifest, self.embedder, self.index_dir, self.settings, self._lock)
+            self.units.splitter = splitter
+            self._bm25_stale = True
+            self.generation += 1
+        log.info("index changed by another process: reloaded %d vectors", len(self._vectors))
+
     def _refresh_bm25(self) -> None:
         """Rebuild the BM25 index if a change left it stale. The rebuild reads every chunk (bm25s
         cannot update in place) so it runs outside the lock: while one thread rebuilds, other
@@ -401,7 +432,7 @@ class KnowledgeIndex:
             self._bm25 = fresh
         log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
 
-    def _load_vectors(self) -> FaissVectorIndex:
+    def _load_vectors(self, save_repairs: bool = True) -> FaissVectorIndex:
         """Load the vector file and make it agree with the manifest (repairing after a crash)."""
         path = self.index_dir / VECTORS_FILE if self.index_dir else None
         vectors, repaired = load_reconciled(
@@ -412,7 +443,7 @@ class KnowledgeIndex:
             hnsw_threshold=self.settings.hnsw_threshold,
             use_gpu=self.settings.use_gpu,
         )
-        if repaired and path is not None:
+        if repaired and path is not None and save_repairs:
             vectors.save(path)
         return vectors
 

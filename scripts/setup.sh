@@ -3,14 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: Chromium for the browser tests, tesseract as the optional second OCR engine.
+# System packages: Chromium for the browser tests, tesseract as the optional second OCR engine,
+# HAProxy as the sticky load balancer in front of several app processes (deploy/haproxy.cfg).
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  if ! command -v chromium >/dev/null 2>&1 || ! command -v tesseract >/dev/null 2>&1; then
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v tesseract >/dev/null 2>&1 \
+     || ! command -v haproxy >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium tesseract-ocr >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium tesseract-ocr haproxy >/dev/null
   fi
 else
-  echo "setup: not root or no apt-get; install chromium and tesseract-ocr yourself for browser tests" >&2
+  echo "setup: not root or no apt-get; install chromium, tesseract-ocr and haproxy yourself" >&2
 fi
 
 PY=${PY:-python3}

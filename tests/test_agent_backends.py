@@ -250,65 +250,12 @@ def test_openai_backend_retries_5xx_then_succeeds() -> None:
 
 # --- tiny Idefics3 VLM ------------------------------------------------------------------------
 
-CHAT_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
-    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
-
-
 @pytest.fixture(scope="module")
 def tiny_vlm_dir(tmp_path_factory) -> Path:
     """A random-weight Idefics3 checkpoint with a locally built tokenizer, saved like a real one."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-        PreTrainedTokenizerFast,
-    )
+    from agent.backends.random_checkpoint import TINY, build_random_idefics3
 
-    out = tmp_path_factory.mktemp("tiny-idefics3")
-    words = "the a fee is wire limit card passport expires on page your statement balance assistant user system yes no".split()
-    specials = ["<unk>", "<pad>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
-                "<global-img>"] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
-    vocab = {tok: i for i, tok in enumerate(specials + words + [":", ".", "?", ",", "Assistant", "User", "System"])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(
-        pattern=r"<[^>]+>", behavior="isolated"), pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", bos_token="<|im_start|>",
-        eos_token="<end_of_utterance>", additional_special_tokens=specials[2:],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    image_processor = Idefics3ImageProcessor(
-        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=False
-    )
-    image_seq_len = (32 // 8) ** 2 // (2**2)  # (image_size / patch_size)^2 / scale_factor^2
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
-                                  chat_template=CHAT_TEMPLATE)
-    config = Idefics3Config(
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        scale_factor=2,
-        pad_token_id=tokenizer.pad_token_id,
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8, "num_channels": 3},
-        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
-                     "max_position_embeddings": 512, "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-    )
-    torch.manual_seed(0)
-    model = Idefics3ForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return build_random_idefics3(tmp_path_factory.mktemp("tiny-idefics3"), TINY)
 
 
 def test_tiny_vlm_streams_with_an_image_on_cpu(tiny_vlm_dir: Path, docteller_home: Path, monkeypatch) -> None:

@@ -250,7 +250,7 @@ def test_a_printed_value_of_the_wrong_type_is_not_read():
     from docteller.model import BBox, CheckStatus, ExtractionResult, Field
     from docteller.protocols import OcrLine
     from ingest.extract.identity import cross_check_visual
-    from ingest.extract.pages import PageContent
+    from docteller.model import Page as PageContent
     from ingest.extract.visual import typed_value
 
     assert typed_value("expiry_date", "Valide jusqu'au") is None

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from ingest.extract import extract
-from ingest.extract.statement import parse_money
+from docteller.parsing.money import parse_amount as parse_money
 
 TEXT_PDFS = [
     "bank_statement_ocr_nz/tutorial_everyday_statement.pdf",

@@ -175,13 +175,13 @@ def test_an_answer_composed_whole_arrives_in_growing_frames(tmp_path: Path) -> N
 
 
 def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path) -> None:
-    """A scanned statement: the status names each page, first while reading it (kind not known
-    yet), then, known to be a statement, while reading it for questions."""
+    """A scanned statement: the status names each page as it starts being read (the upload is
+    read once; its kind is known only after)."""
     from agent.session import AgentResources
     from docteller.settings import get_settings
     from ingest.embed import get_embedder
     from retrieval.store import KnowledgeIndex
-    from ui.backend import TabSession, UploadedDocument
+    from ui.backend import TabSession, UploadedDocument, upload_status
     from ui.chat import read_upload
 
     from tests.test_agent_session import ScriptedModel
@@ -192,12 +192,9 @@ def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path
     steps = list(read_upload(session, corpus / STATEMENT, "statement.pdf", get_settings()))
     *statuses, doc = steps
     assert isinstance(doc, UploadedDocument) and doc.result.doc_type == "statement"
-    assert statuses == [
-        "_Reading your document, page 1 of 2…_",
-        "_Reading your document, page 2 of 2…_",
-        "_Reading your statement for your questions, page 1 of 2…_",
-        "_Reading your statement for your questions, page 2 of 2…_",
-    ]
+    assert statuses == ["_Reading your document, page 1 of 2…_", "_Reading your document, page 2 of 2…_"]
+    assert upload_status("statement", 2, 3) == "_Reading your statement, page 2 of 3…_"
+    assert upload_status("id", 1, 1) == "_Reading your ID card, page 1 of 1…_"
 
 
 def test_a_rejected_upload_raises_from_the_reader(tmp_path: Path) -> None:

@@ -134,14 +134,9 @@ _KIND_NAMES = {"passport": "passport", "id": "ID card", "visa": "visa", "stateme
 
 
 def upload_status(kind: str | None, done: int, total: int) -> str:
-    """The status line while an upload is read: "Reading your statement, page 2 of 3…".
-
-    Pages are read twice: once for the fields and checks (the kind is known after), then for
-    the passages questions are answered from."""
-    name = _KIND_NAMES.get(kind or "", "document")
-    if kind is None:
-        return f"_Reading your {name}, page {done} of {total}…_"
-    return f"_Reading your {name} for your questions, page {done} of {total}…_"
+    """The status line while an upload is read: "Reading your statement, page 2 of 3…" ("your
+    document" while its kind is not known: it is found from what the pages say)."""
+    return f"_Reading your {_KIND_NAMES.get(kind or '', 'document')}, page {done} of {total}…_"
 
 
 @dataclass

@@ -39,4 +39,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:  # noqa: ARG001 (
         if not settings.staff_token:
             typer.echo("Staff view disabled (set DOCTELLER_STAFF_TOKEN to enable it).")
         typer.echo(f"docteller on http://{settings.host}:{settings.port}  (API: /v1/chat/completions, /health)")
-        uvicorn.run(create_app(backend=backend), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(
+            create_app(backend=backend), host=settings.host, port=settings.port, log_level="warning",
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        )

@@ -1,7 +1,7 @@
 """What the side panels show: source pages rendered with highlights, and the extraction tables.
 
 Pure functions of the document model (no Gradio here), so the web UI, the preview route and the
-tests render identically. Page images come from PyMuPDF (`page.get_pixmap`) for PDFs, from the
+tests render identically. Page images come from `ingest.raster.rasterise` for PDFs, from the
 decoded image for photos and scans, and for text sources (Markdown, HTML, DOCX, ...) the passage
 itself is typeset onto a page, because there is no original page to show.
 """
@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from docteller.check_labels import doc_type_name, field_label, plural, with_article
 from docteller.model import BBox, CheckStatus, ExtractionResult, Field
 from docteller.redact import ValueMasker, mask, masker_for
+from ingest.raster import rasterise
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +101,14 @@ def _pdf_page_image(
         if clip.is_empty or clip.height < 120:
             clip = None
     if clip is not None:
-        pix = page.get_pixmap(matrix=fitz.Matrix(zoom, zoom), clip=clip, alpha=False)
-        image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+        image = rasterise(page, 72 * zoom, clip=clip)
         shifted = [
             Box(bbox=BBox(x0=b.bbox.x0 - clip.x0, y0=b.bbox.y0 - clip.y0, x1=b.bbox.x1 - clip.x0, y1=b.bbox.y1 - clip.y0),
                 outline=b.outline, fill=b.fill, width=b.width, label=b.label)
             for b in boxes
         ]
         return draw_boxes(image, shifted, scale=zoom)
-    pix = page.get_pixmap(matrix=fitz.Matrix(zoom, zoom), alpha=False)
-    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-    return draw_boxes(image, boxes, scale=zoom)
+    return draw_boxes(rasterise(page, 72 * zoom), boxes, scale=zoom)
 
 
 def passage_boxes_on_pdf_page(page, text: str, bbox: BBox | None = None, max_lines: int = 40) -> list[BBox]:
@@ -180,9 +178,9 @@ def render_text_card(title: str, text: str, subtitle: str = "") -> Image.Image:
     spare = page.insert_htmlbox(rect, markup, scale_low=0.4)
     used_bottom = height - 36 - (spare[0] if isinstance(spare, tuple) and spare[0] > 0 else 0)
     clip = fitz.Rect(0, 0, width, min(height, max(200.0, used_bottom + 30)))
-    pix = page.get_pixmap(matrix=fitz.Matrix(PDF_ZOOM, PDF_ZOOM), clip=clip, alpha=False)
+    image = rasterise(page, 72 * PDF_ZOOM, clip=clip)
     doc.close()
-    return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    return image
 
 
 def render_image_boxes(path: Path, boxes: list[Box]) -> Image.Image:

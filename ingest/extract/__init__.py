@@ -1,31 +1,73 @@
 """Checked field extraction from uploads: IDs and passports, statements, receipts, forms.
 
-    extract(path, doc_type="auto", *, data=None, name=None) -> ExtractionResult
-    read_pages(path, *, data=None, name=None) -> list[Page]   # OCR'd text for chunking
+    read_upload(path, *, data=None, name=None) -> Document       # read (and OCR) once
+    extract_document(document, doc_type="auto") -> ExtractionResult
+    extract(path, doc_type="auto", *, data=None, name=None) -> ExtractionResult   # both
+    read_pages(path, *, data=None, name=None) -> list[Page]     # OCR'd text for chunking
 
-`doc_type` is one of auto | id | passport | statement | receipt | form. Bad files raise
-`ingest.sniff.IngestError`; a readable image that is no document returns doc_type "unknown"
-with a warning "no fields found: <reason>".
+An upload is read once (`ingest.loaders.convert` with `PageOptions.for_upload`): the same
+`Document` is extracted from and indexed. `doc_type` is one of auto | id | passport |
+statement | receipt | form. Bad files raise `ingest.sniff.IngestError`; a readable image that
+is no document returns doc_type "unknown" with a warning "no fields found: <reason>".
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-from docteller.model import ExtractionResult, sha256_bytes, sha256_file
+from docteller.model import Document, ExtractionResult, Page
 from ingest.extract.mrz import MrzReading
-from ingest.extract.pages import PageContent, load_pages, read_pages
-from ingest.sniff import IngestError
+from ingest.pages import PageOptions, Progress
+from ingest.sniff import IMAGE_MIMES, PDF, IngestError
 
 log = logging.getLogger(__name__)
 
 DOC_TYPES = ("auto", "id", "passport", "statement", "receipt", "form")
+# Extraction reads scans, photos and PDFs.
+UPLOAD_MIMES = frozenset({PDF, *IMAGE_MIMES})
 
-__all__ = ["extract", "extract_pages", "read_pages", "recheck", "DOC_TYPES", "IngestError"]
+__all__ = ["extract", "extract_document", "extract_pages", "read_upload", "read_pages", "recheck", "DOC_TYPES", "IngestError"]
+
+
+def upload_options(doc_type: str = "auto", *, engine: str = "rapidocr", preprocess: bool = False) -> PageOptions:
+    """How an upload is read: `PageOptions.for_upload`, with ID photos turned upright until an
+    MRZ passes its check digits when an ID may be among them."""
+    from ingest.extract.identity import id_orientation_hints
+
+    hints = id_orientation_hints() if doc_type in ("auto", "id", "passport") else None
+    return PageOptions.for_upload(engine=engine, preprocess=preprocess, hints=hints)
+
+
+def read_upload(
+    path: str | Path,
+    *,
+    data: bytes | None = None,
+    name: str | None = None,
+    options: PageOptions | None = None,
+    progress: Progress | None = None,
+) -> Document:
+    """Read a PDF or image upload once (OCR where needed), with the word geometry extraction
+    needs. `progress(page, pages)` is called as each page starts being read (a status line for
+    the customer)."""
+    from ingest.loaders import convert, sniff_source
+
+    started = time.perf_counter()
+    label = name or str(path)
+    mime = sniff_source(path, data, label)
+    if mime not in UPLOAD_MIMES:
+        raise IngestError(label, f"not a PDF or image ({mime}); extraction reads scans, photos and PDFs")
+    document = convert(path, options or upload_options(), data=data, name=name, origin="upload",
+                       progress=progress, require_text=False, mimes=UPLOAD_MIMES)
+    document.metadata["read_seconds"] = round(time.perf_counter() - started, 3)
+    return document
+
+
+def read_pages(path: str | Path, *, data: bytes | None = None, name: str | None = None) -> list[Page]:
+    """The upload's text as `docteller.model.Page`s (OCR'd where needed), for chunking."""
+    return read_upload(path, data=data, name=name).pages
 
 
 def extract(
@@ -37,41 +79,40 @@ def extract(
     today: date | None = None,
     engine: str = "rapidocr",
     preprocess: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ExtractionResult:
-    """Extract and check the fields of one upload (see module docstring).
+    """Read one upload and extract and check its fields (see module docstring).
 
     `engine` picks the OCR engine for scans and photos (rapidocr | tesseract); `preprocess`
     applies grayscale + autocontrast before OCR (measured in benchmarks/bench_extraction.py).
-    `progress(page, pages)` is called as each page starts being read (a status line for the customer).
     """
     if doc_type not in DOC_TYPES:
         raise ValueError(f"doc_type must be one of {', '.join(DOC_TYPES)}, not {doc_type!r}")
-    started = time.perf_counter()
-    label = name or str(path)
-    from ingest.extract.identity import id_orientation_hints
+    options = upload_options(doc_type, engine=engine, preprocess=preprocess)
+    document = read_upload(path, data=data, name=name, options=options, progress=progress)
+    return extract_document(document, doc_type, today=today)
 
-    ids = doc_type in ("auto", "id", "passport")
-    _, pages = load_pages(
-        path,
-        data=data,
-        name=name,
-        keep_images=True,
-        hints=id_orientation_hints() if ids else None,
-        engine_name=engine,
-        preprocess=preprocess,
-        progress=progress,
-    )
-    doc_id = sha256_bytes(data) if data is not None else sha256_file(path)
-    result = ExtractionResult(source=label, doc_id=doc_id, pages=len(pages))
-    extract_pages(result, pages, doc_type, today=today)
-    for page in pages:
-        page.image = None
-    result.seconds = round(time.perf_counter() - started, 3)
+
+def extract_document(document: Document, doc_type: str = "auto", *, today: date | None = None) -> ExtractionResult:
+    """Extract and check the fields of an upload already read by `read_upload`.
+
+    The page images kept for second looks (an MRZ at other turns, a receipt's header) are
+    dropped afterwards: the document may live on in a session's index."""
+    if doc_type not in DOC_TYPES:
+        raise ValueError(f"doc_type must be one of {', '.join(DOC_TYPES)}, not {doc_type!r}")
+    started = time.perf_counter()
+    result = ExtractionResult(source=document.source, doc_id=document.id, pages=len(document.pages))
+    try:
+        extract_pages(result, document.pages, doc_type, today=today)
+    finally:
+        for page in document.pages:
+            page.image = None
+    read_seconds = float(document.metadata.get("read_seconds", 0.0))
+    result.seconds = round(read_seconds + time.perf_counter() - started, 3)
     return result
 
 
-def extract_pages(result: ExtractionResult, pages: list[PageContent], doc_type: str = "auto", *, today: date | None = None) -> None:
+def extract_pages(result: ExtractionResult, pages: list[Page], doc_type: str = "auto", *, today: date | None = None) -> None:
     """Dispatch on the requested or detected type; fills `result` in place."""
     from ingest.extract import identity
     from ingest.extract.detect import guess_doc_type

@@ -63,7 +63,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             for col in ("date", "description", "amount", "balance", "row ok"):
                 tx.add_column(col)
             for t in result.transactions:
-                tx.add_row(t.date or "", t.description, t.amount, t.balance or "", "" if t.row_ok is None else ("yes" if t.row_ok else "NO"))
+                tx.add_row(t.date or "", t.description, str(t.amount), "" if t.balance is None else str(t.balance), "" if t.row_ok is None else ("yes" if t.row_ok else "NO"))
             console.print(tx)
         for w in result.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 
-from ingest.extract.pages import PageContent
+from docteller.model import Page
 
 _STATEMENT = re.compile(r"\b(statement|balance|withdrawals?|deposits?|debit|credit|afschrift|relevé|saldo|solde|transactions?)\b", re.I)
 _RECEIPT = re.compile(r"\b(total|subtotal|cash|change|gst|tax|invoice|receipt|qty|amount|rounding|tunai)\b", re.I)
 _ID_LABELS = re.compile(r"\b(passport|passeport|surname|given names?|date of birth|nationality|identity|identit[ée]|driver'?s? licen[cs]e|date of expiry)\b", re.I)
 
 
-def guess_doc_type(pages: list[PageContent]) -> str:
+def guess_doc_type(pages: list[Page]) -> str:
     """'statement' | 'receipt' | 'form' | 'id' | 'unknown' from the text (MRZ is checked earlier)."""
-    text = "\n".join(p.text for p in pages)
+    text = "\n".join(p.phrase_text for p in pages)
     if not text.strip():
         return "unknown"
     statement_hits = len(set(m.lower() for m in _STATEMENT.findall(text)))

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from docteller.check_labels import CheckName
+
 log = logging.getLogger(__name__)
 
 MRZ_FIELDS = ("document_type", "issuing_country", "surname", "given_names", "document_number", "nationality", "date_of_birth", "sex", "expiry_date")
@@ -231,7 +233,7 @@ def evaluate_statements(corpus: Path) -> dict[str, CategoryReport]:
         c["gt"] += len(expected)
         c["pred"] += len(got)
         c["docs"] += 1
-        check = res.checks.get("balance_reconciles")
+        check = res.checks.get(CheckName.balance_reconciles)
         c["recon"] += bool(check and check.ok)
         for name, gt_name in (("opening_balance", "opening_balance"), ("closing_balance", "closing_balance")):
             if gt_name in gt:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 
-from docteller.model import ExtractionResult, Field
+from docteller.model import ExtractionResult, Field, Page
 from docteller.protocols import OcrLine
-from ingest.extract.pages import PageContent
 
 
 def _right_of(q: OcrLine, phrases: list[OcrLine]) -> OcrLine | None:
@@ -51,7 +50,7 @@ def form_pairs(phrases: list[OcrLine]) -> list[tuple[str, str, OcrLine, OcrLine 
     return pairs
 
 
-def extract_form(result: ExtractionResult, pages: list[PageContent]) -> None:
+def extract_form(result: ExtractionResult, pages: list[Page]) -> None:
     result.doc_type = "form"
     for page in pages:
         for question, answer, q, a, conf in form_pairs(page.phrases):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from docteller.check_labels import check_label, field_label
-from docteller.model import Check, ExtractionResult, Field, Redaction
+from docteller.check_labels import CheckName, check_label, field_label
+from docteller.model import Check, ExtractionResult, Field, Page, Redaction
 from docteller.protocols import OcrResult
 from docteller.redact import mask, masker_for
 from ingest.extract.mrz import MrzReading, find_mrz, resolve_date
-from ingest.extract.pages import PageContent
+from ingest.pages import page_from_reading
 from ingest.extract.visual import VisualField, compare, find_labelled_fields, not_read_reason, typed_value
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ DRIVING_LICENCE_FORMATS = ("FRENCH_DRIVING_LICENSE", "SWISS_DRIVING_LICENSE")
 CROSS_CHECKED = ("surname", "given_names", "document_number", "date_of_birth", "expiry_date", "sex")
 
 
-def read_mrz_from_pages(pages: list[PageContent]) -> MrzReading | None:
+def read_mrz_from_pages(pages: list[Page]) -> MrzReading | None:
     """The best MRZ over all pages; photos are retried at 180/90/270 degrees if none reads."""
     best: MrzReading | None = None
     for page in pages:
@@ -74,7 +74,7 @@ def mrz_quarter_turn(result: OcrResult) -> int | None:
     return 90 if centre > result.width / 2 else 270
 
 
-def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[MrzReading | None, PageContent | None]:
+def retry_rotations(page: Page, engine_name: str = "rapidocr") -> tuple[MrzReading | None, Page | None]:
     """Read a photo again until an MRZ passes its check digits: deskewed at the turn the page
     was read at, then, where that reading found no zone with filler runs, at the other turns.
 
@@ -82,7 +82,6 @@ def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[M
     """
     if page.image is None:
         return None, None
-    from ingest.extract.pages import content_from_ocr
     from ingest.ocr import deskew, get_ocr_engine, rotate_image
 
     engine = get_ocr_engine(engine_name)
@@ -96,7 +95,7 @@ def retry_rotations(page: PageContent, engine_name: str = "rapidocr") -> tuple[M
     for degrees, image in attempts:
         result = engine.read(image)
         result.rotation = degrees
-        content = content_from_ocr(page.number, result)
+        content = page_from_reading(page.number, result)
         reading = find_mrz(content.phrases, page=page.number)
         if reading and (best is None or reading.score() > best.score()):
             best, best_page = reading, content
@@ -153,8 +152,8 @@ def mrz_result(result: ExtractionResult, reading: MrzReading, today: date | None
         )
     result.fields["mrz_format"] = Field(name="mrz_format", value=reading.format, confidence=reading.confidence, page=reading.page, bbox=reading.bbox, source="mrz")
     for name, (ok, detail) in reading.checks.items():
-        result.checks[name] = Check(name=name, ok=ok, detail=detail)
-    result.checks["mrz_valid"] = Check(name="mrz_valid", ok=reading.valid, detail=mrz_verdict_detail(reading))
+        result.add_check(name, ok, detail)
+    result.add_check(CheckName.mrz_valid, reading.valid, mrz_verdict_detail(reading))
     if reading.corrections:
         result.warnings.append(f"MRZ OCR repairs applied ({len(reading.corrections)}): accepted because the check digits pass" if reading.check_digits_ok else f"MRZ read with {len(reading.corrections)} repairs and failing check digits")
     add_validity_checks(result, today)
@@ -185,18 +184,16 @@ def add_validity_checks(result: ExtractionResult, today: date) -> None:
     expiry = _iso_or_none(result.value("expiry_date"))
     if expiry:
         days = (date.fromisoformat(expiry) - today).days
-        result.checks["expired"] = Check(
-            name="expired",
-            ok=days >= 0,
-            detail=f"valid until {expiry} ({days} days left)" if days >= 0 else f"expired on {expiry} ({-days} days ago)",
+        result.add_check(
+            CheckName.expired,
+            days >= 0,
+            f"valid until {expiry} ({days} days left)" if days >= 0 else f"expired on {expiry} ({-days} days ago)",
         )
     birth = _iso_or_none(result.value("date_of_birth"))
     if birth:
         born = date.fromisoformat(birth)
         age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-        result.checks["under_age"] = Check(
-            name="under_age", ok=age >= 18, detail=f"holder is {age}" + ("" if age >= 18 else " (under 18)")
-        )
+        result.add_check(CheckName.under_age, age >= 18, f"holder is {age}" + ("" if age >= 18 else " (under 18)"))
 
 
 def _iso_or_none(value: str | None) -> str | None:
@@ -206,7 +203,7 @@ def _iso_or_none(value: str | None) -> str | None:
         return None
 
 
-def cross_check_visual(result: ExtractionResult, pages: list[PageContent]) -> None:
+def cross_check_visual(result: ExtractionResult, pages: list[Page]) -> None:
     """A Check per printed field found: does it agree with the MRZ?
 
     A printed text of the wrong type (a label, or another field's value, read where a date
@@ -226,11 +223,11 @@ def cross_check_visual(result: ExtractionResult, pages: list[PageContent]) -> No
         if name not in CROSS_CHECKED or mrz_field is None or mrz_field.value is None:
             continue
         if value is None:
-            result.checks[f"visual_{name}"] = Check(name=f"visual_{name}", ok=None, detail=_not_read(name, vf.value))
+            result.add_check(f"visual_{name}", None, _not_read(name, vf.value))
             continue
         # The text as printed is compared (a date like 11/01/94 can be read two ways); the
         # typed value is what the panel shows.
-        result.checks[f"visual_{name}"] = _visual_check(name, vf.value, mrz_field.value)
+        _add(result, _visual_check(name, vf.value, mrz_field.value))
 
 
 def _not_read(name: str, text: str) -> str:
@@ -248,11 +245,15 @@ def _visual_check(name: str, printed: str, mrz_value: str, corrected: bool = Fal
     return Check(name=f"visual_{name}", ok=agree, detail=f"{verdict}: printed {shown_printed!r}, {other.removeprefix('the ')} {shown_mrz!r}")
 
 
+def _add(result: ExtractionResult, check: Check) -> None:
+    result.checks[check.name] = check
+
+
 def recheck_identity(result: ExtractionResult, today: date | None = None) -> None:
     """Recompute the checks that depend on field values, after a customer corrects one: expiry,
     age, and printed-vs-MRZ agreement. Check digits belong to the zone as read and stay."""
     today = today or date.today()
-    for name in ("expired", "under_age"):
+    for name in (CheckName.expired, CheckName.under_age):
         result.checks.pop(name, None)
     add_validity_checks(result, today)
     for name in CROSS_CHECKED:
@@ -260,10 +261,10 @@ def recheck_identity(result: ExtractionResult, today: date | None = None) -> Non
         if printed is None or printed.value is None or field is None or not field.value:
             continue
         if f"visual_{name}" in result.checks or field.source == "user":
-            result.checks[f"visual_{name}"] = _visual_check(name, printed.value, field.value, corrected=field.source == "user")
+            _add(result, _visual_check(name, printed.value, field.value, corrected=field.source == "user"))
 
 
-def labelled_id_result(result: ExtractionResult, pages: list[PageContent], today: date | None = None) -> bool:
+def labelled_id_result(result: ExtractionResult, pages: list[Page], today: date | None = None) -> bool:
     """IDs without an MRZ: label/value pairs from the printed zone. True if anything was found.
 
     A value of the wrong type for its label is left out (and named in a warning), not guessed."""
@@ -293,7 +294,7 @@ def id_orientation_hints():
     return OrientationHints(accept=mrz_check_digits_pass, worth_turning=mrz_hint, quarter_turn=mrz_quarter_turn)
 
 
-def locate_sensitive_text(result: ExtractionResult, pages: list[PageContent]) -> None:
+def locate_sensitive_text(result: ExtractionResult, pages: list[Page]) -> None:
     """Record every OCR phrase that spells a document or personal number (by value, spaced or
     not: 'Z E 184226 B'), so previews can blank it wherever it is printed."""
     masker = masker_for([result])

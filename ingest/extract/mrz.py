@@ -26,6 +26,7 @@ from mrz.base.functions import hash_is_ok
 
 from docteller.check_labels import DIGIT_SUBJECTS, check_label
 from docteller.model import BBox
+from docteller.parsing.rows import group_rows, row_box
 from docteller.protocols import OcrLine
 from docteller.redact import redact_text
 
@@ -340,7 +341,10 @@ def _evaluate_icao(fmt: str, lines: list[str]) -> tuple[dict[str, str], dict[str
         return None
     checks: dict[str, tuple[bool, str]] = {}
     for description, ok in checker.report.fields:
-        name = _CHECK_NAMES.get(description, description.replace(" ", "_"))
+        name = _CHECK_NAMES.get(description)
+        if name is None:  # a check a newer `mrz` release added: not one of ours (`CheckName`)
+            log.debug("mrz: unknown check %r left out", description)
+            continue
         checks[name] = _plain_check(name, bool(ok))
     f = checker.fields()
     fields = {
@@ -620,20 +624,11 @@ def _read_fixed(fmt: str, lines: list[str], raw: list[str]) -> MrzReading | None
 
 def _merge_row_fragments(phrases: list[OcrLine]) -> list[OcrLine]:
     """Join phrases on the same visual row: the detector sometimes splits one MRZ line in two."""
-    merged: list[OcrLine] = []
-    for ph in sorted(phrases, key=lambda p: ((p.bbox.y0 + p.bbox.y1) / 2, p.bbox.x0)):
-        if merged:
-            last = merged[-1]
-            yc, last_yc = (ph.bbox.y0 + ph.bbox.y1) / 2, (last.bbox.y0 + last.bbox.y1) / 2
-            if abs(yc - last_yc) < 0.5 * min(ph.bbox.height, last.bbox.height) and ph.bbox.x0 >= last.bbox.x1 - 5:
-                merged[-1] = OcrLine(
-                    text=last.text + ph.text,
-                    bbox=last.bbox.union(ph.bbox),
-                    confidence=min(last.confidence, ph.confidence),
-                )
-                continue
-        merged.append(ph)
-    return merged
+    rows = group_rows(phrases, anchor="row", fits=lambda row, p: p.bbox.x0 >= row_box(row).x1 - 5)
+    return [
+        OcrLine(text="".join(p.text for p in row), bbox=row_box(row), confidence=min(p.confidence for p in row))
+        for row in rows
+    ]
 
 
 def find_mrz(phrases: list[OcrLine], page: int | None = None) -> MrzReading | None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import numpy as np
 
-from docteller.model import BBox, ExtractionResult, Field
+from docteller.model import BBox, ExtractionResult, Field, Page, WordRow
+from docteller.parsing.dates import parse_printed_date
+from docteller.parsing.money import amounts_in_text, to_decimal
+from docteller.parsing.rows import group_rows
 from docteller.protocols import OcrLine
-from ingest.extract.pages import Line, PageContent
-from ingest.extract.visual import parse_printed_date
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ ADDRESS_HINT = re.compile(
     re.I,
 )
 DATE_RE = re.compile(r"\b(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{1,2}\s*[A-Za-z]{3,9}\s*\d{2,4}|\d{4}-\d{2}-\d{2})\b")
-MONEY_RE = re.compile(r"(?<![\d.])(?:RM|\$)?\s*(\d{1,3}(?:,\d{3})*\.\d{2})(?![\d])")
 TOTAL_LABELS = (
     (re.compile(r"\b(ROUNDED|NETT?|GRAND)\s*TOTAL\b|\bTOTAL\s*(AMOUNT|AMT)?\s*ROUNDED\b|\bTOTAL\s*(AMOUNT\s*)?(PAYABLE|DUE)\b|INCLUSIVE OF GST|INCL\.?\s*(OF\s*)?GST", re.I), 0.9),
     (re.compile(r"^\W*TOTAL\s*(\(RM\)|RM|AMOUNT|AMT)?\W*(RM)?\s*[\d.,]*\s*$", re.I), 0.9),
@@ -72,17 +72,8 @@ def reading_order(phrases: list[OcrLine]) -> list[OcrLine]:
     within half a line of each other; a row-band sort alone then puts the lower, wider line
     first ("KLANG SELANGOR" before "BANDAR BUKIT RAJA, 41050").
     """
-    rows: list[list[OcrLine]] = []
-    for p in sorted(phrases, key=_centre_y):
-        if rows:
-            row = rows[-1]
-            ref = row[0]
-            same_band = abs(_centre_y(p) - _centre_y(ref)) < 0.5 * max(min(ref.bbox.height, p.bbox.height), 1.0)
-            if same_band and all(_overlap_x(p, q) < 0.3 for q in row):
-                row.append(p)
-                continue
-        rows.append([p])
-    return [p for row in rows for p in sorted(row, key=lambda q: q.bbox.x0)]
+    rows = group_rows(phrases, fits=lambda row, p: all(_overlap_x(p, q) < 0.3 for q in row))
+    return [p for row in rows for p in row]
 
 
 def _same_row(anchor: OcrLine, phrases: list[OcrLine]) -> list[OcrLine]:
@@ -168,10 +159,10 @@ def _address_lines(phrases: list[OcrLine]) -> list[OcrLine]:
     return parts
 
 
-AmountRow = tuple[Line, list[str]]
+AmountRow = tuple[WordRow, list[str]]
 
 
-def _labelled_total(rows: list[AmountRow]) -> tuple[str, Line, float] | None:
+def _labelled_total(rows: list[AmountRow]) -> tuple[str, WordRow, float] | None:
     """The total by its label, as (amount, row, confidence weight).
 
     Receipts that round print the rounding adjustment and then the payable amount on the next
@@ -183,28 +174,28 @@ def _labelled_total(rows: list[AmountRow]) -> tuple[str, Line, float] | None:
         if ROUNDING.search(line.text):
             for nxt, amounts in rows[i + 1 : i + 3]:
                 if amounts and not re.search(r"\bCASH|\bCHANGE|\bCARD\b|\bTENDER", nxt.text, re.I):
-                    return amounts[-1].replace(",", ""), nxt, 0.9
+                    return amounts[-1], nxt, 0.9
             break
     for pattern, weight in TOTAL_LABELS:
         for line, amounts in rows:
             if amounts and pattern.search(line.text) and not NOT_PAYABLE.search(line.text):
-                return amounts[-1].replace(",", ""), line, weight
+                return amounts[-1], line, weight
     return None
 
 
-def _paid_amount(rows: list[AmountRow]) -> tuple[Decimal, Line] | None:
+def _paid_amount(rows: list[AmountRow]) -> tuple[Decimal, WordRow] | None:
     """Cash handed over minus the change given back, when the receipt prints both."""
     for i, (line, amounts) in enumerate(rows):
         if amounts and PAYMENT.search(line.text):
             for nxt, change in rows[i + 1 : i + 4]:
                 if change and CHANGE.search(nxt.text):
-                    paid = Decimal(amounts[-1].replace(",", "")) - Decimal(change[-1].replace(",", ""))
+                    paid = Decimal(amounts[-1]) - Decimal(change[-1])
                     return (paid, line) if paid > 0 else None
             return None
     return None
 
 
-def _find_total(page: PageContent) -> tuple[str, OcrLine, float] | None:
+def _find_total(page: Page) -> tuple[str, OcrLine, float] | None:
     """The payable total as (amount, line, confidence weight).
 
     The labelled total is checked against cash minus change: within a few cents they are the
@@ -212,7 +203,7 @@ def _find_total(page: PageContent) -> tuple[str, OcrLine, float] | None:
     amount paid wins; a weakly labelled total (a bare "TOTAL" row, often a GST summary) that
     disagrees with what was paid loses to it.
     """
-    rows = [(ln, MONEY_RE.findall(ln.text.replace(" .", "."))) for ln in page.lines()]
+    rows = [(ln, amounts_in_text(ln.text.replace(" .", "."))) for ln in page.word_rows()]
     best = _labelled_total(rows)
     paid = _paid_amount(rows)
     if paid is not None:
@@ -227,7 +218,7 @@ def _find_total(page: PageContent) -> tuple[str, OcrLine, float] | None:
     return value, OcrLine(text=line.text, bbox=line.bbox, confidence=line.confidence), weight
 
 
-def _field(name: str, parts: list[OcrLine], text: str, weight: float, page: PageContent) -> Field:
+def _field(name: str, parts: list[OcrLine], text: str, weight: float, page: Page) -> Field:
     """A field read from one or more phrases: their union box, the weakest phrase's confidence."""
     box = parts[0].bbox
     for p in parts[1:]:
@@ -250,7 +241,7 @@ def _header(phrases: list[OcrLine]) -> tuple[list[OcrLine], list[OcrLine]]:
     return company, _address_lines(phrases[start:])
 
 
-def _reread_header(page: PageContent, lines: list[OcrLine]) -> list[OcrLine] | None:
+def _reread_header(page: Page, lines: list[OcrLine]) -> list[OcrLine] | None:
     """The shop's header block OCR'd again on its own, in page coordinates and reading order.
 
     On its own the block fills the detector's input, so small or faint print gets boxes and
@@ -291,7 +282,7 @@ def _better_reading(first: tuple[list[OcrLine], list[OcrLine]], second: tuple[li
     )
 
 
-def extract_receipt(result: ExtractionResult, pages: list[PageContent]) -> None:
+def extract_receipt(result: ExtractionResult, pages: list[Page]) -> None:
     page = pages[0]
     phrases = reading_order(page.phrases)
     result.doc_type = "receipt"
@@ -318,15 +309,13 @@ def extract_receipt(result: ExtractionResult, pages: list[PageContent]) -> None:
     best = _find_total(page)
     if best is None:
         # No labelled total: the largest amount on the receipt, with low confidence.
-        amounts = [(Decimal(a.replace(",", "")), p) for p in phrases for a in MONEY_RE.findall(p.text)]
+        amounts = [(Decimal(a), p) for p in phrases for a in amounts_in_text(p.text)]
         if amounts:
             value, p = max(amounts, key=lambda t: t[0])
             best = (str(value), p, 0.4)
     if best:
-        try:
-            value = str(Decimal(best[0]).quantize(Decimal("0.01")))
-        except InvalidOperation:
-            value = best[0]
+        number = to_decimal(best[0])
+        value = str(number.quantize(Decimal("0.01"))) if number is not None else best[0]
         result.fields["total"] = Field(name="total", value=value, confidence=round(best[1].confidence * best[2], 4), page=page.number, bbox=best[1].bbox, raw=best[1].text, source=src)
     if not result.fields:
         result.warnings.append("no fields found: no company, date or total on the receipt")

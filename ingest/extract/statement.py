@@ -15,12 +15,14 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-from docteller.check_labels import field_label
-from docteller.model import BBox, Check, ExtractionResult, Field, Transaction
+from docteller.check_labels import CheckName, field_label
+from docteller.model import BBox, ExtractionResult, Field, Page, Transaction, Word, WordRow
+from docteller.parsing.dates import parse_date_parts, parse_full_date, uses_day_first
+from docteller.parsing.money import is_credit_marked, parse_amount, to_decimal, uses_decimal_comma
+from docteller.parsing.text import fold
 from docteller.redact import mask
-from ingest.extract.pages import Line, PageContent, Word
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +35,12 @@ ROLE_WORDS: dict[str, tuple[str, ...]] = {
     "balance": ("balance", "running balance", "solde", "saldo"),
     "amount": ("amount", "$ amount", "amount (sgd)", "bedrag", "montant", "amount(sgd)"),
 }
+# The same vocabulary folded (accents off), as header phrases are before they are looked up.
+_ROLE_VOCAB = {role: frozenset(fold(w) for w in words) for role, words in ROLE_WORDS.items()}
 OPENING_LABELS = ("opening balance", "balance brought forward", "brought forward", "previous balance", "solde d'ouverture", "solde précédent", "beginning balance", "openingsaldo", "begin saldo", "last month's balance", "starting balance")
 CLOSING_LABELS = ("closing balance", "balance carried forward", "carried forward", "new balance", "solde de clôture", "nouveau solde", "ending balance", "eindsaldo", "eind saldo", "closing")
 SKIP_ROW = re.compile(r"^(sub\s*total|total|totals|page \d|continued|balance (brought|carried) forward|opening balance|closing balance)\b", re.I)
 
-MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
-MONTHS.update({"mei": 5, "mrt": 3, "okt": 10, "janv": 1, "févr": 2, "fevr": 2, "mars": 3, "avr": 4, "mai": 5, "juin": 6, "juil": 7, "août": 8, "aout": 8, "sept": 9, "déc": 12, "dec.": 12})
-
-MONEY = re.compile(
-    r"^(?P<neg1>[-−(])?\s*(?:[A-Z]{0,3}[$€£¥]|[A-Z]{3})?\s*(?P<neg2>-)?(?P<num>\d{1,3}(?:[,. \u202f]\d{3})+(?:[.,]\d{1,2})?|\d+[.,]\d{2}|\d{1,3}(?:,\d{3})+)\s*(?:[$€£]|[A-Z]{3})?\s*(?P<close>\))?\s*(?P<suffix>CR|DR|Cr|Dr|-)?$"
-)
 CURRENCY_CODES = ("NZD", "AUD", "USD", "SGD", "EUR", "GBP", "HKD", "CAD", "CHF", "JPY", "INR", "MYR", "CNY", "ZAR")
 # Symbols that name one currency on their own; checked longest first ("NZ$" before "$").
 CURRENCY_SYMBOLS = (("NZ$", "NZD"), ("AU$", "AUD"), ("A$", "AUD"), ("CA$", "CAD"), ("C$", "CAD"), ("US$", "USD"), ("S$", "SGD"), ("HK$", "HKD"), ("€", "EUR"), ("£", "GBP"), ("₹", "INR"))
@@ -72,7 +70,7 @@ class Column:
 @dataclass
 class Row:
     page: int
-    line: Line
+    line: WordRow
     date: tuple[int, int, int | None] | None  # (day, month, year or None)
     date_text: str
     description: str
@@ -88,76 +86,7 @@ class StatementTable:
     pages: set[int] = field(default_factory=set)
 
 
-def fold(text: str) -> str:
-    return text.lower().strip(" :")
-
-
-# --- Amounts and dates ----------------------------------------------------------------------
-
-
-def parse_money(text: str, decimal_comma: bool = False) -> Decimal | None:
-    """'1,234.56' / '1.234,56' / '(12.00)' / '90,350 CR' / '-€ 5,00' -> signed Decimal, else None."""
-    t = text.strip().replace("\u2212", "-")
-    m = MONEY.match(t)
-    if not m:
-        return None
-    num = m.group("num")
-    if decimal_comma:
-        num = num.replace(".", "").replace(" ", "").replace("\u202f", "").replace(",", ".")
-    else:
-        if re.fullmatch(r"\d+,\d{2}", num):  # a lone comma decimal in a dot document: '5,00'
-            num = num.replace(",", ".")
-        num = num.replace(",", "").replace(" ", "").replace("\u202f", "")
-    try:
-        value = Decimal(num)
-    except InvalidOperation:
-        return None
-    negative = (m.group("neg1") in ("-", "−") or m.group("neg2") or (m.group("neg1") == "(" and m.group("close"))
-                or (m.group("suffix") or "").upper() in ("DR", "-"))
-    return -value if negative else value
-
-
-def is_credit_marked(text: str) -> bool:
-    t = text.strip()
-    return t.upper().endswith("CR") or (t.startswith("(") and t.endswith(")"))
-
-
-DATE_PATTERNS = [
-    re.compile(r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})$"),
-    re.compile(r"^(?P<a>\d{1,2})[/.-](?P<b>\d{1,2})[/.-](?P<y>\d{2,4})$"),
-    re.compile(r"^(?P<a>\d{1,2})[/.](?P<b>\d{1,2})$"),
-    re.compile(r"^(?P<d>\d{1,2})[ -]?(?P<mon>[A-Za-zéû]{3,5}\.?)(?:[ -]?(?P<y>\d{2,4}))?$"),
-    re.compile(r"^(?P<mon>[A-Za-z]{3})[ -]?(?P<d>\d{1,2})(?:,? (?P<y>\d{4}))?$"),
-]
-
-
-def parse_date_text(text: str, day_first: bool = True) -> tuple[int, int, int | None] | None:
-    t = text.strip().rstrip(",")
-    for pat in DATE_PATTERNS:
-        m = pat.match(t)
-        if not m:
-            continue
-        g = m.groupdict()
-        year = g.get("y")
-        y = None
-        if year:
-            y = int(year)
-            if y < 100:
-                y += 2000
-        if g.get("mon"):
-            month = MONTHS.get(g["mon"].lower().rstrip("."))
-            if not month:
-                return None
-            day = int(g["d"])
-        elif g.get("a"):
-            a, b = int(g["a"]), int(g["b"])
-            day, month = (a, b) if day_first else (b, a)
-        else:
-            day, month = int(g["d"]), int(g["m"])
-        if 1 <= month <= 12 and 1 <= day <= 31:
-            return day, month, y
-        return None
-    return None
+# --- Dates in rows ---------------------------------------------------------------------------
 
 
 def _leading_date(words: list[Word], day_first: bool, x_limit: float) -> tuple[tuple[int, int, int | None], int, str] | None:
@@ -166,7 +95,7 @@ def _leading_date(words: list[Word], day_first: bool, x_limit: float) -> tuple[t
         if len(words) < n or words[n - 1].bbox.x0 > x_limit:
             continue
         text = " ".join(w.text for w in words[:n])
-        parsed = parse_date_text(text, day_first)
+        parsed = parse_date_parts(text, day_first)
         if parsed:
             return parsed, n, text
     return None
@@ -175,7 +104,7 @@ def _leading_date(words: list[Word], day_first: bool, x_limit: float) -> tuple[t
 # --- Table structure ---------------------------------------------------------------------------
 
 
-def _header_columns(line: Line) -> list[Column] | None:
+def _header_columns(line: WordRow) -> list[Column] | None:
     """Column roles from a header row, or None if the row is not a table header."""
     words = line.words
     columns: list[Column] = []
@@ -185,9 +114,9 @@ def _header_columns(line: Line) -> list[Column] | None:
         for i in range(len(words) - n + 1):
             if any(used[i : i + n]):
                 continue
-            phrase = fold(" ".join(w.text for w in words[i : i + n]))
+            phrase = fold(" ".join(w.text for w in words[i : i + n])).strip(" :")
             phrase = re.sub(r"\s*\(.*?\)|\s*\$$|\s*\(-\)|\s*\(\+\)", "", phrase).strip()
-            for role, vocab in ROLE_WORDS.items():
+            for role, vocab in _ROLE_VOCAB.items():
                 if phrase in vocab:
                     columns.append(Column(role, words[i].bbox.x0, words[i + n - 1].bbox.x1))
                     for k in range(i, i + n):
@@ -239,14 +168,14 @@ class _Layout:
         return min(cols, key=lambda c: min(abs(word.xc - c.centre), abs(word.bbox.x1 - c.x1))).role
 
 
-def _row_from_line(line: Line, page: int, layout: _Layout) -> Row:
+def _row_from_line(line: WordRow, page: int, layout: _Layout) -> Row:
     words = line.words
     date_hit = _leading_date(words, layout.day_first, layout.desc_x() - 2)
     start = date_hit[1] if date_hit else 0
     amounts: dict[str, Decimal] = {}
     desc_words = []
     for w in words[start:]:
-        value = parse_money(w.text, layout.decimal_comma) if w.bbox.x1 >= layout.money_start else None
+        value = parse_amount(w.text, layout.decimal_comma) if w.bbox.x1 >= layout.money_start else None
         if value is not None:
             role = layout.money_role(w)
             if role != "balance" and layout.columns and any(c.role in ("amount",) for c in layout.columns) and is_credit_marked(w.text):
@@ -270,48 +199,31 @@ def _row_from_line(line: Line, page: int, layout: _Layout) -> Row:
     )
 
 
-def _merge_split_amounts(line: Line) -> Line:
+def _merge_split_amounts(line: WordRow) -> WordRow:
     """OCR/PDF sometimes splits '1,234.56 CR' or '$ 12.00' into separate words: glue them."""
     out: list[Word] = []
     for w in line.words:
-        if out and w.text in ("CR", "DR", "Cr", "Dr") and parse_money(out[-1].text) is not None:
+        if out and w.text in ("CR", "DR", "Cr", "Dr") and parse_amount(out[-1].text) is not None:
             prev = out[-1]
-            out[-1] = Word(prev.text + " " + w.text, prev.bbox.union(w.bbox), min(prev.confidence, w.confidence))
+            out[-1] = Word(text=prev.text + " " + w.text, bbox=prev.bbox.union(w.bbox), confidence=min(prev.confidence, w.confidence))
             continue
         if out and out[-1].text in ("$", "€", "£", "S$", "-") and re.match(r"^[\d(]", w.text):
             prev = out[-1]
-            out[-1] = Word(prev.text + w.text, prev.bbox.union(w.bbox), min(prev.confidence, w.confidence))
+            out[-1] = Word(text=prev.text + w.text, bbox=prev.bbox.union(w.bbox), confidence=min(prev.confidence, w.confidence))
             continue
         out.append(w)
-    return Line(words=out)
+    return WordRow(words=out)
 
 
-def detect_number_style(text: str) -> bool:
-    """True when amounts use a decimal comma (1.234,56)."""
-    comma = len(re.findall(r"\d,\d{2}(?!\d)", text))
-    dot = len(re.findall(r"\d\.\d{2}(?!\d)", text))
-    return comma > dot
-
-
-def detect_day_first(text: str) -> bool:
-    firsts, seconds = [], []
-    for a, b in re.findall(r"\b(\d{1,2})/(\d{1,2})(?:/\d{2,4})?\b", text):
-        firsts.append(int(a))
-        seconds.append(int(b))
-    if any(v > 12 for v in seconds) and not any(v > 12 for v in firsts):
-        return False
-    return True
-
-
-def parse_table(pages: list[PageContent]) -> tuple[StatementTable, _Layout | None]:
-    all_text = "\n".join(p.text for p in pages)
-    decimal_comma = detect_number_style(all_text)
-    day_first = detect_day_first(all_text)
+def parse_table(pages: list[Page]) -> tuple[StatementTable, _Layout | None]:
+    all_text = "\n".join(p.phrase_text for p in pages)
+    decimal_comma = uses_decimal_comma(all_text)
+    day_first = uses_day_first(all_text)
     table = StatementTable()
     layout: _Layout | None = None
     running = _running_headers(pages)
     for page in pages:
-        for raw_line in page.lines():
+        for raw_line in page.word_rows():
             if (page.number, round(raw_line.bbox.y0)) in running:
                 continue
             line = _merge_split_amounts(raw_line)
@@ -332,17 +244,17 @@ def parse_table(pages: list[PageContent]) -> tuple[StatementTable, _Layout | Non
     return table, layout
 
 
-def _running_headers(pages: list[PageContent], margin: float = 0.12) -> set[tuple[int, int]]:
+def _running_headers(pages: list[Page], margin: float = 0.12) -> set[tuple[int, int]]:
     """(page, y) of amount-free lines repeated on 2+ pages in the top/bottom margins."""
     if len(pages) < 2:
         return set()
     seen: dict[str, list[tuple[int, int]]] = {}
     for page in pages:
-        for line in page.lines():
+        for line in page.word_rows():
             yc = (line.bbox.y0 + line.bbox.y1) / 2
             if margin * page.height < yc < (1 - margin) * page.height:
                 continue
-            if any(parse_money(w.text) is not None for w in line.words):
+            if any(parse_amount(w.text) is not None for w in line.words):
                 continue
             key = re.sub(r"\d+", "#", line.text.lower())
             seen.setdefault(key, []).append((page.number, round(line.bbox.y0)))
@@ -387,10 +299,10 @@ def _is_balance_marker(row: Row) -> bool:
 # --- Header fields -----------------------------------------------------------------------------
 
 
-def _label_value(pages: list[PageContent], labels: tuple[str, ...]) -> tuple[str, int, BBox] | None:
+def _label_value(pages: list[Page], labels: tuple[str, ...]) -> tuple[str, int, BBox] | None:
     """The text following a label on its row, or the next row's text below the label."""
     for page in pages[:2]:
-        lines = page.lines()
+        lines = page.word_rows()
         for i, line in enumerate(lines):
             low = line.text.lower()
             for label in labels:
@@ -408,7 +320,7 @@ def _label_value(pages: list[PageContent], labels: tuple[str, ...]) -> tuple[str
     return None
 
 
-def _phrase_value(pages: list[PageContent], labels: tuple[str, ...]) -> tuple[str, int, BBox] | None:
+def _phrase_value(pages: list[Page], labels: tuple[str, ...]) -> tuple[str, int, BBox] | None:
     """Label/value pairs laid out as separate phrases (label above value, or label left of value)."""
     for page in pages[:2]:
         phrases = page.phrases
@@ -428,7 +340,7 @@ def _phrase_value(pages: list[PageContent], labels: tuple[str, ...]) -> tuple[st
     return None
 
 
-def _find(pages: list[PageContent], labels: tuple[str, ...]) -> tuple[str, int, BBox] | None:
+def _find(pages: list[Page], labels: tuple[str, ...]) -> tuple[str, int, BBox] | None:
     return _phrase_value(pages, labels) or _label_value(pages, labels)
 
 
@@ -437,10 +349,10 @@ PERIOD_LABELS = ("statement period", "period", "periode", "période", "statement
 HOLDER_LABELS = ("account holder", "account name", "name", "customer name", "naam", "nom du titulaire")
 
 
-def _header_fields(result: ExtractionResult, pages: list[PageContent], decimal_comma: bool, day_first: bool) -> dict[str, Decimal]:
+def _header_fields(result: ExtractionResult, pages: list[Page], decimal_comma: bool, day_first: bool) -> dict[str, Decimal]:
     first = pages[0]
     balances: dict[str, Decimal] = {}
-    text = "\n".join(p.text for p in pages)
+    text = "\n".join(p.phrase_text for p in pages)
     # Bank name: the first line naming a bank, else the page's first line.
     bank = next((p for p in first.phrases[:12] if re.search(r"\b(bank|banque|banco|credit union|trust|savings)\b", p.text, re.I)), None)
     if bank is None and first.phrases:
@@ -477,7 +389,7 @@ def _header_fields(result: ExtractionResult, pages: list[PageContent], decimal_c
     period_text = period[0] if period else None
     m = re.search(r"(?:from\s+)?(\d{1,2}\s+[A-Za-zéû]{3,9}\.?\s+\d{4}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}-\d{2}-\d{2})\s*(?:to|-|–|au|tot|t/m)\s*(\d{1,2}\s+[A-Za-zéû]{3,9}\.?\s+\d{4}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}-\d{2}-\d{2})", period_text or text)
     if m:
-        start, end = _full_date(m.group(1), day_first), _full_date(m.group(2), day_first)
+        start, end = parse_full_date(m.group(1), day_first), parse_full_date(m.group(2), day_first)
         if start and end:
             result.fields["period_start"] = Field(name="period_start", value=start, confidence=0.9, page=period[1] if period else None, raw=m.group(1), source="text")
             result.fields["period_end"] = Field(name="period_end", value=end, confidence=0.9, page=period[1] if period else None, raw=m.group(2), source="text")
@@ -493,7 +405,7 @@ def _header_fields(result: ExtractionResult, pages: list[PageContent], decimal_c
             value = None
             for n in (2, 1):
                 if len(tokens) >= n:
-                    value = parse_money(" ".join(tokens[:n]).replace("S", ""), decimal_comma) or value
+                    value = parse_amount(" ".join(tokens[:n]).replace("S", ""), decimal_comma) or value
                     if value is not None:
                         break
             if value is not None:
@@ -526,17 +438,6 @@ def statement_currency(text: str) -> tuple[str, float, str] | None:
     return None
 
 
-def _full_date(text: str, day_first: bool) -> str | None:
-    parsed = parse_date_text(text.replace(".", " ").replace("  ", " ") if re.search(r"[A-Za-z]", text) else text, day_first)
-    if not parsed or parsed[2] is None:
-        return None
-    d, m, y = parsed
-    try:
-        return date(y, m, d).isoformat()
-    except ValueError:
-        return None
-
-
 # --- Assembly ---------------------------------------------------------------------------------
 
 
@@ -544,11 +445,11 @@ def _is_credit_card(text: str) -> bool:
     return bool(re.search(r"credit card|card statement|minimum (payment|due)|payment due|credit limit", text, re.I))
 
 
-def _infer_year(pages: list[PageContent], result: ExtractionResult) -> tuple[int | None, int | None]:
+def _infer_year(pages: list[Page], result: ExtractionResult) -> tuple[int | None, int | None]:
     end = result.value("period_end")
     if end:
         return int(end[:4]), int(end[5:7])
-    text = "\n".join(p.text for p in pages[:2])
+    text = "\n".join(p.phrase_text for p in pages[:2])
     years = re.findall(r"\b(20\d{2})\b", text)
     if years:
         return int(max(set(years), key=years.count)), None
@@ -556,93 +457,119 @@ def _infer_year(pages: list[PageContent], result: ExtractionResult) -> tuple[int
     return (2000 + int(m.group(1)), None) if m else (None, None)
 
 
-def extract_statement(result: ExtractionResult, pages: list[PageContent]) -> bool:
+def extract_statement(result: ExtractionResult, pages: list[Page]) -> bool:
     """Fill `result` with statement fields, transactions and checks. True if a table was found."""
-    text = "\n".join(p.text for p in pages)
-    decimal_comma = detect_number_style(text)
-    day_first = detect_day_first(text)
-    balances = _header_fields(result, pages, decimal_comma, day_first)
+    text = "\n".join(p.phrase_text for p in pages)
+    decimal_comma = uses_decimal_comma(text)
+    balances = _header_fields(result, pages, decimal_comma, uses_day_first(text))
     table, layout = parse_table(pages)
     if layout is None:
         result.warnings.append("no transactions table header found (Date / Description / Amount / Balance)")
         return bool(result.fields)
-    credit_card = _is_credit_card(text)
     year, end_month = _infer_year(pages, result)
-    groups = _group_rows(table.rows)
-    has_split = any(c.role in ("debit", "credit") for c in layout.columns)
-    transactions: list[Transaction] = []
-    last_date: tuple[int, int, int | None] | None = None
-    prev_balance: Decimal | None = balances.get("opening_balance")
-    for group in groups:
-        anchor = next((r for r in reversed(group) if any(k != "balance" for k in r.amounts)), group[-1])
-        dated = next((r for r in group if r.date), None)
-        description = " ".join(r.description for r in group if r.description).strip()
-        amount_row = anchor.amounts
-        if _is_balance_marker(anchor) and set(amount_row) <= {"balance"} or re.match(r"^(balance brought forward|opening balance|closing balance|balance carried forward)", description, re.I):
-            if "balance" in amount_row:
-                if re.search(r"opening|brought", description, re.I) and "opening_balance" not in balances:
-                    balances["opening_balance"] = amount_row["balance"]
-                    prev_balance = amount_row["balance"]
-                    _balance_row_field(result, "opening_balance", anchor)
-                elif re.search(r"closing|carried", description, re.I) and "closing_balance" not in balances:
-                    balances["closing_balance"] = amount_row["balance"]
-                    _balance_row_field(result, "closing_balance", anchor)
-            continue
-        if SKIP_ROW.match(description) and not dated:
-            continue
-        if has_split:
-            debit, credit = amount_row.get("debit"), amount_row.get("credit")
-            if debit is None and credit is None:
-                if "amount" not in amount_row:
-                    continue
-                amount = amount_row["amount"]
-            else:
-                amount = (abs(credit) if credit is not None else Decimal(0)) - (abs(debit) if debit is not None else Decimal(0))
-        else:
-            if "amount" not in amount_row:
-                continue
-            amount = amount_row["amount"]
-            if credit_card:
-                # Card statements print purchases plainly and payments/refunds as CR or (x.xx).
-                raw_amount = next((w.text for r in group for w in r.line.words if parse_money(w.text, decimal_comma) == amount or parse_money(w.text, decimal_comma) == -amount), "")
-                amount = abs(amount) if is_credit_marked(raw_amount) or amount < 0 else -abs(amount)
-        balance = next((r.amounts["balance"] for r in reversed(group) if "balance" in r.amounts), None)
-        if not has_split and not credit_card and balance is not None and prev_balance is not None and amount > 0:
-            # Unsigned amounts in a single column: the balance movement gives the sign.
-            if prev_balance - amount == balance:
-                amount = -amount
-        if dated:
-            last_date = dated.date
-        iso = _iso(last_date, year, end_month) if last_date else None
-        bbox = group[0].bbox
-        for r in group[1:]:
-            if r.page == group[0].page:
-                bbox = bbox.union(r.bbox)
-        transactions.append(
-            Transaction(
-                date=iso,
-                description=description,
-                amount=str(amount),
-                balance=str(balance) if balance is not None else None,
-                page=group[0].page,
-                bbox=bbox,
-                confidence=round(min(r.confidence for r in group), 4),
-            )
-        )
-        if balance is not None:
-            prev_balance = balance
-    # Rows before the first dated row inherit the first date (e.g. "LAST MONTH'S BALANCE").
-    first_dated = next((t.date for t in transactions if t.date), None)
-    for t in transactions:
-        if t.date is None:
-            t.date = first_dated
-        else:
-            break
+    reader = _TransactionReader(result, layout, balances, _is_credit_card(text), year, end_month)
+    transactions = [t for group in _group_rows(table.rows) if (t := reader.read(group)) is not None]
+    _date_leading_rows(transactions)
     result.transactions = _within_closing_balance(transactions, balances)
     result.doc_type = "statement"
     _reconcile(result, balances)
     log.info("statement: %d transactions on %d pages, account %s", len(transactions), len(table.pages), result.value("account_number") or "?")
     return True
+
+
+_BALANCE_ROW = re.compile(r"^(balance brought forward|opening balance|closing balance|balance carried forward)", re.I)
+
+
+@dataclass
+class _TransactionReader:
+    """Turns the table's row groups into transactions, in order: it carries the last date seen
+    (rows without one share it) and the last balance (unsigned amounts take their sign from
+    the balance's movement)."""
+
+    result: ExtractionResult
+    layout: _Layout
+    balances: dict[str, Decimal]
+    credit_card: bool
+    year: int | None
+    end_month: int | None
+    last_date: tuple[int, int, int | None] | None = None
+    prev_balance: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        self.prev_balance = self.balances.get("opening_balance")
+        self.has_split = any(c.role in ("debit", "credit") for c in self.layout.columns)
+
+    def read(self, group: list[Row]) -> Transaction | None:
+        anchor = next((r for r in reversed(group) if any(k != "balance" for k in r.amounts)), group[-1])
+        dated = next((r for r in group if r.date), None)
+        description = " ".join(r.description for r in group if r.description).strip()
+        if _is_balance_marker(anchor) and set(anchor.amounts) <= {"balance"} or _BALANCE_ROW.match(description):
+            self._balance_row(anchor, description)
+            return None
+        if SKIP_ROW.match(description) and not dated:
+            return None
+        amount = self._signed_amount(group, anchor.amounts)
+        if amount is None:
+            return None
+        balance = next((r.amounts["balance"] for r in reversed(group) if "balance" in r.amounts), None)
+        if not self.has_split and not self.credit_card and balance is not None and self.prev_balance is not None and amount > 0:
+            # Unsigned amounts in a single column: the balance movement gives the sign.
+            if self.prev_balance - amount == balance:
+                amount = -amount
+        if dated:
+            self.last_date = dated.date
+        if balance is not None:
+            self.prev_balance = balance
+        iso = _iso(self.last_date, self.year, self.end_month) if self.last_date else None
+        return _transaction(group, iso, description, amount, balance)
+
+    def _balance_row(self, anchor: Row, description: str) -> None:
+        """An opening or closing balance printed as a table row (not a transaction)."""
+        if "balance" not in anchor.amounts:
+            return
+        value = anchor.amounts["balance"]
+        if re.search(r"opening|brought", description, re.I) and "opening_balance" not in self.balances:
+            self.balances["opening_balance"] = self.prev_balance = value
+            _balance_row_field(self.result, "opening_balance", anchor)
+        elif re.search(r"closing|carried", description, re.I) and "closing_balance" not in self.balances:
+            self.balances["closing_balance"] = value
+            _balance_row_field(self.result, "closing_balance", anchor)
+
+    def _signed_amount(self, group: list[Row], amounts: dict[str, Decimal]) -> Decimal | None:
+        """The transaction's amount, + credit / - debit, or None for a row without one."""
+        if self.has_split:
+            debit, credit = amounts.get("debit"), amounts.get("credit")
+            if debit is None and credit is None:
+                return amounts.get("amount")
+            return (abs(credit) if credit is not None else Decimal(0)) - (abs(debit) if debit is not None else Decimal(0))
+        if "amount" not in amounts:
+            return None
+        amount = amounts["amount"]
+        if self.credit_card:
+            # Card statements print purchases plainly and payments/refunds as CR or (x.xx).
+            comma = self.layout.decimal_comma
+            raw = next((w.text for r in group for w in r.line.words if parse_amount(w.text, comma) in (amount, -amount)), "")
+            amount = abs(amount) if is_credit_marked(raw) or amount < 0 else -abs(amount)
+        return amount
+
+
+def _transaction(group: list[Row], iso: str | None, description: str, amount: Decimal, balance: Decimal | None) -> Transaction:
+    """A transaction outlined by the box of its rows on its first page."""
+    bbox = group[0].bbox
+    for r in group[1:]:
+        if r.page == group[0].page:
+            bbox = bbox.union(r.bbox)
+    return Transaction(date=iso, description=description, amount=amount, balance=balance, page=group[0].page,
+                       bbox=bbox, confidence=round(min(r.confidence for r in group), 4))
+
+
+def _date_leading_rows(transactions: list[Transaction]) -> None:
+    """Rows before the first dated row inherit the first date (e.g. "LAST MONTH'S BALANCE")."""
+    first_dated = next((t.date for t in transactions if t.date), None)
+    for t in transactions:
+        if t.date is not None:
+            break
+        t.date = first_dated
 
 
 def _balance_row_field(result: ExtractionResult, name: str, row: Row) -> None:
@@ -664,8 +591,8 @@ def _within_closing_balance(txs: list[Transaction], balances: dict[str, Decimal]
     running = opening
     ends: list[int] = []
     for n, t in enumerate(txs):
-        running += Decimal(t.amount)
-        if running == closing and (t.balance is None or Decimal(t.balance) == closing):
+        running += t.amount
+        if running == closing and (t.balance is None or t.balance == closing):
             ends.append(n)
     if not ends or ends[-1] == len(txs) - 1:
         return txs
@@ -691,20 +618,20 @@ def _reconcile(result: ExtractionResult, balances: dict[str, Decimal]) -> None:
     if not txs:
         result.warnings.append("statement table found but no transactions read")
         return
-    credits = sum((Decimal(t.amount) for t in txs if Decimal(t.amount) > 0), Decimal(0))
-    debits = -sum((Decimal(t.amount) for t in txs if Decimal(t.amount) < 0), Decimal(0))
+    credits = sum((t.amount for t in txs if t.amount > 0), Decimal(0))
+    debits = -sum((t.amount for t in txs if t.amount < 0), Decimal(0))
     result.fields["total_credits"] = Field(name="total_credits", value=str(credits), confidence=0.95, source="computed")
     result.fields["total_debits"] = Field(name="total_debits", value=str(debits), confidence=0.95, source="computed")
     result.fields["transaction_count"] = Field(name="transaction_count", value=str(len(txs)), confidence=0.95, source="computed")
     opening = balances.get("opening_balance")
     closing = balances.get("closing_balance")
-    first_bal = next(((i, Decimal(t.balance)) for i, t in enumerate(txs) if t.balance is not None), None)
+    first_bal = next(((i, t.balance) for i, t in enumerate(txs) if t.balance is not None), None)
     if opening is None and first_bal is not None:
         i, bal = first_bal
-        opening = bal - sum((Decimal(t.amount) for t in txs[: i + 1]), Decimal(0))
+        opening = bal - sum((t.amount for t in txs[: i + 1]), Decimal(0))
         result.fields["opening_balance"] = Field(name="opening_balance", value=str(opening), confidence=0.7, source="computed")
     if closing is None:
-        last = next((Decimal(t.balance) for t in reversed(txs) if t.balance is not None), None)
+        last = next((t.balance for t in reversed(txs) if t.balance is not None), None)
         if last is not None:
             closing = last
             result.fields["closing_balance"] = Field(name="closing_balance", value=str(closing), confidence=0.7, source="computed")
@@ -718,10 +645,10 @@ def _amount_field(result: ExtractionResult, name: str) -> tuple[Decimal | None, 
     f = result.fields.get(name)
     if f is None or f.value is None:
         return None, None
-    try:
-        return Decimal(f.value.replace(",", "").strip()), None
-    except InvalidOperation:
+    value = to_decimal(f.value)
+    if value is None:
         return None, f"the {field_label(name)} {f.value!r} is not an amount"
+    return value, None
 
 
 def reconcile_checks(result: ExtractionResult) -> None:
@@ -735,20 +662,20 @@ def reconcile_checks(result: ExtractionResult) -> None:
     opening, bad_opening = _amount_field(result, "opening_balance")
     closing, bad_closing = _amount_field(result, "closing_balance")
     _running_balance(result, opening)
-    credits = sum((Decimal(t.amount) for t in txs if Decimal(t.amount) > 0), Decimal(0))
-    debits = -sum((Decimal(t.amount) for t in txs if Decimal(t.amount) < 0), Decimal(0))
+    credits = sum((t.amount for t in txs if t.amount > 0), Decimal(0))
+    debits = -sum((t.amount for t in txs if t.amount < 0), Decimal(0))
     if bad_opening or bad_closing:
-        result.checks["balance_reconciles"] = Check(name="balance_reconciles", ok=None, detail=bad_opening or bad_closing)
+        result.add_check(CheckName.balance_reconciles, None, bad_opening or bad_closing)
     elif opening is not None and closing is not None:
         expected = opening + credits - debits
         ok = expected == closing
-        result.checks["balance_reconciles"] = Check(
-            name="balance_reconciles",
-            ok=ok,
-            detail=f"opening {opening} + credits {credits} - debits {debits} = {expected}" + (f" = closing {closing}" if ok else f" != closing {closing} (difference {closing - expected})"),
+        result.add_check(
+            CheckName.balance_reconciles,
+            ok,
+            f"opening {opening} + credits {credits} - debits {debits} = {expected}" + (f" = closing {closing}" if ok else f" != closing {closing} (difference {closing - expected})"),
         )
     else:
-        result.checks.pop("balance_reconciles", None)
+        result.checks.pop(CheckName.balance_reconciles, None)
 
 
 def _rows(numbers: list[int]) -> str:
@@ -767,11 +694,11 @@ def _running_balance(result: ExtractionResult, opening: Decimal | None) -> None:
     chains: list[Decimal] = [opening] if opening is not None else []
     for n, t in enumerate(txs, start=1):
         t.row_ok = None
-        amount = Decimal(t.amount)
+        amount = t.amount
         chains = [c + amount for c in chains]
         if t.balance is None:
             continue
-        printed = Decimal(t.balance)
+        printed = t.balance
         if not chains:
             chains = [printed]
             continue
@@ -784,10 +711,10 @@ def _running_balance(result: ExtractionResult, opening: Decimal | None) -> None:
             broken.append(n)
             chains = [chains[0], printed]
     if checked:
-        result.checks["running_balance"] = Check(
-            name="running_balance",
-            ok=not broken,
-            detail=f"{checked} printed balances checked, all consistent" if not broken else f"the running balance breaks at {_rows(broken)} of {len(txs)}",
+        result.add_check(
+            CheckName.running_balance,
+            not broken,
+            f"{checked} printed balances checked, all consistent" if not broken else f"the running balance breaks at {_rows(broken)} of {len(txs)}",
         )
     else:
-        result.checks.pop("running_balance", None)
+        result.checks.pop(CheckName.running_balance, None)

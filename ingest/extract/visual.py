@@ -8,11 +8,11 @@ nearest line below, left-aligned with the label (the passport data-page layout).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
-from datetime import date
 
 from docteller.model import BBox
+from docteller.parsing.dates import parse_printed_date, printed_date_readings
+from docteller.parsing.text import fold
 from docteller.protocols import OcrLine
 
 # field -> label spellings (lowercase, accents stripped), most specific first.
@@ -27,21 +27,6 @@ LABELS: dict[str, tuple[str, ...]] = {
     "place_of_birth": ("place of birth", "lieu de naissance", "geburtsort"),
     "date_of_issue": ("date of issue", "date de delivrance", "ausstellungsdatum"),
 }
-
-MONTHS = {
-    "JAN": 1, "JANV": 1, "FEB": 2, "FEV": 2, "FEVR": 2, "MAR": 3, "MARS": 3, "APR": 4, "AVR": 4, "MAY": 5, "MAI": 5,
-    "JUN": 6, "JUIN": 6, "JUL": 7, "JUIL": 7, "AUG": 8, "AOUT": 8, "SEP": 9, "SEPT": 9, "OCT": 10, "NOV": 11, "DEC": 12,
-    "JANUARY": 1, "FEBRUARY": 2, "MARCH": 3, "APRIL": 4, "JUNE": 6, "JULY": 7, "AUGUST": 8, "SEPTEMBER": 9,
-    "OCTOBER": 10, "NOVEMBER": 11, "DECEMBER": 12,
-}
-
-
-def fold(text: str) -> str:
-    """Lowercase, accents removed, typographic quotes and º normalised: for label matching."""
-    text = text.replace("’", "'").replace("º", "o").replace("°", "o")
-    text = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in text if not unicodedata.combining(c)).lower()
-
 
 @dataclass
 class VisualField:
@@ -171,49 +156,6 @@ def not_read_reason(name: str) -> str:
     if name in NAME_FIELDS:
         return "is not a name"
     return NOT_READ_REASONS.get(name, "is not a value of this field")
-
-
-def parse_printed_date(text: str) -> str | None:
-    """'12 AUGUST/AOUT 74', '06.12.1965', '15 APR/AVR 12', '1974-08-12' -> ISO (2-digit year as birth-ish)."""
-    t = fold(text).upper()
-    m = re.search(r"(\d{4})-(\d{2})-(\d{2})", t)
-    if m:
-        return _iso(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    m = re.search(r"(\d{1,2})[./ -](\d{1,2})[./ -](\d{2,4})", t)
-    if m:
-        first, second = int(m.group(1)), int(m.group(2))
-        if second > 12 >= first:  # month first (US style, 12/28/2017)
-            return _iso(_year(m.group(3)), first, second)
-        return _iso(_year(m.group(3)), second, first)
-    m = re.search(r"(\d{1,2})\s*([A-Z]{3,9})(?:\s*/\s*[A-Z]{3,9})?\s*(\d{2,4})", t)
-    if m and m.group(2) in MONTHS:
-        return _iso(_year(m.group(3)), MONTHS[m.group(2)], int(m.group(1)))
-    return None
-
-
-def printed_date_readings(text: str) -> set[str]:
-    """Every ISO date the printed text can mean: '11/01/94' is 11 January day-first and
-    1 November month-first (US documents); either agreeing with the MRZ is agreement."""
-    readings = {iso} if (iso := parse_printed_date(text)) else set()
-    m = re.search(r"(?<!\d)(\d{1,2})[./ -](\d{1,2})[./ -](\d{2,4})(?!\d)", text)
-    if m and int(m.group(1)) <= 12 and int(m.group(2)) <= 12:
-        if swapped := _iso(_year(m.group(3)), int(m.group(1)), int(m.group(2))):
-            readings.add(swapped)
-    return readings
-
-
-def _year(text: str) -> int:
-    y = int(text)
-    if y >= 100:
-        return y
-    return 2000 + y if 2000 + y <= date.today().year + 20 else 1900 + y
-
-
-def _iso(y: int, m: int, d: int) -> str | None:
-    try:
-        return date(y, m, d).isoformat()
-    except ValueError:
-        return None
 
 
 def normalise_name(text: str) -> str:
