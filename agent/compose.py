@@ -79,7 +79,10 @@ def lead_is_supported(lead: str, evidence: Sequence[str]) -> bool:
 
 
 def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
-    """The direct answer, then each quoted whole once, grouped under its section, with citations."""
+    """The direct answer, then each quoted whole once, grouped under its section, with citations.
+
+    Another institution's document is never the bank's word: its lead and its quotes say whose
+    they are ("Bank of America's Online Banking says: …")."""
     if not lines:
         return ""
     lead = lead_sentence(question, lines)
@@ -87,11 +90,24 @@ def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
     if lead is not None:
         sentence, source = lead
         if lead_is_supported(sentence, [source.passage.hit.chunk.text, source.whole]):
+            said = _attributed(sentence, source)
             only = len(lines) == 1 or all(line.whole == lines[0].whole for line in lines)
             if only and _same(sentence, lines[0].whole):
-                return f"{sentence} {source.passage.label}"
-            return f"{sentence} {source.passage.label}\n\n{quotes}"
+                return f"{said} {source.passage.label}"
+            return f"{said} {source.passage.label}\n\n{quotes}"
     return quotes
+
+
+def _attributed(sentence: str, line: EvidenceLine) -> str:
+    """The lead as said: plain for the bank's own words and the customer's document, introduced
+    by its owner for a third party's ("Bank of America's Online Banking says: …")."""
+    if line.passage.publisher is None:
+        return sentence
+    return f"{_capitalised(line.passage.owner)} says: {sentence}"
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _same(a: str, b: str) -> bool:
@@ -99,21 +115,25 @@ def _same(a: str, b: str) -> bool:
 
 
 def _quote_groups(lines: Sequence[EvidenceLine]) -> str:
-    """Quoted wholes, each once, under their section heading (shown once per section)."""
-    whose = "your document" if all(line.passage.origin == "upload" for line in lines) else "our policy"
+    """Quoted wholes, each once, under whose they are ("From our policy:", "From your document:",
+    "Bank of America's Online Banking says:") and their section heading (each shown once per run),
+    so mixed evidence names every owner and "our policy" is only said of the bank's own."""
     out: list[str] = []
     seen: set[str] = set()
     last_section: str | None = None
+    last_owner: str | None = None
     for line in lines:
         whole = line.whole
         if whole in seen:
             continue
         seen.add(whole)
+        owner = line.passage.owner
+        if owner != last_owner:
+            out.append(f"{_capitalised(owner)} says:" if line.passage.publisher else f"From {owner}:")
+            last_owner, last_section = owner, None
         section = line.section
         if section and section != last_section:
             out.append(f"{section}:")
-        elif not out:
-            out.append(f"From {whose}:")
         last_section = section or last_section
         out.append(f"- “{whole}” {line.passage.label}")
     return "\n".join(out)

@@ -43,6 +43,11 @@ def index_command(
         None, "--ray-address", help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
         "instead of starting a local Ray for the run.",
     ),
+    publisher: str = typer.Option(
+        None, "--publisher", help="These are another institution's documents (e.g. \"Bank of America\"): answers "
+        "cite them by its name, never as our policy. \"\" marks them the bank's own; left out, a re-indexed "
+        "file keeps the publisher it had.",
+    ),
 ) -> None:
     """Index documents (PDF, images, Markdown, TXT, HTML, DOCX, CSV/XLSX FAQ sheets) for search."""
     from rich.console import Console
@@ -52,6 +57,7 @@ def index_command(
 
     console = Console(stderr=True)
     _check_engine(console, engine, ray_address)
+    _check_publisher(console, publisher)
     with _open_index(console) as index:
         # Answers also search the KB sentence by sentence (agent.evidence.KnowledgeUnits): with the
         # agent's splitting attached, each document's sentences are embedded as it is indexed,
@@ -61,7 +67,7 @@ def index_command(
         units = KnowledgeUnits(EvidenceSelector(index.embedder), index)
         summary = _index_with_progress(
             console, index, paths, strict=strict, as_json=as_json, engine=engine, ray_address=ray_address,
-            lock_wait_s=None if wait else 0,
+            lock_wait_s=None if wait else 0, publisher=publisher,
         )
         with console.status("embedding sentences for answer evidence"), index_write_lock(get_settings()):
             units.refresh()  # only chunks stored without them (e.g. an index built by older code)
@@ -102,7 +108,7 @@ def _progress_bar(console: Console, disable: bool) -> Progress:
 
 def _index_with_progress(
     console: Console, index: KnowledgeIndex, paths: list[Path], *, strict: bool, as_json: bool, engine: str,
-    ray_address: str | None, lock_wait_s: float | None,
+    ray_address: str | None, lock_wait_s: float | None, publisher: str | None,
 ) -> IndexSummary:
     """Run the pipeline under a progress bar (none with --json); busy and unreachable exit 3 and 2."""
     from docteller.processes import IndexBusy
@@ -124,7 +130,7 @@ def _index_with_progress(
         try:
             return index_paths(
                 paths, strict=strict, progress=on_file, index=index, engine=engine, ray_address=ray_address,
-                lock_wait_s=lock_wait_s,
+                lock_wait_s=lock_wait_s, publisher=publisher,
             )
         except IndexBusy as exc:
             console.print(f"[red]busy:[/red] {exc}")
@@ -144,6 +150,14 @@ def _check_engine(console: Console, engine: str, ray_address: str | None) -> Non
         error = "--engine ray needs Ray: pip install 'docteller[ray]' (or '.[ray]' in a checkout)"
     if error:
         console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2)
+
+
+def _check_publisher(console: Console, publisher: str | None) -> None:
+    from docteller.model import PUBLISHER_MAX_CHARS
+
+    if publisher is not None and len(publisher) > PUBLISHER_MAX_CHARS:
+        console.print(f"[red]error:[/red] --publisher is longer than {PUBLISHER_MAX_CHARS} characters")
         raise typer.Exit(2)
 
 

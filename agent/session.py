@@ -97,6 +97,7 @@ class Citation(BaseModel):
     chunk_id: str | None = None
     source: str = ""
     origin: Literal["kb", "upload"] = "kb"
+    publisher: str | None = None  # another institution's document: its publisher (None: ours)
     # A computed answer about an upload: the boxes (page units) of the rows or lines it used.
     boxes: list[BBox] = PydanticField(default_factory=list)
 
@@ -127,7 +128,10 @@ class Answer(BaseModel):
     def as_cli_json(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
-            "citations": [{"doc_id": c.doc_id, "title": c.title, "page": c.page} for c in self.sources()],
+            "citations": [
+                {"doc_id": c.doc_id, "title": c.title, "page": c.page, **({"publisher": c.publisher} if c.publisher else {})}
+                for c in self.sources()
+            ],
             "abstained": self.abstained,
             "fields_used": self.fields_used,
             "model": self.model,
@@ -212,7 +216,7 @@ class AgentResources:
                 if self.verifier.uses_judge:
                     judge_probability(self.chat_model, "warm-up", ["warm-up"])
             else:
-                messages = build_messages("warm-up", [], fields={}, history=[])
+                messages = build_messages("warm-up", [], fields={}, history=[], bank_name=self.settings.bank_name)
                 for _ in self.chat_model.stream(messages, max_tokens=1):
                     pass
         except Exception as exc:  # serving can start; the error will show on the first question
@@ -268,16 +272,45 @@ class _Retrieved:
 
 
 def _final_events(answer: Answer) -> Iterator[AnswerEvent]:
-    """A whole answer at once: its text as one token, then the final event."""
-    yield AnswerEvent(kind="token", text=answer.answer)
+    """An answer composed whole, sent a sentence or a line at a time, then the final event."""
+    yield from progressive_tokens(answer.answer)
     yield AnswerEvent(kind="final", answer=answer)
 
 
 def _citation_from_hit(hit: SearchHit, origin: str) -> Citation:
     c = hit.chunk
     return Citation(
-        doc_id=c.doc_id, title=c.title, page=c.page_start, chunk_id=c.id, source=c.source, origin=origin
+        doc_id=c.doc_id, title=c.title, page=c.page_start, chunk_id=c.id, source=c.source, origin=origin,
+        publisher=c.publisher if origin == "kb" else None,
     )
+
+
+# --- streaming answers composed whole ---------------------------------------------------------
+
+# Where an answer composed whole may be cut for streaming: after a line break, or after a
+# sentence's end followed by the start of the next one (never inside "p. 1" of a citation).
+_PIECE_END_RE = re.compile(r"\n+|(?<=[.!?”\]])\s+(?=[A-Z“\"(-])")
+
+
+def answer_pieces(text: str) -> list[str]:
+    """`text` cut into its sentences and lines, whitespace kept: the pieces join back to `text`."""
+    pieces: list[str] = []
+    start = 0
+    for m in _PIECE_END_RE.finditer(text):
+        pieces.append(text[start : m.end()])
+        start = m.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def progressive_tokens(text: str) -> Iterator[AnswerEvent]:
+    """An answer composed whole (quoted lines, a computed answer, a decline) sent a sentence or a
+    line at a time, through the same token stream a generated answer uses: the customer reads
+    the direct answer while the quotes follow."""
+    for piece in answer_pieces(text):
+        check_cancelled()
+        yield AnswerEvent(kind="token", text=piece)
 
 
 # --- heuristics -----------------------------------------------------------------------------
@@ -511,13 +544,13 @@ class ChatSession:
                 return
             if is_handoff_request(question) or (self._offered_person and is_acceptance(question)):
                 answer = self._finish(self._handoff(question))
-                yield AnswerEvent(kind="token", text=answer.answer)
+                yield from progressive_tokens(answer.answer)
                 yield AnswerEvent(kind="final", answer=answer)
                 return
             doc_answer = answer_document_question(question, self._doc_uploads())
             if doc_answer is not None:
                 answer = self._finish(self._from_doc_answer(question, doc_answer))
-                yield AnswerEvent(kind="token", text=answer.answer)
+                yield from progressive_tokens(answer.answer)
                 yield AnswerEvent(kind="final", answer=answer)
                 return
             yield from self._grounded(question)
@@ -691,8 +724,9 @@ class ChatSession:
         """"Can I deposit $12,000?": the amount compared with the policy's limit, in code."""
         p = comparison.passage
         verdict = "Yes" if comparison.over else "No"
+        says = "The policy says" if p.owner == "our policy" else f"{p.owner[0].upper()}{p.owner[1:]} says"
         text = (
-            f"{verdict} — {comparison.describe()}. The policy says: \"{comparison.limit_sentence.strip(' |')}\" "
+            f"{verdict} — {comparison.describe()}. {says}: \"{comparison.limit_sentence.strip(' |')}\" "
             f"{p.label}."
         )
         return self._answer(
@@ -710,7 +744,8 @@ class ChatSession:
         resources = self.resources
         fields = self._fields_for_prompt()
         messages = build_messages(question if standalone is None else query, passages, fields=fields,
-                                  history=[(q, a[:300]) for q, a in self.history[-HISTORY_TURNS:]])
+                                  history=[(q, a[:300]) for q, a in self.history[-HISTORY_TURNS:]],
+                                  bank_name=resources.settings.bank_name)
         images = self._images_for_prompt()
         if images:
             messages[-1] = ChatMessage(messages[-1].role, messages[-1].content, images=images)
@@ -780,7 +815,7 @@ class ChatSession:
             answer.evidence_judgement = round(judgement, 4) if judgement is not None else None
             answer.verdict = verdict
         answer = self._finish(answer, retrieved_ids)
-        yield AnswerEvent(kind="token", text=answer.answer)
+        yield from progressive_tokens(answer.answer)
         yield AnswerEvent(kind="final", answer=answer)
 
     def _check_draft(
@@ -823,6 +858,7 @@ class ChatSession:
             if extra:
                 text = text.rstrip() + " " + "".join(p.label for p in extra)
         cited += _also_supporting(kept, passages, cited)
+        text = _owned_wording(text, cited)
         used = sorted(
             {name for doc in fields.values() for name, value in doc.items() if value and value in kept}
         )
@@ -895,6 +931,21 @@ def _also_supporting(
         p for p in passages
         if p not in cited and figures <= numbers_in(neutralise(p.hit.chunk.text)[0])
     ]
+
+
+_OUR_POLICY_RE = re.compile(r"\b(?:our|the bank's) polic(?:y|ies)\b", re.IGNORECASE)
+
+
+def _owned_wording(text: str, cited: Sequence[SourcePassage]) -> str:
+    """A drafted answer that calls another institution's document "our policy" names it instead:
+    "our policy" is only ever said of the bank's own documents."""
+    if not cited or any(p.origin == "kb" and p.publisher is None for p in cited):
+        return text
+    owners = list(dict.fromkeys(p.owner for p in cited if p.publisher))
+    if not owners:
+        return text
+    name = owners[0] if len(owners) == 1 else "the cited documents"
+    return _OUR_POLICY_RE.sub(name, text)
 
 
 def _accepts_images(chat_model: Any) -> bool:

@@ -9,13 +9,14 @@ all of it. Everything is pydantic so it serialises to JSON the same way everywhe
 from __future__ import annotations
 
 import hashlib
+import re
 from decimal import Decimal
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field as PydanticField, computed_field, model_validator
+from pydantic import BaseModel, Field as PydanticField, computed_field, field_validator, model_validator
 
 from docteller.check_labels import CheckName, check_label
 
@@ -171,6 +172,19 @@ class Page(BaseModel):
         return [WordRow(words=row) for row in rows]
 
 
+PUBLISHER_MAX_CHARS = 80
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_publisher(value: str | None) -> str | None:
+    """A publisher name as stored: control and direction-override characters removed, spaces
+    collapsed, at most `PUBLISHER_MAX_CHARS`; empty means the bank's own document (None)."""
+    if value is None:
+        return None
+    text = " ".join(_CONTROL_RE.sub(" ", str(value)).split())[:PUBLISHER_MAX_CHARS].strip()
+    return text or None
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -194,6 +208,14 @@ class Document(BaseModel):
     metadata: dict[str, Any] = PydanticField(default_factory=dict)
     # "kb" for the bank's knowledge base, "upload" for a customer's document in a session.
     origin: Literal["kb", "upload"] = "kb"
+    # Another institution's document in the KB (a US bank's agreement): its name, so answers cite
+    # it by name. None: the bank's own document ("our policy").
+    publisher: str | None = None
+
+    @field_validator("publisher")
+    @classmethod
+    def _clean_publisher(cls, value: str | None) -> str | None:
+        return clean_publisher(value)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -233,6 +255,12 @@ class Chunk(BaseModel):
     title: str = ""
     source: str = ""
     doc_type: str = ""  # mime or a short type label used by metadata filters
+    publisher: str | None = None  # the document's publisher when it is not the bank (see `Document`)
+
+    @field_validator("publisher")
+    @classmethod
+    def _clean_publisher(cls, value: str | None) -> str | None:
+        return clean_publisher(value)
 
     @property
     def pages(self) -> list[int]:

@@ -14,6 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KB_ROOT = PROJECT_ROOT / "knowledge_base"
 DEFAULT_KB_DIR = KB_ROOT / "documents"  # the bank's policies; KB_ROOT / "eval" holds the eval set
 EVAL_QUESTIONS = KB_ROOT / "eval" / "questions.jsonl"
+DEFAULT_BANK_NAME = "Cedar Valley Savings Bank"  # the fictional bank of the bundled knowledge base
 
 
 def _default_home() -> Path:
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     use_gpu: bool = True  # use faiss-gpu when it and a GPU are present
 
     # Agent
+    # The bank the assistant speaks for: its documents are "our policy"; a KB document indexed
+    # with a publisher (`docteller index --publisher`) is cited by that publisher's name.
+    bank_name: str = Field(default=DEFAULT_BANK_NAME, max_length=120)
     llm_backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
     gguf_path: Path | None = None  # any GGUF; default: the packaged Qwen2.5-Coder-1.5B
     vlm_path: Path | None = None  # local transformers VLM directory for the GPU backend

@@ -277,6 +277,7 @@ class _ChunkBuilder:
                 title=self.doc.title,
                 source=self.doc.source,
                 doc_type=self.doc_type,
+                publisher=self.doc.publisher,
             )
         )
 

@@ -39,11 +39,11 @@ def docs_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     from rich.table import Table
 
     table = Table(title=f"{len(records)} documents")
-    for column in ("id", "title", "type", "pages", "chunks", "origin", "indexed", "source"):
+    for column in ("id", "title", "publisher", "type", "pages", "chunks", "origin", "indexed", "source"):
         table.add_column(column, overflow="fold")
     for r in records:
         table.add_row(
-            r.doc_id[:12], r.title, r.doc_type, str(r.pages), str(r.chunks), r.origin,
+            r.doc_id[:12], r.title, r.publisher or "ours", r.doc_type, str(r.pages), str(r.chunks), r.origin,
             r.indexed_at.strftime("%Y-%m-%d %H:%M"), r.source,
         )
     Console().print(table)

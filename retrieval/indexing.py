@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from docteller.model import Document, sha256_file
+from docteller.model import Document, clean_publisher, sha256_file
 from docteller.processes import index_write_lock
 from docteller.settings import Settings, get_settings
 from ingest.loading import Loaded, Pending, iter_files, load_locally
@@ -92,6 +92,7 @@ def index_paths(
     loader: Callable[..., Document] | None = None,
     sources: dict[Path, str] | None = None,
     lock_wait_s: float | None = None,
+    publisher: str | None = None,
 ) -> IndexSummary:
     """Index files and folders into `index` (default: the persistent index). Never raises for a bad file.
 
@@ -105,10 +106,15 @@ def index_paths(
     called it (a staff upload's original name) instead of where it sits on disk, so a changed
     upload of the same name replaces its old version. Only one indexing run writes to a home at
     a time: another waits for it (`lock_wait_s`: at most that long, then `IndexBusy`).
+    `publisher`: these files are another institution's documents, published by it (answers cite
+    them by its name); "" marks them the bank's own; None keeps what an earlier run of the same
+    source (or content) recorded, and a new source is then the bank's own.
     """
     settings = settings or get_settings()
     with index_write_lock(settings, lock_wait_s):
-        return _index_paths(paths, settings, strict, progress, index, origin, engine, ray_address, loader, sources or {})
+        return _index_paths(
+            paths, settings, strict, progress, index, origin, engine, ray_address, loader, sources or {}, publisher
+        )
 
 
 def _index_paths(
@@ -122,6 +128,7 @@ def _index_paths(
     ray_address: str | None,
     loader: Callable[..., Document] | None,
     sources: dict[Path, str],
+    publisher: str | None = None,
 ) -> IndexSummary:
     started = time.perf_counter()
     own_index = index is None
@@ -129,10 +136,10 @@ def _index_paths(
     summary = IndexSummary()
     report = _reporter(summary, index, strict, progress)
     try:
-        to_load = _changed_files(iter_files(paths), index, report)
+        to_load = _changed_files(iter_files(paths), index, report, publisher)
         with index.bulk():
             loaded = _load(to_load, index, settings, origin, engine, ray_address, loader)
-            _commit_all(index, loaded, report, sources)
+            _commit_all(index, loaded, report, sources, publisher)
     finally:
         summary.seconds = time.perf_counter() - started
         if own_index:
@@ -175,11 +182,15 @@ def _load(
 
 
 def _commit_all(
-    index: KnowledgeIndex, loaded: Iterator[Pending], report: Callable[[FileResult], None], sources: dict[Path, str]
+    index: KnowledgeIndex,
+    loaded: Iterator[Pending],
+    report: Callable[[FileResult], None],
+    sources: dict[Path, str],
+    publisher: str | None,
 ) -> None:
     last_save = time.monotonic()
     for path, t0, load in loaded:
-        _store(index, path, t0, load, report, sources.get(path))
+        _store(index, path, t0, load, report, sources.get(path), publisher)
         if time.monotonic() - last_save > SAVE_EVERY_S:
             # Bound the vector repair work after a crash. By time, not by count: each
             # save writes whole FAISS files, so saving every n documents is quadratic.
@@ -187,8 +198,11 @@ def _commit_all(
             last_save = time.monotonic()
 
 
-def _changed_files(files: list[Path], index: KnowledgeIndex, report: Callable[[FileResult], None]) -> list[tuple[Path, float]]:
-    """The files to (re)load; unreadable and unchanged ones (by content hash) are reported here."""
+def _changed_files(
+    files: list[Path], index: KnowledgeIndex, report: Callable[[FileResult], None], publisher: str | None = None
+) -> list[tuple[Path, float]]:
+    """The files to (re)load; unreadable and unchanged ones (by content hash) are reported here
+    (an unchanged one given a publisher has it recorded: no need to read it again)."""
     from ingest.loaders import PARSER_VERSION
 
     to_load: list[tuple[Path, float]] = []
@@ -200,6 +214,8 @@ def _changed_files(files: list[Path], index: KnowledgeIndex, report: Callable[[F
             report(FileResult(path=str(path), status="failed", reason=f"cannot read file ({exc.strerror or exc})"))
             continue
         if index.manifest.is_current(digest, PARSER_VERSION):
+            if publisher is not None:
+                index.manifest.set_publisher(digest, publisher)
             record = index.manifest.document(digest)
             report(
                 FileResult(
@@ -218,17 +234,23 @@ def _changed_files(files: list[Path], index: KnowledgeIndex, report: Callable[[F
 
 def _store(
     index: KnowledgeIndex, path: Path, t0: float, load: Callable[[], Loaded], report: Callable[[FileResult], None],
-    source: str | None = None,
+    source: str | None = None, publisher: str | None = None,
 ) -> None:
     """Commit one loaded document (one manifest transaction) and report it; a failure skips the file.
-    `source`: the name the user gave the file (a staff upload), recorded instead of its path."""
+    `source`: the name the user gave the file (a staff upload), recorded instead of its path.
+    `publisher`: as `index_paths` takes it (None: keep the one recorded for this source)."""
     try:
         doc, prepared = load()
-        if source is not None:
-            doc = doc.model_copy(update={"source": source})
-            if prepared is not None:
-                chunks, vectors = prepared
-                prepared = ([c.model_copy(update={"source": source}) for c in chunks], vectors)
+        update: dict = {"source": source or doc.source}
+        if publisher is None:  # a new version of a third-party document is still theirs
+            publisher = index.manifest.publisher_for_source(update["source"])
+            if publisher is None and index.manifest.has_document(doc.id):  # same content, re-read
+                publisher = (index.manifest.document(doc.id) or doc).publisher
+        update["publisher"] = clean_publisher(publisher)
+        doc = doc.model_copy(update=update)
+        if prepared is not None:
+            chunks, vectors = prepared
+            prepared = ([c.model_copy(update={"source": doc.source, "publisher": doc.publisher}) for c in chunks], vectors)
         added = index.add_document(doc, prepared=prepared)
     except IngestError as exc:
         report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))

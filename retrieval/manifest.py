@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from docteller.model import Chunk, Document
+from docteller.model import Chunk, Document, clean_publisher
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: documents.publisher
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS documents (
     chunks INTEGER NOT NULL,
     origin TEXT NOT NULL,
     indexed_at TEXT NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}'
+    metadata TEXT NOT NULL DEFAULT '{}',
+    publisher TEXT              -- another institution's document: its name; NULL: the bank's own
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents (source);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -85,6 +86,14 @@ class DocumentRecord(BaseModel):
     indexed_at: datetime
     origin: str
     doc_type: str = ""
+    publisher: str | None = None  # None: the bank's own document
+
+
+def _chunk(data: str, publisher: str | None) -> Chunk:
+    """A stored chunk, with its document's current publisher (changed without re-indexing)."""
+    chunk = Chunk.model_validate_json(data)
+    chunk.publisher = publisher
+    return chunk
 
 
 def _now() -> str:
@@ -105,6 +114,21 @@ class Manifest:
             self._conn.execute("PRAGMA journal_mode = WAL")  # readers never block the indexer
             self._conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints, never corrupt
         self._conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a manifest written by older code up to this schema, in place (adding columns
+        only: an older docteller can still read it)."""
+        with self._lock:
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(documents)")}
+            if "publisher" not in columns:
+                try:
+                    self._conn.execute("ALTER TABLE documents ADD COLUMN publisher TEXT")
+                except sqlite3.OperationalError as exc:  # another process migrated it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
+            if self._conn.execute("SELECT 1 FROM meta WHERE key = 'schema'").fetchone() is not None:
+                self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         with self._lock:
@@ -189,8 +213,8 @@ class Manifest:
     ) -> np.ndarray:
         """Insert a document and its chunks inside `conn`'s transaction; returns the chunk row ids."""
         conn.execute(
-            "INSERT INTO documents (doc_id, source, title, mime, doc_type, pages, chunks, origin, indexed_at, metadata)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO documents (doc_id, source, title, mime, doc_type, pages, chunks, origin, indexed_at, metadata,"
+            " publisher) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 doc.id,
                 doc.source,
@@ -202,6 +226,7 @@ class Manifest:
                 doc.origin,
                 _now(),
                 json.dumps(doc.metadata, default=str),
+                doc.publisher,
             ),
         )
         row_ids = np.empty(len(chunks), dtype=np.int64)
@@ -221,6 +246,22 @@ class Manifest:
             )
             row_ids[i] = cur.lastrowid
         return row_ids
+
+    def set_publisher(self, doc_id: str, publisher: str | None) -> bool:
+        """Change who published an indexed document (None: the bank's own); False if not indexed.
+        Chunks read their publisher from their document's row, so this is the one place to change."""
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE documents SET publisher = ? WHERE doc_id = ?", (clean_publisher(publisher), doc_id))
+        return cur.rowcount > 0
+
+    def publisher_for_source(self, source: str) -> str | None:
+        """The publisher recorded for the document indexed from `source` (a new version of a
+        third-party file keeps its publisher unless it is given again)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT publisher FROM documents WHERE source = ? ORDER BY indexed_at DESC LIMIT 1", (source,)
+            ).fetchone()
+        return row[0] if row else None
 
     def delete_document(self, conn: sqlite3.Connection, doc_id: str) -> np.ndarray:
         """Delete inside `conn`'s transaction; returns the removed chunk row ids."""
@@ -319,7 +360,7 @@ class Manifest:
                 rows += self._conn.execute(query.format(",".join("?" * len(batch))), batch).fetchall()
         return rows
 
-    _RECORD = ("doc_id", "title", "source", "mime", "pages", "chunks", "indexed_at", "origin", "doc_type")
+    _RECORD = ("doc_id", "title", "source", "mime", "pages", "chunks", "indexed_at", "origin", "doc_type", "publisher")
 
     def documents(self) -> list[DocumentRecord]:
         with self._lock:
@@ -390,15 +431,19 @@ class Manifest:
             return {}
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT row_id, data FROM chunks WHERE row_id IN ({','.join('?' * len(row_ids))})",
+                "SELECT c.row_id, c.data, d.publisher FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
+                f" WHERE c.row_id IN ({','.join('?' * len(row_ids))})",
                 [int(i) for i in row_ids],
             ).fetchall()
-        return {r[0]: Chunk.model_validate_json(r[1]) for r in rows}
+        return {r[0]: _chunk(r[1], r[2]) for r in rows}
 
     def chunk(self, chunk_id: str) -> Chunk | None:
         with self._lock:
-            row = self._conn.execute("SELECT data FROM chunks WHERE chunk_id = ?", (chunk_id,)).fetchone()
-        return Chunk.model_validate_json(row[0]) if row else None
+            row = self._conn.execute(
+                "SELECT c.data, d.publisher FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.chunk_id = ?",
+                (chunk_id,),
+            ).fetchone()
+        return _chunk(row[0], row[1]) if row else None
 
     # -- errors ------------------------------------------------------------------------------
 

@@ -352,6 +352,45 @@ def test_an_answer_past_its_time_budget_is_stopped_and_a_person_offered(server, 
     assert time.monotonic() - started < 15 and model.stopped_early.wait(5)
 
 
+def test_a_customer_waiting_for_the_model_is_told_their_place_in_line(server, model):
+    """One customer's slow answer holds the shared model: the next customer's answer says how
+    many are ahead, then starts when the model is free (here: the first customer left)."""
+    from ui.backend import Status, TurnCancelled
+    from ui.model_queue import queue_status
+
+    _streams_wound_down(server)
+    backend = server.backend
+    first, second = backend.new_api_session(), backend.new_api_session()
+    leave = threading.Event()
+
+    def slow_customer() -> None:
+        try:
+            for _ in first.ask_stream("What is the overdraft fee? SLOW", cancel=leave):
+                pass
+        except TurnCancelled:
+            pass
+
+    holder = threading.Thread(target=slow_customer, daemon=True)
+    holder.start()
+    deadline = time.monotonic() + 30
+    while not backend.model_queue.busy:  # the slow answer is generating
+        assert time.monotonic() < deadline, "the slow answer never reached the model"
+        time.sleep(0.02)
+    generations = model.generations
+    events = second.ask_stream("What is the overdraft fee?")
+    assert next(events) == Status(queue_status(1))
+    assert model.generations == generations  # still waiting: the model has not been asked
+    leave.set()  # the first customer goes away: the model is free
+    rest = list(events)
+    statuses = [e.text for e in rest if isinstance(e, Status)]
+    assert statuses == [second.working_status]  # back to "searching" once served
+    final = rest[-1]
+    assert final.question == "What is the overdraft fee?" and model.generations == generations + 1
+    holder.join(10)
+    first.close()
+    second.close()
+
+
 def test_the_audit_log_rotates(tmp_path):
     from agent.audit import AuditEntry, AuditLog
 
@@ -468,6 +507,21 @@ def test_a_staff_delete_is_audited(server):
     assert server.backend.delete_document(doc_id, actor=StaffActor(name="staff-x", client="127.0.0.1"))
     audit = [json.loads(x) for x in server.settings.audit_path.read_text().splitlines()]
     assert any(e.get("event") == "staff.delete" and e["detail"]["doc_id"] == doc_id for e in audit)
+
+
+def test_index_records_a_publisher_given_as_a_form_field_and_caps_it(server):
+    url = server.url + "/v1/index"
+    files = [("files", ("agreement.md", b"# Other bank agreement\n\nWires cost $40 at the other bank.\n", "text/markdown"))]
+    too_long = httpx.post(url, files=files, data={"publisher": "B" * 81}, headers=auth(STAFF_TOKEN), timeout=60)
+    assert too_long.status_code == 422
+    r = httpx.post(url, files=files, data={"publisher": "Other\x07 Bank"}, headers=auth(STAFF_TOKEN), timeout=120)
+    assert r.status_code == 200
+    (doc,) = [d for d in server.backend.documents() if d.source == "agreement.md"]
+    assert doc.publisher == "Other Bank"
+    again = httpx.post(url, files=files, headers=auth(STAFF_TOKEN), timeout=120)  # left out: kept
+    assert again.status_code == 200 and again.json()["results"][0]["status"] == "unchanged"
+    assert next(d for d in server.backend.documents() if d.source == "agreement.md").publisher == "Other Bank"
+    assert server.backend.delete_document(doc.doc_id)
 
 
 def test_index_answers_422_when_every_file_fails(server):

@@ -239,10 +239,17 @@ def test_staff_tab_rejects_a_wrong_token_and_indexes_with_the_right_one(browser,
     assert not page.locator("#staff-panel").is_visible()
     page.screenshot(path=artifacts_dir / "ui_08_staff_rejected.png", full_page=True)
 
+    page.locator("#staff-token input").fill(STAFF_TOKEN)
+    page.locator("#staff-unlock").click()
+    page.wait_for_selector("#staff-panel", state="visible")
+    page.locator("#staff-publisher textarea, #staff-publisher input").first.fill("Riverside Credit Union")
     results = _staff_index(page, [policy])
     page.screenshot(path=artifacts_dir / "ui_09_staff_indexed.png", full_page=True)
     assert "safe-deposit-boxes.md" in results and "indexed" in results
-    assert any(d.title.startswith("Safe deposit boxes") for d in app_server.backend.documents())
+    (doc,) = [d for d in app_server.backend.documents() if d.title.startswith("Safe deposit boxes")]
+    assert doc.publisher == "Riverside Credit Union"  # another institution's: cited by its name
+    page.get_by_role("tab", name="Documents", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#staff-docs').innerText.includes('Riverside Credit Union')")
     context.close()
 
 
@@ -389,4 +396,44 @@ def test_staff_pdf_upload_is_cited_by_its_name_and_previews_the_real_page(browse
     assert len(docs) == 1
     original = app_server.backend.original_file(docs[0].doc_id)
     assert original is not None and original.read_bytes() == pdf.read_bytes()
+    context.close()
+
+
+def _outline_pixels(page) -> int:
+    """Pixels of the cited-row outline colour in the Sources preview image, as the browser got it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ui.render import ROW_EDGE
+
+    src = page.locator("#cite-image img").get_attribute("src")
+    image = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+    a = np.asarray(image).astype(int)
+    return int((np.abs(a - np.array(ROW_EDGE[:3])) < 40).all(axis=-1).sum())
+
+
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_a_statement_answer_opens_its_page_with_the_row_outlined(browser, app_server, corpus, artifacts_dir, viewport):
+    """Upload a statement, ask for the largest payment, open the citation: the preview shows the
+    page with the transaction row it used outlined (its outline colour is in the image)."""
+    context, page = _open(browser, app_server) if viewport == "desktop" else _open_phone(browser, app_server)
+    _send(page, "What was my largest payment?", files=[corpus / STATEMENT])
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('DD RENT PROP MGR')")
+    _wait_idle(page)
+    answer = page.locator("#chatbot [data-testid='bot']").last.inner_text()
+    assert "650.00" in answer and "p. 2" in answer
+    page.locator("#chatbot button.option").first.click()
+    if viewport == "phone":
+        page.wait_for_selector("#side-panel.dt-open")
+    page.wait_for_selector("#cite-image img")
+    page.wait_for_function("() => document.querySelector('#cite-text').innerText.includes('outlined')")
+    if viewport == "phone":
+        page.wait_for_timeout(400)  # the drawer slides up
+        assert _in_viewport(page, "#cite-image img")
+    assert "page 2" in page.locator("#cite-text").inner_text()
+    assert _outline_pixels(page) > 200  # the row's outline, drawn (no outline: no such pixels)
+    page.screenshot(path=artifacts_dir / f"{'phone' if viewport == 'phone' else 'ui'}_14_statement_row_outlined.png",
+                    full_page=viewport == "desktop")
     context.close()

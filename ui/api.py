@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -31,11 +31,13 @@ from ui.backend import (
     SessionBusy,
     SessionLimit,
     StaffActor,
+    Status,
     TabSession,
     TurnCancelled,
     UploadRejected,
     citation_dicts,
 )
+from docteller.model import PUBLISHER_MAX_CHARS, clean_publisher
 from ui.render import masked_extraction_json
 from ui.security import check_filename, client_address, safe_suffix, token_equals
 from ui.staff import run_indexing, summarise
@@ -77,6 +79,8 @@ def sources_text(citations: list[dict[str, Any]]) -> str:
     labels: list[str] = []
     for c in citations:
         title = c.get("title") or Path(str(c.get("source") or "document")).name
+        if c.get("publisher"):
+            title = f"{c['publisher']}: {title}"
         page = c.get("page")
         label = f"{title}, p. {page}" if page else title
         if label not in labels:  # two chunks of one page: one source
@@ -97,51 +101,90 @@ def _answer_extras(answer: Any) -> dict[str, Any]:
 
 
 def build_api_router(backend: Backend) -> APIRouter:
+    """The HTTP API's routes (the security middleware has already checked each request's key)."""
+    api = _Api(backend)
     router = APIRouter()
-    settings = backend.settings
+    router.add_api_route("/health", api.health, methods=["GET"])
+    router.add_api_route("/v1/models", api.models, methods=["GET"])
+    router.add_api_route("/v1/chat/completions", api.chat_completions, methods=["POST"], response_model=None)
+    router.add_api_route("/v1/extract", api.extract, methods=["POST"])
+    router.add_api_route("/v1/index", api.index, methods=["POST"], response_model=None)
+    return router
 
+
+class _Api:
+    """The endpoints, over one `Backend`."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
     def _api_key(http: Request) -> str:
         # The security middleware already refused requests without a valid key.
         return (http.headers.get("authorization") or "").partition(" ")[2]
 
-    def _session_for(request: ChatCompletionRequest, api_key: str) -> TabSession:
+    def _session_for(self, request: ChatCompletionRequest, api_key: str) -> TabSession:
         try:
             if request.user:
-                return backend.api_session(api_key, request.user)
-            return backend.new_api_session()
+                return self.backend.api_session(api_key, request.user)
+            return self.backend.new_api_session()
         except SessionLimit as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from None
 
-    def _question(request: ChatCompletionRequest) -> str:
+    def _question(self, request: ChatCompletionRequest) -> str:
         users = [m for m in request.messages if m.role == "user" and m.text().strip()]
         if not users:
             raise HTTPException(400, "messages must contain a user message with text")
         question = users[-1].text().strip()
-        if len(question) > settings.max_message_chars:
+        if len(question) > self.settings.max_message_chars:
             raise HTTPException(
-                413, f"the message is {len(question)} characters; the limit is {settings.max_message_chars}"
+                413, f"the message is {len(question)} characters; the limit is {self.settings.max_message_chars}"
             )
         return question
 
-    def _admit(api_key: str) -> Callable[[], None]:
+    def _admit(self, api_key: str) -> Callable[[], None]:
         """Per-client rate and concurrent-answer limits; returns the release of the stream slot."""
-        client = backend.api_key_group(api_key)
-        if not backend.rate_limiter.allow(client):
+        client = self.backend.api_key_group(api_key)
+        if not self.backend.rate_limiter.allow(client):
             raise HTTPException(429, "too many requests; slow down", headers={"Retry-After": "10"})
-        release = backend.stream_limiter.acquire(client)
+        release = self.backend.stream_limiter.acquire(client)
         if release is None:
             raise HTTPException(429, "too many answers in progress for this key", headers={"Retry-After": "5"})
         return release
 
-    @router.get("/health")
-    def health() -> dict[str, Any]:
+    async def _receive(self, upload: UploadFile, dest_dir: Path) -> tuple[Path, str]:
+        """Copy an upload to disk under our own name (the client's is returned, checked, for
+        display only), stopping at the size cap."""
+        try:
+            name = check_filename(upload.filename)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        cap = self.settings.max_upload_mb * 1024 * 1024
+        slot = Path(tempfile.mkdtemp(dir=dest_dir))
+        dest = slot / ("upload" + safe_suffix(name))
+        size = 0
+        with open(dest, "wb") as out:
+            while block := await upload.read(1 << 20):
+                size += len(block)
+                if size > cap:
+                    raise HTTPException(413, f"{name} is too large (over {self.settings.max_upload_mb} MB limit)")
+                out.write(block)
+        return dest, name
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
         """Liveness, index size and which chat model is loaded (never loads the chat model)."""
+        backend = self.backend
         info: dict[str, Any] = {
             "status": "ok",
             "uptime_s": round(time.time() - backend.started, 1),
             "model": backend.model_id,
             "sessions": len(backend.sessions),
-            "staff_api": bool(settings.staff_token),
+            "staff_api": bool(self.settings.staff_token),
         }
         try:
             stats = backend.stats()
@@ -151,20 +194,18 @@ def build_api_router(backend: Backend) -> APIRouter:
             info["status"] = "degraded"
         return info
 
-    @router.get("/v1/models")
-    def models() -> dict[str, Any]:
+    def models(self) -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": "docteller", "object": "model", "created": int(backend.started), "owned_by": "docteller"}],
+            "data": [{"id": "docteller", "object": "model", "created": int(self.backend.started), "owned_by": "docteller"}],
         }
 
-    @router.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: ChatCompletionRequest, http: Request) -> JSONResponse | StreamingResponse:
-        question = _question(request)
-        api_key = _api_key(http)
-        release = _admit(api_key)
+    async def chat_completions(self, request: ChatCompletionRequest, http: Request) -> JSONResponse | StreamingResponse:
+        question = self._question(request)
+        api_key = self._api_key(http)
+        release = self._admit(api_key)
         try:
-            session = await run_in_threadpool(_session_for, request, api_key)
+            session = await run_in_threadpool(self._session_for, request, api_key)
         except BaseException:
             release()
             raise
@@ -173,46 +214,26 @@ def build_api_router(backend: Backend) -> APIRouter:
             return StreamingResponse(reply.stream(http), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         return await reply.whole(http)
 
-    async def _receive(upload: UploadFile, dest_dir: Path) -> tuple[Path, str]:
-        """Copy an upload to disk under our own name (the client's is returned, checked, for
-        display only), stopping at the size cap."""
-        try:
-            name = check_filename(upload.filename)
-        except ValueError as exc:
-            raise HTTPException(400, str(exc)) from None
-        cap = settings.max_upload_mb * 1024 * 1024
-        slot = Path(tempfile.mkdtemp(dir=dest_dir))
-        dest = slot / ("upload" + safe_suffix(name))
-        size = 0
-        with open(dest, "wb") as out:
-            while block := await upload.read(1 << 20):
-                size += len(block)
-                if size > cap:
-                    raise HTTPException(413, f"{name} is too large (over {settings.max_upload_mb} MB limit)")
-                out.write(block)
-        return dest, name
-
-    @router.post("/v1/extract")
-    async def extract(http: Request, file: UploadFile = File(...), unmasked: bool = False) -> dict[str, Any]:
+    async def extract(self, http: Request, file: UploadFile = File(...), unmasked: bool = False) -> dict[str, Any]:
         """Extract fields, checks and transactions from one ID, passport or statement.
 
         Document and account numbers are masked by value everywhere in the JSON; `unmasked=true`
         is only honoured with the staff token as the bearer, and is audited.
         """
-        bearer = _api_key(http)
-        staff = token_equals(bearer, settings.staff_token)
+        bearer = self._api_key(http)
+        staff = token_equals(bearer, self.settings.staff_token)
         if unmasked and not staff:
             raise HTTPException(403, "unmasked values need the staff token")
-        release = _admit(bearer)
+        release = self._admit(bearer)
         workdir = Path(tempfile.mkdtemp(prefix="docteller-api-"))
         try:
-            path, name = await _receive(file, workdir)
+            path, name = await self._receive(file, workdir)
             try:
-                result = await run_in_threadpool(backend.extract_file, path, name)
+                result = await run_in_threadpool(self.backend.extract_file, path, name)
             except UploadRejected as exc:
                 raise HTTPException(_STATUS_FOR.get(exc.kind, 422), str(exc)) from None
             if unmasked:
-                backend.audit_staff(
+                self.backend.audit_staff(
                     "staff.extract_unmasked", StaffActor.from_token(bearer, client_address(http.scope)),
                     file=name, doc_type=result.doc_type,
                 )
@@ -222,22 +243,29 @@ def build_api_router(backend: Backend) -> APIRouter:
             release()
             shutil.rmtree(workdir, ignore_errors=True)
 
-    @router.post("/v1/index", response_model=None)
-    async def index(http: Request, files: list[UploadFile] = File(...)) -> JSONResponse:
+    async def index(
+        self, http: Request, files: list[UploadFile] = File(...), publisher: str | None = Form(None)
+    ) -> JSONResponse:
         """Bulk-index policy documents (zips unpacked safely); per-file results.
 
+        `publisher`: these are another institution's documents (answers cite them by its name);
+        empty marks them the bank's own; left out, a new version keeps the publisher it had.
         200 when every file was indexed (or unchanged), 207 when some failed, 422 when all did.
         """
+        if publisher is not None and len(publisher) > PUBLISHER_MAX_CHARS:
+            raise HTTPException(422, f"publisher is longer than {PUBLISHER_MAX_CHARS} characters")
+        published_by = None if publisher is None else (clean_publisher(publisher) or "")
         workdir = Path(tempfile.mkdtemp(prefix="docteller-api-index-"))
-        actor = StaffActor.from_token(_api_key(http), client_address(http.scope))
+        actor = StaffActor.from_token(self._api_key(http), client_address(http.scope))
         try:
-            pairs = [await _receive(f, workdir) for f in files]
-            received = [p for p, _ in pairs]
+            pairs = [await self._receive(f, workdir) for f in files]
             names = {str(p): name for p, name in pairs}
 
             def work() -> list[list[Any]]:
                 rows: list[list[Any]] = []
-                for _, _, rows, _ in run_indexing(backend, received, actor=actor, original_names=names):
+                for _, _, rows, _ in run_indexing(
+                    self.backend, [p for p, _ in pairs], actor=actor, original_names=names, publisher=published_by
+                ):
                     pass
                 return rows
 
@@ -249,8 +277,6 @@ def build_api_router(backend: Backend) -> APIRouter:
             return JSONResponse(body, status_code=status)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-
-    return router
 
 
 class _Reply:
@@ -284,7 +310,7 @@ class _Reply:
         def run() -> Any:
             answer = None
             for event in self.session.ask_stream(self.question, cancel=self.cancel):
-                if not isinstance(event, str):
+                if not isinstance(event, (str, Status)):
                     answer = event
             return answer
 
@@ -337,6 +363,8 @@ class _Reply:
                 event = await run_in_threadpool(next, events, done)
                 if event is done:
                     break
+                if isinstance(event, Status):  # the web page's status line; not answer text
+                    continue
                 if isinstance(event, str):
                     streamed.append(event)
                     yield self._chunk({"content": event})

@@ -26,6 +26,7 @@ from docteller.cancel import Cancelled, cancellable
 from docteller.cancel import check as check_cancelled
 from docteller.model import ExtractionResult
 from docteller.settings import Settings, get_settings
+from ui.model_queue import ModelQueue, QueuedChatModel, queue_status, reporting_waits
 from ui.security import (
     FailureThrottle,
     FileOwnership,
@@ -115,6 +116,27 @@ class UploadedDocument:
     path: Path
     mime: str
     result: ExtractionResult
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a turn is doing before its first words ("2 customers ahead of you…"): shown in the
+    answer's place until the answer starts, never part of it."""
+
+    text: str
+
+
+# (document kind, or None before it is known; pages done; pages in all) while an upload is read
+UploadProgress = Callable[[str | None, int, int], None]
+
+_KIND_NAMES = {"passport": "passport", "id": "ID card", "visa": "visa", "statement": "statement",
+               "receipt": "receipt", "form": "form"}
+
+
+def upload_status(kind: str | None, done: int, total: int) -> str:
+    """The status line while an upload is read: "Reading your statement, page 2 of 3…" ("your
+    document" while its kind is not known: it is found from what the pages say)."""
+    return f"_Reading your {_KIND_NAMES.get(kind or '', 'document')}, page {done} of {total}…_"
 
 
 @dataclass
@@ -226,8 +248,16 @@ class TabSession:
             self.touch()
             self.lock.release()
 
-    def add_upload(self, src: str | Path, name: str, settings: Settings) -> UploadedDocument:
-        """Check, keep and extract one upload; raises `UploadRejected` with a friendly reason."""
+    @property
+    def working_status(self) -> str:
+        """The status line of an answer that has not started yet."""
+        return "_Checking your documents and our policies…_" if self.uploads else "_Searching our policies…_"
+
+    def add_upload(
+        self, src: str | Path, name: str, settings: Settings, progress: UploadProgress | None = None
+    ) -> UploadedDocument:
+        """Check, keep and extract one upload; raises `UploadRejected` with a friendly reason.
+        `progress` hears of each page read (see `UploadProgress`)."""
         from ingest.sniff import IngestError
 
         with self._turn():
@@ -237,7 +267,8 @@ class TabSession:
             kept = self.upload_dir / f"{len(self.uploads) + 1:03d}{_SUFFIX_FOR.get(mime, '')}"
             shutil.copyfile(src, kept)
             try:
-                result = self.agent.add_upload(kept, name)
+                listening = {"progress": progress} if progress else {}  # agents without progress still work
+                result = self.agent.add_upload(kept, name, **listening)
             except IngestError as exc:
                 kept.unlink(missing_ok=True)
                 raise UploadRejected(f"{name}: {exc.reason}.", kind="unreadable") from None
@@ -271,8 +302,9 @@ class TabSession:
         if cancel is not None:
             cancel.set()
 
-    def ask_stream(self, question: str, cancel: threading.Event | None = None) -> Iterator[str | Any]:
-        """Token texts, then the agent's final `Answer` (kept for the Sources panel).
+    def ask_stream(self, question: str, cancel: threading.Event | None = None) -> Iterator[str | Status | Any]:
+        """Token texts, then the agent's final `Answer` (kept for the Sources panel); before the
+        first token, `Status` lines while the turn waits for the shared model (its place in line).
 
         The agent's generator runs on one dedicated thread: it holds its session lock across
         yields, and web servers resume a generator from whichever worker thread is free, so it
@@ -287,10 +319,13 @@ class TabSession:
         cancelled = self._turn_cancel = cancel or threading.Event()
         deadline = time.monotonic() + self.time_budget_s
 
+        def waiting(ahead: int) -> None:
+            events.put(("status", Status(queue_status(ahead) if ahead else self.working_status)))
+
         def produce() -> None:
             stream = self.agent.ask_stream(question)
             try:
-                with cancellable(cancelled, deadline):
+                with cancellable(cancelled, deadline), reporting_waits(waiting):
                     final = None
                     for event in stream:
                         check_cancelled()  # also checked per token inside the agent and the model
@@ -506,6 +541,7 @@ class Backend:
         self._resources: Any = None
         self._init_lock = threading.RLock()
         self._index_write_lock = threading.Lock()  # one bulk index / delete at a time
+        self.model_queue = ModelQueue()  # customers wait for the shared chat model in turn
         self._upload_root = Path(tempfile.mkdtemp(prefix="docteller-uploads-"))
         s = self.settings
         self.sessions = SessionRegistry(
@@ -574,7 +610,8 @@ class Backend:
                     from agent.session import AgentResources
 
                     self._resources = AgentResources(
-                        index, model, embedder=getattr(index, "embedder", None), settings=self.settings
+                        index, QueuedChatModel.wrap(model, self.model_queue),
+                        embedder=getattr(index, "embedder", None), settings=self.settings,
                     )
         return self._resources
 
@@ -672,13 +709,17 @@ class Backend:
         progress: Callable[[Any], None] | None = None,
         sources: dict[Path, str] | None = None,
         actor: StaffActor | None = None,
+        publisher: str | None = None,
     ) -> Any:
+        """Index staff files into the KB. `publisher`: another institution's name for these
+        documents, "" the bank's own, None keep what an earlier version recorded."""
         from retrieval.indexing import index_paths
 
         index = self.index
         with self._index_write_lock:
             summary = index_paths(
-                paths, settings=self.settings, strict=False, progress=progress, index=index, sources=sources
+                paths, settings=self.settings, strict=False, progress=progress, index=index, sources=sources,
+                publisher=publisher,
             )
             index.prepare_search()  # the first question after an upload must not pay for it
         self._keep_originals(summary)
@@ -686,6 +727,7 @@ class Backend:
         self.audit_staff(
             "staff.index",
             actor,
+            publisher=publisher,
             files=[
                 {"file": shown.get(Path(f.path), Path(f.path).name), "status": f.status, "doc_id": f.doc_id,
                  "reason": f.reason}

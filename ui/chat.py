@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import html
 import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,16 @@ from PIL import Image
 from docteller.model import BBox
 from ui import render
 from docteller.redact import ValueMasker, masker_for
-from ui.backend import Backend, SessionLimit, TabSession, UploadedDocument, UploadRejected, citation_dicts
+from ui.backend import (
+    Backend,
+    SessionLimit,
+    Status,
+    TabSession,
+    UploadedDocument,
+    UploadRejected,
+    citation_dicts,
+    upload_status,
+)
 from ui.security import digest, session_id_from_headers
 from ui.staff import build_staff_tab
 
@@ -101,6 +114,8 @@ def _masker(session: TabSession) -> ValueMasker:
 
 def _citation_label(n: int, citation: dict[str, Any]) -> str:
     title = citation.get("title") or Path(str(citation.get("source") or "document")).name
+    if citation.get("publisher"):  # another institution's document: whose it is, first
+        title = f"{citation['publisher']}: {title}"
     page = citation.get("page")
     return f"[{n}] {title}" + (f", p. {page}" if page else "")
 
@@ -271,20 +286,27 @@ def _refusal(backend: Backend, session: TabSession, text: str, files: list[str])
 
 
 def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, transcript: list, state: dict):
-    """Read one attached file into the session; Gradio's cached copy is deleted at once."""
+    """Read one attached file into the session; Gradio's cached copy is deleted at once. While it
+    is read, the bubble says which page ("Reading your statement, page 2 of 3…")."""
     name = Path(file).name
     transcript.append({"role": "user", "content": f"Attached: {file_chip(file)}"})
     transcript.append({"role": "assistant", "content": f"_Reading {name}…_"})
     reading = transcript[-1]
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
-    transcript.remove(reading)
     if not backend.ownership.owns(digest("web", sid), file):
         # Only a file this browser session uploaded itself can be read (not another's path).
+        transcript.remove(reading)
         transcript.append({"role": "assistant", "content": f"Sorry, I can't find {name} any more. Please attach it again."})
         yield gr.MultimodalTextbox(value=None, interactive=False), transcript
         return
     try:
-        doc = session.add_upload(file, name, backend.settings)
+        doc = None
+        for step in read_upload(session, file, name, backend.settings):
+            if isinstance(step, str):
+                reading["content"] = step
+                yield gr.skip(), transcript
+            else:
+                doc = step
     except UploadRejected as exc:
         gr.Warning(str(exc))
         transcript.append({"role": "assistant", "content": f"Sorry, I couldn't use that file. {exc}"})
@@ -295,8 +317,34 @@ def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, tra
         state["last_upload"] = doc.doc_id
         transcript.append({"role": "assistant", "content": _extraction_summary(doc)})
     finally:
+        if reading in transcript:
+            transcript.remove(reading)
         backend.ownership.release_file(file)
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
+
+
+def read_upload(session: TabSession, file: str | Path, name: str, settings: Any) -> Iterator[str | UploadedDocument]:
+    """Read an upload on a worker thread: yields a status line as each page starts being read,
+    then the `UploadedDocument`; raises what `TabSession.add_upload` raises."""
+    events: queue.Queue = queue.Queue()
+
+    def progress(kind: str | None, page: int, pages: int) -> None:
+        events.put(("status", upload_status(kind, page, pages)))
+
+    def work() -> None:
+        try:
+            events.put(("done", session.add_upload(file, name, settings, progress=progress)))
+        except BaseException as exc:  # handed to the reader, which raises it
+            events.put(("error", exc))
+
+    threading.Thread(target=work, name=f"upload-{session.public_id[:8]}", daemon=True).start()
+    while True:
+        kind, item = events.get()
+        if kind == "error":
+            raise item
+        yield item
+        if kind == "done":
+            return
 
 
 def file_chip(path: str | Path) -> str:
@@ -316,15 +364,18 @@ def _answer_turn(session: TabSession, text: str, transcript: list, state: dict):
     Until the first words arrive the bubble says what is happening, so a wait is never blank."""
     if not transcript or transcript[-1].get("content") != text or transcript[-1].get("role") != "user":
         transcript.append({"role": "user", "content": text})
-    working = "_Checking your documents and our policies…_" if session.uploads else "_Searching our policies…_"
-    transcript.append({"role": "assistant", "content": working})
+    transcript.append({"role": "assistant", "content": session.working_status})
     reply = transcript[-1]
     masker = _masker(session)
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
     try:
         streamed = ""
         for event in session.ask_stream(text):
-            if isinstance(event, str):
+            if isinstance(event, Status):  # waiting for the model: the place in line, until words come
+                if not streamed:
+                    reply["content"] = event.text
+                    yield gr.skip(), transcript
+            elif isinstance(event, str):
                 streamed += event
                 reply["content"] = masker.text(streamed)
                 yield gr.skip(), transcript
@@ -344,246 +395,294 @@ def _answer_turn(session: TabSession, text: str, transcript: list, state: dict):
         )
 
 
+@dataclass
+class _ChatControls:
+    """The customer tab's components, as `_chat_column` and `_side_panel` lay them out."""
+
+    chatbot: Any = None
+    box: Any = None
+    new_btn: Any = None
+    human_btn: Any = None
+    open_sources: Any = None
+    open_docs: Any = None
+    close_btn: Any = None
+    side_tabs: Any = None
+    cite_pick: Any = None
+    cite_image: Any = None
+    cite_text: Any = None
+    doc_pick: Any = None
+    doc_summary: Any = None
+    page_image: Any = None
+    fields_view: Any = None
+    field_pick: Any = None
+    field_value: Any = None
+    fix_btn: Any = None
+    checks_view: Any = None
+    tx_view: Any = None
+
+    @property
+    def docs(self) -> list[Any]:
+        """The outputs of `doc_panel`, in order."""
+        return [self.doc_pick, self.doc_summary, self.fields_view, self.checks_view, self.field_pick,
+                self.page_image, self.tx_view]
+
+    @property
+    def sources(self) -> list[Any]:
+        """The outputs of `sources_panel`, in order."""
+        return [self.cite_pick, self.cite_image, self.cite_text]
+
+
 def build_blocks(backend: Backend) -> gr.Blocks:
     """The whole web UI: customer chat with side panels, and the Staff tab."""
-    settings = backend.settings
-
     # Gradio's cache is swept too: nothing a customer uploaded or was shown outlives an hour there,
     # even if its session's own clean-up never ran (per-session deletion is in `Backend`).
     with gr.Blocks(title="docteller", fill_height=False, delete_cache=(300, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="dt-header")
+        controls = _ChatControls()
         with gr.Tabs(elem_id="dt-main-tabs"):
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=3, min_width=420):
-                        chatbot = gr.Chatbot(
-                            label="Conversation",
-                            height=560,
-                            elem_id="chatbot",
-                            buttons=["copy"],
-                            placeholder="Ask me about fees, cards, transfers, or your uploaded documents.",
-                        )
-                        box = gr.MultimodalTextbox(
-                            placeholder="Ask a question, or attach your passport, ID card or statement…",
-                            file_types=UPLOAD_FILE_TYPES,
-                            file_count="multiple",
-                            sources=["upload"],
-                            show_label=False,
-                            elem_id="chat-input",
-                            autofocus=True,
-                        )
-                        with gr.Row():
-                            new_btn = gr.Button("New conversation", elem_id="new-conversation", size="sm")
-                            human_btn = gr.Button("Talk to a person", elem_id="talk-to-human", size="sm")
-                        with gr.Row(elem_classes=["dt-phone-only"]):
-                            open_sources = gr.Button("Sources", elem_id="open-sources", size="sm")
-                            open_docs = gr.Button("My documents", elem_id="open-docs", size="sm")
-                    with gr.Column(scale=2, min_width=360, elem_id="side-panel"):
-                        close_btn = gr.Button("Close ✕", size="sm", elem_id="side-close")
-                        with gr.Tabs(elem_id="side-tabs") as side_tabs:
-                            with gr.Tab("Sources", id="sources", elem_id="tab-sources"):
-                                cite_pick = gr.Radio(label="Sources of the selected answer", choices=[], elem_id="cite-pick")
-                                cite_image = gr.Image(
-                                    label="Source page", type="pil", interactive=False, elem_id="cite-image",
-                                    buttons=["fullscreen"], height=520,
-                                )
-                                cite_text = gr.HTML(elem_id="cite-text", elem_classes=["dt-caption"])
-                            with gr.Tab("My documents", id="docs", elem_id="tab-docs"):
-                                doc_pick = gr.Dropdown(label="Document", choices=[], elem_id="doc-pick")
-                                doc_summary = gr.Markdown(elem_id="doc-summary")
-                                page_image = gr.Image(
-                                    label="Page (selected field in red)", type="pil", interactive=False,
-                                    elem_id="doc-page", buttons=["fullscreen"], height=300,
-                                )
-                                fields_view = gr.HTML(elem_id="fields-table")
-                                with gr.Accordion("Correct a field", open=False, elem_id="correct-field"):
-                                    with gr.Row():
-                                        field_pick = gr.Dropdown(label="Field", choices=[], scale=2, elem_id="field-pick")
-                                        field_value = gr.Textbox(label="Correct value", scale=3, elem_id="field-value")
-                                    fix_btn = gr.Button("Save correction", size="sm", elem_id="save-correction")
-                                checks_view = gr.HTML(elem_id="checks-table")
-                                tx_view = gr.HTML(elem_id="transactions-table")
+                    _chat_column(controls)
+                    _side_panel(controls)
             with gr.Tab("Staff", id="staff", elem_id="tab-staff"):
                 build_staff_tab(backend)
-
-        doc_outputs = [doc_pick, doc_summary, fields_view, checks_view, field_pick, page_image, tx_view]
-        source_outputs = [cite_pick, cite_image, cite_text]
-
-        # --- handlers ------------------------------------------------------------------------
-
-        def respond(message: dict[str, Any] | str | None, request: gr.Request):
-            """Take the uploads and the question of one turn; stream the grounded answer."""
-            sid = _sid(backend, request)
-            session = _session(backend, request)
-            state = _ui_state(session)
-            transcript: list[dict[str, Any]] = state["transcript"]
-            if isinstance(message, str):
-                message = {"text": message, "files": []}
-            message = message or {}
-            text = (message.get("text") or "").strip()
-            files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else str(f))
-                     for f in (message.get("files") or [])]
-            state["last_upload"], state["last_answer"] = None, None
-            refusal = _refusal(backend, session, text, files)
-            if refusal:
-                transcript.append({"role": "assistant", "content": refusal})
-                yield gr.MultimodalTextbox(value=None, interactive=True), transcript
-                return
-
-            if text:  # the question shows at once, above its attachments, while they are read
-                transcript.append({"role": "user", "content": text})
-            for file in files:
-                yield from _take_upload(backend, session, sid, file, transcript, state)
-
-            if text:
-                yield from _answer_turn(session, text, transcript, state)
-            # Options only render under the latest answer; older ones keep their text list.
-            for msg in transcript[:-1]:
-                msg.pop("options", None)
-            yield gr.MultimodalTextbox(value=None, interactive=True), transcript
-
-        def after_turn(request: gr.Request):
-            """Show what the turn produced: the new upload's fields, or the answer's sources."""
-            session = _session(backend, request)
-            state = _ui_state(session)
-            docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
-            sources = sources_panel(backend, session, state["last_answer"])
-            if state["last_upload"]:
-                tab = gr.Tabs(selected="docs")
-            elif state["last_answer"] is not None and session.answers[state["last_answer"]].citations:
-                tab = gr.Tabs(selected="sources")
-            else:
-                tab = gr.Tabs()
-            return (*docs, *sources, tab)
-
-        def open_option(evt: gr.SelectData, request: gr.Request):
-            parsed = _parse_cite(evt.value)
-            session = _session(backend, request)
-            if parsed is None:
-                return (*sources_panel(backend, session, None), gr.Tabs(selected="sources"))
-            return (*sources_panel(backend, session, *parsed), gr.Tabs(selected="sources"))
-
-        def select_message(evt: gr.SelectData, request: gr.Request):
-            session = _session(backend, request)
-            index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-            answer_index = _ui_state(session)["answer_at"].get(int(index)) if index is not None else None
-            if answer_index is None:
-                return (gr.skip(), gr.skip(), gr.skip(), gr.skip())
-            return (*sources_panel(backend, session, answer_index), gr.Tabs(selected="sources"))
-
-        def pick_citation(value: str | None, request: gr.Request):
-            parsed = _parse_cite(value)
-            if parsed is None:
-                return gr.skip(), gr.skip(), gr.skip()
-            return sources_panel(backend, _session(backend, request), *parsed)
-
-        def show_doc(doc_id: str | None, request: gr.Request):
-            return doc_panel(_session(backend, request), doc_id)
-
-        def show_field(doc_id: str | None, field_name: str | None, request: gr.Request):
-            session = _session(backend, request)
-            doc = session.uploads.get(doc_id or "")
-            outputs = doc_panel(session, doc_id, field_name)
-            current = ""
-            if doc is not None and field_name in doc.result.fields:
-                current = render.display_value(doc.result.fields[field_name])
-            return (*outputs, current)
-
-        def save_correction(doc_id: str | None, field_name: str | None, value: str, request: gr.Request):
-            session = _session(backend, request)
-            if not doc_id or doc_id not in session.uploads:
-                raise gr.Error("Upload a document first, then pick the field to correct.")
-            if not field_name:
-                raise gr.Error("Pick the field you want to correct.")
-            value = (value or "").strip()
-            if not value or "*" in value:
-                raise gr.Error("Type the correct value in full (masked values can't be saved).")
-            session.correct_field(doc_id, field_name, value)
-            gr.Info(f"Saved: I'll use your corrected {field_name.replace('_', ' ')} from now on.")
-            return (*doc_panel(session, doc_id, field_name), "")
-
-        def new_conversation(request: gr.Request):
-            session = _session(backend, request)
-            session.reset()
-            state = _ui_state(session)
-            state.update(transcript=[], answer_at={}, last_upload=None, last_answer=None)
-            return ([], gr.MultimodalTextbox(value=None, interactive=True),
-                    *doc_panel(session, None), *sources_panel(backend, session, None))
-
-        def talk_to_human(request: gr.Request):
-            session = _session(backend, request)
-            transcript = _ui_state(session)["transcript"]
-            request_text = "I'd like to talk to a person."
-            transcript.append({"role": "user", "content": request_text})
-            try:
-                answer = session.handoff(request_text)
-            except Exception:
-                logger.exception("handoff failed")
-                transcript.append({"role": "assistant", "content": "I couldn't log your request just now. "
-                                   "Please visit a branch or call the number on the back of your card."})
-                return transcript
-            answer_index = len(session.answers) - 1
-            message = {"role": "assistant", "content": _answer_markdown(answer, _masker(session))}
-            citations = citation_dicts(answer)
-            if citations:
-                message["options"] = _citation_options(answer_index, citations)
-            for msg in transcript:
-                msg.pop("options", None)
-            transcript.append(message)
-            _ui_state(session)["answer_at"][len(transcript) - 1] = answer_index
-            return transcript
-
-        def forget_tab(request: gr.Request):
-            """The tab closed (or is reloading): stop its answer; end the session soon unless the
-            same browser comes back, so a reload keeps the conversation and a close frees it."""
-            sid = session_id_from_headers(backend.cookies, getattr(request, "headers", None))
-            session = backend.sessions.peek(backend.web_key(sid)) if sid else None
-            if session is not None:
-                session.expire_after(TAB_CLOSED_GRACE_S)
-
-        def restore(request: gr.Request):
-            """A reload of the page shows the conversation and documents it had."""
-            session = _session(backend, request)
-            state = _ui_state(session)
-            docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
-            sources = sources_panel(backend, session, state["last_answer"])
-            tab = gr.Tabs(selected="docs") if session.uploads else gr.Tabs()
-            return (state["transcript"], *docs, *sources, tab)
-
-        # --- wiring ----------------------------------------------------------------------------
-
-        box.submit(
-            respond, [box], [box, chatbot], api_name="chat", show_progress="minimal",
-        ).then(after_turn, None, [*doc_outputs, *source_outputs, side_tabs], api_visibility="private").then(
-            None, js=JS_SHOW_ANSWER
-        )
-        chatbot.option_select(open_option, None, [*source_outputs, side_tabs], api_visibility="private").then(
-            None, js=JS_OPEN_DRAWER
-        )
-        chatbot.select(select_message, None, [*source_outputs, side_tabs], api_visibility="private")
-        close_btn.click(None, js=JS_CLOSE_DRAWER)
-        open_sources.click(lambda: gr.Tabs(selected="sources"), None, [side_tabs], api_visibility="private").then(
-            None, js=JS_OPEN_DRAWER
-        )
-        open_docs.click(lambda: gr.Tabs(selected="docs"), None, [side_tabs], api_visibility="private").then(
-            None, js=JS_OPEN_DRAWER
-        )
-        cite_pick.input(pick_citation, [cite_pick], source_outputs, api_visibility="private")
-        doc_pick.input(show_doc, [doc_pick], doc_outputs, api_visibility="private")
-        field_pick.input(show_field, [doc_pick, field_pick], [*doc_outputs, field_value], api_visibility="private")
-        fix_btn.click(
-            save_correction, [doc_pick, field_pick, field_value], [*doc_outputs, field_value],
-            api_name="correct_field",
-        )
-        new_btn.click(
-            new_conversation, None, [chatbot, box, *doc_outputs, *source_outputs], api_name="new_conversation"
-        )
-        # The chatbot's own clear (bin) button means the same as "New conversation".
-        chatbot.clear(new_conversation, None, [chatbot, box, *doc_outputs, *source_outputs], api_visibility="private")
-        human_btn.click(talk_to_human, None, [chatbot], api_name="talk_to_human")
-        demo.unload(forget_tab)
-        demo.load(restore, None, [chatbot, *doc_outputs, *source_outputs, side_tabs], api_visibility="private").then(
-            None, js=JS_START_AT_TOP
-        )
-
+        _wire_chat(demo, controls, _ChatHandlers(backend))
     return demo
+
+
+def _chat_column(c: _ChatControls) -> None:
+    """The conversation, the input box and the buttons under it."""
+    with gr.Column(scale=3, min_width=420):
+        c.chatbot = gr.Chatbot(
+            label="Conversation",
+            height=560,
+            elem_id="chatbot",
+            buttons=["copy"],
+            placeholder="Ask me about fees, cards, transfers, or your uploaded documents.",
+        )
+        c.box = gr.MultimodalTextbox(
+            placeholder="Ask a question, or attach your passport, ID card or statement…",
+            file_types=UPLOAD_FILE_TYPES,
+            file_count="multiple",
+            sources=["upload"],
+            show_label=False,
+            elem_id="chat-input",
+            autofocus=True,
+        )
+        with gr.Row():
+            c.new_btn = gr.Button("New conversation", elem_id="new-conversation", size="sm")
+            c.human_btn = gr.Button("Talk to a person", elem_id="talk-to-human", size="sm")
+        with gr.Row(elem_classes=["dt-phone-only"]):
+            c.open_sources = gr.Button("Sources", elem_id="open-sources", size="sm")
+            c.open_docs = gr.Button("My documents", elem_id="open-docs", size="sm")
+
+
+def _side_panel(c: _ChatControls) -> None:
+    """Sources and My documents: beside the chat on a desktop, a drawer on a phone."""
+    with gr.Column(scale=2, min_width=360, elem_id="side-panel"):
+        c.close_btn = gr.Button("Close ✕", size="sm", elem_id="side-close")
+        with gr.Tabs(elem_id="side-tabs") as c.side_tabs:
+            with gr.Tab("Sources", id="sources", elem_id="tab-sources"):
+                c.cite_pick = gr.Radio(label="Sources of the selected answer", choices=[], elem_id="cite-pick")
+                c.cite_image = gr.Image(
+                    label="Source page", type="pil", interactive=False, elem_id="cite-image",
+                    buttons=["fullscreen"], height=520,
+                )
+                c.cite_text = gr.HTML(elem_id="cite-text", elem_classes=["dt-caption"])
+            with gr.Tab("My documents", id="docs", elem_id="tab-docs"):
+                c.doc_pick = gr.Dropdown(label="Document", choices=[], elem_id="doc-pick")
+                c.doc_summary = gr.Markdown(elem_id="doc-summary")
+                c.page_image = gr.Image(
+                    label="Page (selected field in red)", type="pil", interactive=False,
+                    elem_id="doc-page", buttons=["fullscreen"], height=300,
+                )
+                c.fields_view = gr.HTML(elem_id="fields-table")
+                with gr.Accordion("Correct a field", open=False, elem_id="correct-field"):
+                    with gr.Row():
+                        c.field_pick = gr.Dropdown(label="Field", choices=[], scale=2, elem_id="field-pick")
+                        c.field_value = gr.Textbox(label="Correct value", scale=3, elem_id="field-value")
+                    c.fix_btn = gr.Button("Save correction", size="sm", elem_id="save-correction")
+                c.checks_view = gr.HTML(elem_id="checks-table")
+                c.tx_view = gr.HTML(elem_id="transactions-table")
+
+
+def _message_parts(message: dict[str, Any] | str | None) -> tuple[str, list[str]]:
+    """(question text, attached file paths) of one submitted message, in any shape Gradio sends."""
+    if isinstance(message, str):
+        message = {"text": message, "files": []}
+    message = message or {}
+    text = (message.get("text") or "").strip()
+    files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else str(f))
+             for f in (message.get("files") or [])]
+    return text, files
+
+
+class _ChatHandlers:
+    """The customer tab's event handlers. Each finds the browser's session from the signed cookie
+    of its request (never from anything the client says)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def respond(self, message: dict[str, Any] | str | None, request: gr.Request):
+        """Take the uploads and the question of one turn; stream the grounded answer."""
+        backend = self.backend
+        sid = _sid(backend, request)
+        session = _session(backend, request)
+        state = _ui_state(session)
+        transcript: list[dict[str, Any]] = state["transcript"]
+        text, files = _message_parts(message)
+        state["last_upload"], state["last_answer"] = None, None
+        refusal = _refusal(backend, session, text, files)
+        if refusal:
+            transcript.append({"role": "assistant", "content": refusal})
+            yield gr.MultimodalTextbox(value=None, interactive=True), transcript
+            return
+        if text:  # the question shows at once, above its attachments, while they are read
+            transcript.append({"role": "user", "content": text})
+        for file in files:
+            yield from _take_upload(backend, session, sid, file, transcript, state)
+        if text:
+            yield from _answer_turn(session, text, transcript, state)
+        # Options only render under the latest answer; older ones keep their text list.
+        for msg in transcript[:-1]:
+            msg.pop("options", None)
+        yield gr.MultimodalTextbox(value=None, interactive=True), transcript
+
+    def after_turn(self, request: gr.Request):
+        """Show what the turn produced: the new upload's fields, or the answer's sources."""
+        session = _session(self.backend, request)
+        state = _ui_state(session)
+        docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
+        sources = sources_panel(self.backend, session, state["last_answer"])
+        if state["last_upload"]:
+            tab = gr.Tabs(selected="docs")
+        elif state["last_answer"] is not None and session.answers[state["last_answer"]].citations:
+            tab = gr.Tabs(selected="sources")
+        else:
+            tab = gr.Tabs()
+        return (*docs, *sources, tab)
+
+    def open_option(self, evt: gr.SelectData, request: gr.Request):
+        parsed = _parse_cite(evt.value)
+        session = _session(self.backend, request)
+        if parsed is None:
+            return (*sources_panel(self.backend, session, None), gr.Tabs(selected="sources"))
+        return (*sources_panel(self.backend, session, *parsed), gr.Tabs(selected="sources"))
+
+    def select_message(self, evt: gr.SelectData, request: gr.Request):
+        session = _session(self.backend, request)
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        answer_index = _ui_state(session)["answer_at"].get(int(index)) if index is not None else None
+        if answer_index is None:
+            return (gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        return (*sources_panel(self.backend, session, answer_index), gr.Tabs(selected="sources"))
+
+    def pick_citation(self, value: str | None, request: gr.Request):
+        parsed = _parse_cite(value)
+        if parsed is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        return sources_panel(self.backend, _session(self.backend, request), *parsed)
+
+    def show_doc(self, doc_id: str | None, request: gr.Request):
+        return doc_panel(_session(self.backend, request), doc_id)
+
+    def show_field(self, doc_id: str | None, field_name: str | None, request: gr.Request):
+        session = _session(self.backend, request)
+        doc = session.uploads.get(doc_id or "")
+        outputs = doc_panel(session, doc_id, field_name)
+        current = ""
+        if doc is not None and field_name in doc.result.fields:
+            current = render.display_value(doc.result.fields[field_name])
+        return (*outputs, current)
+
+    def save_correction(self, doc_id: str | None, field_name: str | None, value: str, request: gr.Request):
+        session = _session(self.backend, request)
+        if not doc_id or doc_id not in session.uploads:
+            raise gr.Error("Upload a document first, then pick the field to correct.")
+        if not field_name:
+            raise gr.Error("Pick the field you want to correct.")
+        value = (value or "").strip()
+        if not value or "*" in value:
+            raise gr.Error("Type the correct value in full (masked values can't be saved).")
+        session.correct_field(doc_id, field_name, value)
+        gr.Info(f"Saved: I'll use your corrected {field_name.replace('_', ' ')} from now on.")
+        return (*doc_panel(session, doc_id, field_name), "")
+
+    def new_conversation(self, request: gr.Request):
+        session = _session(self.backend, request)
+        session.reset()
+        state = _ui_state(session)
+        state.update(transcript=[], answer_at={}, last_upload=None, last_answer=None)
+        return ([], gr.MultimodalTextbox(value=None, interactive=True),
+                *doc_panel(session, None), *sources_panel(self.backend, session, None))
+
+    def talk_to_human(self, request: gr.Request):
+        session = _session(self.backend, request)
+        transcript = _ui_state(session)["transcript"]
+        request_text = "I'd like to talk to a person."
+        transcript.append({"role": "user", "content": request_text})
+        try:
+            answer = session.handoff(request_text)
+        except Exception:
+            logger.exception("handoff failed")
+            transcript.append({"role": "assistant", "content": "I couldn't log your request just now. "
+                               "Please visit a branch or call the number on the back of your card."})
+            return transcript
+        answer_index = len(session.answers) - 1
+        message = {"role": "assistant", "content": _answer_markdown(answer, _masker(session))}
+        citations = citation_dicts(answer)
+        if citations:
+            message["options"] = _citation_options(answer_index, citations)
+        for msg in transcript:
+            msg.pop("options", None)
+        transcript.append(message)
+        _ui_state(session)["answer_at"][len(transcript) - 1] = answer_index
+        return transcript
+
+    def forget_tab(self, request: gr.Request):
+        """The tab closed (or is reloading): stop its answer; end the session soon unless the
+        same browser comes back, so a reload keeps the conversation and a close frees it."""
+        backend = self.backend
+        sid = session_id_from_headers(backend.cookies, getattr(request, "headers", None))
+        session = backend.sessions.peek(backend.web_key(sid)) if sid else None
+        if session is not None:
+            session.expire_after(TAB_CLOSED_GRACE_S)
+
+    def restore(self, request: gr.Request):
+        """A reload of the page shows the conversation and documents it had."""
+        session = _session(self.backend, request)
+        state = _ui_state(session)
+        docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
+        sources = sources_panel(self.backend, session, state["last_answer"])
+        tab = gr.Tabs(selected="docs") if session.uploads else gr.Tabs()
+        return (state["transcript"], *docs, *sources, tab)
+
+
+def _wire_chat(demo: gr.Blocks, c: _ChatControls, h: _ChatHandlers) -> None:
+    """Connect the customer tab's components to their handlers (named ones are the public API)."""
+    private = {"api_visibility": "private"}
+    c.box.submit(h.respond, [c.box], [c.box, c.chatbot], api_name="chat", show_progress="minimal").then(
+        h.after_turn, None, [*c.docs, *c.sources, c.side_tabs], **private
+    ).then(None, js=JS_SHOW_ANSWER)
+    c.chatbot.option_select(h.open_option, None, [*c.sources, c.side_tabs], **private).then(None, js=JS_OPEN_DRAWER)
+    c.chatbot.select(h.select_message, None, [*c.sources, c.side_tabs], **private)
+    c.close_btn.click(None, js=JS_CLOSE_DRAWER)
+    c.open_sources.click(lambda: gr.Tabs(selected="sources"), None, [c.side_tabs], **private).then(
+        None, js=JS_OPEN_DRAWER
+    )
+    c.open_docs.click(lambda: gr.Tabs(selected="docs"), None, [c.side_tabs], **private).then(None, js=JS_OPEN_DRAWER)
+    c.cite_pick.input(h.pick_citation, [c.cite_pick], c.sources, **private)
+    c.doc_pick.input(h.show_doc, [c.doc_pick], c.docs, **private)
+    c.field_pick.input(h.show_field, [c.doc_pick, c.field_pick], [*c.docs, c.field_value], **private)
+    c.fix_btn.click(h.save_correction, [c.doc_pick, c.field_pick, c.field_value], [*c.docs, c.field_value],
+                    api_name="correct_field")
+    cleared = [c.chatbot, c.box, *c.docs, *c.sources]
+    c.new_btn.click(h.new_conversation, None, cleared, api_name="new_conversation")
+    # The chatbot's own clear (bin) button means the same as "New conversation".
+    c.chatbot.clear(h.new_conversation, None, cleared, **private)
+    c.human_btn.click(h.talk_to_human, None, [c.chatbot], api_name="talk_to_human")
+    demo.unload(h.forget_tab)
+    demo.load(h.restore, None, [c.chatbot, *c.docs, *c.sources, c.side_tabs], **private).then(
+        None, js=JS_START_AT_TOP
+    )

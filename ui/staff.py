@@ -20,6 +20,7 @@ from typing import Any
 
 import gradio as gr
 
+from docteller.model import PUBLISHER_MAX_CHARS, clean_publisher
 from docteller.settings import Settings
 
 from ui.backend import Backend, StaffActor, UploadRejected, check_upload
@@ -29,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 MAX_ARCHIVE_MEMBERS = 5000
 RESULT_HEADERS = ["file", "status", "reason", "pages", "chunks", "seconds"]
-DOCUMENT_HEADERS = ["title", "source", "type", "pages", "chunks", "indexed", "origin", "doc_id"]
+DOCUMENT_HEADERS = ["title", "publisher", "source", "type", "pages", "chunks", "indexed", "origin", "doc_id"]
+OWN_DOCUMENT = "ours"  # the publisher column of the bank's own documents
 SEARCH_HEADERS = ["score", "title", "page", "passage", "chunk_id"]
 
 
@@ -166,7 +168,8 @@ def document_rows(backend: Backend) -> list[list[Any]]:
     for d in backend.documents():
         indexed = getattr(d, "indexed_at", "")
         rows.append(
-            [d.title, d.source, d.mime, d.pages, d.chunks, str(indexed)[:19], getattr(d, "origin", "kb"), d.doc_id]
+            [d.title, getattr(d, "publisher", None) or OWN_DOCUMENT, d.source, d.mime, d.pages, d.chunks,
+             str(indexed)[:19], getattr(d, "origin", "kb"), d.doc_id]
         )
     return rows
 
@@ -190,12 +193,14 @@ def run_indexing(
     files: list[str | Path],
     actor: StaffActor | None = None,
     original_names: dict[str, str] | None = None,
+    publisher: str | None = None,
 ):
     """Index uploaded files; yields (pages done, pages in all, rows, summary or None) as each file
     finishes.
 
     Each document's source is the name staff gave the file (not where it was staged), so
-    uploading a changed `fees.pdf` replaces the old `fees.pdf` in one transaction.
+    uploading a changed `fees.pdf` replaces the old `fees.pdf` in one transaction. `publisher`:
+    see `retrieval.indexing.index_paths` ("" the bank's own, None keep what was recorded).
     """
     workdir = Path(tempfile.mkdtemp(prefix="docteller-staff-"))
     try:
@@ -211,7 +216,7 @@ def run_indexing(
         def work() -> None:
             try:
                 outcome["summary"] = backend.index_files(
-                    staged.paths, progress=events.put, sources=staged.names, actor=actor
+                    staged.paths, progress=events.put, sources=staged.names, actor=actor, publisher=publisher
                 )
             except Exception as exc:  # reported in the table, not a crash of the UI
                 logger.exception("bulk indexing failed")
@@ -250,23 +255,50 @@ def _client_of(request: Any) -> str:
     return str(getattr(client, "host", None) or "unknown")
 
 
+@dataclass
+class _StaffControls:
+    """The Staff panel's components, as `_staff_panel` lays them out."""
+
+    panel: Any
+    files: Any
+    publisher: Any
+    index_btn: Any
+    index_summary: Any
+    results: Any
+    refresh: Any
+    docs: Any
+    to_delete: Any
+    delete_btn: Any
+    delete_status: Any
+    query: Any
+    search_btn: Any
+    hits: Any
+    stats_btn: Any
+    stats: Any
+    quality_btn: Any
+    quality: Any
+
+
 def build_staff_tab(backend: Backend) -> None:
     """The Staff tab's contents; call inside a `gr.Tab` of the app's Blocks."""
-    settings = backend.settings
-    if not settings.staff_token:
+    if not backend.settings.staff_token:
         gr.Markdown(
             "### Staff view disabled\nNo staff token is configured. Set `DOCTELLER_STAFF_TOKEN` "
             "and restart to enable bulk indexing and document management.",
             elem_id="staff-disabled",
         )
         return
-
     unlocked = gr.State(None)  # the unlocked staff member (`StaffActor`), held server-side
     with gr.Row(elem_id="staff-login"):
         token = gr.Textbox(label="Staff token", type="password", scale=4, elem_id="staff-token")
         unlock = gr.Button("Unlock", variant="primary", scale=1, elem_id="staff-unlock")
     login_status = gr.Markdown(elem_id="staff-status")
+    ui = _staff_panel()
+    _wire_staff(backend, unlocked, token, unlock, login_status, ui)
 
+
+def _staff_panel() -> _StaffControls:
+    """The panel shown once unlocked: add documents, the document list, search, statistics."""
     with gr.Column(visible=False, elem_id="staff-panel") as panel:
         with gr.Tabs():
             with gr.Tab("Add documents"):
@@ -274,6 +306,11 @@ def build_staff_tab(backend: Backend) -> None:
                     label="Policy documents (PDF, DOCX, XLSX, Markdown, HTML, text) or folders as .zip",
                     file_count="multiple",
                     elem_id="staff-files",
+                )
+                publisher = gr.Textbox(
+                    label="Publisher (leave empty for our own documents)", max_length=PUBLISHER_MAX_CHARS,
+                    placeholder="e.g. Bank of America", elem_id="staff-publisher",
+                    info="Another institution's documents are cited by its name, never as our policy.",
                 )
                 index_btn = gr.Button("Index documents", variant="primary", elem_id="staff-index")
                 index_summary = gr.Markdown(elem_id="staff-index-summary")
@@ -285,7 +322,7 @@ def build_staff_tab(backend: Backend) -> None:
                 refresh = gr.Button("Refresh", elem_id="staff-refresh")
                 docs = gr.Dataframe(
                     headers=DOCUMENT_HEADERS, interactive=False, wrap=True, elem_id="staff-docs", max_chars=60,
-                    column_widths=["22%", "18%", "12%", "7%", "7%", "12%", "7%", "15%"],
+                    column_widths=["20%", "10%", "16%", "10%", "6%", "6%", "12%", "6%", "14%"],
                 )
                 with gr.Row():
                     to_delete = gr.Dropdown(label="Document to delete", choices=[], scale=4, elem_id="staff-delete-pick")
@@ -302,82 +339,110 @@ def build_staff_tab(backend: Backend) -> None:
             with gr.Tab("Answer quality"):
                 quality_btn = gr.Button("Show the last run", elem_id="staff-quality-refresh")
                 quality = gr.Markdown(elem_id="staff-quality")
+    return _StaffControls(
+        panel, files, publisher, index_btn, index_summary, results, refresh, docs, to_delete, delete_btn,
+        delete_status, query, search_btn, hits, stats_btn, stats, quality_btn, quality,
+    )
 
-    def require(ok: Any) -> StaffActor:
-        if not isinstance(ok, StaffActor):
-            raise gr.Error("Staff token required: unlock the staff view first.")
-        return ok
 
-    def listing(ok: Any):
-        require(ok)
-        rows = document_rows(backend)
-        choices = [(f"{r[0]} ({r[1]})", r[7]) for r in rows]
-        return rows, gr.update(choices=choices, value=None), backend.stats()
+def _require(ok: Any) -> StaffActor:
+    if not isinstance(ok, StaffActor):
+        raise gr.Error("Staff token required: unlock the staff view first.")
+    return ok
+
+
+def _listing(backend: Backend, ok: Any):
+    _require(ok)
+    rows = document_rows(backend)
+    choices = [(f"{r[0]} ({r[2]})", r[8]) for r in rows]
+    return rows, gr.update(choices=choices, value=None), backend.stats()
+
+
+def _unlock(backend: Backend, supplied: str, request: gr.Request):
+    """Check the token (throttled after wrong ones); the unlocked actor and the panel's contents."""
+    client = _client_of(request)
+    refused = (None, gr.update(visible=False), [], gr.update(), {})
+    wait = backend.staff_throttle.retry_after(client)
+    if wait > 0:
+        return refused[0], f"**Too many wrong tokens.** Try again in {int(wait) + 1} s.", *refused[1:]
+    if not token_matches(backend.settings, supplied):
+        backend.staff_throttle.failed(client)
+        backend.audit_staff("staff.unlock_failed", StaffActor(name="unknown", client=client))
+        logger.warning("staff unlock refused for %s", client)
+        return refused[0], "**Wrong staff token.** Access refused.", *refused[1:]
+    backend.staff_throttle.succeeded(client)
+    actor = StaffActor.from_token(supplied, client)
+    rows, pick, st = _listing(backend, actor)
+    return actor, "Staff view unlocked.", gr.update(visible=True), rows, pick, st
+
+
+def _index_uploads(backend: Backend, ok: Any, uploaded: list[str] | None, publisher: str | None,
+                   request: gr.Request, progress: Any):
+    """Index the files this page uploaded, streaming the results table (publisher: the box's
+    text, "" for the bank's own documents)."""
+    actor = _require(ok)
+    if not uploaded:
+        raise gr.Error("Choose some files (or .zip folders) to index first.")
+    sid = session_id_from_headers(backend.cookies, getattr(request, "headers", None))
+    owner = digest("web", sid) if sid else None
+    if not all(backend.ownership.owns(owner, f) for f in uploaded):
+        raise gr.Error("Those files were not uploaded from this page; please choose them again.")
+    rows: list[list[Any]] = []
+    published_by = clean_publisher(publisher) or ""
+    for done, total, rows, summary in run_indexing(backend, list(uploaded), actor=actor, publisher=published_by):
+        progress((done, total or 1), desc=f"Indexing: {done} of {total} pages read ({len(rows)} files)", unit="pages")
+        text = summarise(rows) if summary is None else summarise(rows) + " — done."
+        yield text, rows
+    yield summarise(rows) + " — done.", rows
+
+
+def _delete(backend: Backend, ok: Any, doc_id: str | None):
+    actor = _require(ok)
+    if not doc_id:
+        raise gr.Error("Pick a document to delete.")
+    removed = backend.delete_document(doc_id, actor=actor)
+    rows, pick, st = _listing(backend, ok)
+    message = f"Deleted `{doc_id[:12]}`." if removed else f"`{doc_id[:12]}` was not in the index."
+    return message, rows, pick, st
+
+
+def _search(backend: Backend, ok: Any, text: str):
+    _require(ok)
+    if not text or not text.strip():
+        return []
+    return [
+        [round(h.score, 4), h.chunk.title, h.chunk.page_start, h.chunk.text[:300], h.chunk.id]
+        for h in backend.search(text.strip(), k=10)
+    ]
+
+
+def _wire_staff(backend: Backend, unlocked: Any, token: Any, unlock: Any, login_status: Any, ui: _StaffControls) -> None:
+    """Connect the staff controls to their handlers (all private: not part of the public API)."""
+    from agent.evaluate import last_report_markdown
+
+    def do_index(ok: Any, uploaded: list[str] | None, publisher: str | None, request: gr.Request,
+                 progress=gr.Progress()):
+        yield from _index_uploads(backend, ok, uploaded, publisher, request, progress)
+
+    def do_quality(ok: Any) -> str:
+        _require(ok)
+        return last_report_markdown(backend.settings)
 
     def do_unlock(supplied: str, request: gr.Request):
-        client = _client_of(request)
-        refused = (None, gr.update(visible=False), [], gr.update(), {})
-        wait = backend.staff_throttle.retry_after(client)
-        if wait > 0:
-            return refused[0], f"**Too many wrong tokens.** Try again in {int(wait) + 1} s.", *refused[1:]
-        if not token_matches(settings, supplied):
-            backend.staff_throttle.failed(client)
-            backend.audit_staff("staff.unlock_failed", StaffActor(name="unknown", client=client))
-            logger.warning("staff unlock refused for %s", client)
-            return refused[0], "**Wrong staff token.** Access refused.", *refused[1:]
-        backend.staff_throttle.succeeded(client)
-        actor = StaffActor.from_token(supplied, client)
-        rows, pick, st = listing(actor)
-        return actor, "Staff view unlocked.", gr.update(visible=True), rows, pick, st
-
-    def do_index(ok: Any, uploaded: list[str] | None, request: gr.Request, progress=gr.Progress()):
-        actor = require(ok)
-        if not uploaded:
-            raise gr.Error("Choose some files (or .zip folders) to index first.")
-        sid = session_id_from_headers(backend.cookies, getattr(request, "headers", None))
-        owner = digest("web", sid) if sid else None
-        if not all(backend.ownership.owns(owner, f) for f in uploaded):
-            raise gr.Error("Those files were not uploaded from this page; please choose them again.")
-        rows: list[list[Any]] = []
-        for done, total, rows, summary in run_indexing(backend, list(uploaded), actor=actor):
-            progress((done, total or 1), desc=f"Indexing: {done} of {total} pages read ({len(rows)} files)", unit="pages")
-            text = summarise(rows) if summary is None else summarise(rows) + " — done."
-            yield text, rows
-        yield summarise(rows) + " — done.", rows
-
-    def do_delete(ok: Any, doc_id: str | None):
-        actor = require(ok)
-        if not doc_id:
-            raise gr.Error("Pick a document to delete.")
-        removed = backend.delete_document(doc_id, actor=actor)
-        rows, pick, st = listing(ok)
-        message = f"Deleted `{doc_id[:12]}`." if removed else f"`{doc_id[:12]}` was not in the index."
-        return message, rows, pick, st
-
-    def do_search(ok: bool, text: str):
-        require(ok)
-        if not text or not text.strip():
-            return []
-        return [
-            [round(h.score, 4), h.chunk.title, h.chunk.page_start, h.chunk.text[:300], h.chunk.id]
-            for h in backend.search(text.strip(), k=10)
-        ]
-
-    def do_quality(ok: bool) -> str:
-        from agent.evaluate import last_report_markdown
-
-        require(ok)
-        return last_report_markdown(settings)
+        return _unlock(backend, supplied, request)
 
     private = {"api_visibility": "private"}
-    unlock.click(do_unlock, [token], [unlocked, login_status, panel, docs, to_delete, stats], **private)
-    token.submit(do_unlock, [token], [unlocked, login_status, panel, docs, to_delete, stats], **private)
-    index_btn.click(do_index, [unlocked, files], [index_summary, results], **private).then(
-        listing, [unlocked], [docs, to_delete, stats], **private
+    listing = [ui.docs, ui.to_delete, ui.stats]
+    unlocked_outputs = [unlocked, login_status, ui.panel, *listing]
+    unlock.click(do_unlock, [token], unlocked_outputs, **private)
+    token.submit(do_unlock, [token], unlocked_outputs, **private)
+    ui.index_btn.click(do_index, [unlocked, ui.files, ui.publisher], [ui.index_summary, ui.results], **private).then(
+        lambda ok: _listing(backend, ok), [unlocked], listing, **private
     )
-    refresh.click(listing, [unlocked], [docs, to_delete, stats], **private)
-    stats_btn.click(listing, [unlocked], [docs, to_delete, stats], **private)
-    delete_btn.click(do_delete, [unlocked, to_delete], [delete_status, docs, to_delete, stats], **private)
-    search_btn.click(do_search, [unlocked, query], [hits], **private)
-    quality_btn.click(do_quality, [unlocked], [quality], **private)
-    query.submit(do_search, [unlocked, query], [hits], **private)
+    ui.refresh.click(lambda ok: _listing(backend, ok), [unlocked], listing, **private)
+    ui.stats_btn.click(lambda ok: _listing(backend, ok), [unlocked], listing, **private)
+    ui.delete_btn.click(lambda ok, d: _delete(backend, ok, d), [unlocked, ui.to_delete],
+                        [ui.delete_status, *listing], **private)
+    ui.search_btn.click(lambda ok, t: _search(backend, ok, t), [unlocked, ui.query], [ui.hits], **private)
+    ui.query.submit(lambda ok, t: _search(backend, ok, t), [unlocked, ui.query], [ui.hits], **private)
+    ui.quality_btn.click(do_quality, [unlocked], [ui.quality], **private)

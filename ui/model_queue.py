@@ -1,0 +1,147 @@
+"""The line for the one shared chat model: first come, first served, and each customer told where
+they stand ("2 customers ahead of you").
+
+A loaded model generates for one turn at a time (the backends serialise it with a lock). A lock
+says nothing about who waits behind it, and is not fair; `ModelQueue` hands out numbered
+tickets and serves them in order, reporting each waiting ticket's position whenever it changes.
+`QueuedChatModel` puts every use of the model (query rewrite, answerability judgement, answer
+generation) through the queue, and tells whoever is waiting on this thread (`reporting_waits`)
+how many are ahead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from docteller.cancel import check as check_cancelled
+from docteller.protocols import ChatMessage
+
+# How often a waiting ticket wakes to see whether its turn was cancelled (a client that left).
+CANCEL_POLL_S = 0.25
+
+WaitReporter = Callable[[int], None]  # called with how many are ahead; 0 once it is served
+
+_local = threading.local()
+
+
+class ModelQueue:
+    """FIFO tickets for one resource. `ahead(ticket)` = the one being served (if any) plus the
+    tickets that came before it and still wait."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: deque[int] = deque()
+        self._serving: int | None = None
+        self._issued = 0
+
+    def waiting(self) -> int:
+        """How many tickets wait (not counting the one being served)."""
+        with self._cond:
+            return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._serving is not None
+
+    def _ahead_locked(self, ticket: int) -> int:
+        return self._waiting.index(ticket) + (self._serving is not None)
+
+    @contextmanager
+    def turn(self, on_wait: WaitReporter | None = None) -> Iterator[None]:
+        """Wait for this caller's turn, then hold the resource for the block.
+
+        `on_wait(n)` is called (on this thread, quickly: the queue's lock is held) each time the
+        number ahead changes while waiting, and with 0 when a wait ends in being served. A turn
+        cancelled while waiting (`docteller.cancel`) leaves the line at once."""
+        with self._cond:
+            ticket = self._issued
+            self._issued += 1
+            self._waiting.append(ticket)
+            self._wait_locked(ticket, on_wait)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._serving = None
+                self._cond.notify_all()
+
+    def _wait_locked(self, ticket: int, on_wait: WaitReporter | None) -> None:
+        last: int | None = None
+        try:
+            while (ahead := self._ahead_locked(ticket)) > 0:
+                if on_wait is not None and ahead != last:
+                    on_wait(ahead)
+                last = ahead
+                self._cond.wait(CANCEL_POLL_S)
+                check_cancelled()
+        except BaseException:
+            self._waiting.remove(ticket)
+            self._cond.notify_all()  # those behind move up
+            raise
+        self._waiting.popleft()
+        self._serving = ticket
+        self._cond.notify_all()  # those behind are one closer
+        if on_wait is not None and last is not None:
+            on_wait(0)
+
+
+@contextmanager
+def reporting_waits(reporter: WaitReporter | None) -> Iterator[None]:
+    """Within this block (on this thread), a wait for the model is reported to `reporter`."""
+    previous = getattr(_local, "reporter", None)
+    _local.reporter = reporter
+    try:
+        yield
+    finally:
+        _local.reporter = previous
+
+
+def _current_reporter() -> WaitReporter | None:
+    return getattr(_local, "reporter", None)
+
+
+class QueuedChatModel:
+    """A `ChatModel` whose generations take their turn in a `ModelQueue`. Everything else (model
+    id and hash, token counting, `accepts_images`) is the wrapped model's."""
+
+    def __init__(self, inner: Any, queue: ModelQueue) -> None:
+        self.inner = inner
+        self.queue = queue
+
+    @classmethod
+    def wrap(cls, inner: Any, queue: ModelQueue) -> "QueuedChatModel":
+        """The right wrapper for `inner`: one that scores choices only when `inner` can (the
+        agent checks `isinstance(model, ChoiceScorer)` to pick how it judges evidence)."""
+        if isinstance(inner, QueuedChatModel):
+            return inner
+        if hasattr(inner, "choice_probabilities"):
+            return QueuedChoiceScorer(inner, queue)
+        return cls(inner, queue)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0
+    ) -> Iterator[str]:
+        with self.queue.turn(_current_reporter()):
+            yield from self.inner.stream(messages, max_tokens=max_tokens, temperature=temperature)
+
+
+class QueuedChoiceScorer(QueuedChatModel):
+    def choice_probabilities(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        with self.queue.turn(_current_reporter()):
+            return self.inner.choice_probabilities(messages, choices)
+
+
+def queue_status(ahead: int) -> str:
+    """What a waiting customer reads in the answer's status line."""
+    people = "customer" if ahead == 1 else "customers"
+    return f"_{ahead} {people} ahead of you — your answer starts soon…_"
