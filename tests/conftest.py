@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from docteller.protocols import ChatMessage
 
 for _k, _v in {
     "HF_HUB_OFFLINE": "1",
@@ -92,3 +97,30 @@ def make_bad_files(corpus: Path) -> Callable[[Path], dict[str, str]]:
     unsupported, a decompression bomb, too many pages) into `folder`; returns {file name:
     expected reason fragment}. Used by the loader's tests and the indexing pipeline's."""
     return lambda folder: _make_bad_files(folder, corpus)
+
+
+class ScriptedModel:
+    """A ChatModel whose reply is computed from the prompt; it records every prompt it gets."""
+
+    model_id = "scripted-test-model"
+    model_hash = "0" * 64
+
+    def __init__(self, reply: Callable[[Sequence[ChatMessage]], str]) -> None:
+        self.reply = reply
+        self.calls: list[list[ChatMessage]] = []
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0) -> Iterator[str]:
+        self.calls.append(list(messages))
+        for word in re.findall(r"\S+\s*", self.reply(messages)):
+            yield word
+
+    @property
+    def prompts(self) -> str:
+        return "\n".join(m.content for call in self.calls for m in call)
+
+
+@pytest.fixture(scope="session")
+def scripted_model() -> type[ScriptedModel]:
+    """`scripted_model(reply)`: a `ChatModel` whose reply is computed from the prompt and that
+    records every prompt it gets (the agent's, UI's and publisher tests' stand-in model)."""
+    return ScriptedModel

@@ -21,26 +21,6 @@ KB_FILES = [
 ]
 
 
-class ScriptedModel:
-    """A ChatModel whose reply is computed from the prompt; it records every prompt it gets."""
-
-    model_id = "scripted-test-model"
-    model_hash = "0" * 64
-
-    def __init__(self, reply: Callable[[Sequence[ChatMessage]], str]) -> None:
-        self.reply = reply
-        self.calls: list[list[ChatMessage]] = []
-
-    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0) -> Iterator[str]:
-        self.calls.append(list(messages))
-        for word in re.findall(r"\S+\s*", self.reply(messages)):
-            yield word
-
-    @property
-    def prompts(self) -> str:
-        return "\n".join(m.content for call in self.calls for m in call)
-
-
 def passage_id(messages: Sequence[ChatMessage], needle: str) -> str:
     """The [S#] id under which the prompt shows the passage containing `needle`."""
     for m in re.finditer(r'<passage id="(S\d+)"[^>]*>(.*?)</passage>', messages[-1].content, re.S):
@@ -62,7 +42,7 @@ def kb():
 
 
 @pytest.fixture()
-def make_session(kb, docteller_home: Path):
+def make_session(kb, docteller_home: Path, scripted_model):
     from agent.session import AgentResources
 
     def _make(
@@ -71,7 +51,7 @@ def make_session(kb, docteller_home: Path):
     ):
         from docteller.settings import get_settings
 
-        model = ScriptedModel(reply)
+        model = scripted_model(reply)
         settings = get_settings().model_copy(update={"answer_style": answer_style})
         resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
         return resources.new_session(), model
@@ -191,13 +171,13 @@ def test_upload_injection_is_neutralised_and_passages_are_cited_as_the_customer_
     assert "4400 1234 5678 9012" not in prompt  # sensitive fields reach the model masked
 
 
-def test_sessions_are_isolated(tmp_path: Path, kb, docteller_home: Path) -> None:
+def test_sessions_are_isolated(tmp_path: Path, kb, docteller_home: Path, scripted_model) -> None:
     from agent.session import AgentResources
 
     pdf = _statement_pdf(tmp_path / "alice.pdf", "ALICE EXAMPLE", "1,800.00")
     from docteller.settings import get_settings
 
-    model = ScriptedModel(lambda m: "I can't find that in our policies.")
+    model = scripted_model(lambda m: "I can't find that in our policies.")
     settings = get_settings().model_copy(update={"answer_style": "generative"})
     resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
     alice, bob = resources.new_session(), resources.new_session()
@@ -279,16 +259,20 @@ def numbered_lines(messages: Sequence[ChatMessage]) -> list[str]:
     return re.findall(r"^\d+\. (.*)$", messages[-1].content, re.M)
 
 
-class JudgingModel(ScriptedModel):
-    """A scripted model that also exposes token probabilities (`ChoiceScorer`): P(yes) is fixed."""
+@pytest.fixture()
+def judging_model(scripted_model):
+    class JudgingModel(scripted_model):
+        """A scripted model that also exposes token probabilities (`ChoiceScorer`): P(yes) is fixed."""
 
-    def __init__(self, p_yes: float) -> None:
-        super().__init__(lambda m: "yes")
-        self.p_yes = p_yes
+        def __init__(self, p_yes: float) -> None:
+            super().__init__(lambda m: "yes")
+            self.p_yes = p_yes
 
-    def choice_probabilities(self, messages, choices):
-        self.calls.append(list(messages))
-        return {"yes": self.p_yes, "no": 1 - self.p_yes}
+        def choice_probabilities(self, messages, choices):
+            self.calls.append(list(messages))
+            return {"yes": self.p_yes, "no": 1 - self.p_yes}
+
+    return JudgingModel
 
 
 def test_extractive_answer_quotes_the_best_line_verbatim(make_session) -> None:
@@ -335,7 +319,7 @@ def test_extractive_what_would_i_get_questions_are_answered(make_session, questi
 
 @pytest.mark.parametrize(("threshold", "declined"), [(0.0, False), (1.0, True)])
 def test_extractive_verifier_probability_is_compared_with_its_threshold(
-    kb, docteller_home: Path, threshold: float, declined: bool
+    kb, docteller_home: Path, threshold: float, declined: bool, judging_model
 ) -> None:
     from agent.session import AgentResources
     from agent.verifier import AnswerabilityVerifier
@@ -344,7 +328,7 @@ def test_extractive_verifier_probability_is_compared_with_its_threshold(
     shipped = AnswerabilityVerifier.load(kb.term_frequencies)
     verifier = AnswerabilityVerifier(shipped.model.model_copy(update={"threshold": threshold}), kb.term_frequencies)
     settings = get_settings().model_copy(update={"answer_style": "extractive"})
-    resources = AgentResources(kb, JudgingModel(0.9), embedder=kb.embedder, settings=settings, verifier=verifier)
+    resources = AgentResources(kb, judging_model(0.9), embedder=kb.embedder, settings=settings, verifier=verifier)
     answer = resources.new_session().ask("What is the daily limit for debit card purchases?")
     assert answer.abstained is declined and answer.verdict is not None
     assert answer.verdict.threshold == threshold and 0.0 < answer.verdict.probability < 1.0
@@ -379,11 +363,13 @@ def test_extractive_follow_up_is_rewritten_then_answered_from_the_rewritten_quer
 
 
 @pytest.mark.parametrize(("style", "system_marker"), [("extractive", None), ("generative", "Cedar Valley")])
-def test_warm_up_sends_the_answer_prompts_system_policy_once(kb, docteller_home: Path, style: str, system_marker: str | None) -> None:
+def test_warm_up_sends_the_answer_prompts_system_policy_once(
+    kb, docteller_home: Path, style: str, system_marker: str | None, scripted_model
+) -> None:
     from agent.session import AgentResources
     from docteller.settings import get_settings
 
-    model = ScriptedModel(lambda m: "no")
+    model = scripted_model(lambda m: "no")
     settings = get_settings().model_copy(update={"answer_style": style})
     resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
     resources.warm_up()
@@ -393,10 +379,10 @@ def test_warm_up_sends_the_answer_prompts_system_policy_once(kb, docteller_home:
         assert len(model.calls) == 1 and system_marker in model.calls[0][0].content
 
 
-def test_warm_up_failure_does_not_stop_serving(kb, docteller_home: Path, caplog) -> None:
+def test_warm_up_failure_does_not_stop_serving(kb, docteller_home: Path, caplog, scripted_model) -> None:
     from agent.session import AgentResources
 
-    class DownModel(ScriptedModel):
+    class DownModel(scripted_model):
         def stream(self, messages, **kwargs):
             raise ConnectionError("chat server is down")
 

@@ -106,17 +106,15 @@ def kb_home(tmp_path_factory, corpus: Path):
 
 
 @pytest.fixture(scope="module")
-def session_factory(kb_home):
+def session_factory(kb_home, scripted_model):
     from agent.session import AgentResources
     from retrieval.store import KnowledgeIndex
-
-    from tests.test_agent_session import ScriptedModel
 
     home, _ = kb_home
     get_settings.cache_clear()
     settings = get_settings().model_copy(update={"home": home, "answer_style": "extractive"})
     index = KnowledgeIndex.open(home / "index")
-    resources = AgentResources(index, ScriptedModel(lambda m: "yes"), embedder=index.embedder, settings=settings)
+    resources = AgentResources(index, scripted_model(lambda m: "yes"), embedder=index.embedder, settings=settings)
     yield resources.new_session
     index.close()
 

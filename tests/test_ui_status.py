@@ -142,7 +142,7 @@ def test_the_queued_model_reports_waits_to_this_threads_reporter_and_keeps_the_m
     assert queue_status(1).startswith("_1 customer ahead")
 
 
-def test_an_answer_composed_whole_arrives_in_growing_frames(tmp_path: Path) -> None:
+def test_an_answer_composed_whole_arrives_in_growing_frames(tmp_path: Path, scripted_model) -> None:
     """The extractive answer streams sentence by sentence; each frame shows a longer prefix."""
     from agent.session import AgentResources, answer_pieces
     from ingest.embed import get_embedder
@@ -152,12 +152,10 @@ def test_an_answer_composed_whole_arrives_in_growing_frames(tmp_path: Path) -> N
     from ui.backend import TabSession
     from ui.chat import _answer_turn
 
-    from tests.test_agent_session import ScriptedModel
-
     index = KnowledgeIndex.in_memory(embedder=get_embedder())
     index.add_document(load_document(DEFAULT_KB_DIR / "cards-lost-stolen-and-disputes.md"))
     settings = get_settings().model_copy(update={"answer_style": "extractive"})
-    resources = AgentResources(index, ScriptedModel(lambda m: "yes"), embedder=index.embedder, settings=settings)
+    resources = AgentResources(index, scripted_model(lambda m: "yes"), embedder=index.embedder, settings=settings)
     session = TabSession(key="k", agent=resources.new_session(), upload_dir=tmp_path)
     question = "What is the daily limit for debit card purchases?"
     transcript: list[dict] = [{"role": "user", "content": question}]
@@ -174,7 +172,7 @@ def test_an_answer_composed_whole_arrives_in_growing_frames(tmp_path: Path) -> N
     assert transcript[-1]["content"].startswith(final) and "**Sources**" in transcript[-1]["content"]
 
 
-def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path) -> None:
+def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path, scripted_model) -> None:
     """A scanned statement: the status names each page as it starts being read (the upload is
     read once; its kind is known only after)."""
     from agent.session import AgentResources
@@ -184,10 +182,8 @@ def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path
     from ui.backend import TabSession, UploadedDocument, upload_status
     from ui.chat import read_upload
 
-    from tests.test_agent_session import ScriptedModel
-
     index = KnowledgeIndex.in_memory(embedder=get_embedder())
-    resources = AgentResources(index, ScriptedModel(lambda m: "yes"), embedder=index.embedder, settings=get_settings())
+    resources = AgentResources(index, scripted_model(lambda m: "yes"), embedder=index.embedder, settings=get_settings())
     session = TabSession(key="k", agent=resources.new_session(), upload_dir=tmp_path / "up")
     steps = list(read_upload(session, corpus / STATEMENT, "statement.pdf", get_settings()))
     *statuses, doc = steps
