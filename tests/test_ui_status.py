@@ -203,3 +203,46 @@ def test_a_rejected_upload_raises_from_the_reader(tmp_path: Path) -> None:
     session = TabSession(key="k", agent=object(), upload_dir=tmp_path / "up")
     with pytest.raises(UploadRejected):
         list(read_upload(session, bad, "notes.txt", get_settings()))
+
+
+class _RecordingModel:
+    """Records which turn's call ran when; each call blocks until its event is set."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.gates: dict[str, threading.Event] = {}
+
+    def stream(self, messages, *, max_tokens: int = 320, temperature: float = 0.0):
+        name = messages[-1].content
+        self.calls.append(name)
+        self.gates.setdefault(name, threading.Event()).wait(30)
+        yield name
+
+
+def test_a_turns_model_calls_run_back_to_back_once_it_is_served() -> None:
+    """Queued per call, a turn's second call (the answer after the judgement) went to the back of
+    the line behind every customer who arrived meanwhile; held for the turn, it does not."""
+    from docteller.protocols import ChatMessage
+    from ui.model_queue import one_turn
+
+    inner = _RecordingModel()
+    queue = ModelQueue()
+    model = QueuedChatModel(inner, queue)
+
+    def turn(name: str, calls: int) -> None:
+        with one_turn():
+            for n in range(calls):
+                list(model.stream([ChatMessage("user", f"{name}{n}")]))
+
+    first = threading.Thread(target=turn, args=("a", 2), daemon=True)
+    first.start()
+    _wait_until(lambda: inner.calls == ["a0"], "the first turn's first call")
+    second = threading.Thread(target=turn, args=("b", 1), daemon=True)
+    second.start()
+    _wait_until(lambda: queue.waiting() == 1, "the second customer in line")
+    for name in ("a0", "a1", "b0"):
+        inner.gates.setdefault(name, threading.Event()).set()
+    first.join(10)
+    second.join(10)
+    assert inner.calls == ["a0", "a1", "b0"]  # per call it would have been a0, b0, a1
+    assert not queue.busy and queue.waiting() == 0

@@ -26,7 +26,7 @@ from docteller.cancel import Cancelled, cancellable
 from docteller.cancel import check as check_cancelled
 from docteller.model import ExtractionResult
 from docteller.settings import Settings, get_settings
-from ui.model_queue import ModelQueue, QueuedChatModel, queue_status, reporting_waits
+from ui.model_queue import ModelQueue, QueuedChatModel, one_turn, queue_status, reporting_waits
 from ui.security import (
     FailureThrottle,
     FileOwnership,
@@ -325,7 +325,7 @@ class TabSession:
         def produce() -> None:
             stream = self.agent.ask_stream(question)
             try:
-                with cancellable(cancelled, deadline), reporting_waits(waiting):
+                with cancellable(cancelled, deadline), reporting_waits(waiting), one_turn():
                     final = None
                     for event in stream:
                         check_cancelled()  # also checked per token inside the agent and the model

@@ -6,7 +6,8 @@ says nothing about who waits behind it, and is not fair; `ModelQueue` hands out 
 tickets and serves them in order, reporting each waiting ticket's position whenever it changes.
 `QueuedChatModel` puts every use of the model (query rewrite, answerability judgement, answer
 generation) through the queue, and tells whoever is waiting on this thread (`reporting_waits`)
-how many are ahead.
+how many are ahead. Within `one_turn()` (a customer's turn), the first use takes the place in line
+and the turn keeps it until it ends, so its uses run back to back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
 from docteller.cancel import check as check_cancelled
@@ -105,6 +106,48 @@ def _current_reporter() -> WaitReporter | None:
     return getattr(_local, "reporter", None)
 
 
+@contextmanager
+def one_turn() -> Iterator[None]:
+    """Within this block (one customer's turn, on this thread) the model is queued for once, at
+    its first use, and kept until the block ends.
+
+    A turn may use the model several times (rewrite a follow-up, judge the evidence, write the
+    answer). Queued call by call, each use went to the back of the line again, so with 20
+    customers a turn waited for the whole line once per use; held for the turn, it waits once and
+    its uses run back to back, as if the model were served per customer."""
+    previous = getattr(_local, "held", None)
+    held = _local.held = _HeldTurns()
+    try:
+        yield
+    finally:
+        _local.held = previous
+        held.release()
+
+
+class _HeldTurns:
+    """The queues this thread's turn has been served by, kept until the turn ends."""
+
+    def __init__(self) -> None:
+        self._queues: set[int] = set()
+        self._stack = ExitStack()
+
+    def use(self, queue: "ModelQueue") -> AbstractContextManager[None]:
+        if id(queue) not in self._queues:
+            self._stack.enter_context(queue.turn(_current_reporter()))  # raises if cancelled while waiting
+            self._queues.add(id(queue))
+        return nullcontext()
+
+    def release(self) -> None:
+        self._queues.clear()
+        self._stack.close()
+
+
+def _turn_of(queue: "ModelQueue") -> AbstractContextManager[None]:
+    """This call's place in `queue`: the turn's held place within `one_turn`, else its own."""
+    held = getattr(_local, "held", None)
+    return held.use(queue) if held is not None else queue.turn(_current_reporter())
+
+
 class QueuedChatModel:
     """A `ChatModel` whose generations take their turn in a `ModelQueue`. Everything else (model
     id and hash, token counting, `accepts_images`) is the wrapped model's."""
@@ -131,13 +174,13 @@ class QueuedChatModel:
     def stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0
     ) -> Iterator[str]:
-        with self.queue.turn(_current_reporter()):
+        with _turn_of(self.queue):
             yield from self.inner.stream(messages, max_tokens=max_tokens, temperature=temperature)
 
 
 class QueuedChoiceScorer(QueuedChatModel):
     def choice_probabilities(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
-        with self.queue.turn(_current_reporter()):
+        with _turn_of(self.queue):
             return self.inner.choice_probabilities(messages, choices)
 
 
