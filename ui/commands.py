@@ -43,4 +43,5 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:  # noqa: ARG001 (
             create_app(backend=backend), host=settings.host, port=settings.port, log_level="warning",
             proxy_headers=bool(settings.forwarded_allow_ips),
             forwarded_allow_ips=settings.forwarded_allow_ips or None,
+            timeout_graceful_shutdown=5,  # then open event streams are cut, not waited for
         )

@@ -22,7 +22,10 @@ class BackgroundServer:
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="on")
+        # Open event streams (a browser's queue connection) would hold a graceful shutdown for
+        # as long as they live: after 2 s they are cut.
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="docteller-server", daemon=True)
 
