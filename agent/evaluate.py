@@ -1,17 +1,19 @@
-"""Answer-quality evaluation and evidence-threshold calibration on the eval questions.
+"""Answer-quality evaluation on the eval questions, and the retrieval pre-filter's calibration.
 
 `knowledge_base/eval/questions.jsonl` lines: {"id", "question", "answerable", "doc", "page",
 "answer", "must_include": [facts]}.
 
-- `calibrate_threshold` retrieves every question from the KB, looks at the best hit's cosine
-  similarity, and picks the threshold that separates answerable from unanswerable questions
+- `calibrate_threshold` retrieves every question of a set generated from the KB's own text
+  (`GENERATED_CALIBRATION`, written by `docteller eval generate`; never the eval questions),
+  looks at the best hit's cosine similarity, and picks the threshold that separates answerable from unanswerable questions
   best (Youden's J) while declining none of the answerable ones (a pre-filter before the
   judge); the midpoint between the neighbouring observed scores is stored in
   `agent/calibration.json` with the figures behind it.
 - `evaluate_answers` asks every question in a fresh session and scores correctness (all
   must_include facts present and the right document cited), correct declines and false declines.
 
-Run `python -m agent.evaluate calibrate` after the KB or the embedder changes. The extractive
+Run `docteller eval generate knowledge_base/documents --out knowledge_base/eval/generated_calibration.jsonl`
+then `python -m agent.evaluate calibrate` after the KB or the embedder changes. The extractive
 answer's decline decision is the answerability verifier's (`agent.verifier`), fitted on synthetic
 questions generated from KB text, not on these eval questions.
 """
@@ -41,6 +43,18 @@ MAX_FALSE_DECLINE_RATE = 0.05
 # answerable questions that the judge, when they were let through, answered correctly (correct
 # 0.81 -> 0.83, correct declines unchanged).
 RETRIEVAL_MAX_FALSE_DECLINE_RATE = 0.0
+
+
+# The calibration set: `docteller eval generate knowledge_base/documents --out <this> --seed 0`
+# (templates), i.e. questions written from the KB's text, never the eval questions.
+GENERATED_CALIBRATION = EVAL_QUESTIONS.parent / "generated_calibration.jsonl"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(EVAL_QUESTIONS.parents[2]))
+    except ValueError:
+        return path.name
 
 
 def load_questions(path: Path = EVAL_QUESTIONS) -> list[dict[str, Any]]:
@@ -280,14 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m agent.evaluate")
     parser.add_argument("command", choices=["calibrate"])
-    parser.parse_args(argv)
+    parser.add_argument("--questions", type=Path, default=GENERATED_CALIBRATION,
+                        help="labelled questions (default: the set `docteller eval generate` writes from the KB)")
+    args = parser.parse_args(argv)
     from ingest.embed import get_embedder
     from retrieval.indexing import ensure_kb_indexed
     from retrieval.store import KnowledgeIndex
 
     kb = KnowledgeIndex.open(embedder=get_embedder())
     ensure_kb_indexed(index=kb)
-    result = calibrate_threshold(kb, load_questions())
+    result = calibrate_threshold(kb, load_questions(args.questions), questions_file=_shown(args.questions))
     print(json.dumps(result, indent=2))
     return 0
 

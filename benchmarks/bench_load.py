@@ -175,6 +175,10 @@ def _report(
     print(f"cross-session leakage: {'NONE' if not leaks and server_side_ok else f'LEAK in sessions {leaks}'} "
           f"(non-uploaders that saw the balance: {len(leaks)}; server-side upload isolation ok: {server_side_ok})")
     print(f"uploaders that did not get their own balance: {len(missed)}")
+    for r in [r for r in results if r["session"] in missed][:3]:
+        print(f"  session {r['session']} was told: {r['replies'][0][:200]!r}")
+    for r in results[:2]:
+        print(f"  a policy answer (session {r['session']}): {r['replies'][-1][:200]!r}")
     return 0 if not errors and not leaks and server_side_ok else 1
 
 

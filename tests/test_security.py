@@ -633,3 +633,23 @@ def test_a_cancelled_web_turn_stops_generating(server, model):
     assert not model.stopped_early.is_set()
     job.cancel()  # what a closed tab or a stop button does to the event
     assert model.stopped_early.wait(10), "generation went on after the web client cancelled"
+
+
+def test_two_customers_uploading_the_same_bytes_each_keep_their_copy(tmp_path):
+    """Gradio stores identical uploads once (a content-hash folder): two customers who attach the
+    same file hold one cached path. The first to finish reading it must not delete it from under
+    the other (it did: "Sorry, I can't find … any more"), and it goes when the last lets go."""
+    from ui.security import FileOwnership
+
+    cached = tmp_path / "3f9a0c" / "statement.pdf"
+    cached.parent.mkdir()
+    cached.write_bytes(b"%PDF-1.7 the same statement")
+    ownership = FileOwnership()
+    ownership.claim("alice", cached)
+    ownership.claim("bob", cached)
+    assert ownership.owns("alice", cached) and ownership.owns("bob", cached)
+    assert not ownership.owns("mallory", cached) and not ownership.owns(None, cached)
+    ownership.release_file("alice", cached)  # alice's turn read it
+    assert cached.is_file() and ownership.owns("bob", cached) and not ownership.owns("alice", cached)
+    ownership.release_session("bob")  # bob's tab closed before his turn
+    assert not cached.exists() and not cached.parent.exists()

@@ -319,7 +319,7 @@ def _take_upload(backend: Backend, session: TabSession, sid: str, file: str, tra
     finally:
         if reading in transcript:
             transcript.remove(reading)
-        backend.ownership.release_file(file)
+        backend.ownership.release_file(digest("web", sid), file)
     yield gr.MultimodalTextbox(value=None, interactive=False), transcript
 
 

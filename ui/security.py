@@ -210,40 +210,53 @@ class FileOwnership:
     ever be served back to the session that uploaded it, and only while that session lives.
     """
 
-    _owner: dict[str, str] = field(default_factory=dict)  # resolved path -> session digest
+    # Gradio stores identical bytes once (its cache folder is a content hash), so two customers
+    # who upload the same file share one cached path: it has a set of owners, and is deleted
+    # when the last of them lets go.
+    _owners: dict[str, set[str]] = field(default_factory=dict)  # resolved path -> session digests
     _by_session: dict[str, set[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def claim(self, session_digest: str, path: str | Path) -> None:
         key = str(Path(path).resolve())
         with self._lock:
-            self._owner[key] = session_digest
+            self._owners.setdefault(key, set()).add(session_digest)
             self._by_session.setdefault(session_digest, set()).add(key)
 
-    def owner(self, path: str | Path) -> str | None:
-        with self._lock:
-            return self._owner.get(str(Path(path).resolve()))
-
     def owns(self, session_digest: str | None, path: str | Path) -> bool:
-        return session_digest is not None and self.owner(path) == session_digest
+        if session_digest is None:
+            return False
+        with self._lock:
+            return session_digest in self._owners.get(str(Path(path).resolve()), ())
 
     def release_session(self, session_digest: str) -> list[str]:
-        """Forget a session's files and delete them (and their now-empty cache folders)."""
+        """Forget a session's files; delete those no other session holds (and empty cache folders)."""
         with self._lock:
             paths = self._by_session.pop(session_digest, set())
-            for p in paths:
-                self._owner.pop(p, None)
-        for p in paths:
+            orphaned = [p for p in paths if self._let_go_locked(session_digest, p)]
+        for p in orphaned:
             remove_cached_file(Path(p))
         return sorted(paths)
 
-    def release_file(self, path: str | Path) -> None:
+    def release_file(self, session_digest: str, path: str | Path) -> None:
+        """This session is done with a file: deleted unless another session still holds it."""
         key = str(Path(path).resolve())
         with self._lock:
-            owner = self._owner.pop(key, None)
-            if owner is not None:
-                self._by_session.get(owner, set()).discard(key)
-        remove_cached_file(Path(key))
+            self._by_session.get(session_digest, set()).discard(key)
+            orphaned = self._let_go_locked(session_digest, key)
+        if orphaned:
+            remove_cached_file(Path(key))
+
+    def _let_go_locked(self, session_digest: str, key: str) -> bool:
+        """Drop one owner of `key`; True when nobody holds it any more."""
+        owners = self._owners.get(key)
+        if owners is None:
+            return False
+        owners.discard(session_digest)
+        if owners:
+            return False
+        del self._owners[key]
+        return True
 
 
 def remove_cached_file(path: Path) -> None:
