@@ -212,7 +212,7 @@ def _tally_passporteye(rec: dict, mrz: MRZ | None, tally: _IdTally) -> None:
         flags = [v for k, v in mrz.to_dict().items() if k.startswith("valid_") and k != "valid_score"]
         tally.valid += bool(flags) and all(flags)
     if _has_mrz_truth(rec):
-        tally.add_fields(rec["fields"], _passporteye_values(mrz.to_dict() if mrz is not None else {}))
+        tally.add_fields(rec["fields"], _passporteye_values(mrz.to_dict() if mrz is not None else {}), rec["file"])
 
 
 def _passporteye_values(d: dict) -> dict[str, str | None]:
