@@ -21,34 +21,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from docteller.check_labels import CheckName, field_label
-from docteller.model import BBox, ExtractionResult, Field, Transaction
+from docteller.model import BBox, Citation, ExtractionResult, Field, Transaction, UploadedDocument
 from docteller.parsing.dates import find_date, month_in
 from docteller.parsing.money import format_money
 from docteller.redact import mask
 
 
 @dataclass
-class DocCitation:
-    doc_id: str
-    title: str
-    page: int | None
-    boxes: list[BBox] = field(default_factory=list)  # the rows / lines used, on `page`
-
-
-@dataclass
 class DocAnswer:
     text: str
     fields_used: list[str] = field(default_factory=list)
-    citations: list[DocCitation] = field(default_factory=list)
-
-
-@dataclass
-class Upload:
-    """What doc_answers needs to know about one uploaded document."""
-
-    doc_id: str
-    name: str
-    result: ExtractionResult
+    # The upload's page(s) used, each with the boxes of the rows / lines used on it.
+    citations: list[Citation] = field(default_factory=list)
 
 
 _ID_TYPES = {"passport", "id", "visa"}
@@ -122,32 +106,34 @@ class _Amounts:
         return text
 
 
-def _latest(uploads: Sequence[Upload], types: set[str]) -> Upload | None:
+def _latest(uploads: Sequence[UploadedDocument], types: set[str]) -> UploadedDocument | None:
     for u in reversed(uploads):
-        if u.result.doc_type in types:
+        if u.extraction.doc_type in types:
             return u
     return None
 
 
-def _cite(u: Upload, page: int | None, boxes: Sequence[BBox | None] = ()) -> DocCitation:
-    return DocCitation(doc_id=u.doc_id, title=u.name, page=page, boxes=[b for b in boxes if b is not None])
+def _cite(u: UploadedDocument, page: int | None, boxes: Sequence[BBox | None] = ()) -> Citation:
+    return Citation(
+        doc_id=u.doc_id, title=u.name, page=page, source=u.name, origin="upload", boxes=[b for b in boxes if b is not None]
+    )
 
 
-def _cite_field(u: Upload, *names: str) -> DocCitation:
+def _cite_field(u: UploadedDocument, *names: str) -> Citation:
     """The page of the first field, with the boxes of those of `names` printed on that page."""
     page = _field_page(u, names[0])
-    fields = [u.result.fields.get(n) for n in names]
+    fields = [u.extraction.fields.get(n) for n in names]
     return _cite(u, page, [f.bbox for f in fields if f is not None and (f.page or 1) == page])
 
 
-def _cite_rows(u: Upload, rows: Sequence[Transaction]) -> list[DocCitation]:
+def _cite_rows(u: UploadedDocument, rows: Sequence[Transaction]) -> list[Citation]:
     """One citation per page the rows are on, each outlining its rows."""
     pages = sorted({t.page or 1 for t in rows}) or [1]
     return [_cite(u, p, [t.bbox for t in rows if (t.page or 1) == p]) for p in pages]
 
 
-def _field_page(u: Upload, name: str) -> int | None:
-    f = u.result.fields.get(name)
+def _field_page(u: UploadedDocument, name: str) -> int | None:
+    f = u.extraction.fields.get(name)
     return f.page if f and f.page else 1
 
 
@@ -165,7 +151,7 @@ _ASKS_OWN_EXPIRY = re.compile(
 
 
 def answer_document_question(
-    question: str, uploads: Sequence[Upload], *, today: dt.date | None = None, uncertain_below: float | None = None
+    question: str, uploads: Sequence[UploadedDocument], *, today: dt.date | None = None, uncertain_below: float | None = None
 ) -> DocAnswer | None:
     """A computed answer, or None when the question isn't about the uploaded documents.
 
@@ -203,7 +189,7 @@ def answer_document_question(
     return _identity_field_answer(low, ident, below) if ident is not None else None
 
 
-def _identity_field_answer(low: str, ident: Upload, below: float) -> DocAnswer | None:
+def _identity_field_answer(low: str, ident: UploadedDocument, below: float) -> DocAnswer | None:
     for pattern, name, label in (
         (r"\b(date of birth|born|birthday|dob)\b", "date_of_birth", "date of birth"),
         (r"\b(surname|last name|family name)\b", "surname", "surname"),
@@ -211,8 +197,8 @@ def _identity_field_answer(low: str, ident: Upload, below: float) -> DocAnswer |
         (r"\b(nationality)\b", "nationality", "nationality"),
         (r"\b(passport|document|id) (number|no)\b", "document_number", "document number"),
     ):
-        if re.search(pattern, low) and ident.result.value(name):
-            f = ident.result.fields[name]
+        if re.search(pattern, low) and ident.extraction.value(name):
+            f = ident.extraction.fields[name]
             shown = mask(f.value) if f.sensitive else f.value
             caveat = field_caveat(f, below)
             return DocAnswer(
@@ -224,9 +210,9 @@ def _identity_field_answer(low: str, ident: Upload, below: float) -> DocAnswer |
     return None
 
 
-def _expiry_answer(doc: Upload, today: dt.date, below: float) -> DocAnswer:
-    expiry = doc.result.value("expiry_date")
-    kind = {"passport": "passport", "id": "ID card", "visa": "visa"}.get(doc.result.doc_type, "document")
+def _expiry_answer(doc: UploadedDocument, today: dt.date, below: float) -> DocAnswer:
+    expiry = doc.extraction.value("expiry_date")
+    kind = {"passport": "passport", "id": "ID card", "visa": "visa"}.get(doc.extraction.doc_type, "document")
     page = _field_page(doc, "expiry_date")
     cite = f"[your document {doc.name}, p. {page}]"
     if not expiry:
@@ -236,7 +222,7 @@ def _expiry_answer(doc: Upload, today: dt.date, below: float) -> DocAnswer:
             [_cite(doc, page)],
         )
     citation = [_cite_field(doc, "expiry_date")]
-    caveat = field_caveat(doc.result.fields.get("expiry_date"), below)
+    caveat = field_caveat(doc.extraction.fields.get("expiry_date"), below)
     note = f" ({caveat})" if caveat else ""
     try:
         date = dt.date.fromisoformat(expiry)
@@ -265,7 +251,7 @@ class _StatementQuestion:
     """A question about a statement: which transactions it is about (a month named), and
     whether it asks about debits, credits or both."""
 
-    doc: Upload
+    doc: UploadedDocument
     low: str
     money: _Amounts
     below: float
@@ -274,8 +260,8 @@ class _StatementQuestion:
     wants_credit: bool
 
     @classmethod
-    def of(cls, question: str, doc: Upload, below: float) -> "_StatementQuestion":
-        r = doc.result
+    def of(cls, question: str, doc: UploadedDocument, below: float) -> "_StatementQuestion":
+        r = doc.extraction
         low = question.lower()
         txs = list(r.transactions)
         month = month_in(question)
@@ -300,7 +286,7 @@ class _StatementQuestion:
         return [t for t in self.txs if t.amount * signed > 0]
 
 
-def _statement_answer(question: str, doc: Upload, below: float) -> DocAnswer | None:
+def _statement_answer(question: str, doc: UploadedDocument, below: float) -> DocAnswer | None:
     q = _StatementQuestion.of(question, doc, below)
     low = q.low
     if re.search(r"\breconcil\w*|\badd up\b|\bbalances? (match|check)\b", low):
@@ -357,9 +343,9 @@ def _total_answer(q: _StatementQuestion) -> DocAnswer:
     )
 
 
-def _balance_answer(question: str, doc: Upload, money: _Amounts, below: float) -> DocAnswer | None:
+def _balance_answer(question: str, doc: UploadedDocument, money: _Amounts, below: float) -> DocAnswer | None:
     low = question.lower()
-    r = doc.result
+    r = doc.extraction
     cite_doc = f"your document {doc.name}"
     year_hint = next((d.year for t in r.transactions if (d := _tx_date(t))), None)
     on = find_date(question, year_hint)
@@ -406,8 +392,8 @@ def _field_note(r: ExtractionResult, name: str, below: float) -> str:
     return f" ({caveat})" if caveat else ""
 
 
-def _reconcile_answer(doc: Upload, money: _Amounts, below: float) -> DocAnswer:
-    r = doc.result
+def _reconcile_answer(doc: UploadedDocument, money: _Amounts, below: float) -> DocAnswer:
+    r = doc.extraction
     opening = r.amount("opening_balance")
     closing = r.amount("closing_balance")
     amounts = [t.amount for t in r.transactions]

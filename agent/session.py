@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field as PydanticField
 
@@ -37,7 +37,7 @@ from agent.audit import AuditEntry, AuditLog, now_iso
 from docteller.cancel import check as check_cancelled
 from agent.backends.choices import choice_from_text
 from agent.compose import compose_answer
-from agent.doc_answers import DocAnswer, Upload, answer_document_question, asks_about_upload, is_policy_question
+from agent.doc_answers import DocAnswer, answer_document_question, asks_about_upload, is_policy_question
 from agent.evidence import EvidenceLine, EvidenceSelector, KBUnitTexts, KnowledgeUnits, ScoredUnit
 from agent.rewrite import keeps_context, rewrite_slot
 from agent.grounding import (
@@ -68,10 +68,13 @@ from agent.prompt import (
     masked_field_values,
     neutralise,
 )
-from docteller.model import BBox, Document, ExtractionResult, Field, SearchHit
+from docteller.model import Citation, Document, ExtractionResult, Field, SearchHit, UploadedDocument, one_per_page
 from docteller.protocols import ChatMessage, ChatModel, ChoiceScorer, Embedder, KnowledgeBase
 from docteller.redact import mask
 from docteller.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the store is imported when the first upload makes the session's index
+    from retrieval.store import KnowledgeIndex
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +91,6 @@ HISTORY_TURNS = 2
 
 
 # --- public data shapes ---------------------------------------------------------------------
-
-
-class Citation(BaseModel):
-    doc_id: str
-    title: str
-    page: int | None
-    chunk_id: str | None = None
-    source: str = ""
-    origin: Literal["kb", "upload"] = "kb"
-    publisher: str | None = None  # another institution's document: its publisher (None: ours)
-    # A computed answer about an upload: the boxes (page units) of the rows or lines it used.
-    boxes: list[BBox] = PydanticField(default_factory=list)
 
 
 class Answer(BaseModel):
@@ -122,8 +113,7 @@ class Answer(BaseModel):
 
     def sources(self) -> list[Citation]:
         """The citations once per document page (two quoted lines of one page cite two chunks)."""
-        seen: set[tuple[str, int | None]] = set()
-        return [c for c in self.citations if (c.doc_id, c.page) not in seen and not seen.add((c.doc_id, c.page))]
+        return one_per_page(self.citations)
 
     def as_cli_json(self) -> dict[str, Any]:
         return {
@@ -391,14 +381,6 @@ class _StreamingCitationRenderer:
 # --- the session ----------------------------------------------------------------------------
 
 
-class UploadedDocument(BaseModel):
-    doc_id: str
-    name: str
-    extraction: ExtractionResult
-    chunks: int = 0
-    model_config = {"arbitrary_types_allowed": True}
-
-
 class ChatSession:
     """One customer's conversation. Not shared between tabs; safe to call from one thread at a time
     (a lock makes concurrent calls on the same session queue rather than interleave)."""
@@ -409,7 +391,7 @@ class ChatSession:
         self.history: list[tuple[str, str]] = []
         self.uploads: dict[str, UploadedDocument] = {}
         self._page_images: dict[str, list[Any]] = {}
-        self._upload_index: Any = None
+        self._upload_index: KnowledgeIndex | None = None  # made on the first upload
         self._last_query: str | None = None  # the last question as searched (follow-ups rewritten)
         self._offered_person = False  # the last answer offered to connect the customer with a person
         self._lock = threading.RLock()
@@ -417,7 +399,7 @@ class ChatSession:
     # -- uploads ---------------------------------------------------------------------------
 
     @property
-    def upload_index(self) -> Any:
+    def upload_index(self) -> KnowledgeIndex:
         if self._upload_index is None:
             from retrieval.store import KnowledgeIndex
 
@@ -456,11 +438,11 @@ class ChatSession:
             added = self.upload_index.add_document(document)
             self._page_images[result.doc_id] = _page_images(path) if _accepts_images(self.resources.chat_model) else []
             self.uploads[result.doc_id] = UploadedDocument(
-                doc_id=result.doc_id, name=display, extraction=result, chunks=getattr(added, "chunks", 0)
+                doc_id=result.doc_id, name=display, extraction=result, chunks=added.chunks
             )
             log.info(
                 "session %s: uploaded %s (%s, %d fields, %d chunks)",
-                self.session_id[:8], display, result.doc_type, len(result.fields), getattr(added, "chunks", 0),
+                self.session_id[:8], display, result.doc_type, len(result.fields), added.chunks,
             )
             return result
 
@@ -470,7 +452,7 @@ class ChatSession:
             chunks = 0
             if document is not None:
                 document = document.model_copy(update={"origin": "upload"})
-                chunks = getattr(self.upload_index.add_document(document), "chunks", 0)
+                chunks = self.upload_index.add_document(document).chunks
             self.uploads[result.doc_id] = UploadedDocument(
                 doc_id=result.doc_id, name=result.source, extraction=result, chunks=chunks
             )
@@ -557,8 +539,8 @@ class ChatSession:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _doc_uploads(self) -> list[Upload]:
-        return [Upload(u.doc_id, u.name, u.extraction) for u in self.uploads.values()]
+    def _doc_uploads(self) -> list[UploadedDocument]:
+        return list(self.uploads.values())
 
     def _answer(self, question: str, text: str, **kw: Any) -> Answer:
         return Answer(
@@ -570,14 +552,10 @@ class ChatSession:
         return self._answer(question, text, citations=citations, handoff=True, reason="customer asked for a person")
 
     def _from_doc_answer(self, question: str, doc_answer: DocAnswer) -> Answer:
-        citations = [
-            Citation(doc_id=c.doc_id, title=c.title, page=c.page, source=c.title, origin="upload", boxes=list(c.boxes))
-            for c in doc_answer.citations
-        ]
         return self._answer(
             question,
             doc_answer.text,
-            citations=citations,
+            citations=list(doc_answer.citations),
             fields_used=doc_answer.fields_used,
             abstained=not doc_answer.fields_used,
             reason="computed from the uploaded document",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from decimal import Decimal
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -423,3 +423,46 @@ class ExtractionResult(BaseModel):
             "transactions": [t.model_dump(mode="json", exclude={"bbox"}) for t in self.transactions],
             "warnings": list(self.warnings),
         }
+
+
+# --- Sessions: uploads and citations -------------------------------------------------------
+
+
+class UploadedDocument(BaseModel):
+    """A customer's upload within one session, as every layer sees it: what was read from it
+    (`extraction`), how many passages were indexed for the session, and, where the UI keeps a
+    copy to show its pages, where that copy is and its type."""
+
+    doc_id: str
+    name: str  # the customer's name for the file: shown, never used to build a path
+    extraction: ExtractionResult
+    chunks: int = 0  # passages indexed in the session's upload index
+    path: Path | None = None  # the kept copy (a server-chosen name), when the UI keeps one
+    mime: str | None = None
+
+
+class Citation(BaseModel):
+    """Where an answer's words come from: a KB chunk, a passage of an upload, or (a computed
+    answer about an upload) the page and the boxes of the rows or lines it used."""
+
+    doc_id: str
+    title: str
+    page: int | None
+    chunk_id: str | None = None
+    source: str = ""
+    origin: Literal["kb", "upload"] = "kb"
+    publisher: str | None = None  # another institution's document: its publisher (None: ours)
+    # A computed answer about an upload: the boxes (page units) of the rows or lines it used.
+    boxes: list[BBox] = PydanticField(default_factory=list)
+
+
+def one_per_page(citations: Iterable[Citation]) -> list[Citation]:
+    """The citations once per document page, first one kept (two quoted lines of one page cite
+    two chunks, but are one source to list)."""
+    seen: set[tuple[str, int | None]] = set()
+    kept: list[Citation] = []
+    for c in citations:
+        if (c.doc_id, c.page) not in seen:
+            seen.add((c.doc_id, c.page))
+            kept.append(c)
+    return kept

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.doc_answers import Upload, answer_document_question
-from docteller.model import ExtractionResult, Field
+from agent.doc_answers import answer_document_question
+from docteller.model import ExtractionResult, Field, UploadedDocument
 
 STATEMENTS = {
     "tutorial": "bank_statement_ocr_nz/tutorial_everyday_statement.pdf",
@@ -27,13 +27,13 @@ def _truth(corpus: Path, rel: str) -> dict:
 
 
 @pytest.fixture(scope="module", params=sorted(STATEMENTS))
-def statement(request, corpus: Path) -> tuple[Upload, dict]:
+def statement(request, corpus: Path) -> tuple[UploadedDocument, dict]:
     from ingest.extract import extract
 
     rel = STATEMENTS[request.param]
     result = extract(corpus / "statements" / rel)
     assert result.doc_type == "statement"
-    return Upload(result.doc_id, Path(rel).name, result), _truth(corpus, rel)
+    return UploadedDocument(doc_id=result.doc_id, name=Path(rel).name, extraction=result), _truth(corpus, rel)
 
 
 def _money(value: float) -> str:
@@ -66,9 +66,10 @@ def test_reconciliation_is_computed(statement) -> None:
     assert answer is not None and answer.text.startswith("Yes")
     assert _money(truth["closing_balance_derived"]) in answer.text
     # A misread closing balance (e.g. corrected wrongly) is caught, with the difference shown.
-    broken = upload.result.model_copy(deep=True)
+    broken = upload.extraction.model_copy(deep=True)
     broken.fields["closing_balance"] = Field(name="closing_balance", value="1.00", page=1)
-    answer = answer_document_question("does my statement reconcile?", [Upload(upload.doc_id, upload.name, broken)])
+    again = UploadedDocument(doc_id=upload.doc_id, name=upload.name, extraction=broken)
+    answer = answer_document_question("does my statement reconcile?", [again])
     assert answer is not None and answer.text.startswith("No")
 
 
@@ -82,7 +83,7 @@ def test_balance_on_a_date(statement) -> None:
     assert answer is not None and _money(expected) in answer.text
 
 
-def _passport(expiry: str) -> Upload:
+def _passport(expiry: str) -> UploadedDocument:
     result = ExtractionResult(
         source="passport.jpg",
         doc_id="p" * 64,
@@ -92,7 +93,7 @@ def _passport(expiry: str) -> Upload:
             "document_number": Field(name="document_number", value="L898902C3", page=1, sensitive=True),
         },
     )
-    return Upload(result.doc_id, "passport.jpg", result)
+    return UploadedDocument(doc_id=result.doc_id, name="passport.jpg", extraction=result)
 
 
 def test_passport_expiry_relative_to_today() -> None:
@@ -129,12 +130,12 @@ def test_expiry_without_an_uploaded_id_asks_for_it_only_when_the_question_is_abo
     assert (answer is not None and "Please upload your passport" in answer.text) is asks_for_upload
 
 
-def _westpac(corpus: Path) -> Upload:
+def _westpac(corpus: Path) -> UploadedDocument:
     from ingest.extract import extract
 
     rel = "bank_statement_ocr_nz/westpac_everyday_pdf_sample.pdf"
     result = extract(corpus / "statements" / rel)
-    return Upload(result.doc_id, Path(rel).name, result)
+    return UploadedDocument(doc_id=result.doc_id, name=Path(rel).name, extraction=result)
 
 
 def _row_y(pdf: Path, page: int, text: str) -> float:
@@ -148,7 +149,7 @@ def _row_y(pdf: Path, page: int, text: str) -> float:
 def test_statement_answers_cite_the_rows_they_used(statement, corpus: Path) -> None:
     upload, truth = statement
     answer = answer_document_question("What was my largest debit?", [upload])
-    largest = min(upload.result.transactions, key=lambda t: Decimal(t.amount))
+    largest = min(upload.extraction.transactions, key=lambda t: Decimal(t.amount))
     (citation,) = answer.citations
     assert citation.page == largest.page and citation.boxes == [largest.bbox]
     # The box is on the row that holds the cited description, not elsewhere on the page.
@@ -156,11 +157,11 @@ def test_statement_answers_cite_the_rows_they_used(statement, corpus: Path) -> N
     assert citation.boxes[0].y0 <= y <= citation.boxes[0].y1
     total = answer_document_question("How much did I spend in total?", [upload])
     outlined = [b for c in total.citations for b in c.boxes]
-    debits = [t for t in upload.result.transactions if Decimal(t.amount) < 0]
+    debits = [t for t in upload.extraction.transactions if Decimal(t.amount) < 0]
     assert len(outlined) == len(debits) and all(t.bbox in outlined for t in debits)
 
 
-def _name(upload: Upload) -> str:
+def _name(upload: UploadedDocument) -> str:
     return next(k for k, v in STATEMENTS.items() if Path(v).name == upload.name)
 
 
@@ -196,8 +197,9 @@ def test_a_corrected_balance_is_judged_again(statement) -> None:
     from ingest.extract import recheck
 
     upload, _ = statement
-    result = upload.result.model_copy(deep=True)
+    result = upload.extraction.model_copy(deep=True)
     result.fields["closing_balance"] = Field(name="closing_balance", value="not a number", page=1, confidence=1.0, source="user")
     recheck(result)
-    answer = answer_document_question("does my statement reconcile?", [Upload(upload.doc_id, upload.name, result)])
+    again = UploadedDocument(doc_id=upload.doc_id, name=upload.name, extraction=result)
+    answer = answer_document_question("does my statement reconcile?", [again])
     assert answer.text.startswith("I can't check") and "'not a number' is not an amount" in answer.text

@@ -394,7 +394,8 @@ def test_warm_up_failure_does_not_stop_serving(kb, docteller_home: Path, caplog,
 
 
 def test_two_chunks_of_one_page_are_one_source() -> None:
-    from agent.session import Answer, Citation
+    from agent.session import Answer
+    from docteller.model import Citation
 
     fees = dict(doc_id="d1", title="Schedule of Fees", page=3)
     answer = Answer(

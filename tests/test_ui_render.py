@@ -317,17 +317,16 @@ def test_statement_answer_preview_outlines_the_row_it_used(corpus, westpac):
     import pymupdf
     from types import SimpleNamespace
 
-    from agent.doc_answers import Upload, answer_document_question
-    from agent.session import Citation
-    from ui.backend import UploadedDocument
+    from agent.doc_answers import answer_document_question
+    from docteller.model import Citation, UploadedDocument
     from ui.chat import citation_preview
 
     pdf = corpus / "statements" / WESTPAC
-    answer = answer_document_question("What was my largest debit?", [Upload(westpac.doc_id, "westpac.pdf", westpac)])
+    doc = UploadedDocument(doc_id=westpac.doc_id, name="westpac.pdf", extraction=westpac, path=pdf, mime="application/pdf")
+    answer = answer_document_question("What was my largest debit?", [doc])
     (cited,) = answer.citations
     # As the Sources panel receives it: the agent's Citation as a plain dict.
     citation = Citation(doc_id=cited.doc_id, title=cited.title, page=cited.page, origin="upload", boxes=cited.boxes).model_dump()
-    doc = UploadedDocument(doc_id=westpac.doc_id, name="westpac.pdf", path=pdf, mime="application/pdf", result=westpac)
     image, caption = citation_preview(None, SimpleNamespace(uploads={westpac.doc_id: doc}), citation)
     assert "outlined" in caption
     with pymupdf.open(pdf) as d:
@@ -361,7 +360,8 @@ def test_a_turn_shows_what_it_is_doing_before_the_first_word(tmp_path):
 
 def test_two_chunks_of_one_page_are_one_source_in_the_api_text() -> None:
     """The agent keeps every chunk's citation (the Sources panel opens each); the API's text lists a page once."""
-    from agent.session import Answer, Citation
+    from agent.session import Answer
+    from docteller.model import Citation
     from ui.api import sources_text
 
     fees = dict(doc_id="d1", title="Schedule of Fees", page=3)

@@ -179,7 +179,8 @@ def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path
     from docteller.settings import get_settings
     from ingest.embed import get_embedder
     from retrieval.store import KnowledgeIndex
-    from ui.backend import TabSession, UploadedDocument, upload_status
+    from docteller.model import UploadedDocument
+    from ui.backend import TabSession, upload_status
     from ui.chat import read_upload
 
     index = KnowledgeIndex.in_memory(embedder=get_embedder())
@@ -187,7 +188,7 @@ def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path
     session = TabSession(key="k", agent=resources.new_session(), upload_dir=tmp_path / "up")
     steps = list(read_upload(session, corpus / STATEMENT, "statement.pdf", get_settings()))
     *statuses, doc = steps
-    assert isinstance(doc, UploadedDocument) and doc.result.doc_type == "statement"
+    assert isinstance(doc, UploadedDocument) and doc.extraction.doc_type == "statement"
     assert statuses == ["_Reading your document, page 1 of 2…_", "_Reading your document, page 2 of 2…_"]
     assert upload_status("statement", 2, 3) == "_Reading your statement, page 2 of 3…_"
     assert upload_status("id", 1, 1) == "_Reading your ID card, page 1 of 1…_"

@@ -37,7 +37,7 @@ from ui.backend import (
     UploadRejected,
     citation_dicts,
 )
-from docteller.model import PUBLISHER_MAX_CHARS, clean_publisher
+from docteller.model import PUBLISHER_MAX_CHARS, Citation, clean_publisher, one_per_page
 from ui.render import masked_extraction_json
 from ui.security import check_filename, client_address, safe_suffix, token_equals
 from ui.staff import run_indexing, summarise
@@ -73,18 +73,19 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
 
 
+def _source_label(c: Citation) -> str:
+    title = c.title or Path(c.source or "document").name
+    if c.publisher:
+        title = f"{c.publisher}: {title}"
+    return f"{title}, p. {c.page}" if c.page else title
+
+
 def sources_text(citations: list[dict[str, Any]]) -> str:
+    """The answer's sources for plain clients, a document page once (two chunks of one page are
+    one source), the same as the CLI lists them (`one_per_page`)."""
     if not citations:
         return ""
-    labels: list[str] = []
-    for c in citations:
-        title = c.get("title") or Path(str(c.get("source") or "document")).name
-        if c.get("publisher"):
-            title = f"{c['publisher']}: {title}"
-        page = c.get("page")
-        label = f"{title}, p. {page}" if page else title
-        if label not in labels:  # two chunks of one page: one source
-            labels.append(label)
+    labels = [_source_label(c) for c in one_per_page(Citation.model_validate(c) for c in citations)]
     return "\n\nSources:\n" + "\n".join(f"[{n}] {label}" for n, label in enumerate(labels, 1))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from docteller.cancel import Cancelled, cancellable
 from docteller.cancel import check as check_cancelled
-from docteller.model import ExtractionResult
+from docteller.model import ExtractionResult, UploadedDocument
 from docteller.settings import Settings, get_settings
 from ui.model_queue import ModelQueue, QueuedChatModel, one_turn, queue_status, reporting_waits
 from ui.security import (
@@ -107,15 +107,12 @@ def check_upload(path: str | Path, name: str, settings: Settings, allowed: Itera
     return mime
 
 
-@dataclass
-class UploadedDocument:
-    """A customer's upload within one session: where it is kept, what was read from it."""
-
-    doc_id: str
-    name: str
-    path: Path
-    mime: str
-    result: ExtractionResult
+def kept_copy(doc: UploadedDocument) -> tuple[Path, str]:
+    """Where this tab keeps its copy of an upload, and its type (`TabSession.add_upload` records
+    both; an upload without them has no pages to show)."""
+    if doc.path is None or doc.mime is None:
+        raise LookupError(f"{doc.name}: no copy of this upload is kept")
+    return doc.path, doc.mime
 
 
 @dataclass(frozen=True)
@@ -272,7 +269,7 @@ class TabSession:
             except IngestError as exc:
                 kept.unlink(missing_ok=True)
                 raise UploadRejected(f"{name}: {exc.reason}.", kind="unreadable") from None
-            doc = UploadedDocument(doc_id=result.doc_id, name=name, path=kept, mime=mime, result=result)
+            doc = UploadedDocument(doc_id=result.doc_id, name=name, extraction=result, path=kept, mime=mime)
             self.uploads[doc.doc_id] = doc
             logger.info(
                 "session %s: upload read as %s (%d fields, %d transactions)",
@@ -286,11 +283,11 @@ class TabSession:
             doc = self.uploads[doc_id]
             updated = self.agent.correct_field(doc_id, name, value)
             if isinstance(updated, ExtractionResult):
-                doc.result = updated
+                doc.extraction = updated
             else:
-                current = doc.result.fields.get(name)
+                current = doc.extraction.fields.get(name)
                 if current is not None and (current.value != value or current.source != "user"):
-                    doc.result.fields[name] = current.model_copy(
+                    doc.extraction.fields[name] = current.model_copy(
                         update={"value": value, "source": "user", "confidence": 1.0}
                     )
             logger.info("session %s: field %s corrected", self.public_id[:8], name)

@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from docteller.model import BBox
+from docteller.model import BBox, UploadedDocument
 from ui import render
 from docteller.redact import ValueMasker, masker_for
 from ui.backend import (
@@ -28,9 +28,9 @@ from ui.backend import (
     SessionLimit,
     Status,
     TabSession,
-    UploadedDocument,
     UploadRejected,
     citation_dicts,
+    kept_copy,
     upload_status,
 )
 from ui.security import digest, session_id_from_headers
@@ -106,7 +106,7 @@ def _session(backend: Backend, request: gr.Request | None) -> TabSession:
 
 
 def _masker(session: TabSession) -> ValueMasker:
-    return masker_for(d.result for d in session.uploads.values())
+    return masker_for(d.extraction for d in session.uploads.values())
 
 
 # --- rendering helpers ------------------------------------------------------------------------
@@ -139,9 +139,9 @@ def _citation_options(answer_index: int, citations: list[dict[str, Any]]) -> lis
 
 
 def _extraction_summary(doc: UploadedDocument) -> str:
-    text = render.extraction_summary(doc.name, doc.result)
+    text = render.extraction_summary(doc.name, doc.extraction)
     text += " The details are under **My documents**, where you can correct any field."
-    return masker_for([doc.result]).text(text)
+    return masker_for([doc.extraction]).text(text)
 
 
 def _caption_html(title: str, page: int, path: Path | None, text: str, shown_name: str | None = None) -> str:
@@ -192,16 +192,16 @@ def citation_preview(backend: Backend, session: TabSession, citation: dict[str, 
     boxes = [BBox(**b) if isinstance(b, dict) else b for b in citation.get("boxes") or []]
     if upload is not None and boxes:
         # A computed answer: outline the transaction rows (or field lines) it used.
-        image = render.render_cited_rows(upload.path, upload.mime, upload.result, page, boxes)
+        image = render.render_cited_rows(*kept_copy(upload), upload.extraction, page, boxes)
         return image, _caption_html(title, page, None, "The lines this answer used are outlined on the page.",
                                     shown_name=upload.name)
     if upload is not None:
         # The customer's own page: fields (or the cited passage) outlined, numbers blanked.
-        masker = masker_for([upload.result])
-        shown = render.field_boxes(upload.result, page) if not text else (
+        masker = masker_for([upload.extraction])
+        shown = render.field_boxes(upload.extraction, page) if not text else (
             [render.Box(bbox=bbox, outline=render.SELECTED_EDGE, fill=render.SELECTED_FILL, width=3)] if bbox else []
-        ) + render.redaction_boxes(upload.result, page)
-        image = render.render_document_page(upload.path, upload.mime, page, shown)
+        ) + render.redaction_boxes(upload.extraction, page)
+        image = render.render_document_page(*kept_copy(upload), page, shown)
         caption = masker.text(text) if text else "Extracted fields are outlined on the page."
         return image, _caption_html(title, page, None, caption, shown_name=upload.name)
     image = render.render_passage(path, mime, title=title, page=page, text=text or title, bbox=bbox)
@@ -209,7 +209,7 @@ def citation_preview(backend: Backend, session: TabSession, citation: dict[str, 
 
 
 def _doc_choices(session: TabSession) -> list[tuple[str, str]]:
-    return [(f"{d.name} ({d.result.doc_type})", d.doc_id) for d in session.uploads.values()]
+    return [(f"{d.name} ({d.extraction.doc_type})", d.doc_id) for d in session.uploads.values()]
 
 
 def doc_panel(session: TabSession, doc_id: str | None, selected_field: str | None = None) -> tuple:
@@ -219,7 +219,7 @@ def doc_panel(session: TabSession, doc_id: str | None, selected_field: str | Non
         empty = "<p class='dt-muted'>Upload a passport, ID card or statement to see what I read from it.</p>"
         return (gr.update(choices=_doc_choices(session), value=None), "", empty, "",
                 gr.update(choices=[], value=None), None, "")
-    result = doc.result
+    result = doc.extraction
     if selected_field not in result.fields:
         selected_field = None
     field = result.fields.get(selected_field) if selected_field else None
@@ -228,7 +228,7 @@ def doc_panel(session: TabSession, doc_id: str | None, selected_field: str | Non
     )
     try:
         image = session.preview_file(
-            render.render_document_page(doc.path, doc.mime, page, render.field_boxes(result, page, selected_field))
+            render.render_document_page(*kept_copy(doc), page, render.field_boxes(result, page, selected_field))
         )
     except Exception as exc:  # the page preview is a convenience; the tables still show
         logger.warning("could not render %s page %s: %s", doc.name, page, exc)
@@ -592,8 +592,8 @@ class _ChatHandlers:
         doc = session.uploads.get(doc_id or "")
         outputs = doc_panel(session, doc_id, field_name)
         current = ""
-        if doc is not None and field_name in doc.result.fields:
-            current = render.display_value(doc.result.fields[field_name])
+        if doc is not None and field_name in doc.extraction.fields:
+            current = render.display_value(doc.extraction.fields[field_name])
         return (*outputs, current)
 
     def save_correction(self, doc_id: str | None, field_name: str | None, value: str, request: gr.Request):

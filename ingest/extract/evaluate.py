@@ -15,8 +15,13 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docteller.check_labels import CheckName
+from docteller.model import ExtractionResult
+
+if TYPE_CHECKING:  # passporteye (a benchmark baseline) is imported only when it is compared
+    from passporteye.mrz.text import MRZ
 
 log = logging.getLogger(__name__)
 
@@ -100,95 +105,129 @@ def evaluate_mrz_text(corpus: Path) -> CategoryReport:
 def evaluate_ids(corpus: Path, *, limit: int | None = None, compare_passporteye: bool = True, preprocess: bool = False, engine: str = "rapidocr") -> tuple[CategoryReport, CategoryReport | None]:
     """ID images: our MRZ vs passporteye.read_mrz, check-digit validity and field accuracy."""
     from ingest.extract import extract
-
-    records = [r for r in _jsonl(corpus / "ids" / "ids_groundtruth.jsonl") if r["kind"] == "mrz_document"]
-    # Images with field ground truth first, so a limited run still measures accuracy.
-    records.sort(key=lambda r: not r["fields"])
-    if limit:
-        records = records[:limit]
     from ingest.ocr import warm_up
 
+    records = _id_records(corpus, limit)
     warm_up(engine)
     ours = CategoryReport("ids" + ("_preprocessed" if preprocess else "") + ("" if engine == "rapidocr" else f"_{engine}"))
     theirs = CategoryReport("ids_passporteye") if compare_passporteye else None
-    n_valid = n_fields = n_field_ok = n_gt_images = n_gt_all = 0
+    our_tally, their_tally = _IdTally(), _IdTally()
     printed = {"pass": 0, "fail": 0, "not read": 0}
-    pe_valid = pe_fields = pe_field_ok = pe_gt_all = 0
     for rec in records:
         path = corpus / "ids" / rec["file"]
-        gt = rec["fields"]
         with _Timer(ours):
             try:
                 res = extract(path, "auto", preprocess=preprocess, engine=engine)
             except Exception as exc:  # an unreadable specimen is a failure, not a crash of the eval
                 ours.notes.append(f"{rec['file']}: {exc}")
                 res = None
-        digit_checks = [c.ok for n, c in (res.checks.items() if res else []) if n.startswith("check_digit")]
-        if digit_checks and all(digit_checks):
-            n_valid += 1
-        for name, check in (res.checks.items() if res else []):
-            if name.startswith("visual_"):
-                # Every corpus image is a consistent specimen: a printed-vs-MRZ failure here is a
-                # misread printed value, i.e. a false alarm a customer would see.
-                printed[check.status.value] += 1
-                if check.ok is False:
-                    ours.notes.append(f"{rec['file']}: {check.label}: {check.detail}")
-        if gt and gt.get("mrz_type"):
-            n_gt_images += 1
-            ok_all = True
-            for name in MRZ_FIELDS:
-                if name not in gt:
-                    continue
-                n_fields += 1
-                got = res.value(name) if res else None
-                if _mrz_field_matches(name, gt[name], got):
-                    n_field_ok += 1
-                else:
-                    ok_all = False
-                    ours.notes.append(f"{rec['file']}: {name} expected {gt[name]!r} got {got!r}")
-            n_gt_all += ok_all
+        _tally_ours(rec, res, our_tally, printed, ours.notes)
         if theirs is not None:
-            mrz = None
-            with _Timer(theirs):
-                try:
-                    from passporteye import read_mrz
-
-                    mrz = read_mrz(str(path))
-                except Exception as exc:  # passporteye raises on some inputs; count as a miss
-                    theirs.notes.append(f"{rec['file']}: {exc}")
-            if mrz is not None:
-                # Same criterion as ours: every check digit validates (passporteye's `valid`
-                # also demands its own line-length heuristics, which would understate it).
-                flags = [v for k, v in mrz.to_dict().items() if k.startswith("valid_") and k != "valid_score"]
-                pe_valid += bool(flags) and all(flags)
-            if gt and gt.get("mrz_type"):
-                d = mrz.to_dict() if mrz is not None else {}
-                values = {
-                    "document_type": d.get("type", "").replace("<", ""),
-                    "issuing_country": d.get("country"),
-                    "surname": d.get("surname"),
-                    "given_names": d.get("names"),
-                    "document_number": (d.get("number") or "").replace("<", ""),
-                    "nationality": d.get("nationality"),
-                    "date_of_birth": "xx" + d["date_of_birth"] if d.get("date_of_birth") else None,
-                    "sex": d.get("sex"),
-                    "expiry_date": "xx" + d["expiration_date"] if d.get("expiration_date") else None,
-                }
-                ok_all = True
-                for name in MRZ_FIELDS:
-                    if name not in gt:
-                        continue
-                    pe_fields += 1
-                    if _mrz_field_matches(name, gt[name], values.get(name)):
-                        pe_field_ok += 1
-                    else:
-                        ok_all = False
-                pe_gt_all += ok_all
-    ours.metrics = _id_metrics(len(records), n_valid, n_gt_images, n_field_ok, n_fields, n_gt_all)
+            _tally_passporteye(rec, _read_passporteye(path, rec["file"], theirs), their_tally)
+    ours.metrics = our_tally.metrics(len(records))
     ours.metrics.update({f"printed_vs_mrz_{k.replace(' ', '_')}": v for k, v in printed.items()})
     if theirs is not None:
-        theirs.metrics = _id_metrics(len(records), pe_valid, n_gt_images, pe_field_ok, pe_fields, pe_gt_all)
+        theirs.metrics = their_tally.metrics(len(records))
     return ours, theirs
+
+
+def _id_records(corpus: Path, limit: int | None) -> list[dict]:
+    """The MRZ documents of the ID ground truth, those with field ground truth first (so a
+    limited run still measures accuracy), at most `limit` of them."""
+    records = [r for r in _jsonl(corpus / "ids" / "ids_groundtruth.jsonl") if r["kind"] == "mrz_document"]
+    records.sort(key=lambda r: not r["fields"])
+    return records[:limit] if limit else records
+
+
+@dataclass
+class _IdTally:
+    """One reader's running counts over the ID images."""
+
+    valid: int = 0  # images whose check digits all validate
+    gt_images: int = 0  # images with MRZ field ground truth
+    fields: int = 0  # ground-truth fields compared…
+    field_ok: int = 0  # …and read right
+    gt_all: int = 0  # ground-truth images with every field right
+
+    def add_fields(self, gt: dict, values: dict[str, str | None], file: str, notes: list[str] | None = None) -> None:
+        """Compare one image's MRZ fields with its ground truth; each miss goes to `notes`, if given."""
+        self.gt_images += 1
+        ok_all = True
+        for name in MRZ_FIELDS:
+            if name not in gt:
+                continue
+            self.fields += 1
+            got = values.get(name)
+            if _mrz_field_matches(name, gt[name], got):
+                self.field_ok += 1
+            else:
+                ok_all = False
+                if notes is not None:
+                    notes.append(f"{file}: {name} expected {gt[name]!r} got {got!r}")
+        self.gt_all += ok_all
+
+    def metrics(self, images: int) -> dict:
+        return _id_metrics(images, self.valid, self.gt_images, self.field_ok, self.fields, self.gt_all)
+
+
+def _has_mrz_truth(rec: dict) -> bool:
+    return bool(rec["fields"] and rec["fields"].get("mrz_type"))
+
+
+def _tally_ours(rec: dict, res: ExtractionResult | None, tally: _IdTally, printed: dict[str, int], notes: list[str]) -> None:
+    """Score our reading of one image: its check digits, printed-vs-MRZ checks and fields."""
+    checks = list(res.checks.items()) if res else []
+    digit_checks = [c.ok for n, c in checks if n.startswith("check_digit")]
+    if digit_checks and all(digit_checks):
+        tally.valid += 1
+    for name, check in checks:
+        if name.startswith("visual_"):
+            # Every corpus image is a consistent specimen: a printed-vs-MRZ failure here is a
+            # misread printed value, i.e. a false alarm a customer would see.
+            printed[check.status.value] += 1
+            if check.ok is False:
+                notes.append(f"{rec['file']}: {check.label}: {check.detail}")
+    if _has_mrz_truth(rec):
+        values = {name: res.value(name) for name in MRZ_FIELDS} if res else {}
+        tally.add_fields(rec["fields"], values, rec["file"], notes)
+
+
+def _read_passporteye(path: Path, file: str, report: CategoryReport) -> MRZ | None:
+    """passporteye's MRZ of one image (timed into `report`), or None when it finds none."""
+    with _Timer(report):
+        try:
+            from passporteye import read_mrz
+
+            return read_mrz(str(path))
+        except Exception as exc:  # passporteye raises on some inputs; count as a miss
+            report.notes.append(f"{file}: {exc}")
+            return None
+
+
+def _tally_passporteye(rec: dict, mrz: MRZ | None, tally: _IdTally) -> None:
+    """Score passporteye's reading of one image by the same criteria as ours."""
+    if mrz is not None:
+        # Same criterion as ours: every check digit validates (passporteye's `valid`
+        # also demands its own line-length heuristics, which would understate it).
+        flags = [v for k, v in mrz.to_dict().items() if k.startswith("valid_") and k != "valid_score"]
+        tally.valid += bool(flags) and all(flags)
+    if _has_mrz_truth(rec):
+        tally.add_fields(rec["fields"], _passporteye_values(mrz.to_dict() if mrz is not None else {}), rec["file"])
+
+
+def _passporteye_values(d: dict) -> dict[str, str | None]:
+    """passporteye's fields under our names (its dates are YYMMDD: compared as `xx` + YYMMDD)."""
+    return {
+        "document_type": d.get("type", "").replace("<", ""),
+        "issuing_country": d.get("country"),
+        "surname": d.get("surname"),
+        "given_names": d.get("names"),
+        "document_number": (d.get("number") or "").replace("<", ""),
+        "nationality": d.get("nationality"),
+        "date_of_birth": "xx" + d["date_of_birth"] if d.get("date_of_birth") else None,
+        "sex": d.get("sex"),
+        "expiry_date": "xx" + d["expiration_date"] if d.get("expiration_date") else None,
+    }
 
 
 def _id_metrics(images: int, all_valid: int, gt_images: int, field_ok: int, fields: int, gt_all: int) -> dict:
