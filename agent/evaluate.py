@@ -113,10 +113,14 @@ def choose_threshold(
     }
 
 
-def calibrate_threshold(kb: KnowledgeBase, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH) -> dict[str, Any]:
+def calibrate_threshold(
+    kb: KnowledgeBase, questions: Sequence[dict[str, Any]], out: Path = CALIBRATION_PATH,
+    questions_file: str = "knowledge_base/eval/generated_calibration.jsonl",
+) -> dict[str, Any]:
     result = choose_threshold(retrieval_scores(kb, questions), max_false_decline=RETRIEVAL_MAX_FALSE_DECLINE_RATE)
     result["embedding_model"] = kb.embedder.model_id
-    result["questions_file"] = "knowledge_base/eval/questions.jsonl"
+    result["method"] = result["method"].replace("per eval question", "per question generated from the KB's own text")
+    result["questions_file"] = questions_file
     result["computed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
