@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -45,8 +46,16 @@ class BackgroundServer:
         return self
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout_s)
+        # Streams cut at the end of the grace period are expected here: uvicorn would log each
+        # one as an "Exception in ASGI application" traceback.
+        error_log = logging.getLogger("uvicorn.error")
+        level = error_log.level
+        error_log.setLevel(logging.CRITICAL)
+        try:
+            self._server.should_exit = True
+            self._thread.join(timeout_s)
+        finally:
+            error_log.setLevel(level)
 
     def __enter__(self) -> "BackgroundServer":
         return self.start()
