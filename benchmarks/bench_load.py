@@ -164,6 +164,11 @@ def _report(
               f"{percentile(values, 95):>9.2f}{max(values) if values else float('nan'):>9.2f}")
     print(f"\none customer alone, then {sessions} at once: p95 / ({sessions} x one answer) "
           "(a model serialised on these cores bounds it near 1.0; target <= 1.5)")
+    serial = sum(statistics.median(alone[kind]) * len(values) for kind, values in kinds.items() if alone.get(kind))
+    if serial:
+        every = [s for values in kinds.values() for s in values]
+        print(f"  whole burst: p95 of all turns {percentile(every, 95):.2f}s / its turns one after another, "
+              f"each as fast as alone, {serial:.2f}s = {percentile(every, 95) / serial:.2f}")
     for kind, values in sorted(kinds.items()):
         if alone.get(kind):
             one = statistics.median(alone[kind])
