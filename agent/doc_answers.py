@@ -367,24 +367,23 @@ def _balance_answer(question: str, doc: UploadedDocument, money: _Amounts, below
                 ["opening_balance"],
                 [_cite_field(doc, "opening_balance")],
             )
+
+    def stated(name: str, label: str) -> DocAnswer | None:
+        value = r.amount(name)
+        if value is None:
+            return None
+        return DocAnswer(
+            f"Your {label} balance was {money(value)}{_field_note(r, name, below)} [{cite_doc}, p. {_field_page(doc, name)}].",
+            [name],
+            [_cite_field(doc, name)],
+        )
+
     for name, label in (("opening_balance", "opening"), ("closing_balance", "closing")):
         if label in low or (name == "closing_balance" and re.search(r"\b(current|final|end)\b", low)):
-            value = r.amount(name)
-            if value is not None:
-                return DocAnswer(
-                    f"Your {label} balance was {money(value)}{_field_note(r, name, below)} [{cite_doc}, p. {_field_page(doc, name)}].",
-                    [name],
-                    [_cite_field(doc, name)],
-                )
-    value = r.amount("closing_balance")
-    if value is not None:
-        return DocAnswer(
-            f"Your closing balance was {money(value)}{_field_note(r, 'closing_balance', below)} "
-            f"[{cite_doc}, p. {_field_page(doc, 'closing_balance')}].",
-            ["closing_balance"],
-            [_cite_field(doc, "closing_balance")],
-        )
-    return None
+            answer = stated(name, label)
+            if answer is not None:
+                return answer
+    return stated("closing_balance", "closing")  # a balance question that names none: the closing one
 
 
 def _field_note(r: ExtractionResult, name: str, below: float) -> str:
