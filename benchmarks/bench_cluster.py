@@ -25,7 +25,6 @@ import io
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_load import KB_SUBSET, STATEMENT, percentile, run_session  # noqa: E402
+
+from ui.server import free_port  # noqa: E402
 
 HAPROXY_TEMPLATE = """\
 # docteller: {n} app processes behind one port (HAProxy >= 2.4).
@@ -94,12 +95,6 @@ def haproxy_config(port: int, app_ports: list[int], stats_port: int, bind: str =
     api = "\n".join(f"    server app{i} 127.0.0.1:{p} check" for i, p in enumerate(app_ports, 1))
     return HAPROXY_TEMPLATE.format(n=len(app_ports), bind=bind, port=port, stats_port=stats_port,
                                    browser_servers=browser, api_servers=api)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float = 300) -> None:

@@ -124,3 +124,19 @@ def scripted_model() -> type[ScriptedModel]:
     """`scripted_model(reply)`: a `ChatModel` whose reply is computed from the prompt and that
     records every prompt it gets (the agent's, UI's and publisher tests' stand-in model)."""
     return ScriptedModel
+
+
+@pytest.fixture()
+def two_chunks_of_one_page():
+    """An answer citing two chunks of page 3 and one of page 1 of one document (the agent keeps
+    every chunk's citation; lists of sources name each page once)."""
+    from agent.session import Answer
+    from docteller.model import Citation
+
+    fees = dict(doc_id="d1", title="Schedule of Fees", page=3)
+    return Answer(
+        question="q",
+        answer="a",
+        citations=[Citation(chunk_id="c1", **fees), Citation(chunk_id="c2", **fees),
+                   Citation(chunk_id="c3", doc_id="d1", title="Schedule of Fees", page=1)],
+    )

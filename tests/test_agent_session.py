@@ -394,17 +394,9 @@ def test_warm_up_failure_does_not_stop_serving(kb, docteller_home: Path, caplog,
     assert "warm-up failed: chat server is down" in caplog.text
 
 
-def test_two_chunks_of_one_page_are_one_source() -> None:
-    from agent.session import Answer
-    from docteller.model import Citation
-
+def test_two_chunks_of_one_page_are_one_source(two_chunks_of_one_page) -> None:
+    answer = two_chunks_of_one_page
     fees = dict(doc_id="d1", title="Schedule of Fees", page=3)
-    answer = Answer(
-        question="q",
-        answer="a",
-        citations=[Citation(chunk_id="c1", **fees), Citation(chunk_id="c2", **fees),
-                   Citation(chunk_id="c3", doc_id="d1", title="Schedule of Fees", page=1)],
-    )
     assert [(c.chunk_id, c.page) for c in answer.sources()] == [("c1", 3), ("c3", 1)]
     assert answer.as_cli_json()["citations"] == [{**fees}, {"doc_id": "d1", "title": "Schedule of Fees", "page": 1}]
     assert len(answer.citations) == 3  # the UI's Sources panel still opens each chunk

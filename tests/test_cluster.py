@@ -6,19 +6,18 @@ shared model is `benchmarks/bench_cluster.py`.)"""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_cluster import free_port, haproxy_config  # noqa: E402
+from bench_cluster import haproxy_config, start, wait_for  # noqa: E402
+
+from ui.server import free_port  # noqa: E402
 
 KB_FILE = "cards-lost-stolen-and-disputes.md"
 
@@ -61,21 +60,12 @@ def cluster(tmp_path_factory):
             backends.append(backend)
             urls.append(server.url)
         port, stats = free_port(), free_port()
-        config = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
+        work = tmp_path_factory.mktemp("haproxy")
+        config = work / "haproxy.cfg"
         config.write_text(haproxy_config(port, [int(u.rsplit(":", 1)[1]) for u in urls], stats))
-        proxy = subprocess.Popen([shutil.which("haproxy"), "-db", "-f", str(config)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        stack.callback(lambda: (proxy.terminate(), proxy.wait(10)))
+        proxy = start(stack, [shutil.which("haproxy"), "-db", "-f", str(config)], work / "haproxy.log")
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("haproxy did not come up")
+        wait_for(url + "/health", proxy, work / "haproxy.log", seconds=30)
         yield url, backends
 
 

@@ -358,18 +358,9 @@ def test_a_turn_shows_what_it_is_doing_before_the_first_word(tmp_path):
     assert [m["role"] for m in shown] == ["user", "assistant"]  # the question is not repeated
 
 
-def test_two_chunks_of_one_page_are_one_source_in_the_api_text() -> None:
+def test_two_chunks_of_one_page_are_one_source_in_the_api_text(two_chunks_of_one_page) -> None:
     """The agent keeps every chunk's citation (the Sources panel opens each); the API's text lists a page once."""
-    from agent.session import Answer
-    from docteller.model import Citation
     from ui.api import sources_text
 
-    fees = dict(doc_id="d1", title="Schedule of Fees", page=3)
-    answer = Answer(
-        question="q",
-        answer="a",
-        citations=[Citation(chunk_id="c1", **fees), Citation(chunk_id="c2", **fees),
-                   Citation(chunk_id="c3", doc_id="d1", title="Schedule of Fees", page=1)],
-    )
-    text = sources_text([c.model_dump() for c in answer.citations])
+    text = sources_text([c.model_dump() for c in two_chunks_of_one_page.citations])
     assert text == "\n\nSources:\n[1] Schedule of Fees, p. 3\n[2] Schedule of Fees, p. 1"
