@@ -1,4 +1,8 @@
-"""Follow-up questions made standalone without losing what the conversation is about.
+"""Rewrite: a follow-up made a standalone query without losing what the conversation is about.
+
+Only a question that leans on earlier turns is rewritten (`needs_rewrite`: it opens with "and",
+"what about", uses "it", "that", …, or has at most two content words); any other is searched as
+asked.
 
 "What's the monthly fee for Basic Savings?" → "and for Money Market Savings?" asks the same
 thing of another product: the follow-up names a new value for one slot (a product, a channel,
@@ -13,10 +17,23 @@ content word of the follow-up or a name of the previous question is not used
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from agent.grounding import content_words
+from agent.pipeline.types import Query, Turn
+from agent.prompt import build_rewrite_messages
+
+if TYPE_CHECKING:
+    from agent.resources import AgentResources
+
+log = logging.getLogger(__name__)
+
+HISTORY_TURNS = 2  # earlier turns a rewrite (and a generated answer's prompt) sees
 
 _CONNECTOR_RE = re.compile(
     r"^\s*(?:(?:and|but|also|so|then|ok(?:ay)?|or)\s*,?\s*)*(?:(?:what|how)\s+about\s+)?", re.IGNORECASE
@@ -145,3 +162,67 @@ def keeps_context(rewritten: str, followup: str, previous: str) -> bool:
     names = re.findall(r"\b[A-Z][\w-]*(?:\s+[A-Z][\w-]*)+\b", previous)
     names = [n for n in names if not re.match(r"(?i)^(what|how|when|where|can|is|do|does)\b", n)]
     return all(n.lower() in low for n in names)
+
+
+_FOLLOWUP_RE = re.compile(
+    r"^(and|but|also|so|what about|how about|and what|then)\b|\b(it|its|it's|that|this|those|these|they|them|"
+    r"there|same|one|ones|former|latter)\b",
+    re.IGNORECASE,
+)
+
+
+def needs_rewrite(question: str, history: Sequence[tuple[str, str]]) -> bool:
+    """Only follow-ups that lean on earlier turns are rewritten (costs a model call)."""
+    if not history:
+        return False
+    return bool(_FOLLOWUP_RE.search(question)) or len(content_words(question)) <= 2
+
+
+class Rewriter:
+    """Turn -> Query: as asked, a follow-up's new value put in place in code (`rewrite_slot`), or
+    the chat model's rewrite when it passes the guard; else "previous question + follow-up"."""
+
+    def __init__(self, resources: AgentResources) -> None:
+        self.resources = resources
+
+    def rewrite(self, turn: Turn) -> Query:
+        return Query(turn.question, self._standalone(turn))
+
+    def _standalone(self, turn: Turn) -> str:
+        question = turn.question
+        history = list(turn.history[-HISTORY_TURNS:])
+        if not needs_rewrite(question, history):
+            return question
+        last_question = turn.last_query or history[-1][0]
+        embedder = self.resources.evidence.embedder
+        if embedder is not None:
+            slot = rewrite_slot(question, last_question, embedder.embed)
+            if slot is not None:
+                return slot
+        fallback = f"{last_question} {question}"
+        try:
+            raw = "".join(
+                self.resources.chat_model.stream(build_rewrite_messages(question, history), max_tokens=60)
+            )
+        except Exception as exc:  # a rewrite failure must not fail the answer
+            log.warning("query rewrite failed (%s); using the heuristic query", exc)
+            return fallback
+        rewritten = raw.strip().splitlines()[0].strip(' "') if raw.strip() else ""
+        # Guard: a usable rewrite is a single question of sensible length that keeps the topic
+        # of the conversation; anything else falls back to "previous question + follow-up".
+        context_words = content_words(question) | content_words(last_question)
+        if (
+            not rewritten
+            or len(rewritten) > 3 * len(fallback) + 40
+            or not (content_words(rewritten) & context_words)
+            or not keeps_context(rewritten, question, last_question)
+        ):
+            return fallback
+        return rewritten
+
+
+class AsAsked:
+    """Ablation pass-through: every question is searched exactly as typed."""
+
+    def rewrite(self, turn: Turn) -> Query:
+        return Query(turn.question, turn.question)

@@ -1,0 +1,78 @@
+"""Judge: do the selected lines answer the question, or is it declined?
+
+- Extractive style: the answerability verifier (`agent.verifier`) decides from how much of the
+  question the judged lines cover (and, when it was fitted with it, the chat model's probability
+  that they state the answer, `judge_probability`). A question about the customer's own upload
+  is answered from its passages without it (the verifier learned from the bank's KB text), and
+  an amount-vs-limit question is decided in code instead.
+- Generative style: there is no verifier (the draft is checked afterwards, `check`), but a name
+  the question uses that no retrieved passage mentions ("What does Chase charge…") declines.
+
+Ablation (`AlwaysAnswerable`): every question is answered from whatever evidence was selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from agent.backends.choices import choice_from_text
+from agent.grounding import unknown_entities
+from agent.pipeline.retrieve import KB_TOP_K
+from agent.pipeline.types import Evidence, Judgement, Query, Retrieved
+from agent.prompt import JUDGE_CHOICES, build_judge_messages
+from docteller.protocols import ChatModel, ChoiceScorer
+
+if TYPE_CHECKING:
+    from agent.resources import AgentResources
+
+
+def judge_probability(model: ChatModel, question: str, lines: Sequence[str]) -> float:
+    """The model's probability that `lines` state the answer to `question` (one forward pass
+    where the backend exposes token probabilities; otherwise 1 or 0 from a short greedy reply)."""
+    messages = build_judge_messages(question, lines)
+    if isinstance(model, ChoiceScorer):
+        return model.choice_probabilities(messages, JUDGE_CHOICES)["yes"]
+    reply = "".join(model.stream(messages, max_tokens=3, temperature=0.0))
+    return choice_from_text(reply, JUDGE_CHOICES)["yes"]
+
+
+class Judge:
+    """Query + Retrieved + Evidence -> Judgement."""
+
+    def __init__(self, resources: AgentResources) -> None:
+        self.resources = resources
+
+    def judge(self, query: Query, found: Retrieved, evidence: Evidence) -> Judgement:
+        if self.resources.settings.answer_style == "generative":
+            return self._generative(query, found)
+        return self._extractive(query, found, evidence)
+
+    @staticmethod
+    def _generative(query: Query, found: Retrieved) -> Judgement:
+        strangers = unknown_entities(
+            query.question, [h.chunk.embedding_text() for h in found.kb_hits[:KB_TOP_K] + found.upload_hits]
+        )
+        if strangers:
+            return Judgement(False, f"the evidence never mentions {', '.join(strangers)}")
+        return Judgement(True)
+
+    def _extractive(self, query: Query, found: Retrieved, evidence: Evidence) -> Judgement:
+        if evidence.comparison is not None:
+            return Judgement(True, "amount compared with the limit in code")
+        if not evidence.lines:
+            return Judgement(False, "no evidence lines")
+        if found.own:
+            return Judgement(True, "the customer's own document, asked about")
+        verifier = self.resources.verifier
+        texts = [line.text for line in evidence.lines]
+        probability = judge_probability(self.resources.chat_model, query.text, texts) if verifier.uses_judge else None
+        verdict = verifier.decide(query.text, evidence.lines, probability)
+        return Judgement(verdict.answerable, verdict.reason, probability, verdict)
+
+
+class AlwaysAnswerable:
+    """Ablation pass-through: nothing is declined for the evidence it has."""
+
+    def judge(self, query: Query, found: Retrieved, evidence: Evidence) -> Judgement:
+        return Judgement(True, "not judged (judge ablated)")
