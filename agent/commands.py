@@ -120,15 +120,34 @@ def eval_answers(
         help="Questions file (JSONL). knowledge_base/eval/heldout.jsonl holds questions no threshold or rule was tuned on.",
     ),
     kb: list[Path] = typer.Option([], "--kb", help=_KB_OPTION_HELP),
+    ablate: list[str] = typer.Option(
+        [], "--ablate", metavar="STAGE",
+        help="Also run with this answer-pipeline stage replaced by its pass-through and show both "
+        "(repeatable; one run per stage): rewrite, prefilter, units, select, judge, check, or all.",
+    ),
 ) -> None:
     """Answer correctness and abstain precision/recall on knowledge_base/eval/questions.jsonl
     (the questions the thresholds are calibrated on) or another questions file."""
-    from agent.evaluate import evaluate_answers, load_questions, save_report
+    from agent.evaluate import ablation_stages, evaluate_ablations, evaluate_answers, load_questions, save_report
 
     questions = load_questions(questions_path)[:: max(stride, 1)]
     if limit:
         questions = questions[:limit]
     resources = _resources(kb)
+    if ablate:
+        try:
+            stages = ablation_stages(ablate, resources.settings.answer_style)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        comparison = evaluate_ablations(resources, questions, stages, progress=True)
+        saved = save_report(comparison["full"], resources.settings, questions_path)  # the served pipeline's
+        typer.echo(f"report: {saved} (shown in the Staff view)", err=True)
+        if as_json:
+            typer.echo(json.dumps(comparison, indent=2, ensure_ascii=False))
+            return
+        _print_ablation_report(comparison, resources.settings.answer_style)
+        return
     report = evaluate_answers(resources, questions, progress=True)  # progress goes to stderr
     saved = save_report(report, resources.settings, questions_path)
     typer.echo(f"report: {saved} (shown in the Staff view)", err=True)
@@ -152,6 +171,40 @@ def _print_answers_report(report: dict) -> None:
     for r in report["rows"]:
         if not r["correct"]:
             typer.echo(f"  wrong {r['id']}: missing={r['missing']} cites_doc={r['cites_doc']} abstained={r['abstained']} :: {r['answer'][:120]}")
+
+
+_ABLATION_MEASURES = [
+    ("answer correct", "answer_correct"),
+    ("correct declines", "correct_declines"),
+    ("false declines", "false_declines"),
+    ("key fact present", "key_fact_present"),
+    ("seconds/question", "mean_seconds"),
+]
+
+
+def _print_ablation_report(comparison: dict, answer_style: str) -> None:
+    """The full pipeline's figures and each ablation's side by side, then what changed."""
+    from agent.pipeline import ABLATIONS
+
+    full, ablations = comparison["full"], comparison["ablations"]
+    columns = [("full", full["summary"])] + [(f"-{stage}", a["summary"]) for stage, a in ablations.items()]
+    typer.echo(f"questions: {full['summary']['questions']}  ({full['summary']['model']}, {answer_style})")
+    width = max(10, *(len(name) + 2 for name, _ in columns))
+    typer.echo(f"{'':<18}" + "".join(f"{name:>{width}}" for name, _ in columns))
+    for label, key in _ABLATION_MEASURES:
+        values = ["-" if s[key] is None else f"{s[key]:.2f}" for _, s in columns]
+        typer.echo(f"{label:<18}" + "".join(f"{v:>{width}}" for v in values))
+    for stage, a in ablations.items():
+        if answer_style not in ABLATIONS[stage].styles:
+            typer.echo(f"-{stage}: has no effect on {answer_style} answers")
+        better = sum(d["ablated"]["correct"] and not d["full"]["correct"] for d in a["differences"])
+        worse = sum(d["full"]["correct"] and not d["ablated"]["correct"] for d in a["differences"])
+        typer.echo(f"-{stage} ({a['replaces']}): {len(a['differences'])} answers changed, "
+                   f"{worse} no longer correct, {better} newly correct")
+        for d in a["differences"]:
+            mark = "worse" if d["full"]["correct"] and not d["ablated"]["correct"] else (
+                "better" if d["ablated"]["correct"] and not d["full"]["correct"] else "same ")
+            typer.echo(f"  {mark} {d['id']}: {d['ablated']['answer'][:100]!r}")
 
 
 def _register_followups(eval_app: typer.Typer) -> None:

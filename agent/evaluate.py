@@ -11,6 +11,9 @@
   `agent/calibration.json` with the figures behind it.
 - `evaluate_answers` asks every question in a fresh session and scores correctness (all
   must_include facts present and the right document cited), correct declines and false declines.
+- `evaluate_ablations` runs the questions with the full answer pipeline and again with each
+  named stage replaced by its pass-through (`agent.pipeline.ABLATIONS`), and lists the figures
+  side by side and the questions whose answer changed: what each stage is worth.
 
 Run `docteller eval generate knowledge_base/documents --out knowledge_base/eval/generated_calibration.jsonl`
 then `python -m agent.evaluate calibrate` after the KB or the embedder changes. The extractive
@@ -25,7 +28,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,10 +180,18 @@ def _cites_doc(answer: Any, doc: str | None) -> bool:
     return False
 
 
-def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progress: bool = False) -> dict[str, Any]:
+def evaluate_answers(
+    resources: Any, questions: Sequence[dict[str, Any]], progress: bool = False, ablate: Collection[str] = ()
+) -> dict[str, Any]:
+    """`ablate`: stages replaced by their pass-throughs (`agent.pipeline.ABLATIONS`) for this run."""
+    pipeline = None
+    if ablate:
+        from agent.pipeline import AnswerPipeline
+
+        pipeline = AnswerPipeline(resources, ablate=ablate)
     rows = []
     for i, q in enumerate(questions, 1):
-        session = resources.new_session(session_id=f"eval-{q.get('id', i)}")
+        session = resources.new_session(session_id=f"eval-{q.get('id', i)}", pipeline=pipeline)
         start = time.perf_counter()
         answer = session.ask(q["question"])
         seconds = time.perf_counter() - start
@@ -213,8 +224,48 @@ def evaluate_answers(resources: Any, questions: Sequence[dict[str, Any]], progre
             print(f"[{i}/{len(questions)}] {'ok ' if correct else 'BAD'} {q.get('id')}: {answer.answer[:100]!r}", file=sys.stderr)
     summary = _summary(rows)
     summary["model"] = resources.model_label
+    summary["ablated"] = sorted(ablate)
     splits = {name: _summary([r for r in rows if r["split"] == name]) for name in sorted({r["split"] for r in rows if r["split"]})}
     return {"summary": summary, "splits": splits, "rows": rows}
+
+
+def ablation_stages(names: Sequence[str], answer_style: str) -> list[str]:
+    """The stages `--ablate` names, each once, in pipeline order; "all": every stage whose
+    pass-through changes answers of `answer_style` ("check" only touches generated drafts)."""
+    from agent.pipeline import ABLATIONS
+
+    unknown = [n for n in names if n != "all" and n not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"no such stage to ablate: {', '.join(unknown)} (one of {', '.join(ABLATIONS)}, or all)")
+    if "all" in names:
+        return [n for n, a in ABLATIONS.items() if answer_style in a.styles]
+    return [n for n in ABLATIONS if n in names]
+
+
+_COMPARED = ("correct", "abstained", "key_fact_present", "answer")
+
+
+def evaluate_ablations(
+    resources: Any, questions: Sequence[dict[str, Any]], stages: Sequence[str], progress: bool = False
+) -> dict[str, Any]:
+    """The full pipeline's report, and for each stage the report with that stage (alone)
+    replaced by its pass-through, with the questions whose answer changed."""
+    from agent.pipeline import ABLATIONS
+
+    full = evaluate_answers(resources, questions, progress=progress)
+    ablations = {}
+    for stage in stages:
+        if progress:
+            print(f"-- without {stage}: {ABLATIONS[stage].replaces}", file=sys.stderr)
+        report = evaluate_answers(resources, questions, progress=progress, ablate={stage})
+        changed = [
+            {"id": a["id"], "full": {k: f[k] for k in (*_COMPARED, "reason")},
+             "ablated": {k: a[k] for k in (*_COMPARED, "reason")}}
+            for f, a in zip(full["rows"], report["rows"])
+            if any(f[k] != a[k] for k in _COMPARED)
+        ]
+        ablations[stage] = {"replaces": ABLATIONS[stage].replaces, **report, "differences": changed}
+    return {"full": full, "ablations": ablations}
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

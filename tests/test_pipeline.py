@@ -1,0 +1,203 @@
+"""The answer pipeline's stages called one by one on the bundled KB, each ablation's
+pass-through against the full pipeline, and `docteller eval answers --ablate`.
+
+A scripted chat model stands in for the packaged one (no model is loaded); the index holds three
+of the bundled KB's files, embedded once for the module."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from docteller.settings import DEFAULT_KB_DIR
+
+KB_FILES = ["cards-lost-stolen-and-disputes.md", "foreign-exchange-and-travel.txt", "branches-and-contact.html"]
+DAILY_LIMIT = "What is the daily limit for debit card purchases?"
+
+
+@pytest.fixture(scope="module")
+def kb():
+    from ingest.embed import get_embedder
+    from ingest.loaders import load_document
+    from retrieval.store import KnowledgeIndex
+
+    index = KnowledgeIndex.in_memory(embedder=get_embedder())
+    for name in KB_FILES:
+        index.add_document(load_document(DEFAULT_KB_DIR / name))
+    return index
+
+
+@pytest.fixture()
+def make_resources(kb, docteller_home: Path, scripted_model):
+    from agent.resources import AgentResources
+    from docteller.settings import get_settings
+
+    def _make(reply=lambda m: "yes", answer_style: str = "extractive"):
+        settings = get_settings().model_copy(update={"answer_style": answer_style})
+        return AgentResources(kb, scripted_model(reply), embedder=kb.embedder, settings=settings)
+
+    return _make
+
+
+def _sid(messages, needle: str) -> str:
+    for m in re.finditer(r'<passage id="(S\d+)"[^>]*>(.*?)</passage>', messages[-1].content, re.S):
+        if needle in m.group(2):
+            return m.group(1)
+    raise AssertionError(f"{needle!r} not in any passage")
+
+
+def test_each_stage_called_alone_hands_the_next_its_typed_input(make_resources) -> None:
+    from agent.pipeline import Cited, Draft, Evidence, Judgement, Query, Retrieved, Route, Turn
+    from agent.pipeline.cite import Citer
+    from agent.pipeline.compose import Composer
+    from agent.pipeline.judge import Judge
+    from agent.pipeline.retrieve import Retriever
+    from agent.pipeline.rewrite import Rewriter
+    from agent.pipeline.route import route
+    from agent.pipeline.select import JUDGED_LINES, EvidenceSelection
+
+    resources = make_resources()
+    turn = Turn(DAILY_LIMIT)
+    assert route(turn) == Route("grounded")
+    assert route(Turn("can I speak to a real person")).kind == "handoff"
+    assert route(Turn("")).kind == "empty"
+
+    query = Rewriter(resources).rewrite(turn)
+    assert isinstance(query, Query) and query.text == DAILY_LIMIT and query.standalone is None
+
+    found = Retriever(resources).retrieve(query, turn)
+    assert isinstance(found, Retrieved) and found.declined is None and not found.own
+    assert found.strength >= resources.calibration.threshold
+    assert any("cards-lost-stolen" in h.chunk.source for h in found.pool)
+
+    evidence = EvidenceSelection(resources).select(query, found)
+    assert isinstance(evidence, Evidence) and evidence.comparison is None
+    assert 0 < len(evidence.lines) <= JUDGED_LINES and "$5,000" in evidence.lines[0].text
+    assert [s.score for s in evidence.scored] == sorted((s.score for s in evidence.scored), reverse=True)
+
+    judgement = Judge(resources).judge(query, found, evidence)
+    assert isinstance(judgement, Judgement) and judgement.answerable and judgement.verdict is not None
+
+    draft = Composer(resources).quote(query, evidence)
+    assert isinstance(draft, Draft) and draft.style == "quoted" and "$5,000" in draft.text
+    cited = Citer.cite(draft)
+    assert isinstance(cited, Cited) and cited.citations
+    assert {c.chunk_id for c in cited.citations} == {line.passage.hit.chunk.id for line in draft.lines}
+
+
+def test_the_session_streams_what_the_pipeline_run_alone_answers(make_resources) -> None:
+    from agent.pipeline import Turn
+
+    resources = make_resources()
+    finished = []
+    events = list(resources.pipeline.run(Turn(DAILY_LIMIT), lambda a, ids: finished.append(ids) or a))
+    tokens = [e.text for e in events if e.kind == "token"]
+    assert len(tokens) > 1 and "".join(tokens) == events[-1].answer.answer  # a sentence at a time
+    assert finished and finished[0]  # recorded once, with the chunks it retrieved
+    assert resources.new_session().ask(DAILY_LIMIT).answer == events[-1].answer.answer
+
+
+def test_judge_ablated_answers_what_the_verifier_declines(make_resources) -> None:
+    from agent.pipeline import AnswerPipeline
+
+    resources = make_resources()
+    full = resources.new_session().ask("How much is the fee?")
+    assert full.abstained and full.verdict is not None and not full.verdict.answerable
+    ablated = resources.new_session(pipeline=AnswerPipeline(resources, ablate={"judge"})).ask("How much is the fee?")
+    assert not ablated.abstained and ablated.citations and ablated.verdict is None
+    assert "judge ablated" in ablated.reason
+
+
+def test_prefilter_ablated_lets_weak_evidence_through(make_resources) -> None:
+    from agent.pipeline import AnswerPipeline
+
+    resources = make_resources()
+    assert resources.new_session().ask("How much is it?").reason.startswith("weak evidence")
+    ablated = resources.new_session(pipeline=AnswerPipeline(resources, ablate={"prefilter"})).ask("How much is it?")
+    assert not (ablated.reason or "").startswith("weak evidence")
+
+
+def test_rewrite_ablated_searches_a_follow_up_as_asked(make_resources) -> None:
+    from agent.pipeline import AnswerPipeline
+
+    resources = make_resources()
+    sessions = [resources.new_session(), resources.new_session(pipeline=AnswerPipeline(resources, ablate={"rewrite"}))]
+    for session in sessions:
+        session.record_turn("What is the ATM cash withdrawal limit for a debit card?")
+    full, ablated = (s.standalone_query("and for Premier Checking?") for s in sessions)
+    assert "ATM cash withdrawal limit" in full and "Premier Checking" in full
+    assert ablated == "and for Premier Checking?"
+    assert sessions[1].ask("and for Premier Checking?").standalone_query is None
+
+
+def test_select_ablated_keeps_retrieval_order(make_resources) -> None:
+    from agent.pipeline import Query, Turn
+    from agent.pipeline.retrieve import Retriever
+    from agent.pipeline.select import EvidenceSelection, RetrievalOrder
+
+    resources = make_resources()
+    query = Query(DAILY_LIMIT, DAILY_LIMIT)
+    found = Retriever(resources).retrieve(query, Turn(DAILY_LIMIT))
+    plain = RetrievalOrder(resources).select(query, found)
+    scored = EvidenceSelection(resources).select(query, found)
+    chunk_order = list(dict.fromkeys(s.hit.chunk.id for s in plain.scored))
+    assert chunk_order == [h.chunk.id for h in found.pool if h.chunk.id in chunk_order]
+    assert all(s.score == (s.hit.vector_score or 0.0) for s in plain.scored)
+    assert [s.unit for s in plain.scored] != [s.unit for s in scored.scored]  # re-scoring reorders
+
+
+def test_check_ablated_keeps_an_unsupported_figure_the_full_pipeline_strips(make_resources) -> None:
+    from agent.pipeline import AnswerPipeline
+
+    def reply(messages):
+        return f"Debit card purchases are limited to $7,777 per day [{_sid(messages, '$5,000')}]."
+
+    resources = make_resources(reply, answer_style="generative")
+    full = resources.new_session().ask(DAILY_LIMIT)
+    assert full.abstained and full.reason == "the draft's figures are not in the evidence"
+    events = list(resources.new_session(pipeline=AnswerPipeline(resources, ablate={"check"})).ask_stream(DAILY_LIMIT))
+    ablated = events[-1].answer
+    assert not ablated.abstained and "$7,777" in ablated.answer and "check ablated" in ablated.reason
+    streamed = "".join(e.text for e in events if e.kind == "token")
+    assert "$7,777" in streamed and "[S" not in streamed  # still streamed token by token, citations rendered
+
+
+def test_an_unknown_stage_cannot_be_ablated(make_resources) -> None:
+    from agent.pipeline import AnswerPipeline
+
+    with pytest.raises(ValueError, match="no such stage"):
+        AnswerPipeline(make_resources(), ablate={"route"})
+
+
+def test_eval_answers_ablate_prints_the_full_and_the_ablated_figures(make_resources, tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import agent.commands
+    from docteller.cli import app
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"id": "limit", "question": DAILY_LIMIT, "answerable": True, "must_include": ["$5,000"],
+         "doc": "cards-lost-stolen-and-disputes.md"},
+        {"id": "fee", "question": "How much is the fee?", "answerable": False},
+        {"id": "extra", "question": "Who invented the trombone?", "answerable": False},
+    ]) + "\n")
+    resources = make_resources()
+    monkeypatch.setattr(agent.commands, "_resources", lambda kb=None: resources)
+    runner = CliRunner()
+    args = ["eval", "answers", "--questions", str(questions), "--limit", "2"]
+    result = runner.invoke(app, [*args, "--ablate", "judge"])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "full" in line)
+    assert header.split() == ["full", "-judge"]
+    declines = next(line for line in result.stdout.splitlines() if line.startswith("correct declines"))
+    assert declines.split()[-2:] == ["1.00", "0.00"]  # the verifier's decline of "How much is the fee?"
+    assert "worse fee" in result.stdout
+
+    as_json = json.loads(runner.invoke(app, [*args, "--ablate", "judge", "--json"]).stdout)
+    assert as_json["full"]["summary"]["questions"] == 2 and as_json["ablations"]["judge"]["summary"]["ablated"] == ["judge"]
+    assert [d["id"] for d in as_json["ablations"]["judge"]["differences"]] == ["fee"]
+    assert runner.invoke(app, [*args, "--ablate", "nonsense"]).exit_code == 2
