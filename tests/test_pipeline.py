@@ -1,8 +1,8 @@
 """The answer pipeline's stages called one by one on the bundled KB, each ablation's
 pass-through against the full pipeline, and `docteller eval answers --ablate`.
 
-A scripted chat model stands in for the packaged one (no model is loaded); the index holds three
-of the bundled KB's files, embedded once for the module."""
+A scripted chat model stands in for the packaged one (no model is loaded); the index holds the
+bundled KB's cards policy, embedded once for the module."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from docteller.settings import DEFAULT_KB_DIR
 
-KB_FILES = ["cards-lost-stolen-and-disputes.md", "foreign-exchange-and-travel.txt", "branches-and-contact.html"]
+KB_FILES = ["cards-lost-stolen-and-disputes.md"]
 DAILY_LIMIT = "What is the daily limit for debit card purchases?"
 
 
