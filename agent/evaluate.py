@@ -252,6 +252,7 @@ def evaluate_ablations(
     replaced by its pass-through, with the questions whose answer changed."""
     from agent.pipeline import ABLATIONS
 
+    _warm_retrieval(resources, questions)
     full = evaluate_answers(resources, questions, progress=progress)
     ablations = {}
     for stage in stages:
@@ -266,6 +267,20 @@ def evaluate_ablations(
         ]
         ablations[stage] = {"replaces": ABLATIONS[stage].replaces, **report, "differences": changed}
     return {"full": full, "ablations": ablations}
+
+
+def _warm_retrieval(resources: Any, questions: Sequence[dict[str, Any]]) -> None:
+    """Untimed, before the runs compared: each question retrieved and its evidence scored once.
+    Query vectors and chunks' line vectors are cached, so whichever run came first would pay for
+    them and look seconds slower per question than the runs after it (measured on 12 held-out
+    questions: 0.87 s vs 0.01 s, with the judge ablated)."""
+    from agent.pipeline import AnswerPipeline, Query, Turn
+
+    resources.warm_up()
+    stages = AnswerPipeline(resources, ablate={"prefilter"})  # every hit kept: the widest pool
+    for q in questions:
+        query = Query(q["question"], q["question"])
+        stages.selector.select(query, stages.retriever.retrieve(query, Turn(q["question"])))
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
