@@ -201,3 +201,28 @@ def test_eval_answers_ablate_prints_the_full_and_the_ablated_figures(make_resour
     assert as_json["full"]["summary"]["questions"] == 2 and as_json["ablations"]["judge"]["summary"]["ablated"] == ["judge"]
     assert [d["id"] for d in as_json["ablations"]["judge"]["differences"]] == ["fee"]
     assert runner.invoke(app, [*args, "--ablate", "nonsense"]).exit_code == 2
+
+
+def _line(text: str, doc: str, score: float, section: str):
+    from agent.evidence import EvidenceLine
+    from agent.prompt import SourcePassage
+    from docteller.model import Chunk, SearchHit
+
+    chunk = Chunk(id=f"{doc}:0", doc_id=doc, ordinal=0, text=f"{section}\n{text}", page_start=1, page_end=1, title=section)
+    return EvidenceLine(text, SourcePassage("S1", SearchHit(chunk=chunk, score=score), "kb", text=text, score=score))
+
+
+def test_compose_quotes_no_look_alike_of_another_code_and_leads_with_the_sentence_holding_the_value() -> None:
+    """Branch notices worded alike: a question naming branch 0007 quotes branch 0007's notice,
+    not branch 0004's close runner-up; and the lead is the notice's fee sentence, not its first."""
+    from agent.pipeline.compose import compose_answer, quoted_lines
+
+    question = "How much is a safe deposit box at branch 0007 per year?"
+    own = _line("The branch 0007 opens at 9:00 a.m. on weekdays. A safe deposit box at branch 0007 costs $46.00 a year.",
+                "b7", 1.0, "Millbrook branch 0007")
+    other = _line("A safe deposit box at branch 0004 costs $167.00 a year.", "b4", 0.97, "Millbrook branch 0004")
+    assert quoted_lines([own, other], question) == [own]
+    assert quoted_lines([own, other], "How much is a safe deposit box per year?") == [own, other]  # no code named
+    answer = compose_answer(question, quoted_lines([own, other], question))
+    assert answer.startswith("A safe deposit box at branch 0007 costs $46.00 a year.")
+    assert "0004" not in answer and "$167.00" not in answer

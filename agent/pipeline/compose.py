@@ -58,11 +58,20 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, Ev
         return None
     wanted = expected_answers(question)
     best = lines[0]
-    if wanted and not any(p.search(best.text) for p in wanted):
-        for line in lines:
-            for sentence in _sentences(line.whole):
-                if any(p.search(sentence) for p in wanted):
-                    return plain(sentence), line
+
+    def holds(text: str) -> bool:
+        return any(p.search(text) for p in wanted)
+
+    if wanted:
+        # The best line's own sentence holding the value comes first: a short paragraph is one
+        # line ("The branch opens at 8:15 a.m. … A box costs $315.00 a year."), and its first
+        # sentence need not be the one that answers "how much".
+        candidates = [(best, _own_text(best))] if holds(best.text) else [(line, line.whole) for line in lines]
+        for line, text in candidates:
+            for sentence in _sentences(text):
+                if holds(sentence):
+                    first = _first_sentence(text)
+                    return plain(first if sentence in first else sentence), line
     return plain(_first_sentence(_own_text(best))), best
 
 
@@ -160,7 +169,7 @@ def _quote_groups(lines: Sequence[EvidenceLine]) -> str:
     return "\n".join(out)
 
 
-def quoted_lines(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:
+def quoted_lines(lines: Sequence[EvidenceLine], question: str = "") -> list[EvidenceLine]:
     """The judged lines to quote: the best; the runner-up when it scores within `QUOTE_MARGIN`;
     the third when it does too and comes from the same section as one already quoted (the
     neighbouring rows of one fee table, say: the customer scans them, a wrong pick costs the answer).
@@ -171,13 +180,27 @@ def quoted_lines(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:
     if not lines:
         return []
     floor = (lines[0].passage.score or 0.0) - QUOTE_MARGIN
-    chosen = [lines[0]]
-    if len(lines) > 1 and (lines[1].passage.score or 0.0) >= floor:
+    best = lines[0]
+    # A runner-up lacking a code the question names and the best line states ("branch 0007",
+    # "§ 1693g") is a look-alike record of something else (branch 0004's fee): never quoted.
+    codes = [c for c in _IDENTIFIER_RE.findall(question) if _states(best, c)]
+    chosen = [best]
+    others = [line for line in lines[1:3] if all(_states(line, c) for c in codes)]
+    if others and others[0] is lines[1] and (lines[1].passage.score or 0.0) >= floor:
         chosen.append(lines[1])
-    if len(lines) > 2 and (lines[2].passage.score or 0.0) >= floor:
+    if len(lines) > 2 and lines[2] in others and (lines[2].passage.score or 0.0) >= floor:
         if any(lines[2].passage.hit.chunk.id == line.passage.hit.chunk.id for line in chosen):
             chosen.append(lines[2])
     return chosen
+
+
+# A code in a question: a token with a digit that is no amount, rate or figure ("0007", "1693g", "W-9").
+_IDENTIFIER_RE = re.compile(r"(?<![$€£,.\w])(?=[\w-]*\d)[A-Za-z0-9][\w-]*(?![\w%]|[.,]\d)")
+
+
+def _states(line: EvidenceLine, code: str) -> bool:
+    pattern = rf"(?<![\w]){re.escape(code)}(?![\w])"
+    return any(re.search(pattern, text) for text in (line.text, line.whole, line.section or ""))
 
 
 class StreamingCitationRenderer:
@@ -224,7 +247,7 @@ class Composer:
         """The best judged lines quoted verbatim, led by the direct answer (`compose_answer`)."""
         if not evidence.lines:
             return Draft("", "quoted", declined="no evidence lines")
-        chosen = quoted_lines(evidence.lines)
+        chosen = quoted_lines(evidence.lines, query.text)
         return Draft(compose_answer(query.text, chosen), "quoted", lines=chosen, considered=len(evidence.lines))
 
     @staticmethod
