@@ -2,11 +2,11 @@
 vectors), report and errors as the in-process engine, and a worker killed mid-run is retried by
 Ray with nothing lost.
 
-A KB of real files (8 pages of the agreement PDF, a statute, FAQ rows, a scanned PDF that needs
-OCR, two bad files) is indexed through the CLI twice: by the in-process engine (the reference)
-and by Ray (`cli_run`, which starts and stops its own local Ray, as a user's run does). Both runs
-attach the agent's unit splitter, as `docteller index` does; the Ray run's actors split and embed
-the units, the driver embeds nothing. The worker-killing runs share one local Ray
+A KB of real files (8 pages of the agreement PDF, a statute's first section, FAQ rows, a scanned
+PDF that needs OCR, two bad files) is indexed through the CLI twice: by the in-process engine (the
+reference) and by Ray (`cli_run`, which starts and stops its own local Ray, as a user's run does).
+Both runs attach the agent's unit splitter, as `docteller index` does; the Ray run's actors split
+and embed the units, the driver embeds nothing. The worker-killing runs share one local Ray
 (`ray_cluster`), started after that.
 """
 
@@ -39,10 +39,13 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory, corpus: Path, agreement_excerpt: Path) -> Path:
-    """Real KB files: 8 pages of the agreement PDF, a statute, 10 FAQ rows, a scanned PDF (OCR), two bad files."""
+    """Real KB files: 8 pages of the agreement PDF, § 1666 of a statute (billing errors), 10 FAQ
+    rows, a scanned PDF (OCR), two bad files."""
     folder = tmp_path_factory.mktemp("kb")
     shutil.copy(agreement_excerpt, folder / "agreement.pdf")
-    shutil.copy(corpus / "kb/us_code/fair_credit_billing_15usc1666.md", folder / "billing.md")
+    statute = (corpus / "kb/us_code/fair_credit_billing_15usc1666.md").read_text(encoding="utf-8")
+    end = statute.rindex("\n#### ", 0, statute.index("1666a. Regulation of credit reports"))
+    (folder / "billing.md").write_text(statute[: end + 1], encoding="utf-8")  # (a) to (e) of § 1666
     shutil.copy(corpus / SCANNED, folder / "scanned.pdf")
     lines = (corpus / "kb/bankfaqs/BankFAQs.csv").read_text(encoding="utf-8").splitlines()[:11]
     (folder / "faq.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -67,8 +70,8 @@ def embedder():
     return get_embedder(Settings())  # the model instance the CLI runs in this process use too
 
 
-def _cli_index(home: Path, kb: Path, *options: str):
-    """`docteller index KB --json OPTIONS` into `home` (one worker: the reference loads here);
+def _cli_index(home: Path, paths: list[Path], *options: str):
+    """`docteller index PATHS --json OPTIONS` into `home` (one worker: the reference loads here);
     (result, how many texts this process embedded)."""
     from docteller.settings import get_settings
     from ingest.embed import SentenceTransformerEmbedder
@@ -82,7 +85,7 @@ def _cli_index(home: Path, kb: Path, *options: str):
         env.setattr(SentenceTransformerEmbedder, "_encode", lambda self, texts: encoded.append(len(texts)) or real(self, texts))
         get_settings.cache_clear()
         try:
-            return runner.invoke(app, ["index", str(kb), "--json", *options]), sum(encoded)
+            return runner.invoke(app, ["index", *map(str, paths), "--json", *options]), sum(encoded)
         finally:
             get_settings.cache_clear()
 
@@ -91,7 +94,7 @@ def _cli_index(home: Path, kb: Path, *options: str):
 def in_process(tmp_path_factory, kb: Path):
     """The reference: the same folder indexed by the in-process engine, through the CLI; (home, report)."""
     home = tmp_path_factory.mktemp("process-home")
-    result, embedded = _cli_index(home, kb)
+    result, embedded = _cli_index(home, [kb])
     assert result.exit_code == 0, result.output
     assert embedded > 0  # chunks and units, embedded here
     return home, json.loads(result.stdout)
@@ -99,16 +102,26 @@ def in_process(tmp_path_factory, kb: Path):
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory, kb: Path):
-    """`docteller index KB --engine ray --json` into a fresh home, run twice; (home, first run,
-    whether Ray was stopped after it, texts this process embedded in it, second run)."""
+    """`docteller index KB --engine ray --json` into a fresh home; then its good files again.
+    (home, first run, whether Ray was stopped after it, texts this process embedded in it,
+    second run, how often the second run started Ray)."""
     import ray
+
+    import ingest.ray_engine
 
     assert not ray.is_initialized()  # no Ray yet: the command has to start its own
     home = tmp_path_factory.mktemp("cli-home")
-    first, embedded = _cli_index(home, kb, "--engine", "ray")
+    first, embedded = _cli_index(home, [kb], "--engine", "ray")
     stopped = not ray.is_initialized()  # the local Ray the command started is stopped again
-    again, _ = _cli_index(home, kb, "--engine", "ray")
-    return home, first, stopped, embedded, again
+    # The bad files are read again on every run (they are not recorded as indexed); the good
+    # ones alone must not even start Ray.
+    sessions: list[str | None] = []
+    with pytest.MonkeyPatch.context() as patch:
+        real = ingest.ray_engine.ray_session
+        patch.setattr(ingest.ray_engine, "ray_session", lambda *args: sessions.append(args[0]) or real(*args))
+        good = sorted(p for p in kb.iterdir() if p.name not in ("broken.pdf", "empty.txt"))
+        again, _ = _cli_index(home, good, "--engine", "ray")
+    return home, first, stopped, embedded, again, len(sessions)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +161,7 @@ def _chunks(index: KnowledgeIndex, doc_ids: set[str] | None = None) -> tuple[lis
 
 
 def test_cli_ray_engine_starts_and_stops_its_own_ray(cli_run, in_process, embedder) -> None:
-    home, result, stopped, _, again = cli_run
+    home, result, stopped, _, again, sessions = cli_run
     assert result.exit_code == 0, result.output
     assert stopped
     report = json.loads(result.stdout)
@@ -162,7 +175,11 @@ def test_cli_ray_engine_starts_and_stops_its_own_ray(cli_run, in_process, embedd
     with KnowledgeIndex.open(home / "index", embedder=embedder) as index:
         assert {Path(e["path"]).name for e in index.manifest.errors()} == {"broken.pdf", "empty.txt"}
 
-    assert json.loads(again.stdout)["totals"]["unchanged"] == 4  # hashed before Ray is even asked
+    assert again.exit_code == 0, again.output
+    # Hashed before Ray is even asked: every good file unchanged, the same pages and chunks, no Ray.
+    unchanged = report["totals"] | {"files": 4, "indexed": 0, "unchanged": 4, "failed": 0, "seconds": 0}
+    assert json.loads(again.stdout)["totals"] | {"seconds": 0} == unchanged
+    assert sessions == 0
 
 
 def test_cli_rejects_bad_engine_options(kb: Path, docteller_home: Path) -> None:
@@ -179,7 +196,7 @@ def test_ray_engine_builds_the_same_knowledge_base(cli_run, embedder, in_process
     """The index the Ray run committed (through the same manifest and vector files; opened afresh
     here) holds the same documents, chunks, evidence units, vectors and search results as the
     in-process one; the Ray workers embedded the units, the driver nothing."""
-    home, _, _, driver_embedded, _ = cli_run
+    home, _, _, driver_embedded, _, _ = cli_run
     ref_home, _ = in_process
     assert driver_embedded == 0
     with KnowledgeIndex.open(home / "index", embedder=embedder) as index, KnowledgeIndex.open(
