@@ -1,6 +1,7 @@
 """`docteller index --engine ray`: the parse/OCR, chunk and embed stages on Ray Data actor pools.
 
-    file paths ─► ParseActor pool (sniff, parse, OCR, chunk, split units) ─► EmbedActor pool (batched) ─► driver
+    file paths ─► ParseActor pool (sniff, parse, OCR, chunk, split units)
+               ─► EmbedActor pool (chunks and units, batched) ─► driver
 
 Both stages are callable classes run by `Dataset.map_batches`, so each actor loads its OCR or
 embedding model once and keeps it. With the index's unit splitter handed down (the agent's
@@ -10,9 +11,9 @@ the same model call, so the driver embeds nothing. The driver (the caller of `lo
 `retrieval.indexing`) stays the one writer: it receives each document with its chunks, units and
 vectors, in file order, and commits it exactly as it commits the in-process engine's (one manifest
 transaction for the chunks and their units, same vector files, same crash repair); nothing here
-touches the store. A worker process that dies is restarted by Ray and its
-batch retried (`max_restarts` / `max_task_retries`); a file whose batch still fails after that
-is reported failed, never silently dropped.
+touches the store. A worker process that dies is restarted by Ray and its batch retried
+(`max_restarts` / `max_task_retries`); a file whose batch still fails after that is reported
+failed, never silently dropped.
 
 Without an address a local Ray is started for the call (one CPU per core, a small object store,
 no dashboard, no usage stats) and stopped afterwards; with one, the call joins that cluster,

@@ -99,7 +99,8 @@ def index_paths(
 
     `engine`: "process" loads in a local process pool and embeds here; "ray" runs the parse, OCR,
     chunk and embed stages (the evidence units' too, with `index.unit_splitter`) on Ray Data
-    (`ray_address`: a cluster; none: a local Ray for this call). Either way this process is the one writer, committing each document atomically.
+    (`ray_address`: a cluster; none: a local Ray for this call). Either way this process is the
+    one writer, committing each document atomically.
     `loader(path, origin=, settings=)` reads one file (default `ingest.loaders.load_document`); it
     runs in the workers, so it must pickle (the process pool needs a module-level function).
     `strict` only changes the logging level of failures here; the CLI turns failures into a

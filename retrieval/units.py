@@ -13,10 +13,11 @@ the one row that answers. The agent also compares the question with each unit of
 What a unit is (which sentences, how a table row is worded) is the agent's business: it hands
 the index a `UnitSplitter`. With one attached, adding a document embeds that document's units
 only, unless the engine already embedded them (the Ray engine's actors split and embed each
-document's units beside its chunks; the driver stores them as they come). Chunks stored without units (by a process that had no splitter) are embedded by the next
-`sync`, and only they. The splitter's `fingerprint` names the code that splits: when it
-changes, every chunk's unit texts are compared with the digest of the stored ones and only the
-chunks whose texts changed are embedded again.
+document's units beside its chunks; the driver stores them as they come). Chunks stored without
+units (by a process that had no splitter) are embedded by the next `sync`, and only they. The
+splitter's `fingerprint` names the code that splits: when it changes, every chunk's unit texts
+are compared with the digest of the stored ones and only the chunks whose texts changed are
+embedded again.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ class UnitIndex:
         texts = [splitter(chunk) for chunk in chunks]
         return self._embed(texts)
 
-    def prepared(self, chunks: Sequence[Chunk], texts: Sequence[list[str]], vectors: np.ndarray) -> list[UnitSet] | None:
+    def prepared(
+        self, chunks: Sequence[Chunk], texts: Sequence[list[str]], vectors: np.ndarray
+    ) -> list[UnitSet] | None:
         """The sets of units split and embedded elsewhere (the Ray engine's actors, with this
         index's splitter): each chunk's unit `texts` and all their `vectors`, in order. None
         without a splitter, as `prepare`; a count or shape that does not fit raises ValueError."""

@@ -82,7 +82,9 @@ def _cli_index(home: Path, paths: list[Path], *options: str):
         env.setenv("DOCTELLER_HOME", str(home))
         env.setenv("DOCTELLER_WORKERS", "1")
         # Only this process's embedding is counted: Ray's workers import the class afresh.
-        env.setattr(SentenceTransformerEmbedder, "_encode", lambda self, texts: encoded.append(len(texts)) or real(self, texts))
+        env.setattr(
+            SentenceTransformerEmbedder, "_encode", lambda self, texts: encoded.append(len(texts)) or real(self, texts)
+        )
         get_settings.cache_clear()
         try:
             return runner.invoke(app, ["index", *map(str, paths), "--json", *options]), sum(encoded)
