@@ -12,15 +12,31 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from docteller.model import Chunk, Document
 from docteller.processes import end_with_parent
 from docteller.settings import Settings
 from ingest.sniff import IngestError
 
-# A loaded document and, when the engine already chunked and embedded it, (chunks, vectors).
-Loaded = tuple[Document, "tuple[list[Chunk], object] | None"]
+
+@dataclass
+class Prepared:
+    """A document's chunks and their vectors, computed by the engine (the Ray engine's actors);
+    with the index's unit splitter handed down, also each chunk's unit texts and their vectors
+    (all the chunks' units, in order, one matrix)."""
+
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    unit_texts: list[list[str]] | None = None
+    unit_vectors: np.ndarray | None = None
+
+
+# A loaded document and, when the engine already chunked and embedded it, its `Prepared`.
+Loaded = tuple[Document, Prepared | None]
 # (path, start time, a call that returns the loaded document or raises), yielded in commit order.
 Pending = tuple[Path, float, Callable[[], Loaded]]
 

@@ -1,14 +1,19 @@
 """`docteller index --engine ray`: the parse/OCR, chunk and embed stages on Ray Data actor pools.
 
-    file paths ─► ParseActor pool (sniff, parse, OCR, chunk) ─► EmbedActor pool (batched) ─► driver
+    file paths ─► ParseActor pool (sniff, parse, OCR, chunk, split units)
+               ─► EmbedActor pool (chunks and units, batched) ─► driver
 
 Both stages are callable classes run by `Dataset.map_batches`, so each actor loads its OCR or
-embedding model once and keeps it. The driver (the caller of `load_with_ray`, `retrieval.indexing`)
-stays the one writer: it receives each document with its chunks and vectors, in file order, and
-commits it exactly as it commits the in-process engine's (same manifest transaction, same vector
-file, same crash repair); nothing here touches the store. A worker process that dies is restarted by Ray and its
-batch retried (`max_restarts` / `max_task_retries`); a file whose batch still fails after that
-is reported failed, never silently dropped.
+embedding model once and keeps it. With the index's unit splitter handed down (the agent's
+`UnitSplitter`, attached to the index: this layer never imports it), the parse actors also split
+each chunk into its evidence units and the embed actors embed those units with the chunks, in
+the same model call, so the driver embeds nothing. The driver (the caller of `load_with_ray`,
+`retrieval.indexing`) stays the one writer: it receives each document with its chunks, units and
+vectors, in file order, and commits it exactly as it commits the in-process engine's (one manifest
+transaction for the chunks and their units, same vector files, same crash repair); nothing here
+touches the store. A worker process that dies is restarted by Ray and its batch retried
+(`max_restarts` / `max_task_retries`); a file whose batch still fails after that is reported
+failed, never silently dropped.
 
 Without an address a local Ray is started for the call (one CPU per core, a small object store,
 no dashboard, no usage stats) and stopped afterwards; with one, the call joins that cluster,
@@ -30,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from docteller.model import Chunk, Document
-from docteller.protocols import Embedder
+from docteller.protocols import Embedder, UnitSplitter
 from docteller.settings import Settings
-from ingest.loading import Pending
+from ingest.loading import Pending, Prepared
 from ingest.sniff import IngestError
 
 # Read by Ray when it starts: no usage reporting from a bank's machines (and no network here).
@@ -48,8 +53,7 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # documents pass through it one batch 
 EMBED_BATCH_DOCS = 8  # documents per embedding call: enough texts to fill the model's batches
 # A dead actor is restarted and its batch re-sent this many times before the file counts as failed.
 MAX_RETRIES = 3
-RETRY_ARGS = {"max_restarts": MAX_RETRIES, "max_task_retries": MAX_RETRIES}
-COLUMNS = ("path", "error", "doc", "chunks", "texts")
+COLUMNS = ("path", "error", "doc", "chunks", "texts", "unit_texts")
 
 
 def _column(values: list) -> np.ndarray:
@@ -59,16 +63,24 @@ def _column(values: list) -> np.ndarray:
 
 
 class ParseActor:
-    """Sniff, parse (OCR where a page has no text layer) and chunk one file per call."""
+    """Sniff, parse (OCR where a page has no text layer), chunk and (with a splitter) split each
+    chunk into its evidence units, one file per call."""
 
     def __init__(
-        self, settings: Settings, origin: str, chunk_size: int, chunk_overlap: int, loader: Callable | None
+        self,
+        settings: Settings,
+        origin: str,
+        chunk_size: int,
+        chunk_overlap: int,
+        loader: Callable | None,
+        splitter: UnitSplitter | None = None,
     ) -> None:
         from ingest.loaders import load_document
 
         self.settings, self.origin = settings, origin
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.loader = loader or load_document
+        self.splitter = splitter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self._one(str(path)) for path in batch["path"]]
@@ -77,10 +89,13 @@ class ParseActor:
     def _one(self, path: str) -> dict[str, str]:
         from ingest.chunking import chunk_document
 
-        row = {"path": path, "error": "", "doc": "", "chunks": "", "texts": ""}
+        row = {"path": path, "error": "", "doc": "", "chunks": "", "texts": "", "unit_texts": ""}
         try:
             doc = self.loader(path, origin=self.origin, settings=self.settings)
             chunks = chunk_document(doc, self.chunk_size, self.chunk_overlap)
+            # The splitter reads a chunk's text and headings, which the driver's commit keeps
+            # (it only renames the source and sets the publisher).
+            unit_texts = [self.splitter(chunk) for chunk in chunks] if self.splitter is not None else None
         except IngestError as exc:
             row["error"] = exc.reason
             return row
@@ -91,11 +106,14 @@ class ParseActor:
         row["doc"] = doc.model_dump_json()
         row["chunks"] = json.dumps([c.model_dump(mode="json") for c in chunks])
         row["texts"] = json.dumps([c.embedding_text() for c in chunks])
+        if unit_texts is not None:
+            row["unit_texts"] = json.dumps(unit_texts)
         return row
 
 
 class EmbedActor:
-    """Embed the chunks of a batch of documents in one model call; the model is loaded once per actor."""
+    """Embed the chunks and units of a batch of documents in one model call; the model is loaded
+    once per actor."""
 
     def __init__(self, model: str, batch_size: int, threads: int) -> None:
         import torch
@@ -107,15 +125,20 @@ class EmbedActor:
         self.embedder.model  # load now, before the first batch arrives
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        per_doc = [json.loads(t) if t else [] for t in batch["texts"]]
+        chunk_texts = [json.loads(t) if t else [] for t in batch["texts"]]
+        # Each document's unit texts, all its chunks' units in order (none without a splitter).
+        unit_texts = [[u for units in json.loads(t) for u in units] if t else [] for t in batch["unit_texts"]]
+        per_doc = chunk_texts + unit_texts
         flat = [text for texts in per_doc for text in texts]
         vectors = self.embedder.embed(flat) if flat else np.zeros((0, self.embedder.dim), np.float32)
         out, start = [], 0
         for texts in per_doc:
             out.append(np.ascontiguousarray(vectors[start : start + len(texts)], dtype=np.float32).tobytes())
             start += len(texts)
+        n = len(chunk_texts)
         result = {name: batch[name] for name in COLUMNS if name != "texts"}
-        result["vectors"] = _column(out)
+        result["vectors"] = _column(out[:n])
+        result["unit_vectors"] = _column(out[n:])
         return result
 
 
@@ -169,12 +192,19 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
 
 
 def _dataset(
-    paths: list[str], cpus: float, settings: Settings, chunking: tuple[int, int], origin: str, loader: Callable | None
+    paths: list[str],
+    cpus: float,
+    settings: Settings,
+    chunking: tuple[int, int],
+    origin: str,
+    loader: Callable | None,
+    splitter: UnitSplitter | None,
 ):
     import ray
     from ray.data import ActorPoolStrategy
 
     parse_n, parse_cpus, embed_n, embed_cpus = plan_actors(cpus)
+    retries = {"max_restarts": MAX_RETRIES, "max_task_retries": MAX_RETRIES}
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
     with warnings.catch_warnings():
         # Ray 2.60 has no named parameter for actor restarts yet, only these remote args (which
@@ -184,10 +214,10 @@ def _dataset(
         ds = ds.map_batches(
             ParseActor,
             batch_size=1,  # one file per call: a slow scan does not hold other files back
-            fn_constructor_args=(settings, origin, *chunking, loader),
+            fn_constructor_args=(settings, origin, *chunking, loader, splitter),
             compute=ActorPoolStrategy(min_size=1, max_size=parse_n),
             num_cpus=parse_cpus,
-            **RETRY_ARGS,
+            **retries,
         )
         return ds.map_batches(
             EmbedActor,
@@ -195,18 +225,25 @@ def _dataset(
             fn_constructor_args=(settings.embedding_model, settings.embedding_batch_size, round(embed_cpus) or 1),
             compute=ActorPoolStrategy(min_size=1, max_size=embed_n),
             num_cpus=embed_cpus,
-            **RETRY_ARGS,
+            **retries,
         )
 
 
-def _prepared(path: Path, row: dict, dim: int) -> Callable[[], tuple[Document, tuple[list[Chunk], np.ndarray]]]:
-    def load() -> tuple[Document, tuple[list[Chunk], np.ndarray]]:
+def _matrix(data: bytes, dim: int) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.float32).reshape(-1, dim).copy()
+
+
+def _prepared(path: Path, row: dict, dim: int) -> Callable[[], tuple[Document, Prepared]]:
+    def load() -> tuple[Document, Prepared]:
         if row["error"]:
             raise IngestError(path, row["error"])
         doc = Document.model_validate_json(row["doc"])
         chunks = [Chunk.model_validate(c) for c in json.loads(row["chunks"])]
-        vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), dim)
-        return doc, (chunks, vectors.copy())
+        prepared = Prepared(chunks, _matrix(row["vectors"], dim))
+        if row["unit_texts"]:
+            prepared.unit_texts = json.loads(row["unit_texts"])
+            prepared.unit_vectors = _matrix(row["unit_vectors"], dim)
+        return doc, prepared
 
     return load
 
@@ -227,11 +264,13 @@ def load_with_ray(
     address: str | None,
     loader: Callable | None = None,
     cpus: int | None = None,
+    splitter: UnitSplitter | None = None,
 ) -> Iterator[Pending]:
     """Yield (path, start time, load) per file in file order, for `retrieval.indexing` to commit.
 
     `embedder`: the index's (the workers must embed with the same model); `chunking`: the index's
-    (chunk size, overlap)."""
+    (chunk size, overlap); `splitter`: the index's unit splitter, if one is attached (it is sent
+    to the workers, so it must pickle and its module be importable there)."""
     from ray.data import DataContext
 
     from ingest.embed import resolve_model
@@ -251,7 +290,7 @@ def load_with_ray(
         context.enable_progress_bars = False
         context.max_errored_blocks = -1
         try:
-            ds = _dataset(list(by_path), cluster_cpus, settings, chunking, origin, loader)
+            ds = _dataset(list(by_path), cluster_cpus, settings, chunking, origin, loader, splitter)
             started = time.perf_counter()
             for row in ds.iter_rows():
                 path, t0 = by_path.pop(row["path"])

@@ -2,8 +2,9 @@
 
 Loading is CPU-bound Python/C (PyMuPDF, RapidOCR) and parallelises across processes; embedding
 runs in the main process where the model is loaded once (torch already uses every core there).
-With `engine="ray"` (`ingest.ray_engine`) loading, chunking and embedding run on Ray Data actor
-pools instead, local or on a cluster; committing stays here, in the one writer, either way.
+With `engine="ray"` (`ingest.ray_engine`) loading, chunking and embedding (of the chunks and, with
+the index's unit splitter handed down, of their evidence units) run on Ray Data actor pools
+instead, local or on a cluster; committing stays here, in the one writer, either way.
 This is the writer side of ingestion, so it lives with the store it writes into.
 Unchanged files are recognised by content hash before they are even parsed. A bad file is
 reported with its path and the reason, recorded in the manifest's error table, and skipped.
@@ -97,8 +98,9 @@ def index_paths(
     """Index files and folders into `index` (default: the persistent index). Never raises for a bad file.
 
     `engine`: "process" loads in a local process pool and embeds here; "ray" runs the parse, OCR,
-    chunk and embed stages on Ray Data (`ray_address`: a cluster; none: a local Ray for this
-    call). Either way this process is the one writer, committing each document atomically.
+    chunk and embed stages (the evidence units' too, with `index.unit_splitter`) on Ray Data
+    (`ray_address`: a cluster; none: a local Ray for this call). Either way this process is the
+    one writer, committing each document atomically.
     `loader(path, origin=, settings=)` reads one file (default `ingest.loaders.load_document`); it
     runs in the workers, so it must pickle (the process pool needs a module-level function).
     `strict` only changes the logging level of failures here; the CLI turns failures into a
@@ -177,7 +179,9 @@ def _load(
         from ingest.ray_engine import load_with_ray
 
         chunking = (index.settings.chunk_size, index.settings.chunk_overlap)
-        return load_with_ray(to_load, index.embedder, chunking, settings, origin, ray_address, loader)
+        return load_with_ray(
+            to_load, index.embedder, chunking, settings, origin, ray_address, loader, splitter=index.unit_splitter
+        )
     return load_locally(to_load, settings, origin, loader)
 
 
@@ -240,7 +244,7 @@ def _store(
     `source`: the name the user gave the file (a staff upload), recorded instead of its path.
     `publisher`: as `index_paths` takes it (None: keep the one recorded for this source)."""
     try:
-        doc, prepared = load()
+        doc, engine_made = load()
         update: dict = {"source": source or doc.source}
         if publisher is None:  # a new version of a third-party document is still theirs
             publisher = index.manifest.publisher_for_source(update["source"])
@@ -248,10 +252,13 @@ def _store(
                 publisher = (index.manifest.document(doc.id) or doc).publisher
         update["publisher"] = clean_publisher(publisher)
         doc = doc.model_copy(update=update)
-        if prepared is not None:
-            chunks, vectors = prepared
-            prepared = ([c.model_copy(update={"source": doc.source, "publisher": doc.publisher}) for c in chunks], vectors)
-        added = index.add_document(doc, prepared=prepared)
+        prepared = units = None
+        if engine_made is not None:  # chunked and embedded by the engine, units too where it had the splitter
+            named = {"source": doc.source, "publisher": doc.publisher}
+            prepared = ([c.model_copy(update=named) for c in engine_made.chunks], engine_made.vectors)
+            if engine_made.unit_texts is not None and engine_made.unit_vectors is not None:
+                units = (engine_made.unit_texts, engine_made.unit_vectors)
+        added = index.add_document(doc, prepared=prepared, units=units)
     except IngestError as exc:
         report(FileResult(path=str(path), status="failed", reason=exc.reason, seconds=time.perf_counter() - t0))
         return

@@ -147,12 +147,18 @@ class KnowledgeIndex:
         self.units.attach(splitter)
 
     def add_document(
-        self, doc: Document, prepared: tuple[list[Chunk], np.ndarray] | None = None
+        self,
+        doc: Document,
+        prepared: tuple[list[Chunk], np.ndarray] | None = None,
+        units: tuple[list[list[str]], np.ndarray] | None = None,
     ) -> AddResult:
         """Index a document. Same content again: "unchanged". Same source, new content: "replaced".
 
         `prepared`: the document's chunks and their embeddings, computed elsewhere (the Ray engine's
         actors) with this index's chunk settings and embedding model; the commit is the same.
+        `units`: with `prepared`, the chunks' evidence units split (by this index's `unit_splitter`)
+        and embedded there too: each chunk's unit texts and all their vectors, in order. Without
+        them, an attached splitter's units are split and embedded here.
         """
         from ingest.chunking import chunk_document, doc_type_of
 
@@ -171,7 +177,10 @@ class KnowledgeIndex:
         else:
             chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
             vectors = self.embedder.embed([c.embedding_text() for c in chunks])  # outside the lock: slow
-        unit_sets = self.units.prepare(chunks)  # this document's units only (None: no splitter)
+        if prepared is not None and units is not None:
+            unit_sets = self.units.prepared(chunks, *units)
+        else:
+            unit_sets = self.units.prepare(chunks)  # this document's units only (None: no splitter)
         with self._lock:
             with self.manifest.transaction() as conn:
                 if self.manifest.is_current(doc.id, version):  # indexed concurrently meanwhile

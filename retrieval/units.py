@@ -12,10 +12,12 @@ the one row that answers. The agent also compares the question with each unit of
 
 What a unit is (which sentences, how a table row is worded) is the agent's business: it hands
 the index a `UnitSplitter`. With one attached, adding a document embeds that document's units
-only. Chunks stored without units (by a process that had no splitter) are embedded by the next
-`sync`, and only they. The splitter's `fingerprint` names the code that splits: when it
-changes, every chunk's unit texts are compared with the digest of the stored ones and only the
-chunks whose texts changed are embedded again.
+only, unless the engine already embedded them (the Ray engine's actors split and embed each
+document's units beside its chunks; the driver stores them as they come). Chunks stored without
+units (by a process that had no splitter) are embedded by the next `sync`, and only they. The
+splitter's `fingerprint` names the code that splits: when it changes, every chunk's unit texts
+are compared with the digest of the stored ones and only the chunks whose texts changed are
+embedded again.
 """
 
 from __future__ import annotations
@@ -103,6 +105,21 @@ class UnitIndex:
         texts = [splitter(chunk) for chunk in chunks]
         return self._embed(texts)
 
+    def prepared(
+        self, chunks: Sequence[Chunk], texts: Sequence[list[str]], vectors: np.ndarray
+    ) -> list[UnitSet] | None:
+        """The sets of units split and embedded elsewhere (the Ray engine's actors, with this
+        index's splitter): each chunk's unit `texts` and all their `vectors`, in order. None
+        without a splitter, as `prepare`; a count or shape that does not fit raises ValueError."""
+        if self.splitter is None:
+            return None
+        if len(texts) != len(chunks):
+            raise ValueError(f"unit texts for {len(texts)} chunks, not {len(chunks)}")
+        expected = (sum(len(t) for t in texts), self.embedder.dim)
+        if vectors.shape != expected or vectors.dtype != np.float32:
+            raise ValueError(f"the units need a float32 {expected} matrix, got {vectors.dtype} {vectors.shape}")
+        return _cut(texts, vectors)
+
     def write(self, conn, chunk_rows: Sequence[int], sets: Sequence[UnitSet]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Store each chunk's set in `conn`'s transaction: (replaced unit ids, new ids, their vectors)."""
         removed, added, vectors = [], [], []
@@ -189,12 +206,16 @@ class UnitIndex:
 
     def _embed(self, texts: Sequence[list[str]]) -> list[UnitSet]:
         """One batch for all the chunks' texts (far faster than chunk by chunk), cut back per chunk."""
-        vectors = self.embedder.embed([t for chunk_texts in texts for t in chunk_texts])
-        sets, start = [], 0
-        for chunk_texts in texts:
-            sets.append(UnitSet(units_digest(chunk_texts), vectors[start : start + len(chunk_texts)]))
-            start += len(chunk_texts)
-        return sets
+        return _cut(texts, self.embedder.embed([t for chunk_texts in texts for t in chunk_texts]))
+
+
+def _cut(texts: Sequence[list[str]], vectors: np.ndarray) -> list[UnitSet]:
+    """Each chunk's set from its unit texts and the rows of `vectors` they were embedded into."""
+    sets, start = [], 0
+    for chunk_texts in texts:
+        sets.append(UnitSet(units_digest(chunk_texts), vectors[start : start + len(chunk_texts)]))
+        start += len(chunk_texts)
+    return sets
 
 
 def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:

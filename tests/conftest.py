@@ -91,6 +91,37 @@ def _make_bad_files(folder: Path, corpus: Path) -> dict[str, str]:
     }
 
 
+# The agreement's pages the indexing tests keep (first, last; 1-based): the wire-transfer fee
+# table (page 16, continued on 17) and the alerts' text-message short codes (page 22) among them.
+AGREEMENT_EXCERPT_PAGES = (15, 22)
+
+
+def _excerpt_page(page: int) -> int:
+    first, last = AGREEMENT_EXCERPT_PAGES
+    assert first <= page <= last, f"page {page} is not in the excerpt"
+    return page - first + 1
+
+
+@pytest.fixture(scope="session")
+def excerpt_page() -> Callable[[int], int]:
+    """`excerpt_page(n)`: the page number in `agreement_excerpt` of the whole agreement's page n."""
+    return _excerpt_page
+
+
+@pytest.fixture(scope="session")
+def agreement_excerpt(tmp_path_factory, corpus: Path) -> Path:
+    """Pages 15-22 of the real 29-page agreement PDF, as one PDF (copied page by page, text layer
+    and all): what the indexing tests search, at a quarter of the parsing and embedding."""
+    import pymupdf
+
+    path = tmp_path_factory.mktemp("agreement") / "agreement.pdf"
+    first, last = AGREEMENT_EXCERPT_PAGES
+    with pymupdf.open(corpus / AGREEMENT) as whole, pymupdf.open() as excerpt:
+        excerpt.insert_pdf(whole, from_page=first - 1, to_page=last - 1)
+        excerpt.save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def make_bad_files(corpus: Path) -> Callable[[Path], dict[str, str]]:
     """`make_bad_files(folder)`: writes bad inputs of every kind (empty, truncated, encrypted,

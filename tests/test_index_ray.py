@@ -1,9 +1,13 @@
-"""`--engine ray` on the real shared KB: the same knowledge base, report and errors as the in-process
-engine, and a worker killed mid-run is retried by Ray with nothing lost.
+"""`--engine ray` on real KB files: the same knowledge base (documents, chunks, evidence units,
+vectors), report and errors as the in-process engine, and a worker killed mid-run is retried by
+Ray with nothing lost.
 
-The real KB is indexed by Ray once, through the CLI (`cli_run`, which starts and stops its own
-local Ray, as a user's run does); its report and its index are compared with the in-process
-engine's. The worker-killing runs share one local Ray (`ray_cluster`), started after that.
+A KB of real files (8 pages of the agreement PDF, a statute's first section, FAQ rows, a scanned
+PDF that needs OCR, two bad files) is indexed through the CLI twice: by the in-process engine (the
+reference) and by Ray (`cli_run`, which starts and stops its own local Ray, as a user's run does).
+Both runs attach the agent's unit splitter, as `docteller index` does; the Ray run's actors split
+and embed the units, the driver embeds nothing. The worker-killing runs share one local Ray
+(`ray_cluster`), started after that.
 """
 
 from __future__ import annotations
@@ -22,27 +26,28 @@ from docteller.settings import Settings
 from retrieval.indexing import index_paths
 from retrieval.store import KnowledgeIndex
 
-AGREEMENT = "kb/bank_tc_pdfs/bank_of_america_online_banking_service_agreement_2025-07-21.pdf"
 SCANNED = "statements/bank_statement_ocr_nz/tutorial_everyday_scanned.pdf"
 QUERIES = (
     "What is the fee for an international wire transfer sent in US dollars?",
     "how long does the bank have to resolve a billing error",
     "can I close my account online",
-    "annual percentage yield disclosure on savings accounts",
+    "text message short code for account takeover alerts",
 )
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory, corpus: Path) -> Path:
-    """Real KB files: the agreement PDF, two statutes, 30 FAQ rows, a scanned PDF (OCR), two bad files."""
+def kb(tmp_path_factory, corpus: Path, agreement_excerpt: Path) -> Path:
+    """Real KB files: 8 pages of the agreement PDF, § 1666 of a statute (billing errors), 10 FAQ
+    rows, a scanned PDF (OCR), two bad files."""
     folder = tmp_path_factory.mktemp("kb")
-    shutil.copy(corpus / AGREEMENT, folder / "agreement.pdf")
-    shutil.copy(corpus / "kb/us_code/fair_credit_billing_15usc1666.md", folder / "billing.md")
-    shutil.copy(corpus / "kb/us_code/truth_in_savings_12usc4301.md", folder / "savings.md")
+    shutil.copy(agreement_excerpt, folder / "agreement.pdf")
+    statute = (corpus / "kb/us_code/fair_credit_billing_15usc1666.md").read_text(encoding="utf-8")
+    end = statute.rindex("\n#### ", 0, statute.index("1666a. Regulation of credit reports"))
+    (folder / "billing.md").write_text(statute[: end + 1], encoding="utf-8")  # (a) to (e) of § 1666
     shutil.copy(corpus / SCANNED, folder / "scanned.pdf")
-    lines = (corpus / "kb/bankfaqs/BankFAQs.csv").read_text(encoding="utf-8").splitlines()[:31]
+    lines = (corpus / "kb/bankfaqs/BankFAQs.csv").read_text(encoding="utf-8").splitlines()[:11]
     (folder / "faq.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj\n<<")
     (folder / "empty.txt").write_bytes(b"")
@@ -51,50 +56,74 @@ def kb(tmp_path_factory, corpus: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory, kb: Path) -> Path:
-    """Three of the KB's quick files and a bad one, for the worker-killing runs."""
+    """Two of the KB's quick files and a bad one, for the worker-killing runs."""
     folder = tmp_path_factory.mktemp("small")
-    for name in ("billing.md", "savings.md", "faq.csv", "empty.txt"):
+    for name in ("billing.md", "faq.csv", "empty.txt"):
         shutil.copy(kb / name, folder / name)
     return folder
 
 
 @pytest.fixture(scope="module")
 def embedder():
+    from ingest.embed import get_embedder
+
+    return get_embedder(Settings())  # the model instance the CLI runs in this process use too
+
+
+def _cli_index(home: Path, paths: list[Path], *options: str):
+    """`docteller index PATHS --json OPTIONS` into `home` (one worker: the reference loads here);
+    (result, how many texts this process embedded)."""
+    from docteller.settings import get_settings
     from ingest.embed import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder()
+    encoded: list[int] = []
+    real = SentenceTransformerEmbedder._encode
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DOCTELLER_HOME", str(home))
+        env.setenv("DOCTELLER_WORKERS", "1")
+        # Only this process's embedding is counted: Ray's workers import the class afresh.
+        env.setattr(
+            SentenceTransformerEmbedder, "_encode", lambda self, texts: encoded.append(len(texts)) or real(self, texts)
+        )
+        get_settings.cache_clear()
+        try:
+            return runner.invoke(app, ["index", *map(str, paths), "--json", *options]), sum(encoded)
+        finally:
+            get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory, kb: Path, embedder):
-    """The reference: the same folder indexed by the in-process engine."""
-    index_dir = tmp_path_factory.mktemp("index-process")
-    index = KnowledgeIndex.open(index_dir, embedder=embedder)
-    summary = index_paths([kb], settings=Settings(home=index_dir.parent, workers=1), index=index)
-    yield index, summary
-    index.close()
+def in_process(tmp_path_factory, kb: Path):
+    """The reference: the same folder indexed by the in-process engine, through the CLI; (home, report)."""
+    home = tmp_path_factory.mktemp("process-home")
+    result, embedded = _cli_index(home, [kb])
+    assert result.exit_code == 0, result.output
+    assert embedded > 0  # chunks and units, embedded here
+    return home, json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory, kb: Path):
-    """`docteller index KB --engine ray --json` into a fresh home, run twice; (home, first run,
-    whether Ray was stopped after it, second run)."""
+    """`docteller index KB --engine ray --json` into a fresh home; then its good files again.
+    (home, first run, whether Ray was stopped after it, texts this process embedded in it,
+    second run, how often the second run started Ray)."""
     import ray
 
-    from docteller.settings import get_settings
+    import ingest.ray_engine
 
     assert not ray.is_initialized()  # no Ray yet: the command has to start its own
     home = tmp_path_factory.mktemp("cli-home")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DOCTELLER_HOME", str(home))
-        get_settings.cache_clear()
-        try:
-            first = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
-            stopped = not ray.is_initialized()  # the local Ray the command started is stopped again
-            again = runner.invoke(app, ["index", str(kb), "--engine", "ray", "--json"])
-        finally:
-            get_settings.cache_clear()
-    return home, first, stopped, again
+    first, embedded = _cli_index(home, [kb], "--engine", "ray")
+    stopped = not ray.is_initialized()  # the local Ray the command started is stopped again
+    # The bad files are read again on every run (they are not recorded as indexed); the good
+    # ones alone must not even start Ray.
+    sessions: list[str | None] = []
+    with pytest.MonkeyPatch.context() as patch:
+        real = ingest.ray_engine.ray_session
+        patch.setattr(ingest.ray_engine, "ray_session", lambda *args: sessions.append(args[0]) or real(*args))
+        good = sorted(p for p in kb.iterdir() if p.name not in ("broken.pdf", "empty.txt"))
+        again, _ = _cli_index(home, good, "--engine", "ray")
+    return home, first, stopped, embedded, again, len(sessions)
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +145,13 @@ def _ray_index(tmp_path: Path, folder: Path, embedder, **kwargs):
     return index, summary
 
 
-def _by_name(summary, names: set[str] | None = None) -> dict[str, tuple]:
+def _by_name(files: list, names: set[str] | None = None) -> dict[str, tuple]:
+    """{file name: (status, doc id, pages, chunks, reason)} of a summary's files or a --json report's."""
+    rows = [f if isinstance(f, dict) else f.model_dump() for f in files]
     return {
-        Path(f.path).name: (f.status, f.doc_id, f.pages, f.chunks, f.reason)
-        for f in summary.files
-        if names is None or Path(f.path).name in names
+        Path(f["path"]).name: (f["status"], f["doc_id"], f["pages"], f["chunks"], f["reason"])
+        for f in rows
+        if names is None or Path(f["path"]).name in names
     }
 
 
@@ -132,21 +163,25 @@ def _chunks(index: KnowledgeIndex, doc_ids: set[str] | None = None) -> tuple[lis
 
 
 def test_cli_ray_engine_starts_and_stops_its_own_ray(cli_run, in_process, embedder) -> None:
-    home, result, stopped, again = cli_run
+    home, result, stopped, _, again, sessions = cli_run
     assert result.exit_code == 0, result.output
     assert stopped
     report = json.loads(result.stdout)
     _, reference = in_process
-    assert report["totals"] | {"seconds": 0} == reference.totals() | {"seconds": 0}
-    got = {Path(f["path"]).name: (f["status"], f["doc_id"], f["pages"], f["chunks"], f["reason"]) for f in report["files"]}
-    assert got == _by_name(reference)
+    assert report["totals"] | {"seconds": 0} == reference["totals"] | {"seconds": 0}
+    got = _by_name(report["files"])
+    assert got == _by_name(reference["files"])
     assert "empty file" in got["empty.txt"][4] and "PDF" in got["broken.pdf"][4]
-    assert got["scanned.pdf"][0] == "indexed" and got["agreement.pdf"][2] == 29
+    assert got["scanned.pdf"][0] == "indexed" and got["agreement.pdf"][2] == 8
     # The bad files land in the manifest's error table, as with the in-process engine.
     with KnowledgeIndex.open(home / "index", embedder=embedder) as index:
         assert {Path(e["path"]).name for e in index.manifest.errors()} == {"broken.pdf", "empty.txt"}
 
-    assert json.loads(again.stdout)["totals"]["unchanged"] == 5  # hashed before Ray is even asked
+    assert again.exit_code == 0, again.output
+    # Hashed before Ray is even asked: every good file unchanged, the same pages and chunks, no Ray.
+    unchanged = report["totals"] | {"files": 4, "indexed": 0, "unchanged": 4, "failed": 0, "seconds": 0}
+    assert json.loads(again.stdout)["totals"] | {"seconds": 0} == unchanged
+    assert sessions == 0
 
 
 def test_cli_rejects_bad_engine_options(kb: Path, docteller_home: Path) -> None:
@@ -159,28 +194,43 @@ def test_cli_rejects_bad_engine_options(kb: Path, docteller_home: Path) -> None:
     assert nowhere.exit_code == 2 and "cannot reach the Ray cluster at '127.0.0.1:1'" in nowhere.output
 
 
-def test_ray_engine_builds_the_same_knowledge_base(cli_run, embedder, in_process) -> None:
-    """The index the Ray run committed (through the same manifest and vector file; opened afresh
-    here) holds the same documents, chunks, vectors and search results as the in-process one."""
-    home, result, _, _ = cli_run
-    reference, ref_summary = in_process
-    report = {Path(f["path"]).name: (f["status"], f["doc_id"], f["pages"], f["chunks"], f["reason"])
-              for f in json.loads(result.stdout)["files"]}
-    assert report == _by_name(ref_summary)
-    with KnowledgeIndex.open(home / "index", embedder=embedder) as index:
+def test_ray_engine_builds_the_same_knowledge_base(cli_run, embedder, in_process, excerpt_page) -> None:
+    """The index the Ray run committed (through the same manifest and vector files; opened afresh
+    here) holds the same documents, chunks, evidence units, vectors and search results as the
+    in-process one; the Ray workers embedded the units, the driver nothing."""
+    home, _, _, driver_embedded, _, _ = cli_run
+    ref_home, _ = in_process
+    assert driver_embedded == 0
+    with KnowledgeIndex.open(home / "index", embedder=embedder) as index, KnowledgeIndex.open(
+        ref_home / "index", embedder=embedder
+    ) as reference:
         docs = {(d.doc_id, d.source, d.pages, d.chunks, d.doc_type) for d in index.documents()}
         assert docs == {(d.doc_id, d.source, d.pages, d.chunks, d.doc_type) for d in reference.documents()}
-        assert index.stats()["vectors"] == reference.stats()["vectors"] == index.stats()["chunks"]
+        stats, ref_stats = index.stats(), reference.stats()
+        assert stats["vectors"] == ref_stats["vectors"] == stats["chunks"]
+        assert stats["units"] == ref_stats["units"] > stats["chunks"]
         ids, vectors = _chunks(index)
         ref_ids, ref_vectors = _chunks(reference)
         assert ids == ref_ids
         # Embedded in batches across documents by the actors: equal up to float rounding.
         assert np.abs(vectors - ref_vectors).max() < 1e-4
+        # Each chunk's units: the same texts (digest), the same vectors, committed with the chunk.
+        for chunk_id in ids:
+            got, expected = index.chunk_units(chunk_id), reference.chunk_units(chunk_id)
+            assert (got is None) == (expected is None), chunk_id
+            if got is not None:
+                assert got[0] == expected[0] and got[1].shape == expected[1].shape, chunk_id
+                assert np.allclose(got[1], expected[1], rtol=0, atol=1e-4), chunk_id
         for query in QUERIES:
             got = [(h.chunk.id, h.chunk.page_start) for h in index.search(query, k=5)]
             assert got == [(h.chunk.id, h.chunk.page_start) for h in reference.search(query, k=5)], query
+            got = [h.chunk.id for h in index.search_units(query, k=5)]
+            assert got == [h.chunk.id for h in reference.search_units(query, k=5)], query
         top = index.search(QUERIES[0], k=1)[0]
-        assert Path(top.chunk.source).name == "agreement.pdf" and top.chunk.page_start == 16
+        assert Path(top.chunk.source).name == "agreement.pdf" and top.chunk.page_start == excerpt_page(16)
+        # The scanned page's words came through OCR on a Ray worker.
+        scanned = [c for c in index.chunks_with_embeddings()[0] if Path(c.source).name == "scanned.pdf"]
+        assert scanned and "salary acme" in " ".join(c.text for c in scanned).lower()
 
 
 def _crash_once_on(name: str, marker_dir: Path):
@@ -206,28 +256,33 @@ def test_killed_worker_is_retried_and_nothing_is_lost(
     marker_dir = tmp_path / "markers"
     marker_dir.mkdir()
     index, summary = _ray_index(tmp_path, small, embedder, loader=_crash_once_on("billing.md", marker_dir))
+    ref_home, reference = in_process
     try:
         killed = int((marker_dir / "killed.pid").read_text())
         retried = int((marker_dir / "retried.pid").read_text())
         assert killed != retried  # a new worker process (the restarted actor) read the file again
         names = {p.name for p in small.iterdir()}
-        assert _by_name(summary) == _by_name(in_process[1], names)
-        assert summary.count("indexed") == 3
+        assert _by_name(summary.files) == _by_name(reference["files"], names)
+        assert summary.count("indexed") == 2
         doc_ids = {d.doc_id for d in index.documents()}
-        assert _chunks(index)[0] == _chunks(in_process[0], doc_ids)[0]
+        with KnowledgeIndex.open(ref_home / "index", embedder=embedder) as ref_index:
+            assert _chunks(index)[0] == _chunks(ref_index, doc_ids)[0]
     finally:
         index.close()
 
 
 def test_a_file_that_kills_every_worker_is_reported_and_the_rest_indexed(
-    ray_cluster, tmp_path: Path, small: Path, embedder, in_process
+    ray_cluster, tmp_path: Path, small: Path, embedder, in_process, monkeypatch
 ) -> None:
+    import ingest.ray_engine
+
+    monkeypatch.setattr(ingest.ray_engine, "MAX_RETRIES", 1)  # one restart is enough to prove the limit
     attempts = tmp_path / "attempts"
 
     def always_crash(path, origin, settings):
         from ingest.loaders import load_document
 
-        if Path(path).name == "savings.md":
+        if Path(path).name == "faq.csv":
             with attempts.open("a") as f:
                 f.write(f"{os.getpid()}\n")
             os._exit(1)
@@ -235,11 +290,11 @@ def test_a_file_that_kills_every_worker_is_reported_and_the_rest_indexed(
 
     index, summary = _ray_index(tmp_path, small, embedder, loader=always_crash)
     try:
-        got = _by_name(summary)
-        status, _, _, _, reason = got.pop("savings.md")
-        assert status == "failed" and "Ray workers processing it failed 4 times" in reason
-        assert len(set(attempts.read_text().split())) == 4  # four processes died on it, then Ray gave up
-        assert got == _by_name(in_process[1], {"billing.md", "faq.csv", "empty.txt"})
-        assert {Path(d.source).name for d in index.documents()} == {"billing.md", "faq.csv"}
+        got = _by_name(summary.files)
+        status, _, _, _, reason = got.pop("faq.csv")
+        assert status == "failed" and "Ray workers processing it failed 2 times" in reason
+        assert len(set(attempts.read_text().split())) == 2  # two processes died on it, then Ray gave up
+        assert got == _by_name(in_process[1]["files"], {"billing.md", "empty.txt"})
+        assert {Path(d.source).name for d in index.documents()} == {"billing.md"}
     finally:
         index.close()

@@ -155,6 +155,39 @@ def test_a_failed_add_stores_neither_chunks_nor_units(tmp_path: Path, monkeypatc
     index.close()
 
 
+def test_units_prepared_elsewhere_are_stored_as_given() -> None:
+    """The Ray engine's commit: a document's chunks, vectors and units, split and embedded by its
+    actors, go in as they are (nothing is embedded here) and equal what the index computes
+    itself; units that do not fit the chunks are refused before anything is written."""
+    from ingest.chunking import chunk_document
+
+    embedder = CountingEmbedder()
+    reference = KnowledgeIndex.in_memory(embedder=embedder)
+    reference.unit_splitter = KBUnitTexts()
+    doc = _load("overdraft-services.md")
+    reference.add_document(doc)
+    chunks = chunk_document(doc, reference.settings.chunk_size, reference.settings.chunk_overlap)
+    texts = [KBUnitTexts()(chunk) for chunk in chunks]
+    vectors = embedder.embed([c.embedding_text() for c in chunks])
+    unit_vectors = embedder.embed([text for chunk_texts in texts for text in chunk_texts])
+
+    index = KnowledgeIndex.in_memory(embedder=embedder)
+    index.unit_splitter = KBUnitTexts()
+    with pytest.raises(ValueError, match="units need a float32"):
+        index.add_document(doc, prepared=(chunks, vectors), units=(texts, unit_vectors[1:]))
+    assert index.documents() == [] and index.stats()["units"] == 0
+    before = embedder.texts
+    assert index.add_document(doc, prepared=(chunks, vectors), units=(texts, unit_vectors)).status == "indexed"
+    assert embedder.texts == before
+    _consistent(index)
+    assert index.stats()["units"] == reference.stats()["units"] == len(unit_vectors) > len(chunks)
+    for chunk in chunks:
+        (digest, got), (expected_digest, expected) = index.chunk_units(chunk.id), reference.chunk_units(chunk.id)
+        assert digest == expected_digest and np.allclose(got, expected, rtol=0, atol=1e-4)
+    index.close()
+    reference.close()
+
+
 def test_new_splitting_code_re_embeds_only_the_chunks_whose_units_changed(tmp_path: Path) -> None:
     embedder = CountingEmbedder()
     index = KnowledgeIndex.in_memory(embedder=embedder)
