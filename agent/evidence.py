@@ -77,9 +77,10 @@ _ANSWER_TYPES = [
     # A time of day: opening hours, cut-offs.
     (r"\b(?:what time|hours|open (?:on|until|at|late)|close[sd]? (?:on|at|early)|cut-?off)\b", _CLOCK),
     # A deadline: a time of day, or a period before or after an event ("up to three business days
-    # preceding the scheduled date"), or a day named relative to it.
+    # preceding the scheduled date"), or a day named relative to it (`expected_answers`); a line
+    # holding a time of day is the likelier answer (`preferred_answers`).
     (r"\b(?:by when|until when|how late|how early|latest|earliest|deadline|how far (?:ahead|in advance))\b"
-     r"(?!.*\b(?:open|close[sd]?)\b)", rf"{_CLOCK}|{_PERIOD}"),
+     r"(?!.*\b(?:open|close[sd]?)\b)", rf"{_CLOCK}|{_PERIOD}", _CLOCK),
     # A period: how long, how soon, how much notice; when something happens or is available.
     (rf"\b(?:how long|how soon|how quickly|how fast|how often|how many {_UNIT_OF_TIME}|how much {_TIME_NOUNS}|"
      r"notice|when (?:can|will|do|does|must|should|is|are))\b", _PERIOD),
@@ -90,13 +91,23 @@ _ANSWER_TYPES = [
     # A count or a bound: any figure, in digits or words.
     (r"\b(?:max(?:imum)?|limits?|most|min(?:imum)?|least|how many|how big|how old|age)\b", _COUNT),
 ]
-ANSWER_TYPES = [(re.compile(q, re.IGNORECASE), re.compile(a, re.IGNORECASE)) for q, a in _ANSWER_TYPES]
+# (asks, what answers it, what answers it likeliest)
+ANSWER_TYPES = [
+    (re.compile(q, re.IGNORECASE), re.compile(a, re.IGNORECASE), re.compile(rest[0] if rest else a, re.IGNORECASE))
+    for q, a, *rest in _ANSWER_TYPES
+]
 
 
 def expected_answers(question: str) -> list[re.Pattern[str]]:
-    """Patterns of the values the question asks for ("how late …" → a clock time or a period;
+    """Patterns of the values that answer the question ("how late …" → a clock time or a period;
     "how much notice …" → a period)."""
-    return [answer for asks, answer in ANSWER_TYPES if asks.search(question)]
+    return [answer for asks, answer, _ in ANSWER_TYPES if asks.search(question)]
+
+
+def preferred_answers(question: str) -> list[re.Pattern[str]]:
+    """Patterns of the values that answer the question likeliest ("how late …" → a clock time):
+    the ones a line is ranked up for."""
+    return [preferred for asks, _, preferred in ANSWER_TYPES if asks.search(question)]
 
 
 SHORT_LINE_CHARS = 160
@@ -473,7 +484,7 @@ class EvidenceSelector:
         frequency = Counter(t for found in unit_terms.values() for t in found & terms)
         weight = {t: math.log((len(unit_terms) + 1) / (frequency[t] + 1)) + 1 for t in terms}
         total_weight = sum(weight.values()) or 1.0
-        wanted = expected_answers(query)
+        wanted = preferred_answers(query)
         scored: list[ScoredUnit] = []
         for hit, origin, units, vectors in candidates:
             if not units:

@@ -64,15 +64,18 @@ def reciprocal_rank_fusion(rankings: list[np.ndarray], rrf_k: int, k: int) -> li
 # KBs (the shared corpus KB's dev sets, the bundled KB's eval and held-out dev questions) among
 # 0.25-1.0; 0.6-1.0 gave the same hit@5.
 DOCUMENT_WEIGHT = 0.75
+# Only the best few documents' best chunks are lifted: lifting every document's puts one chunk per
+# document first and pushes a relevant document's second section out of the answer's pool.
+DOCUMENTS_LIFTED = 3
 
 
 def document_fusion(fused: list[tuple[int, float]], doc_of: dict[int, str], rrf_k: int,
-                    weight: float = DOCUMENT_WEIGHT) -> list[tuple[int, float]]:
+                    weight: float = DOCUMENT_WEIGHT, lifted: int = DOCUMENTS_LIFTED) -> list[tuple[int, float]]:
     """Add a third ranking to the fusion: documents, each ranked by its best chunk, that chunk
     standing for it (hierarchical retrieval). One document with many chunks in the customer's
     words (a FAQ sheet of 1,764 rows) otherwise fills every top place, and the best section of a
     statute written in other words ranks 10th-30th although it is its document's best; with the
-    document ranking, the best chunk of each of the few best documents competes for the top
+    document ranking, the best chunk of each of the `lifted` best documents competes for the top
     places. A KB of one document ranks as before."""
     best: dict[str, int] = {}  # document -> the row of its best chunk, documents in rank order
     for row, _ in fused:
@@ -80,7 +83,7 @@ def document_fusion(fused: list[tuple[int, float]], doc_of: dict[int, str], rrf_
             best.setdefault(doc_of[row], row)
     if len(best) <= 1:
         return fused
-    bonus = {row: weight / (rrf_k + rank) for rank, row in enumerate(best.values(), start=1)}
+    bonus = {row: weight / (rrf_k + rank) for rank, row in enumerate(list(best.values())[:lifted], start=1)}
     return sorted(((row, score + bonus.get(row, 0.0)) for row, score in fused), key=lambda kv: (-kv[1], kv[0]))
 
 
