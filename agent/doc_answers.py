@@ -62,10 +62,20 @@ _OWN_DOCUMENT_RE = re.compile(
 )
 
 
+# An obligation or a permission asked about, wherever it sits: "how many days do I have to tell
+# the bank about an error on my statement", "what does the bank need to do if …".
+_OBLIGATION_RE = re.compile(
+    r"\b(?:do|does|will|would) (?:i|we|you|they|the bank|banks?|the card company|the company) (?:have|need|get) to\b"
+    r"|\b(?:am i|are we|is the bank) (?:allowed|required|supposed) to\b",
+    re.IGNORECASE,
+)
+
+
 def is_policy_question(question: str) -> bool:
     """A question about the bank's rules or procedures ("how long do I have to report an error
-    on my statement?"), even when it mentions the customer's own documents."""
-    return bool(_POLICY_RE.match(question))
+    on my statement?", "how many days do I have to tell the bank about an error on my
+    statement?"), even when it mentions the customer's own documents."""
+    return bool(_POLICY_RE.match(question) or _OBLIGATION_RE.search(question))
 
 
 def asks_about_upload(question: str) -> bool:

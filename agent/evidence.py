@@ -47,23 +47,67 @@ CHUNK_WEIGHT = 0.3
 # answer's facts for 74 answerable eval questions instead of 70, the quoted lines for 93 instead of 90.
 ANSWER_TYPE_WEIGHT = 0.06
 
-# (what the question asks, what a unit that answers it holds): the expected answer type.
+# The kinds of value a line can state. A period counts whether written in digits or words
+# ("30 days", "three business days", "sixty days", "two complete billing cycles"), and so does a
+# day named relative to another ("the next business day", "the business day after").
+_NUMBER_WORD = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+                r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|"
+                r"hundred)(?:-(?:one|two|three|four|five|six|seven|eight|nine))?")
+_QUANTITY = rf"(?:\d[\d,.]*|{_NUMBER_WORD}(?:\s+\(\d+\))?)"
+_UNIT_OF_TIME = r"(?:minutes?|hours?|days?|weeks?|months?|years?|billing cycles?|cycles?)"
+_CLOCK = r"\d{1,2}(?::\d{2})?\s*(?:a\.m\.|p\.m\.|am\b|pm\b)|\bnoon\b|\bmidnight\b"
+_PERIOD = (
+    rf"\b{_QUANTITY}[\s-]+(?:[a-z]+[\s-]+){{0,2}}?{_UNIT_OF_TIME}\b"  # "30 days", "three business days", "two complete billing cycles"
+    r"|\b(?:next|same|following|prior|preceding|previous)\s+(?:business\s+|banking\s+|calendar\s+|working\s+)?day\b"
+    r"|\bbusiness day (?:after|before|following|preceding)\b"
+    r"|\b(?:daily|weekly|monthly|quarterly|annually|yearly|immediately|promptly|within minutes)\b"
+)
+_AMOUNT = (r"[$€£]\s?\d|\b(?:Rs|INR|USD)\.?\s?\d|\d\s?%|\bfree\b|\bno\s+(?:\w+\s+)?(?:fees?|charges?)\b"
+           r"|\d\s*(?:lakhs?|lacs?|crores?)\b")
+_PHONE = r"\(?\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b|\b1-?8[06]0-?\d{1,3}-?\d{3}-?\d{3,4}\b|\b\d{3,4}-\d{6,8}\b|\bshort ?code\b|\b\d{5,6}\b"
+_COUNT = rf"\d|\b{_NUMBER_WORD}\b"
+
+# A question's words that ask for time, not money, after "how much" ("how much notice").
+_TIME_NOUNS = r"(?:time|notice|warning|advance|lead time|days?|weeks?|months?|years?|hours?)"
+
+# (what the question asks, what a unit that answers it holds): the expected answer type. The
+# table is the grammar of English wh-questions and their answer types (a time of day, a period,
+# an amount, a rate, a phone number, a count), not a list of any KB's words.
 _ANSWER_TYPES = [
-    (r"\b(?:what time|by when|how late|how early|latest|earliest|cut-?off|hours|open (?:on|until|at|late)|"
-     r"close[sd]? (?:on|at|early))\b",
-     r"\d{1,2}(?::\d{2})?\s*(?:a\.m\.|p\.m\.)|\bnoon\b|\bmidnight\b"),
-    (r"\b(?:how much|fees?|costs?|charge[sd]?|price|penalty)\b", r"\$\d|\bfree\b|\d%"),
-    (r"\b(?:rates?|apy|apr|interest)\b", r"\d%"),
-    (r"\bhow long\b", r"\d+\s*(?:business\s+)?(?:days?|weeks?|months?|years?|hours?)\b"),
-    (r"\b(?:who|call|phone|number|contact)\b", r"\d{3}-\d{3}-\d{4}"),
-    (r"\b(?:max(?:imum)?|limits?|most|min(?:imum)?|least)\b", r"\d"),
+    # A time of day: opening hours, cut-offs.
+    (r"\b(?:what time|hours|open (?:on|until|at|late)|close[sd]? (?:on|at|early)|cut-?off)\b", _CLOCK),
+    # A deadline: a time of day, or a period before or after an event ("up to three business days
+    # preceding the scheduled date"), or a day named relative to it (`expected_answers`); a line
+    # holding a time of day is the likelier answer (`preferred_answers`).
+    (r"\b(?:by when|until when|how late|how early|latest|earliest|deadline|how far (?:ahead|in advance))\b"
+     r"(?!.*\b(?:open|close[sd]?)\b)", rf"{_CLOCK}|{_PERIOD}", _CLOCK),
+    # A period: how long, how soon, how much notice; when something happens or is available.
+    (rf"\b(?:how long|how soon|how quickly|how fast|how often|how many {_UNIT_OF_TIME}|how much {_TIME_NOUNS}|"
+     r"notice|when (?:can|will|do|does|must|should|is|are))\b", _PERIOD),
+    # An amount of money ("how much notice" asks for a period instead).
+    (rf"\b(?:how much(?!\s+(?:\w+\s+)?{_TIME_NOUNS}\b)|fees?|costs?|charges?|price|penalty)\b", _AMOUNT),
+    (r"\b(?:rates?|apy|apr|interest)\b", r"\d\s?%"),
+    (r"\b(?:who|call|phone|contact|text)\b", _PHONE),
+    # A count or a bound: any figure, in digits or words.
+    (r"\b(?:max(?:imum)?|limits?|most|min(?:imum)?|least|how many|how big|how old|age)\b", _COUNT),
 ]
-ANSWER_TYPES = [(re.compile(q, re.IGNORECASE), re.compile(a, re.IGNORECASE)) for q, a in _ANSWER_TYPES]
+# (asks, what answers it, what answers it likeliest)
+ANSWER_TYPES = [
+    (re.compile(q, re.IGNORECASE), re.compile(a, re.IGNORECASE), re.compile(rest[0] if rest else a, re.IGNORECASE))
+    for q, a, *rest in _ANSWER_TYPES
+]
 
 
 def expected_answers(question: str) -> list[re.Pattern[str]]:
-    """Patterns of the values the question asks for ("how late …" → a clock time)."""
-    return [answer for asks, answer in ANSWER_TYPES if asks.search(question)]
+    """Patterns of the values that answer the question ("how late …" → a clock time or a period;
+    "how much notice …" → a period)."""
+    return [answer for asks, answer, _ in ANSWER_TYPES if asks.search(question)]
+
+
+def preferred_answers(question: str) -> list[re.Pattern[str]]:
+    """Patterns of the values that answer the question likeliest ("how late …" → a clock time):
+    the ones a line is ranked up for."""
+    return [preferred for asks, _, preferred in ANSWER_TYPES if asks.search(question)]
 
 
 SHORT_LINE_CHARS = 160
@@ -440,7 +484,7 @@ class EvidenceSelector:
         frequency = Counter(t for found in unit_terms.values() for t in found & terms)
         weight = {t: math.log((len(unit_terms) + 1) / (frequency[t] + 1)) + 1 for t in terms}
         total_weight = sum(weight.values()) or 1.0
-        wanted = expected_answers(query)
+        wanted = preferred_answers(query)
         scored: list[ScoredUnit] = []
         for hit, origin, units, vectors in candidates:
             if not units:

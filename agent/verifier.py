@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from agent.evidence import EvidenceLine, expected_answers
-from agent.grounding import numbers_in, unknown_entities
+from agent.grounding import unknown_entities, unsupported_numbers
 from retrieval.bm25 import tokenize
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,6 @@ def features(
     missing = [idf(t) for t in terms if t not in context]
     wanted = expected_answers(question)
     quoted = with_digits(" ".join(line.text for line in lines))
-    asked_figures = {n for n in numbers_in(question) if n > 10 or n != n.to_integral_value()}
     return {
         "judge_logit": _logit(judgement) if judgement is not None else 0.0,
         "similarity": max((line.passage.hit.vector_score or 0.0 for line in lines), default=0.0),
@@ -158,7 +157,9 @@ def features(
         "missing_rarity": max(missing, default=0.0) / (math.log(n_chunks + 1) + 1.0),
         "type_missing": float(bool(wanted) and not any(p.search(quoted) for p in wanted)),
         "names_missing": float(min(len(unknown_entities(question, [_line_context(x) for x in lines])), 2)),
-        "figures_missing": float(bool(asked_figures - numbers_in(quoted))),
+        # An amount or a rate the question states ("$5", "8%") must be in the lines as one; a bare
+        # count only above 10 ("why did it go up to 45 days").
+        "figures_missing": float(bool(unsupported_numbers(question, [quoted]))),
         "specificity": math.log1p(len(known)),
         "question_form": question_form(question),
     }

@@ -1,7 +1,8 @@
 """Fit the answerability verifier on synthetic questions generated from one KB's own text.
 
     DOCTELLER_KB_DIR=knowledge_base/documents python -m agent.verifier_training collect rows.jsonl
-    python -m agent.verifier_training fit rows.jsonl      # writes agent/verifier.json
+    python -m agent.verifier_training collect other.jsonl --kb DIR --kb FILE   # another KB's documents
+    python -m agent.verifier_training fit rows.jsonl other.jsonl   # writes agent/verifier.json
 
 `collect` generates a question set from the KB (`agent.testset`: answerable questions and the six
 kinds of unanswerable ones), asks each through the real answer path with a verifier that answers
@@ -38,8 +39,9 @@ def _split(question: str) -> str:
 
 
 def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: int = 0,
-            with_judge: bool = False) -> list[dict]:
-    """Generate questions from the configured KB and record the verifier's features for each."""
+            with_judge: bool = False, kb: Sequence[Path] = ()) -> list[dict]:
+    """Generate questions from the configured KB (or the documents under `kb`, indexed into an
+    index of their own) and record the verifier's features for each."""
     from agent.session import AgentResources
     from docteller.settings import get_settings
 
@@ -47,7 +49,12 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
     names = list(FEATURES) if with_judge else [f for f in FEATURES if f != "judge_logit"]
     permissive = VerifierModel(features=names, mean=[0.0] * len(names), scale=[1.0] * len(names),
                                coef=[0.0] * len(names), intercept=0.0, threshold=0.0)
-    resources = AgentResources.load(settings, verifier=AnswerabilityVerifier(permissive))
+    index = None
+    if kb:
+        from retrieval.evaluate import open_eval_kb
+
+        index = open_eval_kb(list(kb), settings)
+    resources = AgentResources.load(settings, kb=index, verifier=AnswerabilityVerifier(permissive))
     resources.verifier.frequencies = resources.kb.term_frequencies
     chunks, _ = resources.kb.chunks_with_embeddings()  # the indexed KB: no document is read twice
     # Templates only: seeded and fast (a model-written question costs seconds of CPU).
@@ -85,19 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m agent.verifier_training")
     parser.add_argument("command", choices=["collect", "fit"])
-    parser.add_argument("rows", type=Path)
+    parser.add_argument("rows", type=Path, nargs="+", help="collect: the one file to write; fit: the files to fit on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--answerable", type=int, default=120)
     parser.add_argument("--per-category", type=int, default=25)
     parser.add_argument("--with-judge", action="store_true",
                         help="also weigh the chat model's P(yes): a forward pass per question, in training and serving")
-    parser.add_argument("--kb-name", default="knowledge_base/documents")
+    parser.add_argument("--kb-name", default="knowledge_base/documents", help="fit: the KB(s) the rows come from, recorded")
+    parser.add_argument("--kb", type=Path, action="append", default=[], help="collect: documents (files or folders) to generate from")
     args = parser.parse_args(argv)
     if args.command == "collect":
-        collect(args.rows, answerable=args.answerable, per_category=args.per_category, seed=args.seed,
-                with_judge=args.with_judge)
+        collect(args.rows[0], answerable=args.answerable, per_category=args.per_category, seed=args.seed,
+                with_judge=args.with_judge, kb=args.kb)
         return 0
-    rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
     for r in rows:  # features of the question alone can be added without asking again
         r["features"].setdefault("question_form", question_form(r["question"]))
     model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge)

@@ -113,6 +113,11 @@ def test_policy_questions_are_left_to_retrieval() -> None:
     assert answer_document_question("How do I reset my online banking password?", [passport]) is None
     # About a statement, with only a passport uploaded: nothing to compute it from, so retrieval answers.
     assert answer_document_question("what was my largest debit last month?", [passport]) is None
+    # With nothing uploaded, a rule asked about a statement is the KB's, a statement's figure needs the upload.
+    rule = answer_document_question("how many days do I have to tell the bank about an error on my statement", [])
+    assert rule is None
+    figure = answer_document_question("what was the closing balance on my statement", [])
+    assert figure is not None and "upload" in figure.text
 
 
 @pytest.mark.parametrize(

@@ -263,6 +263,19 @@ def test_expected_answer_types() -> None:
     assert holds("whats the rate on a 1 year cd", "12 months | 4.35%")
     assert holds("who do I call about a lost card", "Call 1-800-555-0199")
     assert expected_answers("can I open an account online") == []
+    # A deadline is a time of day or a period before the event; notice is a period, not money;
+    # statutes spell their periods in words. Opening hours stay clock times.
+    stop = "by notifying the financial institution at any time up to three business days preceding the scheduled date"
+    assert holds("how late can I tell the bank to stop an automatic payment", stop)
+    notice = "shall be notified by mail at least 30 days before the change takes effect"
+    assert holds("how much notice does the bank have to give before a change", notice)
+    assert not holds("how much notice does the bank have to give before a change", "A cashier's check is $10.")
+    assert holds("how much is a wire", "$25 per wire") and not holds("how much is a wire", notice)
+    assert holds("how long do I have to dispute a charge", "within sixty days after having transmitted")
+    assert holds("how long can the card company take", "two complete billing cycles of the creditor")
+    assert holds("when can I use cash I deposit", "not later than the business day after the business day")
+    assert not holds("how late is the main office open on fridays", "within 3 business days")
+    assert holds("who do I call about a transfer abroad", "Call us at 877.337.8357")
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
-"""The answerability verifier and the generated test sets, on KB text the verifier was not fitted
-on: the shared corpus's US statutes and a real bank's FAQ sheet (the verifier's coefficients
-come from synthetic questions on the bundled KB only, `agent/verifier.json`).
+"""The answerability verifier and the generated test sets, on real KB text: the shared corpus's US
+statutes and a real bank's FAQ sheet (the verifier's coefficients come from synthetic questions
+generated from the bundled KB's and the shared corpus KB's text, `agent/verifier.json`; no eval
+question was read).
 
 The fast tests need no chat model: features of real retrieved lines, the fitting and threshold
 arithmetic, the shipped coefficients, the report the Staff view reads. The slow ones load the
@@ -31,11 +32,14 @@ def corpus_kb(corpus: Path):
     return index
 
 
+_SELECTORS: dict[int, object] = {}
+
+
 def _lines(kb, question: str):
     from agent.evidence import EvidenceSelector
     from agent.session import EVIDENCE_LINE_CHARS, JUDGED_LINES
 
-    selector = EvidenceSelector(kb.embedder)
+    selector = _SELECTORS.setdefault(id(kb), EvidenceSelector(kb.embedder))  # units embedded once per chunk
     scored = selector.score(question, kb.search(question, k=8))
     return selector.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=JUDGED_LINES)
 
@@ -56,6 +60,27 @@ def test_features_read_coverage_rarity_and_answer_type_from_real_lines(corpus_kb
 
     figure = "why was the $50 liability limit raised to $750"
     assert features(figure, _lines(corpus_kb, figure), 0.5, corpus_kb.term_frequencies)["figures_missing"] == 1.0
+    # A small amount counts too: "$5" is not the statute's "$50".
+    small = "since the law caps my stolen card loss at $5, how do I claim the rest back"
+    assert features(small, _lines(corpus_kb, small), 0.5, corpus_kb.term_frequencies)["figures_missing"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("how late can I tell the bank to stop an automatic payment from my account", "three business days"),
+        ("how much notice does the bank have to give me before a change that lowers my savings yield", "30 days"),
+    ],
+)
+def test_a_period_answers_a_deadline_or_notice_question(corpus_kb, question: str, fact: str) -> None:
+    """Statutes answer "how late" and "how much notice" with a period ("up to three business days
+    preceding the scheduled date", "at least 30 days before"): the line stating it is selected and
+    holds the kind of value asked for."""
+    from agent.verifier import features
+
+    lines = _lines(corpus_kb, question)
+    assert any(fact in line.text for line in lines), [line.text for line in lines]
+    assert features(question, lines, None, corpus_kb.term_frequencies)["type_missing"] == 0.0
 
 
 def test_fit_separates_and_the_threshold_caps_false_declines() -> None:
@@ -86,7 +111,7 @@ def test_shipped_verifier_is_fitted_on_the_bundled_kb_and_documented() -> None:
     assert set(verifier.model.features) <= set(FEATURES) and 0.0 < verifier.model.threshold < 1.0
     assert not verifier.uses_judge  # fitted without the chat model's P(yes): no forward pass per question
     fitted = data["fitted_on"]
-    assert fitted["kb"] == "knowledge_base/documents" and fitted["questions"] >= 100
+    assert fitted["kb"].startswith("knowledge_base/documents") and fitted["questions"] >= 100
     assert fitted["dev"]["false_declines"] <= 0.1 and fitted["dev"]["unanswerable"] > 0
 
 
@@ -129,16 +154,18 @@ def resources(corpus_kb, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known false declines on statute text: 'how late' expects a clock time and 'how much notice' an "
-    "amount, and the lines state periods ('three business days', '30 days'); docs/evaluation.md: false declines 0.32-0.45 "
-    "on the shared corpus KB",
-)
 @pytest.mark.parametrize(
     ("question", "fact"),
     [
-        ("how late can I tell the bank to stop an automatic payment from my account", "three business days"),
+        pytest.param(
+            "how late can I tell the bank to stop an automatic payment from my account", "three business days",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the line is selected and holds the period asked for (test_a_period_answers_a_deadline_or_notice"
+                "_question), but it shares few of the question's words ('tell', 'how late' vs 'notifying … preceding'): "
+                "the verifier's P stays under its threshold",
+            ),
+        ),
         ("how much notice does the bank have to give me before a change that lowers my savings yield", "30 days"),
     ],
 )
@@ -193,16 +220,18 @@ def test_eval_generate_writes_all_six_kinds_from_corpus_files(corpus: Path, tmp_
     assert bad.exit_code != 0
 
 
-def test_corpus_kb_test_questions_are_labelled_and_their_facts_are_in_the_documents(corpus: Path) -> None:
-    """The frozen test split for `../shared/corpus/kb` (written before the verifier was fitted):
-    each answerable question's facts are in its document, so a decline there is a false decline;
-    the unanswerable ones cover the six kinds."""
+@pytest.mark.parametrize("name", ["corpus_kb_test.jsonl", "corpus_kb_test2.jsonl"])
+def test_corpus_kb_test_questions_are_labelled_and_their_facts_are_in_the_documents(corpus: Path, name: str) -> None:
+    """The frozen test splits for `../shared/corpus/kb` (`corpus_kb_test.jsonl`: written before the
+    verifier was fitted, since seen and used as dev; `corpus_kb_test2.jsonl`: written before the
+    answer-type and retrieval changes, run once at the end): each answerable question's facts are
+    in its document, so a decline there is a false decline; the unanswerable ones cover the six kinds."""
     import re
 
     from agent.testset import CATEGORIES, TestQuestion
     from ingest.loaders import load_document
 
-    path = Path(__file__).resolve().parent.parent / "knowledge_base" / "eval" / "corpus_kb_test.jsonl"
+    path = Path(__file__).resolve().parent.parent / "knowledge_base" / "eval" / name
     items = [TestQuestion.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
     files = {p.name: p for p in (corpus / "kb").rglob("*") if p.suffix in (".md", ".pdf", ".csv")}
     texts: dict[str, str] = {}

@@ -84,6 +84,21 @@ def test_reciprocal_rank_fusion() -> None:
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
 
 
+def test_document_fusion_lets_each_documents_best_chunk_compete() -> None:
+    from retrieval.store import document_fusion
+
+    # A FAQ sheet's rows fill the first ten places in both rankings; a statute's best section is 11th.
+    rows = np.arange(1, 21)
+    fused = reciprocal_rank_fusion([rows, rows], rrf_k=60, k=20)
+    doc_of = {int(r): ("faq" if r <= 10 else "statute") for r in rows}
+    ranked = [row for row, _ in document_fusion(fused, doc_of, rrf_k=60)]
+    assert ranked.index(11) < 5 and ranked[0] == 1  # the statute's best chunk reaches the top five
+    assert ranked.index(12) > 10  # its other chunks keep their places
+    assert ranked[:3] == [1, 11, 2]
+    # One document: nothing to fuse, the order stays.
+    assert document_fusion(fused, {int(r): "faq" for r in rows}, rrf_k=60) == fused
+
+
 def test_hnsw_deletions_are_saved_masked_and_rebuilt_only_in_bulk(tmp_path: Path) -> None:
     """Deleting a document from a large index must not rebuild the graph on every save: masked
     nodes are written as they are and stay masked after loading, until they pass a fifth."""
