@@ -157,15 +157,7 @@ def resources(corpus_kb, tmp_path_factory):
 @pytest.mark.parametrize(
     ("question", "fact"),
     [
-        pytest.param(
-            "how late can I tell the bank to stop an automatic payment from my account", "three business days",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the line is selected and holds the period asked for (test_a_period_answers_a_deadline_or_notice"
-                "_question), but it shares few of the question's words ('tell', 'how late' vs 'notifying … preceding'): "
-                "the verifier's P stays under its threshold",
-            ),
-        ),
+        ("how late can I tell the bank to stop an automatic payment from my account", "three business days"),
         ("how much notice does the bank have to give me before a change that lowers my savings yield", "30 days"),
     ],
 )
