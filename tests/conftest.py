@@ -12,6 +12,7 @@ import pytest
 
 if TYPE_CHECKING:
     from docteller.protocols import ChatMessage
+    from retrieval.store import KnowledgeIndex
 
 for _k, _v in {
     "HF_HUB_OFFLINE": "1",
@@ -100,6 +101,25 @@ def _excerpt_page(page: int) -> int:
     first, last = AGREEMENT_EXCERPT_PAGES
     assert first <= page <= last, f"page {page} is not in the excerpt"
     return page - first + 1
+
+
+@pytest.fixture(scope="session")
+def bundled_kb_index() -> Callable[..., "KnowledgeIndex"]:
+    """`bundled_kb_index(*names)`: an in-memory index of those files of the bundled KB, with the
+    real embedder (the agent tests' KB)."""
+
+    def build(*names: str) -> "KnowledgeIndex":
+        from docteller.settings import DEFAULT_KB_DIR
+        from ingest.embed import get_embedder
+        from ingest.loaders import load_document
+        from retrieval.store import KnowledgeIndex
+
+        index = KnowledgeIndex.in_memory(embedder=get_embedder())
+        for name in names:
+            index.add_document(load_document(DEFAULT_KB_DIR / name))
+        return index
+
+    return build
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 from agent.session import JUDGED_LINES
 from docteller.protocols import ChatMessage
-from docteller.settings import DEFAULT_KB_DIR, get_settings
+from docteller.settings import get_settings
 
 KB_FILES = [
     "cards-lost-stolen-and-disputes.md",
@@ -30,15 +30,8 @@ def passage_id(messages: Sequence[ChatMessage], needle: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def kb():
-    from ingest.embed import get_embedder
-    from ingest.loaders import load_document
-    from retrieval.store import KnowledgeIndex
-
-    index = KnowledgeIndex.in_memory(embedder=get_embedder())
-    for name in KB_FILES:
-        index.add_document(load_document(DEFAULT_KB_DIR / name))
-    return index
+def kb(bundled_kb_index):
+    return bundled_kb_index(*KB_FILES)
 
 
 @pytest.fixture()

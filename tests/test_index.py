@@ -16,7 +16,7 @@ import pytest
 
 from retrieval.indexing import index_paths
 from retrieval.manifest import EmbeddingModelMismatch
-from retrieval.store import KnowledgeIndex
+from retrieval.store import DOCUMENT_WEIGHT, DOCUMENTS_LIFTED, KnowledgeIndex
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,12 +90,19 @@ def test_hits_carry_cosine_and_fused_scores(built, embedder) -> None:
     assert len(hits) == 5
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     q = embedder.embed([query])[0]
+    lifted = 0
     for h in hits:
         assert h.vector_rank is not None or h.bm25_rank is not None
         expected = float(embedder.embed([h.chunk.embedding_text()])[0] @ q)
         assert h.vector_score == pytest.approx(expected, abs=1e-4)
         ranks = [r for r in (h.vector_rank, h.bm25_rank) if r]
-        assert h.score == pytest.approx(sum(1 / (60 + r) for r in ranks))
+        # Reciprocal-rank fusion of the two rankings, plus the document ranking's share for the
+        # best chunk of each of the best few documents (`document_fusion`).
+        bonus = h.score - sum(1 / (60 + r) for r in ranks)
+        shares = [0.0] + [DOCUMENT_WEIGHT / (60 + r) for r in range(1, DOCUMENTS_LIFTED + 1)]
+        assert any(bonus == pytest.approx(share, abs=1e-9) for share in shares), bonus
+        lifted += bonus > 1e-9
+    assert 1 <= lifted <= DOCUMENTS_LIFTED
     assert any(Path(h.chunk.source).name == "billing.md" for h in hits[:2])
     assert hits[0].as_json()["page"] == hits[0].chunk.page_start
 

@@ -12,22 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from docteller.settings import DEFAULT_KB_DIR
 
 KB_FILES = ["cards-lost-stolen-and-disputes.md"]
 DAILY_LIMIT = "What is the daily limit for debit card purchases?"
 
 
 @pytest.fixture(scope="module")
-def kb():
-    from ingest.embed import get_embedder
-    from ingest.loaders import load_document
-    from retrieval.store import KnowledgeIndex
-
-    index = KnowledgeIndex.in_memory(embedder=get_embedder())
-    for name in KB_FILES:
-        index.add_document(load_document(DEFAULT_KB_DIR / name))
-    return index
+def kb(bundled_kb_index):
+    return bundled_kb_index(*KB_FILES)
 
 
 @pytest.fixture()
