@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.compose import compose_answer, lead_is_supported
+from agent.pipeline.compose import compose_answer, lead_is_supported
 from agent.evidence import EvidenceLine, EvidenceSelector, quote, quotable
 from agent.grounding import unsupported_numbers
 from agent.prompt import SourcePassage
