@@ -437,6 +437,17 @@ class Manifest:
             ).fetchall()
         return {r[0]: _chunk(r[1], r[2]) for r in rows}
 
+    def doc_ids_by_row(self, row_ids: list[int]) -> dict[int, str]:
+        """Each chunk row's document id, reading no chunk text (the search's document ranking)."""
+        if not row_ids:
+            return {}
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT row_id, doc_id FROM chunks WHERE row_id IN ({','.join('?' * len(row_ids))})",
+                [int(i) for i in row_ids],
+            ).fetchall()
+        return dict(rows)
+
     def chunk(self, chunk_id: str) -> Chunk | None:
         with self._lock:
             row = self._conn.execute(

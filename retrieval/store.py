@@ -358,9 +358,10 @@ class KnowledgeIndex:
             vector_ids, vector_scores = v_ids[0][keep], v_scores[0][keep]
             bm25_ids, _ = self._bm25.search(query, depth, allowed_ids=allowed)
             fused = reciprocal_rank_fusion([vector_ids, bm25_ids], self.settings.rrf_k, 2 * depth)
-            chunks = self.manifest.chunks_by_row([row for row, _ in fused])
-            fused = document_fusion(fused, {row: c.doc_id for row, c in chunks.items()}, self.settings.rrf_k)[:k]
+            doc_of = self.manifest.doc_ids_by_row([row for row, _ in fused])
+            fused = document_fusion(fused, doc_of, self.settings.rrf_k)[:k]
             row_ids = [row for row, _ in fused]
+            chunks = self.manifest.chunks_by_row(row_ids)
             cosine = dict(zip(vector_ids.tolist(), vector_scores.tolist()))
             missing = [r for r in row_ids if r not in cosine]
             if missing:  # BM25-only hits: their cosine similarity comes from the stored embedding
