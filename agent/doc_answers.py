@@ -64,9 +64,10 @@ _OWN_DOCUMENT_RE = re.compile(
 
 # An obligation or a permission asked about, wherever it sits: "how many days do I have to tell
 # the bank about an error on my statement", "what does the bank need to do if …".
+# The subject is any one to three words: who is obliged is not a list this code can know.
 _OBLIGATION_RE = re.compile(
-    r"\b(?:do|does|will|would) (?:i|we|you|they|the bank|banks?|the card company|the company) (?:have|need|get) to\b"
-    r"|\b(?:am i|are we|is the bank) (?:allowed|required|supposed) to\b",
+    r"\b(?:do|does|will|would|must)\s+(?:[\w'-]+\s+){1,3}?(?:have|need|get)\s+to\b"
+    r"|\b(?:am|are|is)\s+(?:[\w'-]+\s+){1,3}?(?:allowed|required|supposed)\s+to\b",
     re.IGNORECASE,
 )
 
