@@ -184,11 +184,14 @@ def quoted_lines(lines: Sequence[EvidenceLine], question: str = "") -> list[Evid
     # A runner-up lacking a code the question names and the best line states ("branch 0007",
     # "§ 1693g") is a look-alike record of something else (branch 0004's fee): never quoted.
     codes = [c for c in _IDENTIFIER_RE.findall(question) if _states(best, c)]
+
+    def close(line: EvidenceLine) -> bool:
+        return (line.passage.score or 0.0) >= floor and all(_states(line, c) for c in codes)
+
     chosen = [best]
-    others = [line for line in lines[1:3] if all(_states(line, c) for c in codes)]
-    if others and others[0] is lines[1] and (lines[1].passage.score or 0.0) >= floor:
+    if len(lines) > 1 and close(lines[1]):
         chosen.append(lines[1])
-    if len(lines) > 2 and lines[2] in others and (lines[2].passage.score or 0.0) >= floor:
+    if len(lines) > 2 and close(lines[2]):
         if any(lines[2].passage.hit.chunk.id == line.passage.hit.chunk.id for line in chosen):
             chosen.append(lines[2])
     return chosen
