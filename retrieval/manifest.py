@@ -403,24 +403,22 @@ class Manifest:
             rows = self._conn.execute(f"SELECT row_id FROM chunks{where}", params).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def search_texts(self) -> tuple[np.ndarray, list[str]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT row_id, search_text FROM chunks ORDER BY row_id").fetchall()
+    def search_texts(self, row_ids: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+        """(row ids, the text BM25 indexes) of the given chunk rows, or of every chunk, by row."""
+        if row_ids is None:
+            with self._lock:
+                rows = self._conn.execute("SELECT row_id, search_text FROM chunks ORDER BY row_id").fetchall()
+        else:
+            rows = sorted(self._by_ids("SELECT row_id, search_text FROM chunks WHERE row_id IN ({})", row_ids))
         return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
     def embeddings(self, row_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(row_ids, float32 matrix) for the given rows, or all rows."""
-        with self._lock:
-            if row_ids is None:
+        if row_ids is None:
+            with self._lock:
                 rows = self._conn.execute("SELECT row_id, embedding FROM chunks ORDER BY row_id").fetchall()
-            else:
-                rows = []
-                ids = [int(i) for i in row_ids]
-                for start in range(0, len(ids), 500):
-                    batch = ids[start : start + 500]
-                    rows += self._conn.execute(
-                        f"SELECT row_id, embedding FROM chunks WHERE row_id IN ({','.join('?' * len(batch))})", batch
-                    ).fetchall()
+        else:
+            rows = self._by_ids("SELECT row_id, embedding FROM chunks WHERE row_id IN ({})", row_ids)
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         ids = np.array([r[0] for r in rows], dtype=np.int64)

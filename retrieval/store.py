@@ -1,14 +1,14 @@
 """`KnowledgeIndex`: the one retrieval API the agent, the web UI and the CLI call.
 
-Hybrid search: dense cosine similarity (FAISS) and BM25 (bm25s), fused by reciprocal rank
+Hybrid search: dense cosine similarity (FAISS) and BM25 (`retrieval.bm25`), fused by reciprocal rank
 (`settings.rrf_k`). Each hit carries the fused score and the chunk's cosine similarity to the
 query (`vector_score`), which the agent uses to judge how strong its evidence is.
 
 Persistence (`open`): `<index_dir>/manifest.sqlite` is the source of truth (one transaction per
-document) and `<index_dir>/vectors.faiss` a cache written atomically (temp file + `os.replace`).
-On open, the vector ids are reconciled with the manifest; vectors missing after a crash are
-re-added from the stored embeddings, so a `kill -9` mid-indexing loses at most the document
-being written. `in_memory()` gives a session index (customer uploads) that never touches disk.
+document) and `<index_dir>/vectors.faiss` a cache written atomically (temp file + `os.replace`)
+after batches, not after each document (`UNSAVED_CHUNKS_MAX`). On open, the vector ids are
+reconciled with the manifest; vectors not written yet are re-added from the stored embeddings,
+so a `kill -9` mid-indexing loses at most the document being written. `in_memory()` gives a session index (customer uploads) that never touches disk.
 
 Evidence units (the sentences and table rows of every chunk, searched on their own) are kept the
 same way, in the same transactions, in `<index_dir>/units.faiss`: see `retrieval.units`.
@@ -33,13 +33,18 @@ from docteller.settings import Settings, get_settings
 from retrieval.bm25 import BM25Index, tokenize
 from retrieval.manifest import DocumentRecord, EmbeddingModelMismatch, Manifest
 from retrieval.units import UnitIndex
-from retrieval.vector import FaissVectors, load_reconciled
+from retrieval.vector import FaissVectors, load_reconciled, reconcile
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.sqlite"
 VECTORS_FILE = "vectors.faiss"
 FOLLOW_INTERVAL_S = 1.0  # how often a serving process checks for other processes' commits
+# The vector files are rewritten whole (FAISS has no append), so a serving process writes them
+# once this many chunks changed since the last write, and on close, not after each document:
+# a Staff upload into a 100k-chunk KB otherwise rewrote 0.7 GB. What is not written yet is in
+# the manifest, and an index opened after a crash re-adds it from there (`load_reconciled`).
+UNSAVED_CHUNKS_MAX = 2000
 
 __all__ = ["AddResult", "DocumentRecord", "EmbeddingModelMismatch", "KnowledgeIndex", "reciprocal_rank_fusion"]
 
@@ -104,11 +109,12 @@ class KnowledgeIndex:
         self.index_dir = index_dir
         self.settings = settings
         self._lock = threading.RLock()
+        # Built from the manifest on first use, then updated with each change (`_sync_bm25`).
         self._bm25 = BM25Index()
-        self._bm25_stale = True
-        self._bm25_building = False
+        self._bm25_synced = False
         self._defer_save = 0
         self._vectors_dirty = False
+        self._unsaved_chunks = 0
         # Bumped on every change to the indexed chunks, so derived caches know to refresh.
         self.generation = 0
         self._open_vectors = vectors or FaissVectors.from_settings(settings)
@@ -225,7 +231,11 @@ class KnowledgeIndex:
                 self.units.forget(stale)
             if written is not None:
                 self.units.apply(*written)
-            self._changed()
+            if self._bm25_synced:
+                for old_rows in removed:
+                    self._bm25.remove(old_rows)
+                self._bm25.add(row_ids, [c.embedding_text() for c in chunks])
+            self._changed(len(row_ids) + sum(len(rows) for rows in removed))
         status = "replaced" if previous else "indexed"
         log.info("%s %s (%d chunks)", status, doc.title, len(chunks))
         return AddResult(status=status, doc_id=doc.id, chunks=len(chunks), replaced=previous)
@@ -241,7 +251,9 @@ class KnowledgeIndex:
                 row_ids = self.manifest.delete_document(conn, full_id)  # its units go by cascade
             self._vectors.remove(row_ids)
             self.units.forget(unit_rows)
-            self._changed()
+            if self._bm25_synced:
+                self._bm25.remove(row_ids)
+            self._changed(len(row_ids))
             return True
 
     def record_error(self, path: str, reason: str) -> None:
@@ -249,7 +261,8 @@ class KnowledgeIndex:
 
     @contextmanager
     def bulk(self) -> Iterator["KnowledgeIndex"]:
-        """Defer writing the vector file to the end of a batch (each document is still committed)."""
+        """Write no vector file until the end of a batch (each document is still committed), and
+        then only if `UNSAVED_CHUNKS_MAX` chunks changed since the last write (`close` writes the rest)."""
         with self._lock:
             self._defer_save += 1
         try:
@@ -257,7 +270,7 @@ class KnowledgeIndex:
         finally:
             with self._lock:
                 self._defer_save -= 1
-                if self._defer_save == 0:
+                if self._defer_save == 0 and self._unsaved_chunks >= UNSAVED_CHUNKS_MAX:
                     self.save()
 
     def sync_units(self) -> int:
@@ -275,6 +288,7 @@ class KnowledgeIndex:
             if self.index_dir is None:
                 return
             self.units.save()
+            self._unsaved_chunks = 0
             if not self._vectors_dirty:
                 return
             self._vectors.save(self.index_dir / VECTORS_FILE)
@@ -343,8 +357,8 @@ class KnowledgeIndex:
             return []
         query_vector = self.embedder.embed([query])[0]
         self._follow_other_writers()
-        self._refresh_bm25()
         with self._lock:
+            self._sync_bm25()
             allowed = None
             if filters and any(filters.get(key) for key in ("doc_id", "doc_type")):
                 allowed = self.manifest.row_ids(filters)
@@ -382,14 +396,15 @@ class KnowledgeIndex:
         ]
 
     def prepare_search(self) -> None:
-        """Rebuild what a change left stale (the BM25 index) now, not on the next question."""
-        self._refresh_bm25()
+        """Build the BM25 index now if it was never built, not on the first question."""
+        with self._lock:
+            self._sync_bm25()
 
     def term_frequencies(self, text: str) -> tuple[dict[str, int], int]:
         """({term: how many chunks hold it} for the BM25 terms of `text`, number of chunks):
         how rare a question's words are in this KB, and which it never uses."""
-        self._refresh_bm25()  # outside the lock: it takes the lock itself
         with self._lock:
+            self._sync_bm25()
             return self._bm25.document_frequencies(tokenize(text)), len(self._bm25)
 
     def stats(self) -> dict:
@@ -426,21 +441,22 @@ class KnowledgeIndex:
         record = self.manifest.document(doc_id)
         return record.chunks if record else 0
 
-    def _changed(self) -> None:
+    def _changed(self, chunks: int) -> None:
         self.generation += 1
-        self._bm25_stale = True
         self._vectors_dirty = True
-        if not self._defer_save:
+        self._unsaved_chunks += chunks
+        if not self._defer_save and self._unsaved_chunks >= UNSAVED_CHUNKS_MAX:
             self.save()
 
     def _follow_other_writers(self) -> None:
-        """Load what another process committed to this index since we last looked.
+        """Take in what another process committed to this index since we last looked.
 
         Several app processes share one index, and `docteller index` may add documents while they
         serve. SQLite's `data_version` changes only for other connections' commits, so checking it
-        (at most every `FOLLOW_INTERVAL_S`) costs one pragma; on a change the vector files are
-        reloaded and reconciled with the manifest (not saved: the writer owns them) and BM25 is
-        marked stale, so this process answers from the same documents as the writer."""
+        (at most every `FOLLOW_INTERVAL_S`) costs one pragma. On a change, the vectors, the units
+        and BM25 take the rows the manifest gained and drop those it lost (read from the
+        manifest, not the writer's files, which it writes only now and then), so this process
+        answers from the same documents as the writer at the cost of the change, not the KB."""
         if self.index_dir is None or time.monotonic() - self._followed_at < FOLLOW_INTERVAL_S:
             return
         with self._lock:
@@ -449,37 +465,32 @@ class KnowledgeIndex:
             if version == self._data_version:
                 return
             self._data_version = version
-            self._vectors = self._load_vectors(save_repairs=False)
-            splitter = self.units.splitter
-            self.units = UnitIndex(self.manifest, self.embedder, self.index_dir, self._open_vectors, self._lock)
-            self.units.splitter = splitter
-            self._bm25_stale = True
+            added, removed = reconcile(self._vectors, self.manifest.row_ids(), self.manifest.embeddings)
+            self.units.follow()
+            if self._bm25_synced:
+                self._sync_bm25(reconcile=True)
             self.generation += 1
-        log.info("index changed by another process: reloaded %d vectors", len(self._vectors))
+        log.info("index changed by another process: %d chunks added, %d removed", added, removed)
 
-    def _refresh_bm25(self) -> None:
-        """Rebuild the BM25 index if a change left it stale. The rebuild reads every chunk (bm25s
-        cannot update in place) so it runs outside the lock: while one thread rebuilds, other
-        searches use the previous index rather than wait (deleted chunks in it are dropped when
-        their rows are fetched; new ones are found by their vectors meanwhile)."""
-        with self._lock:
-            if not self._bm25_stale or self._bm25_building:
-                return
-            self._bm25_building, self._bm25_stale = True, False  # a change meanwhile marks it stale again
+    def _sync_bm25(self, reconcile: bool = False) -> None:
+        """Build the BM25 index from the manifest the first time (caller holds the lock); with
+        `reconcile`, make it agree with the manifest another process changed: only the chunks
+        added are read and tokenised, the chunks removed are dropped."""
+        if self._bm25_synced and not reconcile:
+            return
         started = time.perf_counter()
-        try:
-            ids, texts = self.manifest.search_texts()
-            fresh = BM25Index()
-            fresh.build(ids, texts)
-        except BaseException:
-            with self._lock:
-                self._bm25_stale = True
-            raise
-        finally:
-            self._bm25_building = False
-        with self._lock:
-            self._bm25 = fresh
-        log.debug("BM25 rebuilt over %d chunks in %.2fs", len(ids), time.perf_counter() - started)
+        if not self._bm25_synced:
+            self._bm25.build(*self.manifest.search_texts())
+            self._bm25_synced = True
+            log.debug("BM25 built over %d chunks in %.2fs", len(self._bm25), time.perf_counter() - started)
+            return
+        stored = self.manifest.row_ids()
+        indexed = self._bm25.ids()
+        gone = np.setdiff1d(indexed, stored, assume_unique=True)
+        new = np.setdiff1d(stored, indexed, assume_unique=True)
+        self._bm25.remove(gone)
+        self._bm25.add(*self.manifest.search_texts(new))
+        log.debug("BM25: +%d -%d chunks in %.2fs", len(new), len(gone), time.perf_counter() - started)
 
     def _load_vectors(self, save_repairs: bool = True) -> VectorIndex:
         """Load the vector file and make it agree with the manifest (repairing after a crash)."""

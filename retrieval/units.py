@@ -34,7 +34,7 @@ import numpy as np
 from docteller.model import Chunk
 from docteller.protocols import Embedder, UnitSplitter, VectorIndexFactory
 from retrieval.manifest import Manifest
-from retrieval.vector import load_reconciled
+from retrieval.vector import load_reconciled, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,10 @@ class UnitIndex:
     def forget(self, removed: np.ndarray) -> None:
         """Drop the vectors of units deleted from the manifest (their chunks' document went)."""
         self.apply(removed, np.zeros(0, dtype=np.int64), np.zeros((0, self.embedder.dim), dtype=np.float32))
+
+    def follow(self) -> None:
+        """Take in the units another process committed or deleted (the chunks' `follow`)."""
+        reconcile(self._vectors, self.manifest.unit_row_ids(), self.manifest.unit_embeddings, label="units")
 
     def save(self) -> None:
         if self.path is not None and self.dirty:

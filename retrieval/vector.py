@@ -278,8 +278,8 @@ def load_reconciled(
     """Load a vector file and make it hold exactly the `expected` ids (the manifest's).
 
     `open_index(path, dim)` reads the file (`open_index(None, dim)`: a new, empty index). Ids
-    missing from the file (a crash between the manifest commit and the file's save) are
-    re-added from `stored(ids) -> (ids, vectors)`; ids the manifest no longer has are removed
+    missing from the file (committed by a process that had not written the file yet: it writes
+    after `UNSAVED_CHUNKS_MAX` chunks and on close, or crashed first) are re-added from `stored(ids) -> (ids, vectors)`; ids the manifest no longer has are removed
     (in an HNSW graph: masked, as they were before the save). An unreadable file is rebuilt.
     Returns the index and whether vectors had to be re-added (the caller saves it then)."""
     vectors = None
@@ -290,16 +290,30 @@ def load_reconciled(
             log.warning("vector file %s unreadable (%s); rebuilding from the manifest", path, exc)
     if vectors is None:
         vectors = open_index(None, dim)
+    missing, _ = reconcile(vectors, expected, stored, label=str(path or "vectors"))
+    return vectors, bool(missing)
+
+
+def reconcile(
+    vectors: VectorIndex,
+    expected: np.ndarray,
+    stored: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    label: str = "vectors",
+) -> tuple[int, int]:
+    """Make `vectors` hold exactly the `expected` ids: the missing ones are read from
+    `stored(ids) -> (ids, vectors)` and added, the others removed. Returns (added, removed).
+    Costs the ids' comparison and the difference, not the index: a serving process follows
+    another's commits with it, and an index opens with it after a crash."""
     present = vectors.ids()
     missing = np.setdiff1d(expected, present)
     extra = np.setdiff1d(present, expected)
     if len(extra):
         vectors.remove(extra)
-        log.info("%s: %d vectors of deleted entries dropped", path or "vectors", len(extra))
+        log.info("%s: %d vectors of deleted entries dropped", label, len(extra))
     for start in range(0, len(missing), 100_000):  # bounded memory when a large file is rebuilt
         ids, matrix = stored(missing[start : start + 100_000])
         if len(ids):
             vectors.add(ids, matrix)
     if len(missing):
-        log.warning("vector file %s lacked %d vectors of the manifest: re-added", path or "(memory)", len(missing))
-    return vectors, bool(len(missing))
+        log.info("%s: %d vectors of the manifest added", label, len(missing))
+    return len(missing), len(extra)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import retrieval.store as store
+import retrieval.units as units
 from retrieval.store import KnowledgeIndex
 
 VAULT = """# Safe deposit boxes
@@ -43,6 +44,10 @@ def test_a_document_indexed_by_another_process_is_found_without_a_restart(
         assert [d.title for d in serving.documents()] and not any(
             "Safe deposit" in h.chunk.text for h in serving.search("safe deposit box yearly fee", k=3))
         generation = serving.generation
+        file_reads: list[str] = []  # the vector files this process reads from now on
+        for module in (store, units):
+            monkeypatch.setattr(module, "load_reconciled",
+                                lambda *a, _read=module.load_reconciled, **k: file_reads.append(str(a[0])) or _read(*a, **k))
         vault = tmp_path / "vault.md"
         vault.write_text(VAULT)
         _index_in_another_process(docteller_home, vault)  # while `serving` stays open
@@ -50,5 +55,15 @@ def test_a_document_indexed_by_another_process_is_found_without_a_restart(
         assert hits and "$85 a year" in hits[0].chunk.text  # the new document, by vector and BM25
         assert serving.generation > generation  # derived caches (evidence units) refresh too
         assert len(serving.documents()) == 2
+        assert file_reads == []  # followed from the manifest: the writer's files are not read
+
+        writer = KnowledgeIndex.open(get_settings().index_dir)  # another connection deletes a document
+        cards = next(d.doc_id for d in writer.documents() if d.source.endswith("cards.md"))
+        assert writer.delete(cards)
+        writer.close()
+        file_reads.clear()
+        hits = serving.search("lost debit card blocked", k=5)
+        assert all(h.chunk.doc_id != cards for h in hits) and [d.title for d in serving.documents()] == ["Safe deposit boxes"]
+        assert file_reads == []
     finally:
         serving.close()

@@ -104,11 +104,15 @@ def test_the_answer_cites_the_one_notice_asked_about(large_kb, ask, n: int) -> N
     assert _cited(answer) == {f"notice-{n:05d}.{'md' if n % 5 == 0 else 'txt'}"}
 
 
-def test_a_notice_added_by_staff_is_answered_and_a_deleted_one_never_cited(large_kb, ask) -> None:
+def test_a_notice_added_by_staff_is_answered_and_a_deleted_one_never_cited(large_kb, ask, monkeypatch) -> None:
     from docteller.settings import Settings
     from retrieval.indexing import index_paths
 
     index, facts, folder = large_kb
+    index.prepare_search()  # BM25 built, as `serve` does at start
+    read = index.manifest.search_texts
+    reads: list = []  # BM25's reads of chunk texts from now on
+    monkeypatch.setattr(index.manifest, "search_texts", lambda rows=None: reads.append(rows) or read(rows))
     added = folder.parent / "staff-upload"
     added.mkdir()
     (added / "notice-new.txt").write_text(
@@ -121,6 +125,7 @@ def test_a_notice_added_by_staff_is_answered_and_a_deleted_one_never_cited(large
     assert summary.count("indexed") == 1
     first = ask("How much is a safe deposit box at branch 9876 per year?")  # the first answer after the upload
     assert not first.abstained and "$315.00" in first.answer and _cited(first) == {"notice-new.txt"}
+    assert index.search("Harbourview", k=1)[0].bm25_rank == 1  # a word only the new notice has
 
     gone = next(r for r in index.documents() if r.source.endswith("notice-01234.txt"))
     units_before = index.stats()["units"]
@@ -130,3 +135,4 @@ def test_a_notice_added_by_staff_is_answered_and_a_deleted_one_never_cited(large
     assert "notice-01234.txt" not in _cited(ask(question))
     assert all(h.chunk.doc_id != gone.doc_id for h in index.search(question, k=50))
     assert all(h.chunk.doc_id != gone.doc_id for h in index.search_units(question, k=50))
+    assert reads == []  # the upload and the delete updated BM25 in place: no chunk was read back

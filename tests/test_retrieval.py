@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,60 @@ def test_tokenize_stems_and_drops_stopwords() -> None:
     assert tokenize("The transfers are Charged") == ["transfer", "charged"]
     assert tokenize("Fees: $45.00 for wires") == ["fee", "45.00", "wire"]
     assert tokenize("policies status") == ["policy", "status"]
+
+
+def _faq_rows(corpus: Path) -> list[str]:
+    with (corpus / "kb" / "bankfaqs" / "BankFAQs.csv").open(newline="", encoding="utf-8") as f:
+        return [f"{row['Question']} {row['Answer']}" for row in csv.DictReader(f)]
+
+
+def test_bm25_scores_as_bm25s_does_on_a_real_faq_sheet(corpus: Path) -> None:
+    """The in-place index scores as the bm25s index it replaced (Lucene BM25, k1 1.5, b 0.75)."""
+    import bm25s
+
+    texts = _faq_rows(corpus)
+    reference = bm25s.BM25()
+    reference.index([tokenize(t) for t in texts], show_progress=False)
+    ours = BM25Index()
+    ours.build(np.arange(len(texts)), texts)
+    for question in [texts[i].split("?")[0] for i in range(0, len(texts), 97)]:
+        expected = reference.get_scores([t for t in tokenize(question) if t in reference.vocab_dict])
+        ids, scores = ours.search(question, k=10)
+        assert len(ids) == 10
+        np.testing.assert_allclose(scores, expected[ids], rtol=1e-4)
+        assert scores[-1] >= np.sort(expected)[-10] - 1e-4  # no passage bm25s ranks higher is missed
+
+
+def test_bm25_updated_in_place_equals_a_rebuild(corpus: Path) -> None:
+    """Documents added one batch at a time (past the segment merge) and deleted (past a segment's
+    compaction) give the same statistics, ids and scores as an index built from the live rows."""
+    texts = _faq_rows(corpus)
+    grown = BM25Index()
+    grown.build(np.arange(1000), texts[:1000])
+    batches = [np.arange(start, min(start + 60, len(texts))) for start in range(1000, len(texts), 60)]
+    for rows in batches[:6]:
+        grown.add(rows, [texts[i] for i in rows])
+    early = np.concatenate([np.arange(0, 1000, 7), np.arange(1000, 1020)])  # dead rows the merge must drop
+    assert grown.remove(early) == len(early)
+    for rows in batches[6:]:  # 13 small segments in all: merged on the way
+        grown.add(rows, [texts[i] for i in rows])
+    assert grown.segments <= 9
+    late = np.arange(1720, 1760)  # most of the last segment: compacted
+    assert grown.remove(late) == len(late)
+    assert grown.remove(late) == 0  # removing again changes nothing
+    gone = np.concatenate([early, late])
+    live = np.setdiff1d(np.arange(len(texts)), gone)
+    rebuilt = BM25Index()
+    rebuilt.build(live, [texts[i] for i in live])
+    assert len(grown) == len(rebuilt) == len(live)
+    assert sorted(grown.ids().tolist()) == live.tolist()
+    for question in [texts[i].split("?")[0] for i in range(3, len(texts), 131)]:
+        terms = tokenize(question)
+        assert grown.document_frequencies(terms) == rebuilt.document_frequencies(terms)
+        got, want = grown.search(question, k=20), rebuilt.search(question, k=20)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+        assert set(got[0][got[1] > want[1][-1] + 1e-4]) <= set(want[0].tolist())
+        assert not set(got[0].tolist()) & set(gone.tolist())
 
 
 def test_bm25_ranks_exact_terms_and_filters() -> None:

@@ -12,7 +12,7 @@ import pytest
 from agent.evidence import EvidenceSelector, KBUnitTexts, KnowledgeUnits
 from docteller.settings import DEFAULT_KB_DIR
 from retrieval.manifest import Manifest
-from retrieval.store import KnowledgeIndex
+from retrieval.store import VECTORS_FILE, KnowledgeIndex
 from retrieval.units import UNITS_FILE
 
 COIN_QUESTION = "can non customers use your coin counter? whats it cost"
@@ -130,6 +130,34 @@ def test_unit_file_is_repaired_like_the_chunk_file(tmp_path: Path) -> None:
     index = KnowledgeIndex.open(index_dir, embedder=CountingEmbedder())
     _consistent(index)
     index.close()
+
+
+def test_a_staff_upload_rewrites_no_vector_file_and_nothing_is_lost_without_a_close(tmp_path: Path) -> None:
+    """The vector files are written after batches (`UNSAVED_CHUNKS_MAX` chunks) and on close, not
+    after each document: one upload into a large KB rewrote both whole files. A process that ends
+    without writing them (killed) loses nothing: the next open takes the rest from the manifest."""
+    index_dir = tmp_path / "index"
+    index = KnowledgeIndex.open(index_dir, embedder=CountingEmbedder())
+    index.unit_splitter = KBUnitTexts()
+    index.add_document(_load("overdraft-services.md"))
+    index.close()
+    written = {name: (index_dir / name).read_bytes() for name in (VECTORS_FILE, UNITS_FILE)}
+
+    serving = KnowledgeIndex.open(index_dir, embedder=CountingEmbedder())  # the web app's index
+    serving.unit_splitter = KBUnitTexts()
+    serving.add_document(_load("foreign-exchange-and-travel.txt"))  # a Staff upload
+    serving.delete(_doc_id(serving, "overdraft-services.md"))  # and a deletion
+    assert {name: (index_dir / name).read_bytes() for name in written} == written  # neither file rewritten
+
+    embedder = CountingEmbedder()
+    restarted = KnowledgeIndex.open(index_dir, embedder=embedder)  # `serving` never closed: as if killed
+    _consistent(restarted)
+    assert restarted.stats()["vectors"] == restarted.stats()["chunks"]
+    assert embedder.texts == 0  # the upload's vectors come from the manifest, not embedded again
+    assert any("FOREIGN" in h.chunk.title.upper() for h in restarted.search_units(CASH_QUESTION, k=3))
+    assert all("overdraft" not in h.chunk.source for h in restarted.search("overdraft fee", k=10))
+    restarted.close()
+    serving.close()
 
 
 def test_a_failed_add_stores_neither_chunks_nor_units(tmp_path: Path, monkeypatch) -> None:
