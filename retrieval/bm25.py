@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,7 +106,7 @@ def _merged(segments: Sequence[_Segment]) -> _Segment:
         seg_rows, terms, seg_cols, seg_data = seg.triples()
         new_col = np.array([vocab.setdefault(t, len(vocab)) for t in terms], dtype=np.int64)
         rows.append(new_row[seg_rows])
-        cols.append(new_col[seg_cols] if len(new_col) else seg_cols.astype(np.int64))
+        cols.append(new_col[seg_cols])
         data.append(seg_data)
         ids.append(seg.ids[live_rows])
         lengths.append(seg.lengths[live_rows])
@@ -117,10 +117,7 @@ def _merged(segments: Sequence[_Segment]) -> _Segment:
         shape=(offset, len(vocab)),
         dtype=np.float32,
     )
-    merged = _Segment(
-        np.concatenate(ids) if ids else _NO_IDS, np.concatenate(lengths) if lengths else _NO_SCORES, vocab, tf
-    )
-    return merged
+    return _Segment(np.concatenate(ids) if ids else _NO_IDS, np.concatenate(lengths) if lengths else _NO_SCORES, vocab, tf)
 
 
 class BM25Index:
@@ -163,9 +160,9 @@ class BM25Index:
             rest = [s for i, s in enumerate(self._segments) if i != largest]
             self._segments = [self._segments[largest], _merged(rest)]
 
-    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
+    def remove(self, ids: np.ndarray) -> int:
         """Forget these passages (unknown ids are ignored); returns how many were live."""
-        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return 0
         removed = 0
