@@ -224,6 +224,8 @@ class KnowledgeIndex:
                 removed = [self.manifest.delete_document(conn, old) for old in previous]
                 row_ids = self.manifest.insert_document(conn, doc, doc_type_of(doc), chunks, vectors)
                 written = self.units.write(conn, row_ids, unit_sets) if unit_sets is not None else None
+                if written is None:
+                    self.units.unchecked = True
             for old_rows in removed:
                 self._vectors.remove(old_rows)
             self._vectors.add(row_ids, vectors)

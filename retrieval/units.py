@@ -73,6 +73,10 @@ class UnitIndex:
         self.splitter: UnitSplitter | None = None
         self.path = index_dir / UNITS_FILE if index_dir is not None else None
         self._lock = lock
+        # Chunks may be stored without units (the manifest as opened, another process's commits,
+        # a document added with no splitter): `sync` looks for them only then, so the first
+        # question after a Staff upload does not scan every chunk.
+        self.unchecked = True
         self._vectors, self.dirty = load_reconciled(
             self.path,
             embedder.dim,
@@ -148,6 +152,7 @@ class UnitIndex:
     def follow(self) -> None:
         """Take in the units another process committed or deleted (the chunks' `follow`)."""
         reconcile(self._vectors, self.manifest.unit_row_ids(), self.manifest.unit_embeddings, label="units")
+        self.unchecked = True
 
     def save(self) -> None:
         if self.path is not None and self.dirty:
@@ -175,6 +180,9 @@ class UnitIndex:
         if splitter is None:
             return 0
         check_all = self.manifest.meta(FINGERPRINT_KEY) != splitter.fingerprint
+        if not check_all and not self.unchecked:
+            return 0
+        self.unchecked = False  # a chunk stored without units from now on sets it again
         rows = self.manifest.row_ids() if check_all else self.manifest.chunk_rows_without_units()
         if check_all and len(rows):
             log.info("checking the evidence units of %d chunks against the current splitting", len(rows))
