@@ -8,7 +8,8 @@ Persistence (`open`): `<index_dir>/manifest.sqlite` is the source of truth (one 
 document) and `<index_dir>/vectors.faiss` a cache written atomically (temp file + `os.replace`)
 after batches, not after each document (`UNSAVED_CHUNKS_MAX`). On open, the vector ids are
 reconciled with the manifest; vectors not written yet are re-added from the stored embeddings,
-so a `kill -9` mid-indexing loses at most the document being written. `in_memory()` gives a session index (customer uploads) that never touches disk.
+so a `kill -9` mid-indexing loses at most the document being written. `in_memory()` gives a
+session index (customer uploads) that never touches disk.
 
 Evidence units (the sentences and table rows of every chunk, searched on their own) are kept the
 same way, in the same transactions, in `<index_dir>/units.faiss`: see `retrieval.units`.
@@ -494,13 +495,13 @@ class KnowledgeIndex:
         self._bm25.add(*self.manifest.search_texts(new))
         log.debug("BM25: +%d -%d chunks in %.2fs", len(new), len(gone), time.perf_counter() - started)
 
-    def _load_vectors(self, save_repairs: bool = True) -> VectorIndex:
-        """Load the vector file and make it agree with the manifest (repairing after a crash)."""
+    def _load_vectors(self) -> VectorIndex:
+        """Load the vector file and make it agree with the manifest (writing the repair)."""
         path = self.index_dir / VECTORS_FILE if self.index_dir else None
         vectors, repaired = load_reconciled(
             path, self.embedder.dim, self.manifest.row_ids(), self.manifest.embeddings, self._open_vectors
         )
-        if repaired and path is not None and save_repairs:
+        if repaired and path is not None:
             vectors.save(path)
         return vectors
 
