@@ -84,6 +84,16 @@ def test_reciprocal_rank_fusion() -> None:
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
 
 
+def test_reciprocal_rank_fusion_weighs_each_ranking() -> None:
+    """The unit ranking (chunks by their best sentence) counts `UNIT_WEIGHT` times a dense or BM25 rank."""
+    from retrieval.store import UNIT_WEIGHT
+
+    rows = [np.array([1, 2]), np.array([1, 2]), np.array([3])]
+    fused = dict(reciprocal_rank_fusion(rows, rrf_k=60, k=3, weights=[1.0, 1.0, UNIT_WEIGHT]))
+    assert fused[3] == pytest.approx(UNIT_WEIGHT / 61) and fused[1] == pytest.approx(2 / 61)
+    assert reciprocal_rank_fusion(rows, rrf_k=60, k=3) == reciprocal_rank_fusion(rows, rrf_k=60, k=3, weights=[1, 1, 1])
+
+
 def test_document_fusion_lets_each_documents_best_chunk_compete() -> None:
     from retrieval.store import document_fusion
 
