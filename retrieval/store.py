@@ -1,8 +1,9 @@
 """`KnowledgeIndex`: the one retrieval API the agent, the web UI and the CLI call.
 
-Hybrid search: dense cosine similarity (FAISS), BM25 (bm25s) and, when the index holds evidence
-units, each chunk's best unit's similarity, fused by reciprocal rank (`settings.rrf_k`), then the
-best documents' best chunks lifted (`document_fusion`). Each hit carries the fused score and the chunk's cosine similarity to the
+Hybrid search: dense cosine similarity (FAISS) and BM25 (bm25s), fused by reciprocal rank
+(`settings.rrf_k`); then, when the index holds evidence units, the best fused chunks re-ranked by
+their best unit (`unit_fusion`), and the best documents' best chunks lifted (`document_fusion`).
+Each hit carries the fused score and the chunk's cosine similarity to the
 query (`vector_score`), which the agent uses to judge how strong its evidence is.
 
 Persistence (`open`): `<index_dir>/manifest.sqlite` is the source of truth (one transaction per
@@ -62,11 +63,12 @@ def reciprocal_rank_fusion(rankings: list[np.ndarray], rrf_k: int, k: int) -> li
 
 
 # Weight of the third ranking fused with the dense and BM25 ones: the fused chunks re-ranked by
-# their best evidence unit (sentence, list item, table row, FAQ answer; `retrieval.units`). A long statute section or
-# agreement clause is embedded as a whole, and its one answering sentence is diluted by the rest;
-# compared on its own, that sentence ranks its chunk near the top. Chosen on dev questions of two
-# KBs (the shared corpus KB's `shared_kb_dev` and `corpus_kb_test`, the bundled KB's eval and
-# held-out dev questions) among 0.5-3.0: 1.5-2.0 gave the same hit@5 on all four, 1.75 the best MRR.
+# their best evidence unit (sentence, list item, table row, FAQ answer; `retrieval.units`). A long
+# statute section or agreement clause is embedded as a whole, and its one answering sentence is
+# diluted by the rest; compared on its own, that sentence ranks its chunk near the top. Chosen on
+# dev questions of two KBs (the shared corpus KB's `shared_kb_dev` and `corpus_kb_test`, the
+# bundled KB's eval and held-out dev questions) among 0.5-3.0: 1.5-2.0 gave the same hit@5 on all
+# four, 1.75 the best MRR.
 UNIT_WEIGHT = 1.75
 # How many of the fused chunks are re-ranked by their best unit (their unit vectors are read per
 # search, so the cost is bounded by this, not by the KB): 50-200 gave the same figures on the dev
@@ -344,7 +346,12 @@ class KnowledgeIndex:
         with self._lock:
             if len(self.units) == 0:
                 return []
-            best = self._chunks_by_best_unit(query_vector, 4 * k)
+            unit_scores, unit_ids = self.units.search(query_vector, 4 * k)
+            owners = self.manifest.unit_owners(unit_ids)
+            best: dict[int, float] = {}  # chunk row -> its best unit's score, in rank order
+            for unit, score in zip(unit_ids.tolist(), unit_scores.tolist()):
+                if unit in owners and owners[unit] not in best:
+                    best[owners[unit]] = score
             chunks = self.manifest.chunks_by_row(list(best))
             ids, matrix = self.manifest.embeddings(np.array(list(best), dtype=np.int64))
         cosine = dict(zip(ids.tolist(), (matrix @ query_vector).tolist())) if len(ids) else {}
@@ -357,17 +364,6 @@ class KnowledgeIndex:
             if len(hits) >= k:
                 break
         return hits
-
-    def _chunks_by_best_unit(self, query_vector: np.ndarray, units: int) -> dict[int, float]:
-        """{chunk row: its best unit's cosine similarity}, best first, over the `units` units most
-        similar to the query (caller holds the lock)."""
-        unit_scores, unit_ids = self.units.search(query_vector, units)
-        owners = self.manifest.unit_owners(unit_ids)
-        best: dict[int, float] = {}
-        for unit, score in zip(unit_ids.tolist(), unit_scores.tolist()):
-            if unit in owners and owners[unit] not in best:
-                best[owners[unit]] = score
-        return best
 
     def chunk_units(self, chunk_id: str) -> tuple[str, np.ndarray] | None:
         """(digest of the unit texts, unit vectors in order) stored for a chunk, or None."""

@@ -166,7 +166,8 @@ class UnitIndex:
         """{chunk row: its best unit's cosine similarity to the query} for the given chunks that
         have units: their stored vectors, read by chunk (indexed), so the cost grows with the
         number of chunks asked about, not with the KB."""
-        rows = self.manifest._by_ids("SELECT chunk_row, embedding FROM units WHERE chunk_row IN ({})", np.asarray(chunk_rows))
+        query = "SELECT chunk_row, embedding FROM units WHERE chunk_row IN ({})"  # by the units_chunk index
+        rows = self.manifest._by_ids(query, np.asarray(chunk_rows))
         if not rows:
             return {}
         owners = np.array([r[0] for r in rows], dtype=np.int64)
