@@ -422,6 +422,21 @@ def is_informative(unit: EvidenceUnit, headings: set[str]) -> bool:
     return len(words) > 5 or any(ch.isdigit() for ch in text) or text[-1:] in ".;!)"
 
 
+# Two lines whose word sets overlap this much (Jaccard) say the same thing: a FAQ sheet repeats one
+# answer for each of its products with a word changed, and three copies of it would be all the
+# judge and the customer see. Only the best-scoring copy is kept.
+NEAR_DUPLICATE = 0.8
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD_RE.findall(text.lower()))
+
+
+def _resemblance(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
 class EvidenceSelector:
     """Picks the units of the retrieved chunks that best answer a question, within a budget."""
 
@@ -506,6 +521,7 @@ class EvidenceSelector:
         sids: dict[str, str] = {}
         lines: list[EvidenceLine] = []
         seen: set[str] = set()
+        said: list[frozenset[str]] = []  # the words of each line taken
         size = 0
         for item in scored:
             if item.unit.table_header is None and "|" in item.unit.text:
@@ -513,7 +529,11 @@ class EvidenceSelector:
             text = quote(item.unit)
             if text in seen or (size + len(text) > budget_chars and lines):
                 continue
+            words = _words(text)
+            if any(_resemblance(words, other) >= NEAR_DUPLICATE for other in said):
+                continue  # the same answer in another row of a FAQ sheet ("PhoneBanking" / "Phone Banking")
             seen.add(text)
+            said.append(words)
             size += len(text)
             sid = sids.setdefault(item.hit.chunk.id, f"S{len(sids) + 1}")
             passage = SourcePassage(sid, item.hit, item.origin, text=text, score=item.score)

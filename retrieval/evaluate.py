@@ -81,9 +81,13 @@ def eval_index_dir(paths: Sequence[Path], settings: Settings | None = None) -> P
     return settings.home / "eval-kbs" / hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
-def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedder=None):
+def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedder=None, units: bool = True):
     """A `KnowledgeIndex` holding exactly the documents under `paths` (files or folders),
-    indexed on first use and brought up to date (changed files re-read, removed ones dropped)."""
+    indexed on first use and brought up to date (changed files re-read, removed ones dropped).
+
+    `units`: with the agent's evidence units (`agent.evidence.KBUnitTexts`) split, embedded and
+    up to date, as the agent keeps them: search fuses each chunk's best unit into its ranking,
+    so a retrieval eval measures the search the agent runs."""
     from ingest.loading import iter_files
     from retrieval.indexing import index_paths
     from retrieval.store import KnowledgeIndex
@@ -93,6 +97,10 @@ def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedd
     if missing:
         raise FileNotFoundError(f"knowledge base path not found: {', '.join(missing)}")
     index = KnowledgeIndex.open(eval_index_dir(paths, settings), embedder=embedder)
+    if units:
+        from agent.evidence import KBUnitTexts
+
+        index.unit_splitter = KBUnitTexts()
     summary = index_paths([Path(p) for p in paths], settings=settings, index=index)
     for failed in summary.failed:
         log.warning("%s: %s", failed.path, failed.reason)
@@ -100,6 +108,8 @@ def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedd
     for record in index.documents():
         if record.source not in present:
             index.delete(record.doc_id)
+    if units:
+        index.sync_units()
     return index
 
 

@@ -171,6 +171,22 @@ class UnitIndex:
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 
+    def best_scores(self, query_vector: np.ndarray, chunk_rows: Sequence[int]) -> dict[int, float]:
+        """{chunk row: its best unit's cosine similarity to the query} for the given chunks that
+        have units: their stored vectors, read by chunk (indexed), so the cost grows with the
+        number of chunks asked about, not with the KB."""
+        query = "SELECT chunk_row, embedding FROM units WHERE chunk_row IN ({})"  # by the units_chunk index
+        rows = self.manifest._by_ids(query, np.asarray(chunk_rows))
+        if not rows:
+            return {}
+        owners = np.array([r[0] for r in rows], dtype=np.int64)
+        scores = np.vstack([np.frombuffer(r[1], np.float32) for r in rows]) @ query_vector
+        best: dict[int, float] = {}
+        for owner, score in zip(owners.tolist(), scores.tolist()):
+            if score > best.get(owner, -np.inf):
+                best[owner] = score
+        return best
+
     # -- catching up ---------------------------------------------------------------------------
 
     def sync(self) -> int:

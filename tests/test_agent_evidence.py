@@ -339,3 +339,25 @@ def test_quoted_lines_follow_the_margin_and_the_section(scores_and_chunks, quote
     lines = [_line(f"Term: {n} months; APY: 4.{n}%", chunk, score) for n, (score, chunk) in enumerate(scores_and_chunks, 1)]
     assert quoted_lines(lines) == lines[:quoted]
     assert quoted_lines([]) == []
+
+
+def test_lines_keep_one_copy_of_an_answer_a_faq_sheet_repeats(corpus) -> None:
+    """The shared corpus's FAQ sheet answers "my card is lost" once per card product, a word or two
+    apart; the judged lines hold one copy and leave room for a different answer."""
+    import csv
+
+    from agent.evidence import EvidenceSelector, EvidenceUnit, ScoredUnit
+    from docteller.model import Chunk, SearchHit
+
+    with open(corpus / "kb/bankfaqs/BankFAQs.csv", encoding="utf-8") as fh:
+        answers = [row["Answer"] for row in csv.DictReader(fh)]
+    lost = [a for a in answers if a.startswith("In case your card gets lost or stolen, all you have to do is call")]
+    short = sorted({a for a in lost if len(a) < 300})  # "… HDFC Bank PhoneBanking …" / "… Phone Banking …"
+    longer = next(a for a in lost if len(a) > 400)  # the same start, then how to switch to a back-up card
+    assert len(short) == 2
+    scored = []
+    for n, text in enumerate([short[0], short[1], longer]):
+        chunk = Chunk(id=f"faq:{n}", doc_id="faq", ordinal=n, text=text, page_start=1, page_end=1, title="FAQ")
+        scored.append(ScoredUnit(EvidenceUnit(text, 0, None), SearchHit(chunk=chunk, score=1.0), "kb", 1.0 - n / 10))
+    lines = EvidenceSelector.lines(scored, budget_chars=2000, max_lines=3)
+    assert [line.text for line in lines] == [short[0], longer]

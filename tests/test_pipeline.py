@@ -218,3 +218,20 @@ def test_compose_quotes_no_look_alike_of_another_code_and_leads_with_the_sentenc
     answer = compose_answer(question, quoted_lines([own, other], question))
     assert answer.startswith("A safe deposit box at branch 0007 costs $46.00 a year.")
     assert "0004" not in answer and "$167.00" not in answer
+
+
+def test_a_long_statute_sentence_leads_with_its_clause_holding_the_value(corpus: Path) -> None:
+    """15 U.S.C. 1693g(a): the 690-character sentence on a card reported late answers "how much
+    can I lose" in its last clause; the answer leads with that clause, not with the whole sentence."""
+    from agent.pipeline.compose import compose_answer
+
+    statute = (corpus / "kb/us_code/efta_15usc1693.md").read_text(encoding="utf-8")
+    start = statute.index("In addition, reimbursement need not be made")
+    sentence = statute[start : statute.index("whichever is less.", start) + len("whichever is less.")]
+    assert len(sentence) > 600
+    line = _line(sentence, "efta", 1.0, "(a) Unauthorized electronic fund transfers; limit")
+    answer = compose_answer("if I report my lost card late, how much can I lose?", [line])
+    lead = answer.split(" [")[0]
+    assert lead.startswith("The consumer’s liability under this subsection in any such case may not exceed a total of $500")
+    assert lead.endswith("whichever is less.") and len(lead) < 400
+    assert f"“{sentence}”" in answer  # the whole sentence is still quoted, verbatim

@@ -139,6 +139,19 @@ def test_reciprocal_rank_fusion() -> None:
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
 
 
+def test_unit_fusion_ranks_chunks_by_their_best_sentence_and_ties_alike() -> None:
+    """A chunk whose one sentence answers gains `UNIT_WEIGHT` times a first rank; chunks whose best
+    sentences score the same (look-alike notices) gain the same, so the fused order decides."""
+    from retrieval.store import UNIT_WEIGHT, unit_fusion
+
+    fused = reciprocal_rank_fusion([np.array([1, 2, 3, 4])], rrf_k=60, k=4)
+    ranked = unit_fusion(fused, {3: 0.9, 2: 0.5, 1: 0.4}, rrf_k=60, weight=UNIT_WEIGHT)
+    assert [row for row, _ in ranked] == [3, 2, 1, 4]
+    assert dict(ranked)[3] == pytest.approx(1 / 63 + UNIT_WEIGHT / 61)
+    tied = unit_fusion(fused, {1: 0.7, 2: 0.7, 3: 0.7, 4: 0.7}, rrf_k=60, weight=UNIT_WEIGHT)
+    assert [row for row, _ in tied] == [1, 2, 3, 4]
+
+
 def test_document_fusion_lets_each_documents_best_chunk_compete() -> None:
     from retrieval.store import document_fusion
 

@@ -17,6 +17,7 @@ from retrieval.units import UNITS_FILE
 
 COIN_QUESTION = "can non customers use your coin counter? whats it cost"
 CASH_QUESTION = "most foreign cash i can buy in one day"
+CASHIERS_CHECK_QUESTION = "how much is a cashier's check"
 
 
 class CountingEmbedder:
@@ -60,6 +61,12 @@ def test_units_follow_documents_added_and_deleted(tmp_path: Path, monkeypatch) -
     _consistent(index)
     fee_id = _doc_id(index, "fee-schedule.pdf")
     assert any(h.chunk.doc_id == fee_id for h in index.search_units(COIN_QUESTION, k=3))
+    # Search fuses each chunk's best unit into its ranking: the fee table whose one row reads
+    # "Cashier's check | $10" comes first, above a FAQ row it outranked as a whole chunk.
+    assert index.search(CASHIERS_CHECK_QUESTION, k=3)[0].chunk.doc_id == fee_id
+    monkeypatch.setattr("retrieval.store.UNIT_WEIGHT", 0.0)
+    assert index.search(CASHIERS_CHECK_QUESTION, k=3)[0].chunk.doc_id != fee_id
+    monkeypatch.undo()
 
     # Adding a document embeds its own chunks and units, nothing of the rest of the KB…
     doc = _load("foreign-exchange-and-travel.txt")
