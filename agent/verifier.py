@@ -38,7 +38,7 @@ from pydantic import BaseModel
 
 from agent.evidence import EvidenceLine, expected_answers
 from agent.grounding import unknown_entities, unsupported_numbers
-from retrieval.bm25 import tokenize
+from retrieval.bm25 import INDEX_STOPWORDS, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ FEATURES = (
     "figures_missing",
     "specificity",
     "question_form",
+    "pair_coverage",
+    "pair_apart",
+    "value_spread",
+    "best_line_coverage",
+    "focus_missing",
 )
 
 # How an English question or request opens: an interrogative, an auxiliary verb ("can", "is"),
@@ -84,6 +89,27 @@ def question_form(question: str) -> float:
     """1 when the question opens the way English questions and requests do, else 0."""
     words = re.findall(r"[a-z']+", question.lower())
     return float(bool(words) and words[0] in _QUESTION_OPENINGS)
+
+# English contractions typed without their apostrophe ("im", "dont", "youre"), and the pieces an
+# apostrophe leaves ("I've" -> "ve"): grammar, not any KB's words.
+_CONTRACTIONS = frozenset("""im ive youre youve youll youd theyre theyve theyll theyd weve whats thats
+    theres heres wheres hows whos lets dont doesnt didnt isnt arent wasnt werent cant couldnt wouldnt
+    shouldnt wont havent hasnt hadnt aint ve ll re""".split())
+
+
+def _function_word(term: str) -> bool:
+    """A term that says nothing about the topic: a single letter ("u", the "s" of "what's"), a
+    stopword the stemmer made ("whats" -> "what"), or a contraction without its apostrophe."""
+    if len(term) == 1 and not term.isdigit():
+        return True
+    return term in INDEX_STOPWORDS or term in _CONTRACTIONS
+
+
+def question_terms(question: str) -> list[str]:
+    """The question's topic terms, each once: the KB's search terms less the function words
+    customers type as words ("whats the max i can deposit" -> "max", "deposit")."""
+    return [t for t in dict.fromkeys(tokenize(question)) if not _function_word(t)]
+
 
 # term -> number of KB chunks holding it, and the number of chunks (`KnowledgeIndex.term_frequencies`)
 TermFrequencies = Callable[[str], tuple[dict[str, int], int]]
@@ -126,6 +152,58 @@ def _line_context(line: EvidenceLine) -> str:
     return " ".join([chunk.title, *chunk.heading_path, line.text])
 
 
+# Two question terms "go together" in a text when they stand within this many terms of each other
+# (stopwords removed): "credit limit", "limit of credit", "limit on the card's credit line".
+PAIR_WINDOW = 3
+
+
+def _pairs(terms: Sequence[str]) -> list[frozenset[str]]:
+    """The question's neighbouring term pairs, in order, each once ("credit score mortgage" ->
+    {credit, score}, {score, mortgage})."""
+    return list(dict.fromkeys(frozenset(p) for p in zip(terms, terms[1:]) if p[0] != p[1]))
+
+
+def _near_pairs(text: str, wanted: set[str]) -> set[frozenset[str]]:
+    """The pairs of `wanted` terms that stand within `PAIR_WINDOW` terms of each other in `text`."""
+    tokens = tokenize(text)
+    found: set[frozenset[str]] = set()
+    for i, a in enumerate(tokens):
+        if a not in wanted:
+            continue
+        for b in tokens[i + 1 : i + 1 + PAIR_WINDOW]:
+            if b in wanted and b != a:
+                found.add(frozenset((a, b)))
+    return found
+
+
+# What a question asks for: the noun phrase after "what/which" ("what credit limit will I get",
+# "what's the monthly fee on …", "which ID can I use") or after "how much is the"/"is there a";
+# it ends at the first verb, pronoun or preposition. English grammar, no KB's words.
+_FOCUS_RE = re.compile(
+    r"\b(?:what(?:'s| is| are)?|which|whats|how much (?:is|are|does)|is there(?: an?| any)?)\s+"
+    r"(?:the\s+|a\s+|an\s+|my\s+|your\s+|kind of\s+|type of\s+)?"
+    r"((?:(?!(?:is|are|was|will|would|do|does|did|can|could|should|must|shall|may|might|i|you|we|it|they|"
+    r"for|on|of|to|if|with|in|at|from|by|when|after|before|per|the|a|an|my|your)\b)[\w'-]+\s*){1,4})",
+    re.IGNORECASE,
+)
+
+
+def focus_terms(question: str) -> list[str]:
+    """The terms of what the question asks for (`_FOCUS_RE`), or [] when it opens otherwise."""
+    found = _FOCUS_RE.search(question)
+    return list(dict.fromkeys(tokenize(found.group(1)))) if found else []
+
+
+def _values(patterns: Sequence[re.Pattern[str]], texts: Sequence[str]) -> set[str]:
+    """The distinct values of the asked kind the texts state (normalised: "$5.00" is "$5")."""
+    out: set[str] = set()
+    for pattern in patterns:
+        for text in texts:
+            for m in pattern.finditer(text):
+                out.add(re.sub(r"\.0+\b|[\s,]", "", m.group(0).lower()))
+    return out
+
+
 def features(
     question: str,
     lines: Sequence[EvidenceLine],
@@ -134,7 +212,7 @@ def features(
 ) -> dict[str, float]:
     """The verifier's inputs for one question and the lines that would be quoted (`judgement`:
     the chat model's P(yes), None when the fitted model doesn't use it)."""
-    terms = list(dict.fromkeys(tokenize(question)))
+    terms = question_terms(question)
     df, n_chunks = frequencies(question) if frequencies else ({}, 0)
 
     def idf(term: str) -> float:  # rarity in the KB; a term the KB never uses counts as rarest
@@ -147,6 +225,20 @@ def features(
     missing = [idf(t) for t in terms if t not in context]
     wanted = expected_answers(question)
     quoted = with_digits(" ".join(line.text for line in lines))
+    # Pairs of neighbouring question terms: said together in one of the lines (with its headings),
+    # or both in the lines but never together (an attribute the KB states for something else: the
+    # card is there, its fee is there, "card fee" is not).
+    pairs = _pairs(terms)
+    pair_terms = set().union(*pairs) if pairs else set()
+    together: set[frozenset[str]] = set()
+    for line in lines:
+        together |= _near_pairs(_line_context(line), pair_terms)
+    apart = [p for p in pairs if p not in together and p <= context]
+    # The question said by one line with its headings: an attribute stated for something else
+    # (another line) and a subject named elsewhere cover it only between them.
+    line_sets = [set(tokenize(_line_context(line))) for line in lines]
+    best_line = max((sum(idf(t) for t in terms if t in ls) / total for ls in line_sets), default=0.0)
+    focus = focus_terms(question)
     return {
         "judge_logit": _logit(judgement) if judgement is not None else 0.0,
         "similarity": max((line.passage.hit.vector_score or 0.0 for line in lines), default=0.0),
@@ -162,6 +254,14 @@ def features(
         "figures_missing": float(bool(unsupported_numbers(question, [quoted]))),
         "specificity": math.log1p(len(known)),
         "question_form": question_form(question),
+        "pair_coverage": sum(p in together for p in pairs) / len(pairs) if pairs else 1.0,
+        "pair_apart": len(apart) / len(pairs) if pairs else 0.0,
+        # How many different values of the asked kind the lines give (for different products or
+        # conditions): several, for a question that names little, is a question that needs more.
+        "value_spread": math.log1p(len(_values(wanted, [with_digits(x.text) for x in lines]))),
+        "best_line_coverage": best_line,
+        # What is asked for ("credit limit") is said together by no one line (with its headings).
+        "focus_missing": (float(not any(set(focus) <= ls for ls in line_sets)) if focus else 0.0),
     }
 
 

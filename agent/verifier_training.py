@@ -71,14 +71,17 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
     return rows
 
 
-def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with_judge: bool = False) -> VerifierModel:
-    names = list(FEATURES) if with_judge else [f for f in FEATURES if f != "judge_logit"]
-    model = fit(rows, names=names)
+def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with_judge: bool = False,
+                 max_false_decline: float = 0.05, features: Sequence[str] | None = None) -> VerifierModel:
+    names = list(features or FEATURES)
+    if not with_judge:
+        names = [f for f in names if f != "judge_logit"]
+    model = fit(rows, names=names, max_false_decline=max_false_decline)
     model.fitted_on = {
         "kb": kb,
         "questions": len(rows),
         "method": "logistic regression (L2, Newton) on standardised features; threshold: the lowest "
-        "P keeping false declines of dev answerable questions <= 0.05",
+        f"P keeping false declines of dev answerable questions <= {max_false_decline}",
         "train": report(model, [r for r in rows if r["split"] == "train"]),
         "dev": report(model, [r for r in rows if r["split"] == "dev"]),
         "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -100,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also weigh the chat model's P(yes): a forward pass per question, in training and serving")
     parser.add_argument("--kb-name", default="knowledge_base/documents", help="fit: the KB(s) the rows come from, recorded")
     parser.add_argument("--kb", type=Path, action="append", default=[], help="collect: documents (files or folders) to generate from")
+    parser.add_argument("--max-false-decline", type=float, default=0.05,
+                        help="fit: the share of the synthetic dev split's answerable questions the threshold may decline")
+    parser.add_argument("--without", action="append", default=[], choices=FEATURES,
+                        help="fit: leave this feature out (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "collect":
         collect(args.rows[0], answerable=args.answerable, per_category=args.per_category, seed=args.seed,
@@ -108,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
     for r in rows:  # features of the question alone can be added without asking again
         r["features"].setdefault("question_form", question_form(r["question"]))
-    model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge)
+    model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge, max_false_decline=args.max_false_decline,
+                         features=[f for f in FEATURES if f not in args.without])
     print(json.dumps(model.fitted_on, indent=2))
     return 0
 

@@ -65,6 +65,31 @@ def test_features_read_coverage_rarity_and_answer_type_from_real_lines(corpus_kb
     assert features(small, _lines(corpus_kb, small), 0.5, corpus_kb.term_frequencies)["figures_missing"] == 1.0
 
 
+def test_focus_is_the_noun_phrase_a_question_asks_for() -> None:
+    from agent.verifier import focus_terms
+
+    assert focus_terms("what credit limit will I get on my debit card") == ["credit", "limit"]
+    assert focus_terms("What's the monthly maintenance fee on a passbook account?") == ["monthly", "maintenance", "fee"]
+    assert focus_terms("which ID can I use to open an account") == ["id"]
+    assert focus_terms("is there a fee to stop a payment") == ["fee"]
+    assert focus_terms("how late can I stop a payment") == []  # no noun asked for: no focus
+
+
+def test_an_attribute_the_lines_never_state_for_the_subject_is_a_missing_focus(corpus_kb) -> None:
+    """The statutes define a debit card and a credit card, and limit liability, but never give a
+    credit limit: what the question asks for is in no one selected line. The yield and the
+    liability limit they do state."""
+    from agent.verifier import features
+
+    def focus_missing(question: str) -> float:
+        return features(question, _lines(corpus_kb, question), None, corpus_kb.term_frequencies)["focus_missing"]
+
+    assert focus_missing("what is the credit limit on my debit card") == 1.0
+    assert focus_missing("what is the monthly maintenance fee for an electronic fund transfer") == 1.0
+    assert focus_missing("what annual percentage yield must the bank disclose in an advertisement") == 0.0
+    assert focus_missing("what is the liability limit if I report a lost card within two business days") == 0.0
+
+
 @pytest.mark.parametrize(
     ("question", "fact"),
     [
@@ -210,6 +235,27 @@ def test_eval_generate_writes_all_six_kinds_from_corpus_files(corpus: Path, tmp_
         assert r["must_include"] and all(fact in text for fact in r["must_include"]), r
     bad = CliRunner().invoke(app, ["eval", "generate", str(tmp_path / "missing"), "--out", str(out)])
     assert bad.exit_code != 0
+
+
+def test_generated_questions_read_like_customers_and_underspecified_ones_name_no_subject(corpus: Path, tmp_path: Path) -> None:
+    """The verifier learns from generated questions: answerable ones are not all tidy "What is
+    the … for …?" (customers type fragments, so a question that opens otherwise is no sign it
+    can't be answered), and an underspecified one asks for an attribute without what it is of."""
+    from agent.testset import generate, load_units
+    from agent.verifier import question_form, question_terms
+
+    for name in CORPUS_KB_FILES:
+        (tmp_path / Path(name).name).symlink_to(corpus / "kb" / name)
+    units = load_units(tmp_path)
+    rows = generate(units, None, answerable=30, per_category=6, seed=0)
+    answerable = [r for r in rows if r.answerable]
+    informal = [r for r in answerable if not question_form(r.question)]
+    assert 3 <= len(informal) < len(answerable) / 2, [r.question for r in answerable]
+    texts = " ".join(u.text for u in units)
+    assert all(f in texts for r in answerable for f in r.must_include)  # the value asked for is stated
+    vague = [r.question for r in rows if r.category == "underspecified"]
+    assert vague and all(len(question_terms(q)) <= 3 for q in vague), vague
+    assert {r.question.lower() for r in rows if not r.answerable}.isdisjoint(r.question.lower() for r in answerable)
 
 
 @pytest.mark.parametrize("name", ["corpus_kb_test.jsonl", "corpus_kb_test2.jsonl"])
