@@ -57,11 +57,6 @@ FEATURES = (
     "figures_missing",
     "specificity",
     "question_form",
-    "pair_coverage",
-    "pair_apart",
-    "value_spread",
-    "best_line_coverage",
-    "focus_missing",
 )
 
 # How an English question or request opens: an interrogative, an auxiliary verb ("can", "is"),
@@ -152,58 +147,6 @@ def _line_context(line: EvidenceLine) -> str:
     return " ".join([chunk.title, *chunk.heading_path, line.text])
 
 
-# Two question terms "go together" in a text when they stand within this many terms of each other
-# (stopwords removed): "credit limit", "limit of credit", "limit on the card's credit line".
-PAIR_WINDOW = 3
-
-
-def _pairs(terms: Sequence[str]) -> list[frozenset[str]]:
-    """The question's neighbouring term pairs, in order, each once ("credit score mortgage" ->
-    {credit, score}, {score, mortgage})."""
-    return list(dict.fromkeys(frozenset(p) for p in zip(terms, terms[1:]) if p[0] != p[1]))
-
-
-def _near_pairs(text: str, wanted: set[str]) -> set[frozenset[str]]:
-    """The pairs of `wanted` terms that stand within `PAIR_WINDOW` terms of each other in `text`."""
-    tokens = tokenize(text)
-    found: set[frozenset[str]] = set()
-    for i, a in enumerate(tokens):
-        if a not in wanted:
-            continue
-        for b in tokens[i + 1 : i + 1 + PAIR_WINDOW]:
-            if b in wanted and b != a:
-                found.add(frozenset((a, b)))
-    return found
-
-
-# What a question asks for: the noun phrase after "what/which" ("what credit limit will I get",
-# "what's the monthly fee on …", "which ID can I use") or after "how much is the"/"is there a";
-# it ends at the first verb, pronoun or preposition. English grammar, no KB's words.
-_FOCUS_RE = re.compile(
-    r"\b(?:what(?:'s| is| are)?|which|whats|how much (?:is|are|does)|is there(?: an?| any)?)\s+"
-    r"(?:the\s+|a\s+|an\s+|my\s+|your\s+|kind of\s+|type of\s+)?"
-    r"((?:(?!(?:is|are|was|will|would|do|does|did|can|could|should|must|shall|may|might|i|you|we|it|they|"
-    r"for|on|of|to|if|with|in|at|from|by|when|after|before|per|the|a|an|my|your)\b)[\w'-]+\s*){1,4})",
-    re.IGNORECASE,
-)
-
-
-def focus_terms(question: str) -> list[str]:
-    """The terms of what the question asks for (`_FOCUS_RE`), or [] when it opens otherwise."""
-    found = _FOCUS_RE.search(question)
-    return list(dict.fromkeys(tokenize(found.group(1)))) if found else []
-
-
-def _values(patterns: Sequence[re.Pattern[str]], texts: Sequence[str]) -> set[str]:
-    """The distinct values of the asked kind the texts state (normalised: "$5.00" is "$5")."""
-    out: set[str] = set()
-    for pattern in patterns:
-        for text in texts:
-            for m in pattern.finditer(text):
-                out.add(re.sub(r"\.0+\b|[\s,]", "", m.group(0).lower()))
-    return out
-
-
 def features(
     question: str,
     lines: Sequence[EvidenceLine],
@@ -225,20 +168,6 @@ def features(
     missing = [idf(t) for t in terms if t not in context]
     wanted = expected_answers(question)
     quoted = with_digits(" ".join(line.text for line in lines))
-    # Pairs of neighbouring question terms: said together in one of the lines (with its headings),
-    # or both in the lines but never together (an attribute the KB states for something else: the
-    # card is there, its fee is there, "card fee" is not).
-    pairs = _pairs(terms)
-    pair_terms = set().union(*pairs) if pairs else set()
-    together: set[frozenset[str]] = set()
-    for line in lines:
-        together |= _near_pairs(_line_context(line), pair_terms)
-    apart = [p for p in pairs if p not in together and p <= context]
-    # The question said by one line with its headings: an attribute stated for something else
-    # (another line) and a subject named elsewhere cover it only between them.
-    line_sets = [set(tokenize(_line_context(line))) for line in lines]
-    best_line = max((sum(idf(t) for t in terms if t in ls) / total for ls in line_sets), default=0.0)
-    focus = focus_terms(question)
     return {
         "judge_logit": _logit(judgement) if judgement is not None else 0.0,
         "similarity": max((line.passage.hit.vector_score or 0.0 for line in lines), default=0.0),
@@ -254,14 +183,6 @@ def features(
         "figures_missing": float(bool(unsupported_numbers(question, [quoted]))),
         "specificity": math.log1p(len(known)),
         "question_form": question_form(question),
-        "pair_coverage": sum(p in together for p in pairs) / len(pairs) if pairs else 1.0,
-        "pair_apart": len(apart) / len(pairs) if pairs else 0.0,
-        # How many different values of the asked kind the lines give (for different products or
-        # conditions): several, for a question that names little, is a question that needs more.
-        "value_spread": math.log1p(len(_values(wanted, [with_digits(x.text) for x in lines]))),
-        "best_line_coverage": best_line,
-        # What is asked for ("credit limit") is said together by no one line (with its headings).
-        "focus_missing": (float(not any(set(focus) <= ls for ls in line_sets)) if focus else 0.0),
     }
 
 
@@ -340,9 +261,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
 
 
 def fit(rows: Sequence[dict], max_false_decline: float = 0.05, names: Sequence[str] = FEATURES) -> VerifierModel:
-    """Fit on `rows` ({"features": {...}, "answerable": bool, "split": "train"|"dev"}): the
-    coefficients on the train rows, the threshold on the dev rows (the lowest P that keeps
-    false declines of dev answerable questions ≤ `max_false_decline`, maximising correct declines)."""
+    """Fit on `rows` ({"features": {...}, "answerable": bool, "split": "train"|"dev", "kb": …}):
+    the coefficients on the train rows, the threshold on the dev rows: the lowest P that keeps
+    false declines of dev answerable questions ≤ `max_false_decline` on every KB the rows come
+    from (one KB's easy questions must not set a threshold that declines another's)."""
     train = [r for r in rows if r.get("split") != "dev"]
     dev = [r for r in rows if r.get("split") == "dev"] or train
     x = np.array([[r["features"][f] for f in names] for r in train], dtype=float)
@@ -352,8 +274,11 @@ def fit(rows: Sequence[dict], max_false_decline: float = 0.05, names: Sequence[s
     coef, intercept = fit_logistic((x - mean) / scale, y)
     model = VerifierModel(features=list(names), mean=mean.tolist(), scale=scale.tolist(),
                           coef=coef.tolist(), intercept=intercept, threshold=0.5)
-    scored = [(model.probability(r["features"]), bool(r["answerable"])) for r in dev]
-    model.threshold = _threshold(scored, max_false_decline)
+    thresholds = []
+    for kb in sorted({str(r.get("kb", "")) for r in dev}):
+        scored = [(model.probability(r["features"]), bool(r["answerable"])) for r in dev if str(r.get("kb", "")) == kb]
+        thresholds.append(_threshold(scored, max_false_decline))
+    model.threshold = min(thresholds)
     return model
 
 

@@ -50,6 +50,7 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
     permissive = VerifierModel(features=names, mean=[0.0] * len(names), scale=[1.0] * len(names),
                                coef=[0.0] * len(names), intercept=0.0, threshold=0.0)
     index = None
+    kb_name = ",".join(str(p) for p in kb) or str(settings.kb_dir)
     if kb:
         from retrieval.evaluate import open_eval_kb
 
@@ -65,7 +66,7 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
         if answer.verdict is None:
             continue
         rows.append({"question": q.question, "answerable": q.answerable, "category": q.category,
-                     "split": _split(q.question), "features": answer.verdict.features})
+                     "split": _split(q.question), "kb": kb_name, "features": answer.verdict.features})
         print(f"[{n}/{len(questions)}] {q.category}: {q.question[:80]}", file=sys.stderr)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
@@ -84,6 +85,8 @@ def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with
         f"P keeping false declines of dev answerable questions <= {max_false_decline}",
         "train": report(model, [r for r in rows if r["split"] == "train"]),
         "dev": report(model, [r for r in rows if r["split"] == "dev"]),
+        "dev_by_kb": {kb: report(model, [r for r in rows if r["split"] == "dev" and r["kb"] == kb])
+                      for kb in sorted({r["kb"] for r in rows})},
         "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     save(model, path)
@@ -112,7 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         collect(args.rows[0], answerable=args.answerable, per_category=args.per_category, seed=args.seed,
                 with_judge=args.with_judge, kb=args.kb)
         return 0
-    rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
+    rows: list[dict] = []
+    for path in args.rows:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                r.setdefault("kb", path.stem)  # rows collected before they named their KB
+                rows.append(r)
     for r in rows:  # features of the question alone can be added without asking again
         r["features"].setdefault("question_form", question_form(r["question"]))
     model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge, max_false_decline=args.max_false_decline,

@@ -65,31 +65,6 @@ def test_features_read_coverage_rarity_and_answer_type_from_real_lines(corpus_kb
     assert features(small, _lines(corpus_kb, small), 0.5, corpus_kb.term_frequencies)["figures_missing"] == 1.0
 
 
-def test_focus_is_the_noun_phrase_a_question_asks_for() -> None:
-    from agent.verifier import focus_terms
-
-    assert focus_terms("what credit limit will I get on my debit card") == ["credit", "limit"]
-    assert focus_terms("What's the monthly maintenance fee on a passbook account?") == ["monthly", "maintenance", "fee"]
-    assert focus_terms("which ID can I use to open an account") == ["id"]
-    assert focus_terms("is there a fee to stop a payment") == ["fee"]
-    assert focus_terms("how late can I stop a payment") == []  # no noun asked for: no focus
-
-
-def test_an_attribute_the_lines_never_state_for_the_subject_is_a_missing_focus(corpus_kb) -> None:
-    """The statutes define a debit card and a credit card, and limit liability, but never give a
-    credit limit: what the question asks for is in no one selected line. The yield and the
-    liability limit they do state."""
-    from agent.verifier import features
-
-    def focus_missing(question: str) -> float:
-        return features(question, _lines(corpus_kb, question), None, corpus_kb.term_frequencies)["focus_missing"]
-
-    assert focus_missing("what is the credit limit on my debit card") == 1.0
-    assert focus_missing("what is the monthly maintenance fee for an electronic fund transfer") == 1.0
-    assert focus_missing("what annual percentage yield must the bank disclose in an advertisement") == 0.0
-    assert focus_missing("what is the liability limit if I report a lost card within two business days") == 0.0
-
-
 @pytest.mark.parametrize(
     ("question", "fact"),
     [
