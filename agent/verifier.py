@@ -18,7 +18,13 @@ selects for it) — never on eval questions, and with no product, word or figure
   attribute is not);
 - the question asks for a kind of value (an amount, a time, a phone number) no line holds;
 - a capitalised name or a figure of the question that no line states;
-- how specific the question is (its terms the KB knows), and whether it opens like a question.
+- how specific the question is (its terms the KB knows), and whether it opens like a question
+  (computed, but the shipped model leaves it out: customers type fragments, "fee for a cash
+  advance?", and it declined them).
+
+A question's terms are the KB's search terms less function words typed as words ("whats",
+"im", "u": contractions without their apostrophe are not words the KB never uses). The
+threshold keeps false declines of each training KB's synthetic dev answerable questions ≤ 5 %.
 
 Coefficients, feature scaling and the decision threshold live in `agent/verifier.json`, written
 by `python -m agent.verifier_training` (which documents how it was fitted).

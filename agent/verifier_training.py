@@ -1,15 +1,19 @@
-"""Fit the answerability verifier on synthetic questions generated from one KB's own text.
+"""Fit the answerability verifier on synthetic questions generated from KBs' own text.
 
-    DOCTELLER_KB_DIR=knowledge_base/documents python -m agent.verifier_training collect rows.jsonl
-    python -m agent.verifier_training collect other.jsonl --kb DIR --kb FILE   # another KB's documents
-    python -m agent.verifier_training fit rows.jsonl other.jsonl   # writes agent/verifier.json
+    python -m agent.verifier_training collect b0.jsonl --kb knowledge_base/documents --seed 0
+    python -m agent.verifier_training collect s0.jsonl --kb DIR --kb FILE --seed 0   # another KB
+    python -m agent.verifier_training fit b0.jsonl b1.jsonl s0.jsonl s1.jsonl --without question_form
+
+The shipped `agent/verifier.json` (v4): the bundled KB and `../shared/corpus/kb` (its agreement
+PDF, US statutes and FAQ sheet), seeds 0 and 1 each, 932 questions, without `question_form`.
 
 `collect` generates a question set from the KB (`agent.testset`: answerable questions and the six
 kinds of unanswerable ones), asks each through the real answer path with a verifier that answers
 everything, and keeps each question's features (the lines retrieval actually selected for it,
 the judge's P(yes)); questions declined before the verifier (no evidence at all) are dropped.
-A third of the questions (by a hash of their text) form the dev split that picks the threshold;
-the coefficients are fitted on the rest. No eval question is read.
+A third of the questions (by a hash of their text) form the dev split that picks the threshold
+(the lowest keeping false declines of each KB's dev answerable questions ≤ 5 %); the
+coefficients are fitted on the rest. No eval question is read.
 """
 
 from __future__ import annotations
