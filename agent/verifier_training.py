@@ -89,8 +89,8 @@ def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with
         f"P keeping false declines of dev answerable questions <= {max_false_decline}",
         "train": report(model, [r for r in rows if r["split"] == "train"]),
         "dev": report(model, [r for r in rows if r["split"] == "dev"]),
-        "dev_by_kb": {kb: report(model, [r for r in rows if r["split"] == "dev" and r["kb"] == kb])
-                      for kb in sorted({r["kb"] for r in rows})},
+        "dev_by_kb": {kb: report(model, [r for r in rows if r["split"] == "dev" and r.get("kb", "") == kb])
+                      for kb in sorted({r.get("kb", "") for r in rows})},
         "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     save(model, path)
