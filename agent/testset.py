@@ -184,6 +184,14 @@ _TEMPLATES = {
     "period": ("How long is the {a} for {s}?", "What is the {a} for {s}?"),
     "phone": ("What number do I call for {s}?", "What is the phone number for {s}?"),
 }
+# How customers also type: a fragment, the subject first, a need stated rather than asked
+# ("wire transfers - what's the fee?", "fee for wire transfers?"), lower case. English forms, no
+# KB's words: a third of the template questions take one, so an answerable question is not
+# learned as one that opens with "what" or "how".
+_INFORMAL = (
+    "{a} for {s}?", "{s} - what's the {a}?", "{s} {a}?", "need the {a} for {s}",
+    "i want to know the {a} on {s}", "{s}: {a}?", "so what {a} applies to {s}",
+)
 _WRITE_QUESTION = (
     "Bank policy text:\n{text}\n\nWrite one short question a bank customer would ask that this "
     "text answers, in your own everyday words. Do not include the answer. Output only the question."
@@ -227,7 +235,10 @@ def answerable_question(source: SourceUnit, rng: random.Random, model: ChatModel
     if model is not None and not source.unit.table_header:
         question = _written_by_model(model, source, value)
     if question is None:
-        question = rng.choice(_TEMPLATES[value.kind]).format(a=value.attribute, s=value.subject)
+        if rng.random() < 1 / 3:
+            question = rng.choice(_INFORMAL).format(a=value.attribute, s=value.subject.lower())
+        else:
+            question = rng.choice(_TEMPLATES[value.kind]).format(a=value.attribute, s=value.subject)
     return TestQuestion(id="", question=question, answerable=True, category="answerable", doc=doc,
                         page=source.chunk.page_start, answer=source.text, must_include=[value.text])
 
@@ -252,8 +263,15 @@ _VAGUE = {
 }
 
 
-def underspecified(value: Value, rng: random.Random) -> str:
-    """The kind of value asked for, without what it belongs to."""
+_VAGUE_ATTRIBUTE = ("What's the {a}?", "How much is the {a}?", "Is there a {a}?", "what {a} applies?",
+                    "{a}?", "whats the {a} these days")
+
+
+def underspecified(value: Value, rng: random.Random, shared: bool = False) -> str:
+    """The kind of value asked for, without what it belongs to (`shared`: the KB states this
+    attribute for several subjects, so naming it alone still leaves the question open)."""
+    if shared and rng.random() < 0.6:
+        return rng.choice(_VAGUE_ATTRIBUTE).format(a=value.attribute)
     return rng.choice(_VAGUE[value.kind]).format(a=value.attribute)
 
 
@@ -282,7 +300,8 @@ def false_presupposition(value: Value, rng: random.Random) -> str | None:
 
 
 def adjacent_fact(subject: str, attribute: str, rng: random.Random) -> str:
-    form = rng.choice(("What is the {a} for {s}?", "Is there a {a} on {s}?", "How much is the {a} for {s}?"))
+    form = rng.choice(("What is the {a} for {s}?", "Is there a {a} on {s}?", "How much is the {a} for {s}?",
+                       *_INFORMAL[:3]))
     return form.format(a=attribute, s=subject)
 
 
@@ -409,7 +428,10 @@ def generate(
                 out.append(TestQuestion(id="", question=question, answerable=False, category=category))
                 kept += 1
 
-    add("underspecified", (underspecified(v, rng) for _, v in valued))
+    subjects_of: dict[str, set[str]] = {}
+    for _, v in valued:
+        subjects_of.setdefault(v.attribute, set()).add(v.subject.lower())
+    add("underspecified", (underspecified(v, rng, len(subjects_of[v.attribute]) >= 2) for _, v in valued))
     add("false_presupposition", (false_presupposition(v, rng) for _, v in valued))
     add("adjacent_fact", _adjacent(valued, units, rng))
     add("nonsensical", (nonsensical(q.question, rng) for q in positives))

@@ -1,15 +1,19 @@
-"""Fit the answerability verifier on synthetic questions generated from one KB's own text.
+"""Fit the answerability verifier on synthetic questions generated from KBs' own text.
 
-    DOCTELLER_KB_DIR=knowledge_base/documents python -m agent.verifier_training collect rows.jsonl
-    python -m agent.verifier_training collect other.jsonl --kb DIR --kb FILE   # another KB's documents
-    python -m agent.verifier_training fit rows.jsonl other.jsonl   # writes agent/verifier.json
+    python -m agent.verifier_training collect b0.jsonl --kb knowledge_base/documents --seed 0
+    python -m agent.verifier_training collect s0.jsonl --kb DIR --kb FILE --seed 0   # another KB
+    python -m agent.verifier_training fit b0.jsonl b1.jsonl s0.jsonl s1.jsonl --without question_form
+
+The shipped `agent/verifier.json` (v4): the bundled KB and `../shared/corpus/kb` (its agreement
+PDF, US statutes and FAQ sheet), seeds 0 and 1 each, 932 questions, without `question_form`.
 
 `collect` generates a question set from the KB (`agent.testset`: answerable questions and the six
 kinds of unanswerable ones), asks each through the real answer path with a verifier that answers
 everything, and keeps each question's features (the lines retrieval actually selected for it,
 the judge's P(yes)); questions declined before the verifier (no evidence at all) are dropped.
-A third of the questions (by a hash of their text) form the dev split that picks the threshold;
-the coefficients are fitted on the rest. No eval question is read.
+A third of the questions (by a hash of their text) form the dev split that picks the threshold
+(the lowest keeping false declines of each KB's dev answerable questions ≤ 5 %); the
+coefficients are fitted on the rest. No eval question is read.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
     permissive = VerifierModel(features=names, mean=[0.0] * len(names), scale=[1.0] * len(names),
                                coef=[0.0] * len(names), intercept=0.0, threshold=0.0)
     index = None
+    kb_name = ",".join(str(p) for p in kb) or str(settings.kb_dir)
     if kb:
         from retrieval.evaluate import open_eval_kb
 
@@ -65,22 +70,27 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
         if answer.verdict is None:
             continue
         rows.append({"question": q.question, "answerable": q.answerable, "category": q.category,
-                     "split": _split(q.question), "features": answer.verdict.features})
+                     "split": _split(q.question), "kb": kb_name, "features": answer.verdict.features})
         print(f"[{n}/{len(questions)}] {q.category}: {q.question[:80]}", file=sys.stderr)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
-def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with_judge: bool = False) -> VerifierModel:
-    names = list(FEATURES) if with_judge else [f for f in FEATURES if f != "judge_logit"]
-    model = fit(rows, names=names)
+def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with_judge: bool = False,
+                 max_false_decline: float = 0.05, features: Sequence[str] | None = None) -> VerifierModel:
+    names = list(features or FEATURES)
+    if not with_judge:
+        names = [f for f in names if f != "judge_logit"]
+    model = fit(rows, names=names, max_false_decline=max_false_decline)
     model.fitted_on = {
         "kb": kb,
         "questions": len(rows),
         "method": "logistic regression (L2, Newton) on standardised features; threshold: the lowest "
-        "P keeping false declines of dev answerable questions <= 0.05",
+        f"P keeping false declines of dev answerable questions <= {max_false_decline}",
         "train": report(model, [r for r in rows if r["split"] == "train"]),
         "dev": report(model, [r for r in rows if r["split"] == "dev"]),
+        "dev_by_kb": {kb: report(model, [r for r in rows if r["split"] == "dev" and r.get("kb", "") == kb])
+                      for kb in sorted({r.get("kb", "") for r in rows})},
         "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     save(model, path)
@@ -100,15 +110,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also weigh the chat model's P(yes): a forward pass per question, in training and serving")
     parser.add_argument("--kb-name", default="knowledge_base/documents", help="fit: the KB(s) the rows come from, recorded")
     parser.add_argument("--kb", type=Path, action="append", default=[], help="collect: documents (files or folders) to generate from")
+    parser.add_argument("--max-false-decline", type=float, default=0.05,
+                        help="fit: the share of the synthetic dev split's answerable questions the threshold may decline")
+    parser.add_argument("--without", action="append", default=[], choices=FEATURES,
+                        help="fit: leave this feature out (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "collect":
         collect(args.rows[0], answerable=args.answerable, per_category=args.per_category, seed=args.seed,
                 with_judge=args.with_judge, kb=args.kb)
         return 0
-    rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
+    rows: list[dict] = []
+    for path in args.rows:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                r.setdefault("kb", path.stem)  # rows collected before they named their KB
+                rows.append(r)
     for r in rows:  # features of the question alone can be added without asking again
         r["features"].setdefault("question_form", question_form(r["question"]))
-    model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge)
+    model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge, max_false_decline=args.max_false_decline,
+                         features=[f for f in FEATURES if f not in args.without])
     print(json.dumps(model.fitted_on, indent=2))
     return 0
 
