@@ -18,10 +18,11 @@ def _resources(kb: list[Path] | None = None):
 
     if not kb:
         return AgentResources.load()
+    from agent.evidence import KBUnitTexts
     from retrieval.evaluate import open_eval_kb
 
     try:
-        index = open_eval_kb(kb)
+        index = open_eval_kb(kb, splitter=KBUnitTexts())
     except OSError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

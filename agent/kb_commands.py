@@ -1,8 +1,10 @@
-"""`docteller index PATH...`: bulk-index files and folders into the persistent knowledge index.
+"""`docteller index PATH...`: bulk-index files and folders into the persistent knowledge index;
+`docteller eval retrieval`: hit@k of search over an eval set.
 
-The command lives in the agent layer, not beside the pipeline (`retrieval.indexing`), because it
-also embeds the agent's evidence units (`agent.evidence.KnowledgeUnits`) of what it indexed:
-what a unit is is the agent's business, and a lower layer never imports the agent.
+Both live in the agent layer, not beside the pipeline (`retrieval.indexing`, `retrieval.evaluate`),
+because they split and embed the agent's evidence units (`agent.evidence.KBUnitTexts`) of what
+they index (search ranks chunks by their best unit too): what a unit is is the agent's business,
+and a lower layer never imports the agent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     app.command("index")(index_command)
+    eval_app.command("retrieval")(eval_retrieval_command)
 
 
 def index_command(
@@ -184,3 +187,43 @@ def _print_summary(summary: IndexSummary) -> None:
         f"{t['files']} files: {t['indexed']} indexed, {t['replaced']} replaced, {t['unchanged']} unchanged, "
         f"{t['failed']} failed · {t['pages']} pages · {t['chunks']} chunks · {t['seconds']} s"
     )
+
+
+def eval_retrieval_command(
+    questions: Path | None = typer.Option(None, "--questions", help="JSONL eval set (default: the bundled one)."),
+    kb: list[Path] = typer.Option(
+        [], "--kb", help="Measure on these documents (files or folders, repeatable) instead of the served "
+        "index: they are indexed into $DOCTELLER_HOME/eval-kbs/ on first use.",
+    ),
+    k: int = typer.Option(5, "-k", help="Depth for hit@k."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """hit@1, hit@5 and MRR of search over the answerable questions of an eval set, per split
+    (dev / test) when the questions name one."""
+    from agent.evidence import KBUnitTexts
+    from docteller.settings import EVAL_QUESTIONS
+    from retrieval.evaluate import evaluate_retrieval, load_questions, open_eval_kb
+    from retrieval.manifest import EmbeddingModelMismatch
+    from retrieval.store import KnowledgeIndex
+
+    try:
+        eval_set = load_questions(questions or EVAL_QUESTIONS)
+        index = open_eval_kb(kb, splitter=KBUnitTexts()) if kb else KnowledgeIndex.open()
+    except (OSError, ValueError, EmbeddingModelMismatch) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    splits = sorted({q.split for q in eval_set if q.split})
+    groups = {"all": eval_set, **{name: [q for q in eval_set if q.split == name] for name in splits}}
+    reports = {name: evaluate_retrieval(index, group, k=k) for name, group in groups.items()}
+    if as_json:
+        out = reports["all"].model_dump()
+        out["splits"] = {name: r.model_dump() for name, r in reports.items() if name != "all"}
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for name, report in reports.items():
+        typer.echo(
+            f"{name}: {report.questions} answerable questions: hit@1 {report.hit_at_1:.3f}  "
+            f"hit@{k} {report.hit_at_k:.3f}  MRR {report.mrr:.3f}"
+        )
+    for miss in reports["all"].misses:
+        typer.echo(f"  miss {miss['id']}: {miss['question']} (want {miss['doc']} p.{miss['page']}, got {miss['got']})")

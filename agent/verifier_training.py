@@ -56,9 +56,10 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
     index = None
     kb_name = ",".join(str(p) for p in kb) or str(settings.kb_dir)
     if kb:
+        from agent.evidence import KBUnitTexts
         from retrieval.evaluate import open_eval_kb
 
-        index = open_eval_kb(list(kb), settings)
+        index = open_eval_kb(list(kb), settings, splitter=KBUnitTexts())
     resources = AgentResources.load(settings, kb=index, verifier=AnswerabilityVerifier(permissive))
     resources.verifier.frequencies = resources.kb.term_frequencies
     chunks, _ = resources.kb.chunks_with_embeddings()  # the indexed KB: no document is read twice

@@ -1,4 +1,4 @@
-"""`docteller docs list|delete`, `docteller search`, `docteller eval retrieval`."""
+"""`docteller docs list|delete`, `docteller search`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ docs_app = typer.Typer(help="List or delete indexed documents.", no_args_is_help
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     app.add_typer(docs_app, name="docs")
     app.command("search")(search_command)
-    eval_app.command("retrieval")(eval_retrieval_command)
 
 
 def _open_index(need_model: bool = True):
@@ -91,40 +90,3 @@ def search_command(
         console.print(f"[bold]{n}. {c.title}[/bold] ({pages}) score {hit.score:.4f} cosine {hit.vector_score or 0:.3f}")
         console.print(f"   [dim]{Path(c.source).name} · {' > '.join(c.heading_path)}[/dim]")
         console.print("   " + c.text[:400].replace("\n", "\n   "))
-
-
-def eval_retrieval_command(
-    questions: Path | None = typer.Option(None, "--questions", help="JSONL eval set (default: the bundled one)."),
-    kb: list[Path] = typer.Option(
-        [], "--kb", help="Measure on these documents (files or folders, repeatable) instead of the served "
-        "index: they are indexed into $DOCTELLER_HOME/eval-kbs/ on first use.",
-    ),
-    k: int = typer.Option(5, "-k", help="Depth for hit@k."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """hit@1, hit@5 and MRR of search over the answerable questions of an eval set, per split
-    (dev / test) when the questions name one."""
-    from docteller.settings import EVAL_QUESTIONS
-    from retrieval.evaluate import evaluate_retrieval, load_questions, open_eval_kb
-
-    try:
-        eval_set = load_questions(questions or EVAL_QUESTIONS)
-        index = open_eval_kb(kb) if kb else _open_index()
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    splits = sorted({q.split for q in eval_set if q.split})
-    groups = {"all": eval_set, **{name: [q for q in eval_set if q.split == name] for name in splits}}
-    reports = {name: evaluate_retrieval(index, group, k=k) for name, group in groups.items()}
-    if as_json:
-        out = reports["all"].model_dump()
-        out["splits"] = {name: r.model_dump() for name, r in reports.items() if name != "all"}
-        typer.echo(json.dumps(out, indent=2))
-        return
-    for name, report in reports.items():
-        typer.echo(
-            f"{name}: {report.questions} answerable questions: hit@1 {report.hit_at_1:.3f}  "
-            f"hit@{k} {report.hit_at_k:.3f}  MRR {report.mrr:.3f}"
-        )
-    for miss in reports["all"].misses:
-        typer.echo(f"  miss {miss['id']}: {miss['question']} (want {miss['doc']} p.{miss['page']}, got {miss['got']})")

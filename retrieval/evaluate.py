@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from docteller.model import Chunk
+from docteller.protocols import UnitSplitter
 from docteller.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -81,13 +82,14 @@ def eval_index_dir(paths: Sequence[Path], settings: Settings | None = None) -> P
     return settings.home / "eval-kbs" / hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
-def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedder=None, units: bool = True):
+def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedder=None,
+                 splitter: UnitSplitter | None = None):
     """A `KnowledgeIndex` holding exactly the documents under `paths` (files or folders),
     indexed on first use and brought up to date (changed files re-read, removed ones dropped).
 
-    `units`: with the agent's evidence units (`agent.evidence.KBUnitTexts`) split, embedded and
-    up to date, as the agent keeps them: search fuses each chunk's best unit into its ranking,
-    so a retrieval eval measures the search the agent runs."""
+    `splitter`: the agent's evidence units (`agent.evidence.KBUnitTexts`), split, embedded and
+    brought up to date as the agent keeps them: search fuses each chunk's best unit into its
+    ranking, so a retrieval eval with them measures the search the agent runs."""
     from ingest.loading import iter_files
     from retrieval.indexing import index_paths
     from retrieval.store import KnowledgeIndex
@@ -97,10 +99,8 @@ def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedd
     if missing:
         raise FileNotFoundError(f"knowledge base path not found: {', '.join(missing)}")
     index = KnowledgeIndex.open(eval_index_dir(paths, settings), embedder=embedder)
-    if units:
-        from agent.evidence import KBUnitTexts
-
-        index.unit_splitter = KBUnitTexts()
+    if splitter is not None:
+        index.unit_splitter = splitter
     summary = index_paths([Path(p) for p in paths], settings=settings, index=index)
     for failed in summary.failed:
         log.warning("%s: %s", failed.path, failed.reason)
@@ -108,7 +108,7 @@ def open_eval_kb(paths: Sequence[Path], settings: Settings | None = None, embedd
     for record in index.documents():
         if record.source not in present:
             index.delete(record.doc_id)
-    if units:
+    if splitter is not None:
         index.sync_units()
     return index
 
