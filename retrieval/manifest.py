@@ -306,10 +306,12 @@ class Manifest:
 
     def unit_embeddings(self, unit_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(unit row ids, float32 matrix) of the given units."""
-        rows = self._by_ids("SELECT unit_row, embedding FROM units WHERE unit_row IN ({})", unit_rows)
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        return np.array([r[0] for r in rows], dtype=np.int64), np.vstack([np.frombuffer(r[1], np.float32) for r in rows])
+        return _matrix(self._by_ids("SELECT unit_row, embedding FROM units WHERE unit_row IN ({})", unit_rows))
+
+    def unit_embeddings_of_chunks(self, chunk_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each unit's chunk row, float32 matrix) of every unit of the given chunks (read by the
+        `units_chunk` index: the cost is these chunks', not the KB's)."""
+        return _matrix(self._by_ids("SELECT chunk_row, embedding FROM units WHERE chunk_row IN ({})", chunk_rows))
 
     def unit_owners(self, unit_rows: np.ndarray) -> dict[int, int]:
         """{unit row: its chunk's row id}."""
@@ -419,10 +421,7 @@ class Manifest:
                 rows = self._conn.execute("SELECT row_id, embedding FROM chunks ORDER BY row_id").fetchall()
         else:
             rows = self._by_ids("SELECT row_id, embedding FROM chunks WHERE row_id IN ({})", row_ids)
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        return ids, np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        return _matrix(rows)
 
     def chunks_by_row(self, row_ids: list[int]) -> dict[int, Chunk]:
         if not row_ids:
@@ -466,3 +465,10 @@ class Manifest:
                 "SELECT path, reason, at FROM errors ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
         return [{"path": p, "reason": r, "at": a} for p, r, a in rows]
+
+
+def _matrix(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 matrix) of (id, embedding blob) rows."""
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return np.array([r[0] for r in rows], dtype=np.int64), np.vstack([np.frombuffer(r[1], np.float32) for r in rows])

@@ -175,12 +175,10 @@ class UnitIndex:
         """{chunk row: its best unit's cosine similarity to the query} for the given chunks that
         have units: their stored vectors, read by chunk (indexed), so the cost grows with the
         number of chunks asked about, not with the KB."""
-        query = "SELECT chunk_row, embedding FROM units WHERE chunk_row IN ({})"  # by the units_chunk index
-        rows = self.manifest._by_ids(query, np.asarray(chunk_rows))
-        if not rows:
+        owners, matrix = self.manifest.unit_embeddings_of_chunks(np.asarray(chunk_rows))
+        if not len(owners):
             return {}
-        owners = np.array([r[0] for r in rows], dtype=np.int64)
-        scores = np.vstack([np.frombuffer(r[1], np.float32) for r in rows]) @ query_vector
+        scores = matrix @ query_vector
         best: dict[int, float] = {}
         for owner, score in zip(owners.tolist(), scores.tolist()):
             if score > best.get(owner, -np.inf):
