@@ -48,8 +48,8 @@ CHUNK_WEIGHT = 0.3
 ANSWER_TYPE_WEIGHT = 0.06
 
 # The kinds of value a line can state. A period counts whether written in digits or words
-# ("30 days", "three business days", "sixty days", "two complete billing cycles"), and so does a
-# day named relative to another ("the next business day", "the business day after").
+# ("45 days", "ten business days", "two complete billing cycles"), and so does a day named
+# relative to another ("the following banking day", "the business day before").
 _NUMBER_WORD = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
                 r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|"
                 r"hundred)(?:-(?:one|two|three|four|five|six|seven|eight|nine))?")
@@ -57,7 +57,7 @@ _QUANTITY = rf"(?:\d[\d,.]*|{_NUMBER_WORD}(?:\s+\(\d+\))?)"
 _UNIT_OF_TIME = r"(?:minutes?|hours?|days?|weeks?|months?|years?|billing cycles?|cycles?)"
 _CLOCK = r"\d{1,2}(?::\d{2})?\s*(?:a\.m\.|p\.m\.|am\b|pm\b)|\bnoon\b|\bmidnight\b"
 _PERIOD = (
-    rf"\b{_QUANTITY}[\s-]+(?:[a-z]+[\s-]+){{0,2}}?{_UNIT_OF_TIME}\b"  # "30 days", "three business days", "two complete billing cycles"
+    rf"\b{_QUANTITY}[\s-]+(?:[a-z]+[\s-]+){{0,2}}?{_UNIT_OF_TIME}\b"  # "45 days", "ten business days", "two complete billing cycles"
     r"|\b(?:next|same|following|prior|preceding|previous)\s+(?:business\s+|banking\s+|calendar\s+|working\s+)?day\b"
     r"|\bbusiness day (?:after|before|following|preceding)\b"
     r"|\b(?:daily|weekly|monthly|quarterly|annually|yearly|immediately|promptly|within minutes)\b"

@@ -47,7 +47,7 @@ def index_command(
         "instead of starting a local Ray for the run.",
     ),
     publisher: str = typer.Option(
-        None, "--publisher", help="These are another institution's documents (e.g. \"Bank of America\"): answers "
+        None, "--publisher", help="These are another institution's documents (e.g. \"Northwind Bank\"): answers "
         "cite them by its name, never as our policy. \"\" marks them the bank's own; left out, a re-indexed "
         "file keeps the publisher it had.",
     ),

@@ -114,7 +114,7 @@ class SourcePassage:
     @property
     def owner(self) -> str:
         """Whose words the passage is, as an answer says it: "our policy", "your document", or
-        the publisher's document by name ("Bank of America's Online Banking Service Agreement")."""
+        the publisher's document by name ("Northwind Bank's Online Banking Service Agreement")."""
         if self.origin == "upload":
             return "your document"
         if self.publisher:
@@ -134,7 +134,7 @@ class SourcePassage:
 
 
 def possessive(name: str) -> str:
-    """"Bank of America" -> "Bank of America's"; "Acme Savings" -> "Acme Savings'"."""
+    """"Northwind Bank" -> "Northwind Bank's"; "Acme Savings" -> "Acme Savings'"."""
     return f"{name}'" if name.endswith("s") else f"{name}'s"
 
 

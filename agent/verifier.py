@@ -108,7 +108,7 @@ def _function_word(term: str) -> bool:
 
 def question_terms(question: str) -> list[str]:
     """The question's topic terms, each once: the KB's search terms less the function words
-    customers type as words ("whats the max i can deposit" -> "max", "deposit")."""
+    customers type as words ("whats the cutoff if im paying a bill online" -> "cutoff", "paying", "bill", "online")."""
     return [t for t in dict.fromkeys(tokenize(question)) if not _function_word(t)]
 
 

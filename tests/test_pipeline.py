@@ -235,3 +235,22 @@ def test_a_long_statute_sentence_leads_with_its_clause_holding_the_value(corpus:
     assert lead.startswith("The consumer’s liability under this subsection in any such case may not exceed a total of $500")
     assert lead.endswith("whichever is less.") and len(lead) < 400
     assert f"“{sentence}”" in answer  # the whole sentence is still quoted, verbatim
+
+
+def test_the_handoff_gives_the_general_line_whatever_the_bank_calls_it() -> None:
+    """A bank whose general line is "Customer Care", listed after a card line: the handoff names
+    that line's number and hours, cited, not the first phone number of the table."""
+    from agent.pipeline.route import contact_from_kb
+    from docteller.model import Chunk, SearchHit
+
+    class ContactTableKB:
+        def search(self, query: str, k: int = 5) -> list[SearchHit]:
+            text = ("Lost or stolen cards | 1-888-555-0101 | 24 hours\n"
+                    "Customer Care | 1-888-555-0100 | Mon-Sat 8 a.m.-8 p.m.")
+            chunk = Chunk(id="contact:0", doc_id="contact", ordinal=0, text=text, page_start=2, page_end=2,
+                          title="Contact us", source="contact.md")
+            return [SearchHit(chunk=chunk, score=1.0)]
+
+    text, citations = contact_from_kb(ContactTableKB())
+    assert "1-888-555-0100 (Mon-Sat 8 a.m.-8 p.m.) [Contact us, p. 2]" in text and "0101" not in text
+    assert [c.page for c in citations] == [2]

@@ -309,7 +309,7 @@ def _staff_panel() -> _StaffControls:
                 )
                 publisher = gr.Textbox(
                     label="Publisher (leave empty for our own documents)", max_length=PUBLISHER_MAX_CHARS,
-                    placeholder="e.g. Bank of America", elem_id="staff-publisher",
+                    placeholder="e.g. Northwind Bank", elem_id="staff-publisher",
                     info="Another institution's documents are cited by its name, never as our policy.",
                 )
                 index_btn = gr.Button("Index documents", variant="primary", elem_id="staff-index")

@@ -61,14 +61,20 @@ def route(turn: Turn) -> Route:
 
 
 _PHONE_RE = re.compile(r"(?:\+?1[-\s.])?\(?\d{3}\)?[-\s.]\d{3}[-\s.]\d{4}")
+# What banks call their general line: "Customer Service", "Customer Care", "Client Services",
+# "Member Support", "Contact Centre", "Call Center" (English names, not one KB's word).
+_GENERAL_CONTACT_RE = re.compile(
+    r"\b(?:customer|client|member)\s+(?:services?|care|support)\b|\b(?:contact|call)\s+cent(?:er|re)\b", re.IGNORECASE
+)
 
 
 def contact_from_kb(kb: KnowledgeBase) -> tuple[str, list[Citation]]:
-    """The handoff text, with Customer Service's number and hours as the KB states them."""
+    """The handoff text, with the general line's number and hours (Customer Service, Customer
+    Care, a contact centre: `_GENERAL_CONTACT_RE`) as the KB states them."""
     hits: list[SearchHit] = kb.search("Customer Service phone number hours contact us", k=5)
     for hit in hits:
         for line in hit.chunk.text.splitlines():
-            if "customer service" in line.lower() and (phone := _PHONE_RE.search(line)):
+            if _GENERAL_CONTACT_RE.search(line) and (phone := _PHONE_RE.search(line)):
                 hours = line[phone.end():].strip(" |:-–,;")
                 hours_text = f" ({hours.replace(' | ', ', ')})" if hours else ""
                 c = hit.chunk
