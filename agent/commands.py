@@ -14,7 +14,7 @@ from docteller.settings import EVAL_QUESTIONS
 def _resources(kb: list[Path] | None = None):
     """The shared resources over the served KB, or over the documents under `kb` (an eval KB
     indexed into its own folder by `retrieval.evaluate.open_eval_kb`)."""
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     if not kb:
         return AgentResources.load()

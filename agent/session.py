@@ -45,15 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.audit import AuditEntry, now_iso
-from agent.grounding import DECLINE_TEXT
-from agent.pipeline import AnswerPipeline, Turn, answer_pieces, progressive_tokens
-from agent.pipeline.cite import owned_wording as _owned_wording
-from agent.pipeline.compose import QUOTE_MARGIN, quoted_lines
-from agent.pipeline.judge import judge_probability
-from agent.pipeline.retrieve import KB_POOL, KB_TOP_K, UNIT_SEARCH_K, UPLOAD_TOP_K
-from agent.pipeline.rewrite import HISTORY_TURNS, needs_rewrite
-from agent.pipeline.route import is_acceptance, is_handoff_request, offers_person
-from agent.pipeline.select import EVIDENCE_CHARS, EVIDENCE_LINE_CHARS, JUDGED_LINES, PROMPT_PASSAGES
+from agent.pipeline import AnswerPipeline, Turn
+from agent.pipeline.route import offers_person
 from agent.pipeline.types import Answer, AnswerEvent
 from agent.prompt import masked_field_values
 from agent.resources import AgentResources
@@ -62,14 +55,6 @@ from docteller.redact import mask
 
 if TYPE_CHECKING:  # the store is imported when the first upload makes the session's index
     from retrieval.store import KnowledgeIndex
-
-# Re-exported: the UI, benchmarks and tests import these from here.
-__all__ = [
-    "AgentResources", "Answer", "AnswerEvent", "ChatSession", "DECLINE_TEXT", "EVIDENCE_CHARS", "EVIDENCE_LINE_CHARS",
-    "HISTORY_TURNS", "JUDGED_LINES", "KB_POOL", "KB_TOP_K", "PROMPT_PASSAGES", "QUOTE_MARGIN", "UNIT_SEARCH_K",
-    "UPLOAD_TOP_K", "_owned_wording", "answer_pieces", "is_acceptance", "is_handoff_request", "judge_probability",
-    "needs_rewrite", "progressive_tokens", "quoted_lines",
-]
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
             with_judge: bool = False, kb: Sequence[Path] = ()) -> list[dict]:
     """Generate questions from the configured KB (or the documents under `kb`, indexed into an
     index of their own) and record the verifier's features for each."""
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
     from docteller.settings import get_settings
 
     settings = get_settings()

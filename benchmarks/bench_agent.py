@@ -79,7 +79,7 @@ def bench_speed(threads: int, n_questions: int, style: str) -> dict:
     from docteller.settings import get_settings
 
     get_settings.cache_clear()
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     resources = AgentResources.load()
     model = resources.chat_model
@@ -162,7 +162,7 @@ def _speed_summary(rows: list[dict], style: str, model_id: str, threads: int) ->
 
 def bench_quality(stride: int, limit: int) -> dict:
     from agent.evaluate import evaluate_answers, load_questions
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     questions = load_questions()[:: max(stride, 1)]
     if limit:

@@ -243,7 +243,7 @@ def run_serve(home: Path, embedder_kind: str, n_questions: int, model_questions:
 def _whole_answers(kb, n: int) -> dict:
     """`ChatSession.ask` with the packaged chat model: every stage, generation included."""
     from agent.backends import get_chat_model
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     resources = AgentResources(kb, get_chat_model(), embedder=kb.embedder)  # the KB's own embedder
     resources.warm_up()

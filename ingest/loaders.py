@@ -160,6 +160,8 @@ class _Backend:
         return pages, meta
 
     def read(self, path: Path, data: bytes, options: PageOptions) -> tuple[list[Page], dict]:
+        """The format's pages and metadata: supplied by each `_reader` class (PDF and images
+        override `pages` instead, for per-page progress while they OCR)."""
         raise NotImplementedError
 
 

@@ -181,7 +181,7 @@ def scripted_model() -> type[ScriptedModel]:
 def two_chunks_of_one_page():
     """An answer citing two chunks of page 3 and one of page 1 of one document (the agent keeps
     every chunk's citation; lists of sources name each page once)."""
-    from agent.session import Answer
+    from agent.pipeline.types import Answer
     from docteller.model import Citation
 
     fees = dict(doc_id="d1", title="Schedule of Fees", page=3)

@@ -178,7 +178,7 @@ def test_llamacpp_choice_probabilities_agree_with_greedy_generation() -> None:
     assert again["yes"] == pytest.approx(first["yes"], abs=1e-3)
     # Warming up leaves the judge's system policy in the KV cache, where the next judgement finds it.
     from agent.prompt import JUDGE_POLICY
-    from agent.session import judge_probability
+    from agent.pipeline.judge import judge_probability
 
     judge_probability(model, "warm-up", ["warm-up"])
     policy_tokens = model.llm.tokenize(JUDGE_POLICY.encode(), add_bos=False, special=False)

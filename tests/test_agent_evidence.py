@@ -290,7 +290,7 @@ def test_expected_answer_types() -> None:
 def test_a_line_holding_the_asked_for_value_is_quoted(kb, question: str, fact: str) -> None:
     """Lines that share the question's words ("closed on Sundays", the international wire's
     2:00 p.m., the 18-month CD) used to outrank the one holding the value asked for."""
-    from agent.session import quoted_lines
+    from agent.pipeline.compose import quoted_lines
 
     selector = EvidenceSelector(kb.embedder)
     lines = selector.lines(selector.score(question, kb.search(question, k=8)), budget_chars=560, max_lines=3)
@@ -334,7 +334,7 @@ def _line(text: str, chunk_id: str, score: float):
     ],
 )
 def test_quoted_lines_follow_the_margin_and_the_section(scores_and_chunks, quoted: int) -> None:
-    from agent.session import quoted_lines
+    from agent.pipeline.compose import quoted_lines
 
     lines = [_line(f"Term: {n} months; APY: 4.{n}%", chunk, score) for n, (score, chunk) in enumerate(scores_and_chunks, 1)]
     assert quoted_lines(lines) == lines[:quoted]

@@ -26,7 +26,7 @@ def resources(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DOCTELLER_HOME", str(home))
         get_settings.cache_clear()
-        from agent.session import AgentResources
+        from agent.resources import AgentResources
         from ingest.embed import get_embedder
         from retrieval.indexing import ensure_kb_indexed
         from retrieval.store import KnowledgeIndex
@@ -61,7 +61,7 @@ def test_grounded_answer_with_the_right_citation(resources, question: str, fact:
 
 
 def test_generative_style_writes_a_checked_cited_answer(resources) -> None:
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     settings = resources.settings.model_copy(update={"answer_style": "generative"})
     writer = AgentResources(resources.kb, resources.chat_model, embedder=resources.embedder, settings=settings)

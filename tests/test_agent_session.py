@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.session import JUDGED_LINES
+from agent.pipeline.select import JUDGED_LINES
 from docteller.protocols import ChatMessage
 from docteller.settings import get_settings
 
@@ -36,7 +36,7 @@ def kb(bundled_kb_index):
 
 @pytest.fixture()
 def make_session(kb, docteller_home: Path, scripted_model):
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     def _make(
         reply: Callable[[Sequence[ChatMessage]], str] = lambda m: "I can't find that in our policies.",
@@ -165,7 +165,7 @@ def test_upload_injection_is_neutralised_and_passages_are_cited_as_the_customer_
 
 
 def test_sessions_are_isolated(tmp_path: Path, kb, docteller_home: Path, scripted_model) -> None:
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     pdf = _statement_pdf(tmp_path / "alice.pdf", "ALICE EXAMPLE", "1,800.00")
     from docteller.settings import get_settings
@@ -315,7 +315,7 @@ def test_extractive_what_would_i_get_questions_are_answered(make_session, questi
 def test_extractive_verifier_probability_is_compared_with_its_threshold(
     kb, docteller_home: Path, threshold: float, declined: bool, judging_model
 ) -> None:
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
     from agent.verifier import AnswerabilityVerifier
     from docteller.settings import get_settings
 
@@ -360,7 +360,7 @@ def test_extractive_follow_up_is_rewritten_then_answered_from_the_rewritten_quer
 def test_warm_up_sends_the_answer_prompts_system_policy_once(
     kb, docteller_home: Path, style: str, system_marker: str | None, scripted_model
 ) -> None:
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
     from docteller.settings import get_settings
 
     model = scripted_model(lambda m: "no")
@@ -374,7 +374,7 @@ def test_warm_up_sends_the_answer_prompts_system_policy_once(
 
 
 def test_warm_up_failure_does_not_stop_serving(kb, docteller_home: Path, caplog, scripted_model) -> None:
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
 
     class DownModel(scripted_model):
         def stream(self, messages, **kwargs):

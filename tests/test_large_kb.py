@@ -72,7 +72,7 @@ def large_kb(tmp_path_factory):
 @pytest.fixture()
 def ask(large_kb, docteller_home: Path, scripted_model):
     """`ask(question)`: a fresh session's extractive answer over the large KB."""
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
     from docteller.settings import get_settings
 
     index = large_kb[0]

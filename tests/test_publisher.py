@@ -113,7 +113,7 @@ def kb_home(tmp_path_factory, corpus: Path):
 
 @pytest.fixture(scope="module")
 def session_factory(kb_home, scripted_model):
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
     from retrieval.store import KnowledgeIndex
 
     home, _ = kb_home
@@ -161,7 +161,7 @@ def test_the_banks_own_policy_is_still_our_policy(session_factory) -> None:
 
 def test_a_generated_answer_is_told_whose_passages_and_never_says_our_policy_of_them() -> None:
     from agent.prompt import SYSTEM_POLICY, THIRD_PARTY_NOTE, SourcePassage, build_messages
-    from agent.session import _owned_wording
+    from agent.pipeline.cite import owned_wording as _owned_wording
     from docteller.model import SearchHit
 
     def passage(sid: str, publisher: str | None) -> SourcePassage:

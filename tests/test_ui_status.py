@@ -144,7 +144,8 @@ def test_the_queued_model_reports_waits_to_this_threads_reporter_and_keeps_the_m
 
 def test_an_answer_composed_whole_arrives_in_growing_frames(tmp_path: Path, scripted_model) -> None:
     """The extractive answer streams sentence by sentence; each frame shows a longer prefix."""
-    from agent.session import AgentResources, answer_pieces
+    from agent.resources import AgentResources
+    from agent.pipeline import answer_pieces
     from ingest.embed import get_embedder
     from ingest.loaders import load_document
     from retrieval.store import KnowledgeIndex
@@ -175,7 +176,7 @@ def test_an_answer_composed_whole_arrives_in_growing_frames(tmp_path: Path, scri
 def test_an_uploads_pages_are_told_as_they_are_read(tmp_path: Path, corpus: Path, scripted_model) -> None:
     """A scanned statement: the status names each page as it starts being read (the upload is
     read once; its kind is known only after)."""
-    from agent.session import AgentResources
+    from agent.resources import AgentResources
     from docteller.settings import get_settings
     from ingest.embed import get_embedder
     from retrieval.store import KnowledgeIndex

@@ -365,7 +365,7 @@ class TabSession:
             cancelled.set()  # a no-op when the turn finished; stops it when the client left
 
     def _over_budget(self, question: str) -> Any:
-        from agent.session import Answer
+        from agent.pipeline.types import Answer
 
         logger.warning("session %s: answer stopped after its %.0f s budget", self.public_id[:8], self.time_budget_s)
         return Answer(question=question, answer=TIME_BUDGET_TEXT, abstained=True, reason="time budget exceeded",
@@ -604,7 +604,7 @@ class Backend:
             index, model = self.index, self.chat_model  # outside the init lock: each takes it
             with self._init_lock:
                 if self._resources is None:
-                    from agent.session import AgentResources
+                    from agent.resources import AgentResources
 
                     self._resources = AgentResources(
                         index, QueuedChatModel.wrap(model, self.model_queue),

@@ -152,7 +152,7 @@ def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
     """The direct answer, then each quoted whole once, grouped under its section, with citations.
 
     Another institution's document is never the bank's word: its lead and its quotes say whose
-    they are ("Bank of America's Online Banking says: …")."""
+    they are ("Northwind Bank's Online Banking says: …")."""
     if not lines:
         return ""
     lead = lead_sentence(question, lines)
@@ -170,7 +170,7 @@ def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
 
 def _attributed(sentence: str, line: EvidenceLine) -> str:
     """The lead as said: plain for the bank's own words and the customer's document, introduced
-    by its owner for a third party's ("Bank of America's Online Banking says: …")."""
+    by its owner for a third party's ("Northwind Bank's Online Banking says: …")."""
     if line.passage.publisher is None:
         return sentence
     return f"{_capitalised(line.passage.owner)} says: {sentence}"
@@ -186,7 +186,7 @@ def _same(a: str, b: str) -> bool:
 
 def _quote_groups(lines: Sequence[EvidenceLine]) -> str:
     """Quoted wholes, each once, under whose they are ("From our policy:", "From your document:",
-    "Bank of America's Online Banking says:") and their section heading (each shown once per run),
+    "Northwind Bank's Online Banking says:") and their section heading (each shown once per run),
     so mixed evidence names every owner and "our policy" is only said of the bank's own."""
     out: list[str] = []
     seen: set[str] = set()
@@ -300,7 +300,7 @@ class Composer:
         assert comparison is not None
         p = comparison.passage
         verdict = "Yes" if comparison.over else "No"
-        says = "The policy says" if p.owner == "our policy" else f"{p.owner[0].upper()}{p.owner[1:]} says"
+        says = "The policy says" if p.owner == "our policy" else f"{_capitalised(p.owner)} says"
         text = (
             f"{verdict} — {comparison.describe()}. {says}: \"{comparison.limit_sentence.strip(' |')}\" "
             f"{p.label}."
