@@ -232,7 +232,13 @@ class _UnitSplitter:
             self.header = None if not line else self.header
             return
         if line.lower().rstrip(":") in self.by_name:
+            # One of the chunk's headings: it names the section of what follows, and is neither
+            # evidence nor the lead-in of a list ("11. Other Terms and Conditions" above
+            # "A. Service Charges" is not a sentence that its subsection's title completes).
+            self.end_list()
+            self.header = None
             self.section = self.by_name[line.lower().rstrip(":")]
+            return
         if line.startswith("Q:"):
             # An FAQ's question matches a customer's question best and answers nothing: it is
             # the context its answer is embedded and scored with, never a unit of its own.

@@ -40,9 +40,10 @@ ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
 
 # Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
 # documents it holds from an older version instead of keeping their stale chunks.
-PARSER_VERSION = "5"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
+PARSER_VERSION = "6"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
 # 4: a PDF table cell's word broken at a line end is rejoined; 5: a numbered list's lead-in is repeated
-# in each chunk of its items; a PDF paragraph's bold numbered run-in title ("7.3 Longer delays.") is a heading
+# in each chunk of its items; a PDF paragraph's bold numbered run-in title ("7.3 Longer delays.") is a heading;
+# 6: a bold or large line holding a long number (a postcode, a phone number) or a PO box is content, not a heading
 
 
 # --- entry points ---------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
             blocks.append(TextBlock(text=run_in.rstrip(" .:"), kind=BlockKind.heading, heading_level=4, bbox=bbox))
             blocks.append(TextBlock(text=text[len(run_in):].strip(), kind=BlockKind.paragraph, bbox=bbox))
             continue
-        short = len(text) <= 140 and not text.endswith((".", ",", ";", ":")) or len(text) <= 60
+        short = (len(text) <= 140 and not text.endswith((".", ",", ";", ":")) or len(text) <= 60) and not _is_contact_detail(text)
         if short and body and size >= body * 1.25:
             level = 1 if size >= body * 1.6 else 2
             blocks.append(TextBlock(text=text, kind=BlockKind.heading, heading_level=level, bbox=bbox))
@@ -264,6 +265,23 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
             kind = BlockKind.list_item if re.match(r"^([•\-–·*/]|\(?[a-z0-9]{1,3}[.)])\s", text) else BlockKind.paragraph
             blocks.append(TextBlock(text=text, kind=kind, bbox=bbox))
     return blocks
+
+
+# A run of digits and separators ("33622-5118", "1-800-555-0100", "FL1-300-02-07") …
+_NUMBER_RUN_RE = re.compile(r"\d[\d\-./ ]*\d")
+_YEAR_RANGE_RE = re.compile(r"^(?:19|20)\d\d\s*[-/]\s*(?:(?:19|20)?\d\d)$")
+_PO_BOX_RE = re.compile(r"\bP\.?\s?O\.?\s+Box\b", re.IGNORECASE)
+
+
+def _is_contact_detail(text: str) -> bool:
+    """A line holding a number of 5 or more digits (a postcode, a phone or reference number; a
+    year range "2025-2026" aside) is content: a bold address block or phone line set in the
+    headings' font is what a customer needs quoted, not the title of what follows it; so is a
+    post-office box line."""
+    return bool(_PO_BOX_RE.search(text)) or any(
+        sum(ch.isdigit() for ch in run) >= 5 and not _YEAR_RANGE_RE.match(run)
+        for run in _NUMBER_RUN_RE.findall(text)
+    )
 
 
 # A numbered subsection's run-in title: "7.3 Longer delays may apply." or "12(b) Notices."

@@ -38,6 +38,32 @@ def test_pdf_text_layer_pages_headings_and_tables(agreement, corpus: Path) -> No
     assert zelle[0].table_header and "Daily Limit" in zelle[0].text
     assert all(b.bbox is not None for b in agreement.page(13).blocks)
     assert not any(p.ocr_used for p in agreement.pages)
+    # The bold mailing-address block set in the headings' font is content to quote, not a section
+    # title over the error-resolution steps that follow it.
+    assert not [h for h in headings if "P.O. Box" in h or "33622" in h]
+    address = [b for b in agreement.page(23).blocks if "P.O. Box 25118" in b.text]
+    assert address and all(b.kind is BlockKind.paragraph for b in address)
+
+
+def test_pdf_bold_contact_lines_are_not_headings(tmp_path: Path) -> None:
+    import pymupdf
+
+    path = tmp_path / "notice.pdf"
+    with pymupdf.open() as pdf:
+        page = pdf.new_page()
+        y = 72
+        for text, font in [("4. Lost cards", "hebo"), ("Report a lost card at once.", "helv"),
+                           ("Card Services 1-800-555-0199", "hebo"), ("Northwind Bank, PO Box 4410", "hebo"),
+                           ("Springfield, IL 62704-4410", "hebo"), ("Fee schedule 2025-2026", "hebo"),
+                           ("Replacement cards are free of charge.", "helv")]:
+            page.insert_text((72, y), text, fontname=font, fontsize=11)
+            y += 30
+        pdf.save(path)
+    blocks = load_document(path).page(1).blocks
+    kinds = {b.text: b.kind for b in blocks}
+    assert kinds["4. Lost cards"] is BlockKind.heading and kinds["Fee schedule 2025-2026"] is BlockKind.heading
+    for content in ("Card Services 1-800-555-0199", "Northwind Bank, PO Box 4410", "Springfield, IL 62704-4410"):
+        assert kinds[content] is BlockKind.paragraph, content
 
 
 def test_scanned_pdf_falls_back_to_ocr(corpus: Path) -> None:
