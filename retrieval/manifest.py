@@ -63,6 +63,21 @@ CREATE TABLE IF NOT EXISTS units (
     embedding BLOB NOT NULL     -- float32, normalised
 );
 CREATE INDEX IF NOT EXISTS units_chunk ON units (chunk_row);
+-- Rows deleted, in commit order: a serving process follows another's deletes from here, and its
+-- additions from the row ids above the highest it has seen (ids only grow: AUTOINCREMENT), so a
+-- commit costs it the change, not a read of every id (`changes_since`). Kept to the newest
+-- `REMOVED_LOG_KEEP` entries; a process further behind re-reads every id once.
+CREATE TABLE IF NOT EXISTS removed_rows (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,         -- 'chunk' or 'unit'
+    row_id INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS chunk_removed AFTER DELETE ON chunks BEGIN
+    INSERT INTO removed_rows (kind, row_id) VALUES ('chunk', old.row_id);
+END;
+CREATE TRIGGER IF NOT EXISTS unit_removed AFTER DELETE ON units BEGIN
+    INSERT INTO removed_rows (kind, row_id) VALUES ('unit', old.unit_row);
+END;
 CREATE TABLE IF NOT EXISTS errors (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL,
@@ -70,6 +85,29 @@ CREATE TABLE IF NOT EXISTS errors (
     at TEXT NOT NULL
 );
 """
+
+
+REMOVED_LOG_KEEP = 1_000_000
+_LOG_PRUNED_KEY = "removed_log_pruned_through"
+
+
+class ChangeMarks(BaseModel):
+    """How far a reader has taken in the manifest: the highest chunk and unit row ids, and the
+    last removal logged."""
+
+    chunk_row: int = 0
+    unit_row: int = 0
+    removed_seq: int = 0
+
+
+class Changes(BaseModel):
+    """What the manifest gained and lost since some `ChangeMarks` (row ids), and the new marks."""
+
+    marks: ChangeMarks
+    added_chunks: list[int]
+    removed_chunks: list[int]
+    added_units: list[int]
+    removed_units: list[int]
 
 
 class EmbeddingModelMismatch(RuntimeError):
@@ -294,6 +332,65 @@ class Manifest:
             )
             new[position] = cur.lastrowid
         return np.array(old, dtype=np.int64), new
+
+    # -- following other processes' commits --------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state of the database (a WAL read transaction)."""
+        with self._lock:
+            if self._conn.in_transaction:  # inside this connection's own write: already one state
+                yield
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+
+    def marks(self) -> ChangeMarks:
+        """Where the manifest stands now (three index lookups)."""
+        with self._lock:
+            chunk_row, unit_row, seq = self._conn.execute(
+                "SELECT (SELECT COALESCE(MAX(row_id), 0) FROM chunks), (SELECT COALESCE(MAX(unit_row), 0) FROM units),"
+                " (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'removed_rows')"  # pruned or not
+            ).fetchone()
+        return ChangeMarks(chunk_row=chunk_row, unit_row=unit_row, removed_seq=seq)
+
+    def changes_since(self, marks: ChangeMarks) -> Changes | None:
+        """The chunk and unit rows added and removed since `marks`, read from one state of the
+        database by the row-id and log indexes: the cost is the change's, not the KB's. None when
+        the removal log no longer reaches back to `marks` (the reader must compare every id).
+        An added row may already be known to the reader (its own write) and a removed one may be
+        unknown to it: applying them must ignore both."""
+        with self.snapshot():
+            pruned = int(self.meta(_LOG_PRUNED_KEY) or 0)
+            if marks.removed_seq < pruned:
+                return None
+            now = self.marks()
+            conn = self._conn
+            added_chunks = [r[0] for r in conn.execute("SELECT row_id FROM chunks WHERE row_id > ?", (marks.chunk_row,))]
+            added_units = [r[0] for r in conn.execute("SELECT unit_row FROM units WHERE unit_row > ?", (marks.unit_row,))]
+            removed: dict[str, list[int]] = {"chunk": [], "unit": []}
+            for kind, row_id in conn.execute(
+                "SELECT kind, row_id FROM removed_rows WHERE seq > ? ORDER BY seq", (marks.removed_seq,)
+            ):
+                removed[kind].append(row_id)
+        return Changes(marks=now, added_chunks=added_chunks, removed_chunks=removed["chunk"],
+                       added_units=added_units, removed_units=removed["unit"])
+
+    def prune_removed_log(self, keep: int | None = None) -> int:
+        """Drop all but the newest `keep` removals (the writer calls it when it saves); returns
+        how many went."""
+        keep = REMOVED_LOG_KEEP if keep is None else keep
+        with self.transaction() as conn:
+            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM removed_rows").fetchone()
+            through = last - keep
+            if through <= int(self.meta(_LOG_PRUNED_KEY) or 0):
+                return 0
+            gone = conn.execute("DELETE FROM removed_rows WHERE seq <= ?", (through,)).rowcount
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_LOG_PRUNED_KEY, str(through)))
+        return gone
 
     def has_unit_sets(self) -> bool:
         with self._lock:

@@ -36,7 +36,7 @@ from docteller.settings import Settings, get_settings
 from retrieval.bm25 import BM25Index, tokenize
 from retrieval.manifest import DocumentRecord, EmbeddingModelMismatch, Manifest
 from retrieval.units import UnitIndex
-from retrieval.vector import FaissVectors, load_reconciled, reconcile
+from retrieval.vector import FaissVectors, apply_changes, load_reconciled, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ class KnowledgeIndex:
         # Bumped on every change to the indexed chunks, so derived caches know to refresh.
         self.generation = 0
         self._open_vectors = vectors or FaissVectors.from_settings(settings)
+        # Taken before the files are read: a commit made while they load is taken in again by the
+        # next `_follow_other_writers` (which ignores what is already held).
+        self._marks = manifest.marks()
         self._vectors = self._load_vectors()
         self.units = UnitIndex(manifest, embedder, index_dir, self._open_vectors, self._lock)
         if self.units.dirty:  # vectors re-added after a crash: keep the repair
@@ -325,6 +328,7 @@ class KnowledgeIndex:
                 return
             self.units.save()
             self._unsaved_chunks = 0
+            self.manifest.prune_removed_log()
             if not self._vectors_dirty:
                 return
             self._vectors.save(self.index_dir / VECTORS_FILE)
@@ -494,8 +498,9 @@ class KnowledgeIndex:
         Several app processes share one index, and `docteller index` may add documents while they
         serve. SQLite's `data_version` changes only for other connections' commits, so checking it
         (at most every `FOLLOW_INTERVAL_S`) costs one pragma. On a change, the vectors, the units
-        and BM25 take the rows the manifest gained and drop those it lost (read from the
-        manifest, not the writer's files, which it writes only now and then), so this process
+        and BM25 take the rows the manifest gained since this process last looked (ids above its
+        marks) and drop those its removal log lists (`Manifest.changes_since`), read from the
+        manifest, not the writer's files, which it writes only now and then: this process
         answers from the same documents as the writer at the cost of the change, not the KB."""
         if self.index_dir is None or time.monotonic() - self._followed_at < FOLLOW_INTERVAL_S:
             return
@@ -505,10 +510,23 @@ class KnowledgeIndex:
             if version == self._data_version:
                 return
             self._data_version = version
-            added, removed = reconcile(self._vectors, self.manifest.row_ids(), self.manifest.embeddings)
-            self.units.follow()
-            if self._bm25_synced:
-                self._sync_bm25(reconcile=True)
+            changes = self.manifest.changes_since(self._marks)
+            if changes is None:  # so far behind that the removal log was pruned: compare every id
+                self._marks = self.manifest.marks()
+                added, removed = reconcile(self._vectors, self.manifest.row_ids(), self.manifest.embeddings)
+                self.units.follow()
+                if self._bm25_synced:
+                    self._sync_bm25(reconcile=True)
+            else:
+                self._marks = changes.marks
+                added, removed = apply_changes(
+                    self._vectors, changes.added_chunks, changes.removed_chunks, self.manifest.embeddings
+                )
+                self.units.follow(changes)
+                if self._bm25_synced:
+                    self._bm25.remove(np.asarray(changes.removed_chunks, dtype=np.int64))
+                    new = np.asarray(changes.added_chunks, dtype=np.int64)
+                    self._bm25.add(*self.manifest.search_texts(new[~np.isin(new, self._bm25.ids())]))
             self.generation += 1
         log.info("index changed by another process: %d chunks added, %d removed", added, removed)
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from docteller.model import Chunk
 from docteller.protocols import Embedder, UnitSplitter, VectorIndexFactory
-from retrieval.manifest import Manifest
-from retrieval.vector import load_reconciled, reconcile
+from retrieval.manifest import Changes, Manifest
+from retrieval.vector import apply_changes, load_reconciled, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,14 @@ class UnitIndex:
         """Drop the vectors of units deleted from the manifest (their chunks' document went)."""
         self.apply(removed, np.zeros(0, dtype=np.int64), np.zeros((0, self.embedder.dim), dtype=np.float32))
 
-    def follow(self) -> None:
-        """Take in the units another process committed or deleted (the chunks' `follow`)."""
-        reconcile(self._vectors, self.manifest.unit_row_ids(), self.manifest.unit_embeddings, label="units")
+    def follow(self, changes: Changes | None = None) -> None:
+        """Take in the units another process committed or deleted: those `changes` lists, or
+        (None) whatever differs from the manifest's ids."""
+        if changes is None:
+            reconcile(self._vectors, self.manifest.unit_row_ids(), self.manifest.unit_embeddings, label="units")
+        else:
+            apply_changes(self._vectors, changes.added_units, changes.removed_units, self.manifest.unit_embeddings,
+                          label="units")
         self.unchecked = True
 
     def save(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,3 +317,29 @@ def reconcile(
     if len(missing):
         log.info("%s: %d vectors of the manifest added", label, len(missing))
     return len(missing), len(extra)
+
+
+def apply_changes(
+    vectors: VectorIndex,
+    added: Sequence[int],
+    removed: Sequence[int],
+    stored: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    label: str = "vectors",
+) -> tuple[int, int]:
+    """Take in another process's commits as listed by the manifest (`Manifest.changes_since`):
+    drop the `removed` ids, add the `added` ones this index lacks (read by `stored`). Ids it
+    already holds (this process's own writes) and unknown removals are ignored. Returns
+    (added, removed) as listed."""
+    if len(removed):
+        vectors.remove(np.asarray(removed, dtype=np.int64))
+    new = np.asarray(added, dtype=np.int64)
+    if len(new):
+        new = new[~np.isin(new, vectors.ids())]
+    for start in range(0, len(new), 100_000):
+        ids, matrix = stored(new[start : start + 100_000])
+        if len(ids):
+            vectors.add(ids, matrix)
+    if len(new) or len(removed):
+        log.info("%s: followed another process: %d added, %d removed", label, len(new), len(removed))
+    return len(new), len(removed)
+
