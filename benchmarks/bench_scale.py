@@ -18,7 +18,9 @@ Each size runs in fresh processes:
   question with the packaged model on 2 cores, the same at every KB size) unless
   --model-questions N also runs N generative answers with the packaged model.
 - upload: one new document is indexed into the serving process's index, as the Staff view
-  does, then a question about it is answered: both timed ("first answer after an upload").
+  does, then a question about it is answered: both timed ("first answer after an upload"); a
+  second, warm connection to the index (another app process) then searches: timed, it includes
+  taking in the upload (`KnowledgeIndex._follow_other_writers`).
 - RSS: the serving process's peak (VmHWM), chat model excluded unless --model-questions.
 
 Vectors: MiniLM (the real embedder) below --hashed-from chunks; at and above it a hashed
@@ -217,11 +219,25 @@ def run_serve(home: Path, embedder_kind: str, n_questions: int, model_questions:
     timed = [answer_path(q) for q in _questions(n_questions)]
     latencies = [a + b for a, b in timed]
     rest = [b for _, b in timed]
+    serve_rss_mb = _peak_rss_mb()
+    # A second app process on the same index (here a second connection: SQLite tells them apart
+    # the same way), warm, to time how it takes in the upload below.
+    import retrieval.store
+
+    retrieval.store.FOLLOW_INTERVAL_S = 0.0
+    follower = KnowledgeIndex.open(settings.index_dir, embedder=kb.embedder)
+    follower.search("replacement card fee", k=5)
     # The Staff view's upload: one document into the live index, then the next question.
     t = time.perf_counter()
     index_paths([upload], settings=settings, index=kb)
     upload_s = time.perf_counter() - t
     after_upload_ms = sum(answer_path("What is the fee for a replacement card at the new branch?"))
+    t = time.perf_counter()
+    follower.search("What is the fee for a replacement card at the new branch?", k=5)
+    follow_ms = (time.perf_counter() - t) * 1000
+    mine, theirs = kb.stats(), follower.stats()
+    assert (theirs["vectors"], theirs["units"]) == (mine["vectors"], mine["units"]), "the follower missed the upload"
+    follower.close()
     result = {
         "open_warm_s": warm_s,
         "p50_ms": float(np.percentile(latencies, 50)),
@@ -232,7 +248,8 @@ def run_serve(home: Path, embedder_kind: str, n_questions: int, model_questions:
         "rest_p95_ms": float(np.percentile(rest, 95)),
         "upload_s": upload_s,
         "after_upload_ms": after_upload_ms,
-        "serve_peak_rss_mb": _peak_rss_mb(),
+        "follow_ms": follow_ms,
+        "serve_peak_rss_mb": serve_rss_mb,
     }
     if model_questions:
         result.update(_whole_answers(kb, model_questions))
@@ -307,7 +324,8 @@ def main() -> None:
             f"p95 {served['p95_ms']:6.1f} ms max {served['max_ms']:6.1f} ms (question embedding p50 "
             f"{served['embed_p50_ms']:.1f} ms; the rest p50 {served['rest_p50_ms']:.1f} / p95 {served['rest_p95_ms']:.1f} ms)"
             f" | upload 1 doc {served['upload_s']:.2f} s, "
-            f"first answer path after it {served['after_upload_ms']:.1f} ms"
+            f"first answer path after it {served['after_upload_ms']:.1f} ms, another process's first search "
+            f"after it (following the upload) {served['follow_ms']:.1f} ms"
         )
         if "model_answer_p50_s" in served:
             line += (f" | whole answers with the model: p50 {served['model_answer_p50_s']:.2f} s, "
