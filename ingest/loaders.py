@@ -247,14 +247,20 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
         parsed.append((_union(line_boxes), text, size, total_chars > 0 and bold_chars / total_chars > 0.8, run_in))
     body = median(sizes) if sizes else 0.0
     blocks: list[TextBlock] = []
-    for bbox, text, size, bold, run_in in parsed:
+    for n, (bbox, text, size, bold, run_in) in enumerate(parsed):
         if run_in and text.startswith(run_in) and len(text) > len(run_in) + 20:
             # "7.3 Longer delays may apply. In some cases …": the numbered subsection's bold run-in
             # title is its heading, so its number and title travel with its chunks.
             blocks.append(TextBlock(text=run_in.rstrip(" .:"), kind=BlockKind.heading, heading_level=4, bbox=bbox))
             blocks.append(TextBlock(text=text[len(run_in):].strip(), kind=BlockKind.paragraph, bbox=bbox))
             continue
-        short = (len(text) <= 140 and not text.endswith((".", ",", ";", ":")) or len(text) <= 60) and not _is_contact_detail(text)
+        # A contact line is no title, nor is the name heading an address block set in its own
+        # font ("Bank of America" above "P.O. Box 25118").
+        following = parsed[n + 1] if n + 1 < len(parsed) else None
+        addressee = following is not None and _is_contact_detail(following[1]) and following[3] == bold \
+            and abs(following[2] - size) < 0.5
+        short = (len(text) <= 140 and not text.endswith((".", ",", ";", ":")) or len(text) <= 60) \
+            and not _is_contact_detail(text) and not addressee
         if short and body and size >= body * 1.25:
             level = 1 if size >= body * 1.6 else 2
             blocks.append(TextBlock(text=text, kind=BlockKind.heading, heading_level=level, bbox=bbox))
