@@ -87,7 +87,8 @@ _ANSWER_TYPES = [
     # An amount of money ("how much notice" asks for a period instead).
     (rf"\b(?:how much(?!\s+(?:\w+\s+)?{_TIME_NOUNS}\b)|fees?|costs?|charges?|price|penalty)\b", _AMOUNT),
     (r"\b(?:rates?|apy|apr|interest)\b", r"\d\s?%"),
-    (r"\b(?:who|call|phone|contact|text)\b", _PHONE),
+    # A phone number: asked how to reach someone ("who pays", "who is eligible" ask for a party).
+    (r"\b(?:call|phone|contact|text|ring|reach|(?:talk|speak) to)\b", _PHONE),
     # A count or a bound: any figure, in digits or words.
     (r"\b(?:max(?:imum)?|limits?|most|min(?:imum)?|least|how many|how big|how old|age)\b", _COUNT),
 ]

@@ -282,6 +282,9 @@ def test_expected_answer_types() -> None:
     assert holds("when can I use cash I deposit", "not later than the business day after the business day")
     assert not holds("how late is the main office open on fridays", "within 3 business days")
     assert holds("who do I call about a transfer abroad", "Call us at 877.337.8357")
+    # "who" asks for a party, not a phone number, unless it asks whom to reach.
+    assert expected_answers("who pays the fee for an incoming wire") == [p for p in expected_answers("the fee")]
+    assert holds("who should I speak to about a complaint", "call 1-800-555-0142")
 
 
 @pytest.mark.parametrize(
