@@ -163,10 +163,21 @@ def _is_field(line: str) -> bool:
     return len(line) <= 60 and bool(_LABEL_VALUE_RE.match(line)) and ". " not in line
 
 
+# A numbered list run into one line ("… to the following: 1. Salaried individuals … 2. Self-employed
+# …"): its numbers, 1, 2, 3 in turn, end no sentence.
+_INLINE_LIST_RE = re.compile(r"(?:^|[\s:;])1\.\s+\S.*\s2\.\s+\S")
+_INLINE_NUMBER_RE = re.compile(r"(?:^|\s)(\d{1,2})\.$")
+
+
 def _sentences(line: str) -> list[str]:
     sentences: list[str] = []
+    next_item = 1 if _INLINE_LIST_RE.search(line) else 0
     for piece in _SENTENCE_SPLIT_RE.split(line):
-        if sentences and _ABBREVIATION_RE.search(sentences[-1]):
+        number = _INLINE_NUMBER_RE.search(sentences[-1]) if sentences and next_item else None
+        if number and int(number.group(1)) == next_item:
+            next_item += 1
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        elif sentences and _ABBREVIATION_RE.search(sentences[-1]):
             sentences[-1] = f"{sentences[-1]} {piece}"
         else:
             sentences.append(piece)

@@ -88,6 +88,14 @@ def test_list_items_are_quoted_with_their_lead_in() -> None:
         "Branch | $5",
         "after the table, nothing to complete",
     ]
+    # A numbered list run into one sentence keeps its items with their lead-in (its numbers end no
+    # sentence); "at least 21." still does.
+    inline = ("Auto loans are open to: 1. Employed people aged 21 to 60 (at the end of the term) "
+              "2. Self-employed people aged 25 to 65 3. Partnerships. Rates vary. You must be at least 21. "
+              "Bring two payslips.")
+    assert [u.text for u in split_units(inline)] == [
+        "Auto loans are open to: 1. Employed people aged 21 to 60 (at the end of the term) 2. Self-employed "
+        "people aged 25 to 65 3. Partnerships.", "Rates vary.", "You must be at least 21.", "Bring two payslips."]
 
 
 def test_table_rows_are_quoted_with_their_section() -> None:
