@@ -160,7 +160,7 @@ class _ChunkBuilder:
             tail = self._overlap_tail()
             self.flush()
             if tail is not None:
-                self.draft.pieces.append(tail)
+                self._open_with(tail)
         if len(piece.text) + self.draft.length + 1 <= self.size:
             self.draft.pieces.append(piece)
             return
@@ -169,10 +169,21 @@ class _ChunkBuilder:
                 self.flush()
             if not self.draft.pieces:
                 self.draft.heading_path = self._path()
-            self.draft.pieces.append(part)
+                self._open_with(part)
+            else:
+                self.draft.pieces.append(part)
         # The last part stays open so following short paragraphs can join it.
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _open_with(self, piece: _Piece) -> None:
+        """Start the new chunk with `piece`, the rest of a block the last chunk held. The list
+        lead-in `flush` repeated stays only above one of its items: above the middle of an item
+        ("… shall not exceed the lesser of" + "such effective date) when …") it reads as the
+        start of a list item that isn't one."""
+        if self.draft.header_row is self.list_lead and not _ENUMERATED.match(piece.text):
+            self.draft.header_row = None
+        self.draft.pieces.append(piece)
 
     def _track_list(self, piece: _Piece) -> None:
         """Remember the lead-in of the numbered list `piece` belongs to (None outside a list)."""

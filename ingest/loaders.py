@@ -40,10 +40,11 @@ ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
 
 # Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
 # documents it holds from an older version instead of keeping their stale chunks.
-PARSER_VERSION = "6"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
+PARSER_VERSION = "7"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
 # 4: a PDF table cell's word broken at a line end is rejoined; 5: a numbered list's lead-in is repeated
 # in each chunk of its items; a PDF paragraph's bold numbered run-in title ("7.3 Longer delays.") is a heading;
-# 6: a bold or large line holding a long number (a postcode, a phone number) or a PO box is content, not a heading
+# 6: a bold or large line holding a long number (a postcode, a phone number) or a PO box is content, not a heading;
+# 7: a list's lead-in is not repeated above a chunk that opens in the middle of one of its items
 
 
 # --- entry points ---------------------------------------------------------------------------

@@ -75,6 +75,16 @@ def test_statute_chunks_keep_section_numbers_and_repeat_a_list_lead_in(corpus: P
     assert "exceed the lesser of" in second.text.split("(2) the amount")[0]
     units, _ = EvidenceSelector.split(liability[0], "kb")
     assert any(re.search(r"exceed the lesser of \(1\) \$50", u.text) for u in units)
+    # Above a chunk that opens in the middle of an item (the rest of a long sentence, or the
+    # overlap of the chunk before), the lead-in is not repeated: its next line would read as an item.
+    leads = {"exceed the lesser of"}
+    for chunk in chunks:
+        first, *rest = chunk.text.splitlines() or [""]
+        if rest and any(lead in first for lead in leads) and first.rstrip().endswith("lesser of"):
+            assert re.match(r"\(\d+\)", rest[0]), rest[0][:80]
+    statutes = [c for f in sorted((corpus / "kb" / "us_code").glob("*.md")) for c in _chunks(f)]
+    opened_mid_item = [c for c in statutes if len(lines := c.text.splitlines()) > 1 and lines[1][:1].islower()]
+    assert len(opened_mid_item) <= 2, [c.text[:120] for c in opened_mid_item]
 
 
 def test_agreement_pdf_numbered_subsections_are_chunk_headings() -> None:
