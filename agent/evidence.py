@@ -163,7 +163,7 @@ def _is_field(line: str) -> bool:
     return len(line) <= 60 and bool(_LABEL_VALUE_RE.match(line)) and ". " not in line
 
 
-# A numbered list run into one line ("… to the following: 1. Salaried individuals … 2. Self-employed
+# A numbered list run into one line ("… is open to: 1. Employed people … 2. Self-employed people
 # …"): its numbers, 1, 2, 3 in turn, end no sentence.
 _INLINE_LIST_RE = re.compile(r"(?:^|[\s:;])1\.\s+\S.*\s2\.\s+\S")
 _INLINE_NUMBER_RE = re.compile(r"(?:^|\s)(\d{1,2})\.$")
@@ -245,8 +245,8 @@ class _UnitSplitter:
             return
         if line.lower().rstrip(":") in self.by_name:
             # One of the chunk's headings: it names the section of what follows, and is neither
-            # evidence nor the lead-in of a list ("11. Other Terms and Conditions" above
-            # "A. Service Charges" is not a sentence that its subsection's title completes).
+            # evidence nor the lead-in of a list ("7. General Terms" above "A. Fees" is not
+            # a sentence that its subsection's title completes).
             self.end_list()
             self.header = None
             self.section = self.by_name[line.lower().rstrip(":")]

@@ -179,7 +179,7 @@ class _ChunkBuilder:
     def _open_with(self, piece: _Piece) -> None:
         """Start the new chunk with `piece`, the rest of a block the last chunk held. The list
         lead-in `flush` repeated stays only above one of its items: above the middle of an item
-        ("… shall not exceed the lesser of" + "such effective date) when …") it reads as the
+        ("… is limited to the lesser of" + "the day the notice arrives, when …") it reads as the
         start of a list item that isn't one."""
         if self.draft.header_row is self.list_lead and not _ENUMERATED.match(piece.text):
             self.draft.header_row = None

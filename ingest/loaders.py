@@ -256,7 +256,7 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
             blocks.append(TextBlock(text=text[len(run_in):].strip(), kind=BlockKind.paragraph, bbox=bbox))
             continue
         # A contact line is no title, nor is the name heading an address block set in its own
-        # font ("Bank of America" above "P.O. Box 25118").
+        # font ("Northwind Bank" above "PO Box 4410").
         following = parsed[n + 1] if n + 1 < len(parsed) else None
         addressee = following is not None and _is_contact_detail(following[1]) and following[3] == bold \
             and abs(following[2] - size) < 0.5
@@ -274,7 +274,7 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
     return blocks
 
 
-# A run of digits and separators ("33622-5118", "1-800-555-0100", "FL1-300-02-07") …
+# A run of digits and separators ("62704-4410", "1-800-555-0100", "MC-410-22-07") …
 _NUMBER_RUN_RE = re.compile(r"\d[\d\-./ ]*\d")
 _YEAR_RANGE_RE = re.compile(r"^(?:19|20)\d\d\s*[-/]\s*(?:(?:19|20)?\d\d)$")
 _PO_BOX_RE = re.compile(r"\bP\.?\s?O\.?\s+Box\b", re.IGNORECASE)
