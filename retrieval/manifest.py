@@ -383,6 +383,10 @@ class Manifest:
         """Drop all but the newest `keep` removals (the writer calls it when it saves); returns
         how many went."""
         keep = REMOVED_LOG_KEEP if keep is None else keep
+        with self._lock:  # a read first: the write lock is taken only when there is something to drop
+            (last,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM removed_rows").fetchone()
+        if last - keep <= int(self.meta(_LOG_PRUNED_KEY) or 0):
+            return 0
         with self.transaction() as conn:
             (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM removed_rows").fetchone()
             through = last - keep

@@ -109,6 +109,7 @@ def test_a_follower_behind_the_pruned_removal_log_compares_every_id(tmp_path: Pa
         index_paths([vault], index=writer)
         assert writer.delete(next(d.doc_id for d in writer.documents() if d.source.endswith("cards.md")))
         assert writer.manifest.prune_removed_log(keep=0) >= 1  # the card document's removal is forgotten
+        assert writer.manifest.prune_removed_log(keep=0) == 0  # nothing new to drop
         hits = serving.search("lost debit card blocked", k=5)
         assert hits and all("Safe deposit" in h.chunk.text for h in hits)
         assert {"row_ids", "unit_row_ids"} <= set(id_scans)  # compared every id, once
