@@ -513,42 +513,29 @@ class KnowledgeIndex:
             changes = self.manifest.changes_since(self._marks)
             if changes is None:  # so far behind that the removal log was pruned: compare every id
                 self._marks = self.manifest.marks()
-                added, removed = reconcile(self._vectors, self.manifest.row_ids(), self.manifest.embeddings)
-                self.units.follow()
+                stored = self.manifest.row_ids()
+                added, removed = reconcile(self._vectors, stored, self.manifest.embeddings)
                 if self._bm25_synced:
-                    self._sync_bm25(reconcile=True)
+                    reconcile(self._bm25, stored, self.manifest.search_texts, label="BM25")
             else:
                 self._marks = changes.marks
-                added, removed = apply_changes(
-                    self._vectors, changes.added_chunks, changes.removed_chunks, self.manifest.embeddings
-                )
-                self.units.follow(changes)
+                chunk_changes = (changes.added_chunks, changes.removed_chunks)
+                added, removed = apply_changes(self._vectors, *chunk_changes, self.manifest.embeddings)
                 if self._bm25_synced:
-                    self._bm25.remove(np.asarray(changes.removed_chunks, dtype=np.int64))
-                    new = np.asarray(changes.added_chunks, dtype=np.int64)
-                    self._bm25.add(*self.manifest.search_texts(new[~np.isin(new, self._bm25.ids())]))
+                    apply_changes(self._bm25, *chunk_changes, self.manifest.search_texts, label="BM25")
+            self.units.follow(changes)
             self.generation += 1
         log.info("index changed by another process: %d chunks added, %d removed", added, removed)
 
-    def _sync_bm25(self, reconcile: bool = False) -> None:
-        """Build the BM25 index from the manifest the first time (caller holds the lock); with
-        `reconcile`, make it agree with the manifest another process changed: only the chunks
-        added are read and tokenised, the chunks removed are dropped."""
-        if self._bm25_synced and not reconcile:
+    def _sync_bm25(self) -> None:
+        """Build the BM25 index from the manifest the first time (caller holds the lock); from
+        then on it is updated with each change (`add_document`, `delete`, `_follow_other_writers`)."""
+        if self._bm25_synced:
             return
         started = time.perf_counter()
-        if not self._bm25_synced:
-            self._bm25.build(*self.manifest.search_texts())
-            self._bm25_synced = True
-            log.debug("BM25 built over %d chunks in %.2fs", len(self._bm25), time.perf_counter() - started)
-            return
-        stored = self.manifest.row_ids()
-        indexed = self._bm25.ids()
-        gone = np.setdiff1d(indexed, stored, assume_unique=True)
-        new = np.setdiff1d(stored, indexed, assume_unique=True)
-        self._bm25.remove(gone)
-        self._bm25.add(*self.manifest.search_texts(new))
-        log.debug("BM25: +%d -%d chunks in %.2fs", len(new), len(gone), time.perf_counter() - started)
+        self._bm25.build(*self.manifest.search_texts())
+        self._bm25_synced = True
+        log.debug("BM25 built over %d chunks in %.2fs", len(self._bm25), time.perf_counter() - started)
 
     def _load_vectors(self) -> VectorIndex:
         """Load the vector file and make it agree with the manifest (writing the repair)."""

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -279,8 +280,9 @@ def load_reconciled(
 
     `open_index(path, dim)` reads the file (`open_index(None, dim)`: a new, empty index). Ids
     missing from the file (committed by a process that had not written the file yet: it writes
-    after `UNSAVED_CHUNKS_MAX` chunks and on close, or crashed first) are re-added from `stored(ids) -> (ids, vectors)`; ids the manifest no longer has are removed
-    (in an HNSW graph: masked, as they were before the save). An unreadable file is rebuilt.
+    after `UNSAVED_CHUNKS_MAX` chunks and on close, or crashed first) are re-added from
+    `stored(ids) -> (ids, vectors)`; ids the manifest no longer has are removed (in an HNSW
+    graph: masked, as they were before the save). An unreadable file is rebuilt.
     Returns the index and whether vectors had to be re-added (the caller saves it then)."""
     vectors = None
     if path is not None and path.exists():
@@ -294,52 +296,57 @@ def load_reconciled(
     return vectors, bool(missing)
 
 
-def reconcile(
-    vectors: VectorIndex,
-    expected: np.ndarray,
-    stored: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    label: str = "vectors",
-) -> tuple[int, int]:
-    """Make `vectors` hold exactly the `expected` ids: the missing ones are read from
-    `stored(ids) -> (ids, vectors)` and added, the others removed. Returns (added, removed).
-    Costs the ids' comparison and the difference, not the index: a serving process follows
-    another's commits with it, and an index opens with it after a crash."""
-    present = vectors.ids()
+class IdKeyed(Protocol):
+    """What `reconcile` and `apply_changes` keep in step with the manifest: a vector index, or
+    the BM25 index (its items are the chunks' search texts)."""
+
+    def ids(self) -> np.ndarray: ...
+
+    def add(self, ids: np.ndarray, items: Any) -> None: ...
+
+    def remove(self, ids: np.ndarray) -> Any: ...
+
+
+Stored = Callable[[np.ndarray], tuple[np.ndarray, Any]]  # ids -> (the ids found, their items)
+
+
+def reconcile(index: IdKeyed, expected: np.ndarray, stored: Stored, label: str = "vectors") -> tuple[int, int]:
+    """Make `index` hold exactly the `expected` ids: the missing ones are read from
+    `stored(ids) -> (ids, items)` and added, the others removed. Returns (added, removed).
+    Costs the ids' comparison and the difference: an index opens with it after a crash, and a
+    serving process too far behind the manifest's removal log follows with it."""
+    present = index.ids()
     missing = np.setdiff1d(expected, present)
     extra = np.setdiff1d(present, expected)
     if len(extra):
-        vectors.remove(extra)
-        log.info("%s: %d vectors of deleted entries dropped", label, len(extra))
-    for start in range(0, len(missing), 100_000):  # bounded memory when a large file is rebuilt
-        ids, matrix = stored(missing[start : start + 100_000])
-        if len(ids):
-            vectors.add(ids, matrix)
+        index.remove(extra)
+        log.info("%s: %d deleted entries dropped", label, len(extra))
+    _add_stored(index, missing, stored)
     if len(missing):
-        log.info("%s: %d vectors of the manifest added", label, len(missing))
+        log.info("%s: %d entries of the manifest added", label, len(missing))
     return len(missing), len(extra)
 
 
 def apply_changes(
-    vectors: VectorIndex,
-    added: Sequence[int],
-    removed: Sequence[int],
-    stored: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    label: str = "vectors",
+    index: IdKeyed, added: Sequence[int], removed: Sequence[int], stored: Stored, label: str = "vectors"
 ) -> tuple[int, int]:
     """Take in another process's commits as listed by the manifest (`Manifest.changes_since`):
-    drop the `removed` ids, add the `added` ones this index lacks (read by `stored`). Ids it
-    already holds (this process's own writes) and unknown removals are ignored. Returns
-    (added, removed) as listed."""
+    drop the `removed` ids, add the `added` ones `index` lacks (read by `stored`). Ids it already
+    holds (this process's own writes) and unknown removals are ignored. Returns (ids added,
+    ids listed as removed)."""
     if len(removed):
-        vectors.remove(np.asarray(removed, dtype=np.int64))
+        index.remove(np.asarray(removed, dtype=np.int64))
     new = np.asarray(added, dtype=np.int64)
     if len(new):
-        new = new[~np.isin(new, vectors.ids())]
-    for start in range(0, len(new), 100_000):
-        ids, matrix = stored(new[start : start + 100_000])
-        if len(ids):
-            vectors.add(ids, matrix)
+        new = new[~np.isin(new, index.ids())]
+    _add_stored(index, new, stored)
     if len(new) or len(removed):
         log.info("%s: followed another process: %d added, %d removed", label, len(new), len(removed))
     return len(new), len(removed)
 
+
+def _add_stored(index: IdKeyed, ids: np.ndarray, stored: Stored) -> None:
+    for start in range(0, len(ids), 100_000):  # bounded memory when a large file is rebuilt
+        found, items = stored(ids[start : start + 100_000])
+        if len(found):
+            index.add(found, items)
