@@ -19,7 +19,7 @@ Each size runs in fresh processes:
   --model-questions N also runs N generative answers with the packaged model.
 - upload: one new document is indexed into the serving process's index, as the Staff view
   does, then a question about it is answered: both timed ("first answer after an upload"); a
-  second, warm connection to the index (another app process) then searches: timed, it includes
+  second serving process, opened and warm before the upload, then searches: timed, it includes
   taking in the upload (`KnowledgeIndex._follow_other_writers`).
 - RSS: the serving process's peak (VmHWM), chat model excluded unless --model-questions.
 
@@ -191,6 +191,10 @@ class _NoModel:
         raise RuntimeError("the extractive answer path called the chat model")
 
 
+# Asked after the upload, of the serving process and of the second one.
+UPLOAD_QUESTION = "What is the fee for a replacement card at the new branch?"
+
+
 def run_serve(home: Path, embedder_kind: str, n_questions: int, model_questions: int, upload: Path) -> dict:
     from agent.evidence import KBUnitTexts
     from agent.resources import AgentResources
@@ -219,25 +223,18 @@ def run_serve(home: Path, embedder_kind: str, n_questions: int, model_questions:
     timed = [answer_path(q) for q in _questions(n_questions)]
     latencies = [a + b for a, b in timed]
     rest = [b for _, b in timed]
-    serve_rss_mb = _peak_rss_mb()
-    # A second app process on the same index (here a second connection: SQLite tells them apart
-    # the same way), warm, to time how it takes in the upload below.
-    import retrieval.store
-
-    retrieval.store.FOLLOW_INTERVAL_S = 0.0
-    follower = KnowledgeIndex.open(settings.index_dir, embedder=kb.embedder)
-    follower.search("replacement card fee", k=5)
+    # A second app process on the same index, warm, to time how it takes in the upload below.
+    follower = subprocess.Popen([sys.executable, __file__, "--child-follow", str(home), embedder_kind],
+                                env=_child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert follower.stdout.readline().strip() == "ready", "the second process did not open the index"
     # The Staff view's upload: one document into the live index, then the next question.
     t = time.perf_counter()
     index_paths([upload], settings=settings, index=kb)
     upload_s = time.perf_counter() - t
-    after_upload_ms = sum(answer_path("What is the fee for a replacement card at the new branch?"))
-    t = time.perf_counter()
-    follower.search("What is the fee for a replacement card at the new branch?", k=5)
-    follow_ms = (time.perf_counter() - t) * 1000
-    mine, theirs = kb.stats(), follower.stats()
+    after_upload_ms = sum(answer_path(UPLOAD_QUESTION))
+    followed, _ = follower.communicate("go\n", timeout=600)
+    theirs, mine = json.loads(followed.strip().splitlines()[-1]), kb.stats()
     assert (theirs["vectors"], theirs["units"]) == (mine["vectors"], mine["units"]), "the follower missed the upload"
-    follower.close()
     result = {
         "open_warm_s": warm_s,
         "p50_ms": float(np.percentile(latencies, 50)),
@@ -248,13 +245,34 @@ def run_serve(home: Path, embedder_kind: str, n_questions: int, model_questions:
         "rest_p95_ms": float(np.percentile(rest, 95)),
         "upload_s": upload_s,
         "after_upload_ms": after_upload_ms,
-        "follow_ms": follow_ms,
-        "serve_peak_rss_mb": serve_rss_mb,
+        "follow_ms": theirs["follow_ms"],
+        "serve_peak_rss_mb": _peak_rss_mb(),
     }
     if model_questions:
         result.update(_whole_answers(kb, model_questions))
     kb.close()
     return result
+
+
+def run_follow(home: Path, embedder_kind: str) -> None:
+    """A second serving process: opens the index, warms up, says "ready", and once told the
+    upload is in (a line on stdin) times its first search, which takes the upload in
+    (`KnowledgeIndex._follow_other_writers`); prints that time and what it then holds."""
+    import retrieval.store
+    from docteller.settings import Settings
+    from retrieval.store import KnowledgeIndex
+
+    retrieval.store.FOLLOW_INTERVAL_S = 0.0
+    index = KnowledgeIndex.open(Settings(home=home, workers=1).index_dir, embedder=_embedder(embedder_kind))
+    index.search("replacement card fee", k=5)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t = time.perf_counter()
+    index.search(UPLOAD_QUESTION, k=5)
+    follow_ms = (time.perf_counter() - t) * 1000
+    stats = index.stats()
+    index.close()
+    print(json.dumps({"follow_ms": follow_ms, "vectors": stats["vectors"], "units": stats["units"]}), flush=True)
 
 
 def _whole_answers(kb, n: int) -> dict:
@@ -273,10 +291,13 @@ def _whole_answers(kb, n: int) -> dict:
             "model_peak_rss_mb": _peak_rss_mb()}
 
 
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def _child(mode: str, *args: str) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     out = subprocess.run(
-        [sys.executable, __file__, f"--child-{mode}", *args], env=env, check=True, capture_output=True, text=True
+        [sys.executable, __file__, f"--child-{mode}", *args], env=_child_env(), check=True, capture_output=True, text=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -290,10 +311,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep KBs and indexes here")
     parser.add_argument("--child-index", nargs=3, metavar=("HOME", "KB", "EMBEDDER"), help=argparse.SUPPRESS)
     parser.add_argument("--child-serve", nargs=5, metavar=("HOME", "EMBEDDER", "Q", "MQ", "UPLOAD"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-follow", nargs=2, metavar=("HOME", "EMBEDDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_index:
         home, kb, kind = args.child_index
         print(json.dumps(run_index(Path(home), Path(kb), kind)))
+        return
+    if args.child_follow:
+        run_follow(Path(args.child_follow[0]), args.child_follow[1])
         return
     if args.child_serve:
         home, kind, q, mq, upload = args.child_serve
