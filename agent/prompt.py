@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from docteller.model import SearchHit
-from docteller.parsing.text import STOPWORDS, prefix_stem
+from docteller.parsing.text import STOPWORDS, prefix_stem, with_closed_compounds
 from docteller.protocols import ChatMessage
 from docteller.redact import mask, redact_text
 from docteller.settings import DEFAULT_BANK_NAME
@@ -159,7 +159,7 @@ _TERM_ALIASES = {"max": "maxim", "most": "maxim", "min": "minim", "least": "mini
 
 def query_terms(text: str) -> set[str]:
     # Loose stems (first letters) let "withdrawals" meet "withdraw".
-    words = _WORD_RE.findall(_years_as_months(text).lower())
+    words = _WORD_RE.findall(with_closed_compounds(_years_as_months(text).lower()))
     return {_TERM_ALIASES.get(w, prefix_stem(w)) for w in words if w not in STOPWORDS and len(w) > 1}
 
 

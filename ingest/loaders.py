@@ -40,11 +40,12 @@ ANSWER_HEADERS = ("answer", "answers", "a", "response", "reply", "solution")
 
 # Bump when a loader or the chunker changes what a file's chunks are: an index re-reads the
 # documents it holds from an older version instead of keeping their stale chunks.
-PARSER_VERSION = "7"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
+PARSER_VERSION = "8"  # 2: plain-text headings and list items; 3: HTML line breaks are spaces;
 # 4: a PDF table cell's word broken at a line end is rejoined; 5: a numbered list's lead-in is repeated
 # in each chunk of its items; a PDF paragraph's bold numbered run-in title ("7.3 Longer delays.") is a heading;
 # 6: a bold or large line holding a long number (a postcode, a phone number) or a PO box is content, not a heading;
-# 7: a list's lead-in is not repeated above a chunk that opens in the middle of one of its items
+# 7: a list's lead-in is not repeated above a chunk that opens in the middle of one of its items;
+# 8: a PDF text block's lines that open with a bullet glyph are list items of their own
 
 
 # --- entry points ---------------------------------------------------------------------------
@@ -214,16 +215,20 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
     raw = page.get_text("dict", flags=0)["blocks"]  # flags=0: no images, keep ligatures as text
     sizes: list[float] = []
     parsed: list[tuple[BBox, str, float, bool]] = []
+    groups = []
     for block in raw:
         if block.get("type", 0) != 0:
             continue
+        run_in = _run_in_heading(block)
+        for n, group in enumerate(_bullet_groups(block.get("lines", []))):
+            groups.append((group, run_in if n == 0 else None))
+    for group, run_in in groups:
         lines: list[str] = []
         line_boxes: list[BBox] = []
         block_sizes: list[tuple[float, int]] = []
         bold_chars = 0
         total_chars = 0
-        run_in = _run_in_heading(block)
-        for line in block.get("lines", []):
+        for line in group:
             lbox = BBox(x0=line["bbox"][0], y0=line["bbox"][1], x1=line["bbox"][2], y1=line["bbox"][3])
             if _inside_any(lbox, table_boxes):
                 continue
@@ -272,6 +277,25 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
             kind = BlockKind.list_item if re.match(r"^([•\-–·*/]|\(?[a-z0-9]{1,3}[.)])\s", text) else BlockKind.paragraph
             blocks.append(TextBlock(text=text, kind=kind, bbox=bbox))
     return blocks
+
+
+# A bullet glyph opening a line ("•  Rate locks of 45 days are free."): a list item.
+_GLYPH_BULLET_RE = re.compile(r"^\s*[•·●▪◦‣⁃■□◆►➢✓]\s")
+
+
+def _bullet_groups(lines: list[dict]) -> list[list[dict]]:
+    """A text block's lines cut before each line that opens with a bullet glyph: PDF writers
+    often set a whole bulleted list as one block, and each item is its own list item (quoted
+    alone, as a Markdown list's items are). A wrapped item's next lines stay with it."""
+    groups: list[list[dict]] = []
+    for line in lines:
+        text = "".join(span["text"] for span in line["spans"])
+        if not groups or (_GLYPH_BULLET_RE.match(text) and any(
+                "".join(sp["text"] for sp in ln["spans"]).strip() for ln in groups[-1])):
+            groups.append([line])
+        else:
+            groups[-1].append(line)
+    return groups
 
 
 # A run of digits and separators ("62704-4410", "1-800-555-0100", "MC-410-22-07") …

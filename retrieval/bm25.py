@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse
 
-from docteller.parsing.text import INDEX_STOPWORDS, plural_stem
+from docteller.parsing.text import INDEX_STOPWORDS, plural_stem, with_closed_compounds
 
 K1 = 1.5
 B = 0.75
@@ -36,7 +36,7 @@ _NO_SCORES = np.zeros(0, dtype=np.float32)
 
 
 def tokenize(text: str) -> list[str]:
-    return [plural_stem(t) for t in _TOKEN.findall(text.lower()) if t not in INDEX_STOPWORDS]
+    return [plural_stem(t) for t in _TOKEN.findall(with_closed_compounds(text.lower())) if t not in INDEX_STOPWORDS]
 
 
 @dataclass

@@ -275,3 +275,26 @@ def test_table_headers_are_cut_at_the_body_columns_and_ligatures_expanded() -> N
     assert any("30-year fixed" in t for t in texts) and not any("ﬁ" in t for t in texts)
     # A cell's word hyphenated across lines is one word again ("non-" / "customers").
     assert "Coin counting | Free for customers; 5% of the total for non-customers" in texts
+
+
+def test_pdf_bulleted_lines_in_one_text_block_are_items_of_their_own(tmp_path: Path) -> None:
+    """A PDF writer that sets a bulleted list as one text block: each "•" line starts a list item
+    (a wrapped item's next line stays with it), so each is a unit quoted alone."""
+    import pymupdf
+
+    path = tmp_path / "basics.pdf"
+    with pymupdf.open() as pdf:
+        page = pdf.new_page()
+        page.insert_text((72, 72), "Card basics", fontname="hebo", fontsize=14)
+        page.insert_text((72, 110), "\n".join([
+            "• Replacement cards are free of charge.",
+            "• A rush delivery costs $25 and arrives in two",
+            "business days.",
+            "• Temporary cards are valid for 30 days.",
+        ]), fontname="helv", fontsize=11)
+        pdf.save(path)
+    blocks = load_document(path).page(1).blocks
+    items = [b.text[1:].strip() for b in blocks if b.kind is BlockKind.list_item]  # the font's bullet glyph cut
+    assert items == ["Replacement cards are free of charge.",
+                     "A rush delivery costs $25 and arrives in two business days.",
+                     "Temporary cards are valid for 30 days."]

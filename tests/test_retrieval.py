@@ -64,6 +64,19 @@ def test_tokenize_stems_and_drops_stopwords() -> None:
     assert tokenize("policies status") == ["policy", "status"]
 
 
+def test_a_hyphenated_word_meets_its_closed_up_spelling() -> None:
+    """"pre-approval" in a policy and "preapproval" typed by a customer share a term, and BM25
+    ranks the passage that has it first; a phone number's parts are not joined into a word."""
+    assert tokenize("Pre-approval letters") == ["pre", "approval", "preapproval", "letter"]
+    assert tokenize("call 1-800-555-0199") == ["call", "1", "800", "555", "0199"]
+    index = BM25Index()
+    index.build(np.arange(3), ["Pre-approval letters are valid for 90 days.",
+                               "Approval of a loan depends on your credit.",
+                               "Letters of credit are issued by the trade desk."])
+    ids, _ = index.search("how long is a preapproval letter good for", k=3)
+    assert ids[0] == 0
+
+
 def _faq_rows(corpus: Path) -> list[str]:
     with (corpus / "kb" / "bankfaqs" / "BankFAQs.csv").open(newline="", encoding="utf-8") as f:
         return [f"{row['Question']} {row['Answer']}" for row in csv.DictReader(f)]

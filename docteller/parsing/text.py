@@ -41,6 +41,18 @@ INDEX_STOPWORDS = (STOPWORDS - {"may"}) | frozenset("but into so such that them 
 CONTENT_STOPWORDS = (STOPWORDS - {"me"}) | frozenset({"not", "no", "yes"})
 
 
+# A word joined by hyphens ("pre-approval", "e-mail"): people write the same word closed up
+# ("preapproval", "email") or spaced. Letters only: a phone number's or a date's parts are no word.
+_HYPHENATED_RE = re.compile(r"\b[A-Za-z]+(?:-[A-Za-z]+)+\b")
+
+
+def with_closed_compounds(text: str) -> str:
+    """`text` with each hyphenated word followed by its closed-up spelling ("pre-approval" ->
+    "pre-approval preapproval"), so word matching finds it either way (Lucene's word-delimiter
+    filter with catenation indexes the same)."""
+    return _HYPHENATED_RE.sub(lambda m: f"{m.group()} {m.group().replace('-', '')}", text)
+
+
 @lru_cache(maxsize=1 << 18)  # a KB has far fewer distinct words; cached, a rebuild tokenizes 3× faster
 def plural_stem(token: str) -> str:
     """Plural folding ("transfers" → "transfer", "policies" → "policy", "fees" → "fee").
