@@ -64,7 +64,9 @@ _PERIOD = (
 )
 _AMOUNT = (r"[$€£]\s?\d|\b(?:Rs|INR|USD)\.?\s?\d|\d\s?%|\bfree\b|\bno\s+(?:\w+\s+)?(?:fees?|charges?)\b"
            r"|\d\s*(?:lakhs?|lacs?|crores?)\b")
-_PHONE = r"\(?\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b|\b1-?8[06]0-?\d{1,3}-?\d{3}-?\d{3,4}\b|\b\d{3,4}-\d{6,8}\b|\bshort ?code\b|\b\d{5,6}\b"
+_PHONE_NUMBER = r"\(?\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b|\b1-?8[06]0-?\d{1,3}-?\d{3}-?\d{3,4}\b|\b\d{3,4}-\d{6,8}\b"
+PHONE_NUMBER_RE = re.compile(_PHONE_NUMBER)
+_PHONE = _PHONE_NUMBER + r"|\bshort ?code\b|\b\d{5,6}\b"  # what answers "what number do I text": a short code too
 _COUNT = rf"\d|\b{_NUMBER_WORD}\b"
 
 # A question's words that ask for time, not money, after "how much" ("how much notice").
@@ -99,16 +101,32 @@ ANSWER_TYPES = [
 ]
 
 
-def expected_answers(question: str) -> list[re.Pattern[str]]:
-    """Patterns of the values that answer the question ("how late …" → a clock time or a period;
-    "how much notice …" → a period)."""
+# A way to tell or ask the bank something ("how do I report a lost card", "how can I dispute a
+# charge") is answered likeliest by a line naming a channel: a phone number, an app or website
+# menu path ("Cards > Lock card"), an instruction to call, visit, write or sign in. It ranks lines
+# and picks the lead, but a line without one may still answer (`required_answers` leaves it out).
+_ASKS_A_WAY = re.compile(r"\bhow (?:do|can|should|would|could) (?:i|we)\s+(?:report|notify|tell|inform|reach|"
+                         r"contact|apply|dispute|request|order|cancel|close)\b", re.IGNORECASE)
+_CHANNEL = re.compile(rf"{_PHONE_NUMBER}|\w\s+>\s+\w|\b(?:call|visit|write to|sign in|log in|log on|go to)\b",
+                      re.IGNORECASE)
+
+
+def required_answers(question: str) -> list[re.Pattern[str]]:
+    """Patterns of the values that answer the question, one of which a line must hold to answer it
+    ("how late …" → a clock time or a period; "how much notice …" → a period)."""
     return [answer for asks, answer, _ in ANSWER_TYPES if asks.search(question)]
 
 
+def expected_answers(question: str) -> list[re.Pattern[str]]:
+    """What answers the question: `required_answers`, and a channel when it asks for a way."""
+    return required_answers(question) + ([_CHANNEL] if _ASKS_A_WAY.search(question) else [])
+
+
 def preferred_answers(question: str) -> list[re.Pattern[str]]:
-    """Patterns of the values that answer the question likeliest ("how late …" → a clock time):
-    the ones a line is ranked up for."""
-    return [preferred for asks, _, preferred in ANSWER_TYPES if asks.search(question)]
+    """Patterns of the values that answer the question likeliest ("how late …" → a clock time;
+    a way to tell the bank → a channel): the ones a line is ranked up for."""
+    found = [preferred for asks, _, preferred in ANSWER_TYPES if asks.search(question)]
+    return found + ([_CHANNEL] if _ASKS_A_WAY.search(question) else [])
 
 
 SHORT_LINE_CHARS = 160
@@ -540,6 +558,7 @@ class EvidenceSelector:
         lines: list[EvidenceLine] = []
         seen: set[str] = set()
         said: list[frozenset[str]] = []  # the words of each line taken
+        wholes: set[tuple[str, str]] = set()  # (chunk, paragraph or list) of each line taken
         size = 0
         for item in scored:
             if item.unit.table_header is None and "|" in item.unit.text:
@@ -547,11 +566,16 @@ class EvidenceSelector:
             text = quote(item.unit)
             if text in seen or (size + len(text) > budget_chars and lines):
                 continue
+            whole = (item.hit.chunk.id, item.unit.whole) if item.unit.whole else None
+            if whole in wholes:
+                continue  # another item of a list already taken: the list is quoted whole, once
             words = _words(text)
             if any(_resemblance(words, other) >= NEAR_DUPLICATE for other in said):
                 continue  # the same answer in another row of a FAQ sheet ("PhoneBanking" / "Phone Banking")
             seen.add(text)
             said.append(words)
+            if whole is not None:
+                wholes.add(whole)
             size += len(text)
             sid = sids.setdefault(item.hit.chunk.id, f"S{len(sids) + 1}")
             passage = SourcePassage(sid, item.hit, item.origin, text=text, score=item.score)

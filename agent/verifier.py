@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from agent.evidence import EvidenceLine, expected_answers
+from agent.evidence import EvidenceLine, required_answers
 from agent.grounding import unknown_entities, unsupported_numbers
 from retrieval.bm25 import INDEX_STOPWORDS, tokenize
 
@@ -172,7 +172,7 @@ def features(
     total = sum(idf(t) for t in terms) or 1.0
     known = [t for t in terms if df.get(t, 0) > 0] if frequencies else terms
     missing = [idf(t) for t in terms if t not in context]
-    wanted = expected_answers(question)
+    wanted = required_answers(question)
     quoted = with_digits(" ".join(line.text for line in lines))
     return {
         "judge_logit": _logit(judgement) if judgement is not None else 0.0,

@@ -43,9 +43,10 @@ def _split(question: str) -> str:
 
 
 def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: int = 0,
-            with_judge: bool = False, kb: Sequence[Path] = ()) -> list[dict]:
+            with_judge: bool = False, kb: Sequence[Path] = (), model_writes: bool = False) -> list[dict]:
     """Generate questions from the configured KB (or the documents under `kb`, indexed into an
-    index of their own) and record the verifier's features for each."""
+    index of their own) and record the verifier's features for each (`model_writes`: the chat
+    model also writes questions, answerable ones about sentences in its own everyday words)."""
     from agent.resources import AgentResources
     from docteller.settings import get_settings
 
@@ -63,14 +64,17 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
     resources = AgentResources.load(settings, kb=index, verifier=AnswerabilityVerifier(permissive))
     resources.verifier.frequencies = resources.kb.term_frequencies
     chunks, _ = resources.kb.chunks_with_embeddings()  # the indexed KB: no document is read twice
-    # Templates only: seeded and fast (a model-written question costs seconds of CPU).
-    questions = generate(units_of(chunks), None, answerable=answerable, per_category=per_category, seed=seed)
+    # Templates alone are seeded and fast; a model-written question costs seconds of CPU but may
+    # use words the KB doesn't ("borrow" for a loan amount), as customers do.
+    questions = generate(units_of(chunks), resources.chat_model if model_writes else None,
+                         answerable=answerable, per_category=per_category, seed=seed)
     rows = []
     for n, q in enumerate(questions, 1):
         answer = resources.new_session(session_id=f"train-{q.id}").ask(q.question)
         if answer.verdict is None:
             continue
         rows.append({"question": q.question, "answerable": q.answerable, "category": q.category,
+                     "written_by": "model" if model_writes else "templates",
                      "split": _split(q.question), "kb": kb_name, "features": answer.verdict.features})
         print(f"[{n}/{len(questions)}] {q.category}: {q.question[:80]}", file=sys.stderr)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -109,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-category", type=int, default=25)
     parser.add_argument("--with-judge", action="store_true",
                         help="also weigh the chat model's P(yes): a forward pass per question, in training and serving")
+    parser.add_argument("--model-writes", action="store_true",
+                        help="collect: the chat model also writes questions (answerable ones in everyday words)")
     parser.add_argument("--kb-name", default="knowledge_base/documents", help="fit: the KB(s) the rows come from, recorded")
     parser.add_argument("--kb", type=Path, action="append", default=[], help="collect: documents (files or folders) to generate from")
     parser.add_argument("--max-false-decline", type=float, default=0.05,
@@ -118,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "collect":
         collect(args.rows[0], answerable=args.answerable, per_category=args.per_category, seed=args.seed,
-                with_judge=args.with_judge, kb=args.kb)
+                with_judge=args.with_judge, kb=args.kb, model_writes=args.model_writes)
         return 0
     rows: list[dict] = []
     for path in args.rows:

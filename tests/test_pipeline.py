@@ -254,3 +254,34 @@ def test_the_handoff_gives_the_general_line_whatever_the_bank_calls_it() -> None
     text, citations = contact_from_kb(ContactTableKB())
     assert "1-888-555-0100 (Mon-Sat 8 a.m.-8 p.m.) [Contact us, p. 2]" in text and "0101" not in text
     assert [c.page for c in citations] == [2]
+
+
+def test_the_number_to_call_is_in_the_answer(bundled_kb_index, docteller_home: Path, scripted_model) -> None:
+    """"call Loan Servicing before you miss a payment" holds no number: the loans PDF's contact
+    table row for Loan Servicing is quoted after it, cited. "How do I report a lost card?" leads
+    with the line giving the number, and brings nothing more."""
+    from agent.pipeline import AnswerPipeline
+    from agent.pipeline.types import Turn
+    from agent.resources import AgentResources
+
+    kb = bundled_kb_index("loans-and-mortgages.pdf", "cards-lost-stolen-and-disputes.md")
+    resources = AgentResources(kb, scripted_model(lambda m: "yes"), embedder=kb.embedder)
+    pipeline = AnswerPipeline(resources)
+
+    def quoted(question: str):
+        query = pipeline.rewriter.rewrite(Turn(question=question))
+        evidence = pipeline.selector.select(query, pipeline.retriever.retrieve(query, Turn(question=question)))
+        return pipeline.composer.quote(query, evidence)
+
+    draft = quoted("I'm struggling to keep up with my loan payments, what should I do?")
+    assert "call Loan Servicing" in draft.lines[0].whole
+    assert "1-800-555-0155" in draft.lines[-1].text and "Loan Servicing" in draft.lines[-1].text
+    cited = pipeline.citer.cite(draft)
+    assert "1-800-555-0155" in cited.text and "Personal Loans, Home Equity and Mortgages, p. 3" in cited.text
+
+    # The issue's example: three items of the replacement-card list ranked first and filled the
+    # judged lines; they are one quote now, and a way to report ranks the line naming a channel up.
+    lost = quoted("How do I report a lost card?")
+    assert lost.text.startswith("Call our 24/7 Card Services line at 1-800-555-0199")
+    assert pipeline.composer.contact_line(lost.lines) is None
+    assert len({line.whole for line in lost.lines}) == len(lost.lines)  # no list taken twice

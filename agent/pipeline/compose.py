@@ -27,6 +27,10 @@ ranked for the question. An answer made of them reads:
   sentence or item belongs to (`EvidenceLine.whole`), a table row with its column names, an FAQ
   answer (never the FAQ's question). Each whole is quoted once, with its citation, under its
   section heading shown once.
+- When the quoted lines tell the customer to call or contact a named team ("call Loan
+  Servicing before you miss a payment") and hold no phone number, the KB line that gives that
+  team's number (a contact table's row, say) is quoted after them (`contact_line`): the number
+  is the one fact the customer needs next.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import re
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING
 
-from agent.evidence import WHOLE_UNIT_CHARS, EvidenceLine, expected_answers, _sentences
+from agent.evidence import PHONE_NUMBER_RE, WHOLE_UNIT_CHARS, EvidenceLine, EvidenceSelector, expected_answers, _sentences
 from agent.grounding import render_citations, unsupported_numbers
 from agent.pipeline.rewrite import HISTORY_TURNS
 from agent.pipeline.types import AnswerEvent, Draft, Evidence, Query, Turn
@@ -237,6 +241,10 @@ def quoted_lines(lines: Sequence[EvidenceLine], question: str = "") -> list[Evid
     return chosen
 
 
+# "call Loan Servicing", "contact our Card Services team": a team to reach, named in capitals.
+_REACH_NAMED_RE = re.compile(
+    r"\b(?:call|phone|contact|ring)\s+(?:our\s+|the\s+)?([A-Z][\w&'-]*(?:\s+[A-Z][\w&'-]*){0,3})")
+
 # A code in a question: a token with a digit that is no amount, rate or figure ("0007", "1693g", "W-9").
 _IDENTIFIER_RE = re.compile(r"(?<![$€£,.\w])(?=[\w-]*\d)[A-Za-z0-9][\w-]*(?![\w%]|[.,]\d)")
 
@@ -285,13 +293,31 @@ class Composer:
     def __init__(self, resources: AgentResources) -> None:
         self.resources = resources
 
-    @staticmethod
-    def quote(query: Query, evidence: Evidence) -> Draft:
+    def quote(self, query: Query, evidence: Evidence) -> Draft:
         """The best judged lines quoted verbatim, led by the direct answer (`compose_answer`)."""
         if not evidence.lines:
             return Draft("", "quoted", declined="no evidence lines")
         chosen = quoted_lines(evidence.lines, query.text)
+        contact = self.contact_line(chosen)
+        if contact is not None:
+            chosen = [*chosen, contact]
         return Draft(compose_answer(query.text, chosen), "quoted", lines=chosen, considered=len(evidence.lines))
+
+    def contact_line(self, chosen: Sequence[EvidenceLine]) -> EvidenceLine | None:
+        """The KB line with the phone number of the team the quoted lines say to call or contact,
+        when they name one and give no number; None otherwise, or when the KB states none."""
+        quoted = " ".join(line.whole or line.text for line in chosen)  # what the customer reads
+        named = _REACH_NAMED_RE.search(quoted)
+        if named is None or PHONE_NUMBER_RE.search(quoted):
+            return None
+        team = named.group(1)
+        query = f"{team} phone number"
+        hits = self.resources.kb.search(query, k=5)
+        for line in EvidenceSelector.lines(self.resources.evidence.score(query, hits), max_lines=8):
+            if team.lower() in line.text.lower() and PHONE_NUMBER_RE.search(line.text) \
+                    and all(line.text != c.text for c in chosen):
+                return line
+        return None
 
     @staticmethod
     def compare(query: Query, evidence: Evidence) -> Draft:
