@@ -455,3 +455,25 @@ def test_upload_of_no_known_type_is_searchable_and_answerable(make_session, tmp_
     answer = session.ask("what was my closing balance?")
     assert not answer.abstained, answer.reason  # …but its passages answer
     assert "1,050.00" in answer.answer and {c.origin for c in answer.citations} == {"upload"}
+
+
+def test_a_model_rewrite_may_spell_out_the_follow_ups_acronym(make_session) -> None:
+    """"what about a HELOC?" rewritten by the model as "… a home equity line of credit?" keeps
+    the follow-up (the guard no longer asks for "about", nor for the acronym as typed), and the
+    acronym is put back after its expansion for search."""
+    from agent.pipeline.rewrite import expansion, keeps_context
+
+    def reply(messages):
+        if "standalone" in messages[0].content.lower():
+            return "How do I apply for a home equity line of credit?"
+        return "yes"
+
+    session, _ = make_session(reply, answer_style="extractive")
+    session.ask("How do I apply for a personal loan?")
+    answer = session.ask("what about a HELOC?")
+    assert answer.standalone_query == "How do I apply for a home equity line of credit (HELOC)?"
+    assert expansion("CD", "a certificate of deposit") is not None and expansion("ATM", "automated teller machine")
+    assert expansion("ATM", "a teller at the branch") is None
+    # A rewrite that drops the acronym and spells out nothing still falls back.
+    assert not keeps_context("How do I apply for a personal loan?", "what about a HELOC?",
+                             "How do I apply for a personal loan?")

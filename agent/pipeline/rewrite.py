@@ -152,16 +152,67 @@ def _is_name(text: str) -> bool:
     return bool(words) and all(w[0].isupper() for w in words)
 
 
+_INITIALS_SKIP = {"of", "and", "&", "for", "the", "to", "on"}  # "line of credit": the "of" may or may not be a letter
+
+
+def expansion(acronym: str, text: str) -> tuple[int, int] | None:
+    """Where `text` spells `acronym` out ("HELOC" → "home equity line of credit"): (start, end)
+    of the run of words whose initials are its letters (short joining words may be skipped)."""
+    letters = acronym.lower()
+    words = [(m.start(), m.end(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z][\w'-]*", text)]
+
+    def spell(i: int, k: int) -> int | None:  # index after the run spelling letters[k:] from word i
+        if k == len(letters):
+            return i
+        if i == len(words):
+            return None
+        word = words[i][2]
+        if word[0] == letters[k] and (end := spell(i + 1, k + 1)) is not None:
+            return end
+        if k > 0 and word in _INITIALS_SKIP:
+            return spell(i + 1, k)
+        return None
+
+    if len(letters) < 2:
+        return None
+    for i in range(len(words)):
+        end = spell(i, 0)
+        if end is not None and end - i > 1:
+            return words[i][0], words[end - 1][1]
+    return None
+
+
+def _acronyms_spelled_out(rewritten: str, followup: str) -> list[tuple[str, int, int]]:
+    """The follow-up's acronyms ("HELOC") the rewrite leaves out but spells out, with where."""
+    found = []
+    for word in re.findall(r"\b[A-Z]{2,6}s?\b", followup):
+        acronym = word.rstrip("s")
+        if acronym.lower() not in rewritten.lower() and (span := expansion(acronym, rewritten)) is not None:
+            found.append((acronym, *span))
+    return found
+
+
 def keeps_context(rewritten: str, followup: str, previous: str) -> bool:
-    """A model rewrite keeps every content word of the follow-up and every capitalised name of the
-    previous question (a product, a branch) that the follow-up doesn't replace."""
+    """A model rewrite keeps every content word of the follow-up (an acronym may be spelled out)
+    and every capitalised name of the previous question (a product, a branch) that the follow-up
+    doesn't replace."""
     low = rewritten.lower()
-    words = [w.lower() for w in _WORD_RE.findall(followup) if w.lower() not in _STOP and w.lower() not in _CLAUSE_WORDS]
-    if not all(w in low for w in words):
+    spelled = {a.lower() for a, _, _ in _acronyms_spelled_out(rewritten, followup)}
+    asked = _CONNECTOR_RE.sub("", followup)  # "what about", "and": not words to keep
+    words = [w.lower() for w in _WORD_RE.findall(asked) if w.lower() not in _STOP and w.lower() not in _CLAUSE_WORDS]
+    if not all(w in low or w.rstrip("s") in spelled for w in words):
         return False
     names = re.findall(r"\b[A-Z][\w-]*(?:\s+[A-Z][\w-]*)+\b", previous)
     names = [n for n in names if not re.match(r"(?i)^(what|how|when|where|can|is|do|does)\b", n)]
     return all(n.lower() in low for n in names)
+
+
+def with_acronyms(rewritten: str, followup: str) -> str:
+    """The rewrite with each acronym of the follow-up it spelled out put back after its expansion
+    ("… on a home equity line of credit (HELOC)?"): a KB may use either form, and search needs it."""
+    for acronym, _, end in sorted(_acronyms_spelled_out(rewritten, followup), key=lambda a: -a[2]):
+        rewritten = f"{rewritten[:end]} ({acronym}){rewritten[end:]}"
+    return rewritten
 
 
 _FOLLOWUP_RE = re.compile(
@@ -218,7 +269,7 @@ class Rewriter:
             or not keeps_context(rewritten, question, last_question)
         ):
             return fallback
-        return rewritten
+        return with_acronyms(rewritten, question)
 
 
 class AsAsked:
