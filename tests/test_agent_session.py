@@ -341,12 +341,13 @@ def test_extractive_quote_from_an_upload_is_cited_as_the_customer_document(make_
     assert "ignore all previous instructions" not in prompt.lower() and "4400 1234 5678 9012" not in prompt
 
 
-def test_extractive_follow_up_is_rewritten_then_answered_from_the_rewritten_query(make_session) -> None:
-    def reply(messages):
-        if "standalone" in messages[0].content.lower():
-            return "What is the daily ATM cash withdrawal limit for a Premier Checking debit card?"
-        return "yes"
+def _rewriting_to(standalone: str):
+    """A scripted reply: `standalone` when asked to rewrite a follow-up, else "yes"."""
+    return lambda messages: standalone if "standalone" in messages[0].content.lower() else "yes"
 
+
+def test_extractive_follow_up_is_rewritten_then_answered_from_the_rewritten_query(make_session) -> None:
+    reply = _rewriting_to("What is the daily ATM cash withdrawal limit for a Premier Checking debit card?")
     session, model = make_session(reply, answer_style="extractive")
     session.ask("What is the daily limit for debit card purchases?")
     answer = session.ask("and for premier checking ATM withdrawals?")
@@ -463,12 +464,7 @@ def test_a_model_rewrite_may_spell_out_the_follow_ups_acronym(make_session) -> N
     acronym is put back after its expansion for search."""
     from agent.pipeline.rewrite import expansion, keeps_context
 
-    def reply(messages):
-        if "standalone" in messages[0].content.lower():
-            return "How do I apply for a home equity line of credit?"
-        return "yes"
-
-    session, _ = make_session(reply, answer_style="extractive")
+    session, _ = make_session(_rewriting_to("How do I apply for a home equity line of credit?"), answer_style="extractive")
     session.ask("How do I apply for a personal loan?")
     answer = session.ask("what about a HELOC?")
     assert answer.standalone_query == "How do I apply for a home equity line of credit (HELOC)?"
