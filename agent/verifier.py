@@ -98,12 +98,22 @@ _CONTRACTIONS = frozenset("""im ive youre youve youll youd theyre theyve theyll 
     shouldnt wont havent hasnt hadnt aint ve ll re""".split())
 
 
+# English closed-class words the search stopwords keep (they match nothing a KB is about, and a
+# policy rarely writes them, so each read as a word the KB never uses): pronouns, quantifiers,
+# the light verbs of chat ("got", "went", "doing", "saying"), and discourse words ("ok", "like").
+_CLOSED_CLASS = frozenset("""he him his she her hers herself himself they're someone somebody anyone
+    anybody everyone everybody something anything everything nothing nobody much many more most
+    few several enough less get got gets getting go goes went going gone doing done
+    say says said saying ok okay yeah yes no please thanks thank like just really even still already""".split())
+
+
 def _function_word(term: str) -> bool:
     """A term that says nothing about the topic: a single letter ("u", the "s" of "what's"), a
-    stopword the stemmer made ("whats" -> "what"), or a contraction without its apostrophe."""
+    stopword the stemmer made ("whats" -> "what"), a contraction without its apostrophe, or an
+    English closed-class word ("much", "his", "got")."""
     if len(term) == 1 and not term.isdigit():
         return True
-    return term in INDEX_STOPWORDS or term in _CONTRACTIONS
+    return term in INDEX_STOPWORDS or term in _CONTRACTIONS or term in _CLOSED_CLASS
 
 
 def question_terms(question: str) -> list[str]:

@@ -65,6 +65,16 @@ def test_features_read_coverage_rarity_and_answer_type_from_real_lines(corpus_kb
     assert features(small, _lines(corpus_kb, small), 0.5, corpus_kb.term_frequencies)["figures_missing"] == 1.0
 
 
+def test_closed_class_words_are_not_words_the_kb_never_uses(corpus_kb) -> None:
+    """"much", "he", "got", "ok" are grammar, not topic: a statute never writes them, and they
+    were read as words the KB doesn't use (an informal question looked out of the KB)."""
+    from agent.verifier import features, question_terms
+
+    assert question_terms("how much can I borrow on a personal loan?") == ["borrow", "personal", "loan"]
+    question = "ok so how much notice does the bank have to give before it changes the yield on my savings"
+    assert features(question, _lines(corpus_kb, question), None, corpus_kb.term_frequencies)["unseen_share"] == 0.0
+
+
 @pytest.mark.parametrize(
     ("question", "fact"),
     [
