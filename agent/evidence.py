@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,40 +94,46 @@ _ANSWER_TYPES = [
     (r"\b(?:call|phone|contact|text|ring|reach|(?:talk|speak) to)\b", _PHONE),
     # A count or a bound: any figure, in digits or words.
     (r"\b(?:max(?:imum)?|limits?|most|min(?:imum)?|least|how many|how big|how old|age)\b", _COUNT),
-]
-# (asks, what answers it, what answers it likeliest)
-ANSWER_TYPES = [
-    (re.compile(q, re.IGNORECASE), re.compile(a, re.IGNORECASE), re.compile(rest[0] if rest else a, re.IGNORECASE))
-    for q, a, *rest in _ANSWER_TYPES
+    # A way to tell or ask the bank something ("how do I report a lost card", "how can I dispute
+    # a charge") is answered likeliest by a line naming a channel: a phone number, an app or
+    # website menu path ("Cards > Lock card"), an instruction to call, visit, write or sign in.
+    # It ranks lines and picks the lead, but a line without one may still answer: not required.
+    (r"\bhow (?:do|can|should|would|could) (?:i|we)\s+(?:report|notify|tell|inform|reach|contact|apply|dispute|"
+     r"request|order|cancel|close)\b",
+     rf"{_PHONE_NUMBER}|\w\s+>\s+\w|\b(?:call|visit|write to|sign in|log in|log on|go to)\b", None, False),
 ]
 
 
-# A way to tell or ask the bank something ("how do I report a lost card", "how can I dispute a
-# charge") is answered likeliest by a line naming a channel: a phone number, an app or website
-# menu path ("Cards > Lock card"), an instruction to call, visit, write or sign in. It ranks lines
-# and picks the lead, but a line without one may still answer (`required_answers` leaves it out).
-_ASKS_A_WAY = re.compile(r"\bhow (?:do|can|should|would|could) (?:i|we)\s+(?:report|notify|tell|inform|reach|"
-                         r"contact|apply|dispute|request|order|cancel|close)\b", re.IGNORECASE)
-_CHANNEL = re.compile(rf"{_PHONE_NUMBER}|\w\s+>\s+\w|\b(?:call|visit|write to|sign in|log in|log on|go to)\b",
-                      re.IGNORECASE)
+class AnswerType(NamedTuple):
+    asks: re.Pattern[str]  # the question asks for this kind of value
+    answers: re.Pattern[str]  # what answers it
+    likeliest: re.Pattern[str]  # what answers it likeliest (a line holding it is ranked up)
+    required: bool  # a line must hold `answers` to answer the question (the verifier's answer type)
+
+
+def _answer_type(asks: str, answers: str, likeliest: str | None = None, required: bool = True) -> AnswerType:
+    return AnswerType(re.compile(asks, re.IGNORECASE), re.compile(answers, re.IGNORECASE),
+                      re.compile(likeliest or answers, re.IGNORECASE), required)
+
+
+ANSWER_TYPES = [_answer_type(*entry) for entry in _ANSWER_TYPES]
 
 
 def required_answers(question: str) -> list[re.Pattern[str]]:
     """Patterns of the values that answer the question, one of which a line must hold to answer it
     ("how late …" → a clock time or a period; "how much notice …" → a period)."""
-    return [answer for asks, answer, _ in ANSWER_TYPES if asks.search(question)]
+    return [t.answers for t in ANSWER_TYPES if t.required and t.asks.search(question)]
 
 
 def expected_answers(question: str) -> list[re.Pattern[str]]:
     """What answers the question: `required_answers`, and a channel when it asks for a way."""
-    return required_answers(question) + ([_CHANNEL] if _ASKS_A_WAY.search(question) else [])
+    return [t.answers for t in ANSWER_TYPES if t.asks.search(question)]
 
 
 def preferred_answers(question: str) -> list[re.Pattern[str]]:
     """Patterns of the values that answer the question likeliest ("how late …" → a clock time;
     a way to tell the bank → a channel): the ones a line is ranked up for."""
-    found = [preferred for asks, _, preferred in ANSWER_TYPES if asks.search(question)]
-    return found + ([_CHANNEL] if _ASKS_A_WAY.search(question) else [])
+    return [t.likeliest for t in ANSWER_TYPES if t.asks.search(question)]
 
 
 SHORT_LINE_CHARS = 160

@@ -232,7 +232,7 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
             lbox = BBox(x0=line["bbox"][0], y0=line["bbox"][1], x1=line["bbox"][2], y1=line["bbox"][3])
             if _inside_any(lbox, table_boxes):
                 continue
-            text = "".join(s["text"] for s in line["spans"])
+            text = _line_text(line)
             if not text.strip():
                 continue
             for span in line["spans"]:
@@ -283,18 +283,25 @@ def _pdf_text_blocks(page, tables: list[list[TextBlock]]) -> list[TextBlock]:
 _GLYPH_BULLET_RE = re.compile(r"^\s*[•·●▪◦‣⁃■□◆►➢✓]\s")
 
 
+def _line_text(line: dict) -> str:
+    """A PyMuPDF text line's text: its spans joined."""
+    return "".join(span["text"] for span in line["spans"])
+
+
 def _bullet_groups(lines: list[dict]) -> list[list[dict]]:
     """A text block's lines cut before each line that opens with a bullet glyph: PDF writers
     often set a whole bulleted list as one block, and each item is its own list item (quoted
     alone, as a Markdown list's items are). A wrapped item's next lines stay with it."""
     groups: list[list[dict]] = []
+    has_text = False  # the last group holds a line with text (a bullet after blank lines opens none)
     for line in lines:
-        text = "".join(span["text"] for span in line["spans"])
-        if not groups or (_GLYPH_BULLET_RE.match(text) and any(
-                "".join(sp["text"] for sp in ln["spans"]).strip() for ln in groups[-1])):
+        text = _line_text(line)
+        if not groups or (_GLYPH_BULLET_RE.match(text) and has_text):
             groups.append([line])
+            has_text = False
         else:
             groups[-1].append(line)
+        has_text = has_text or bool(text.strip())
     return groups
 
 
