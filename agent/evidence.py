@@ -155,6 +155,9 @@ _ENUMERATED_RE = re.compile(r"^\(?(?:\d{1,3}|[a-zA-Z]|[ivxlIVXL]{1,5})[.)]\s+\S"
 _OPEN_ENDED_RE = re.compile(r"[^.!?;)\]\"”]$")
 _ITEM_END_RE = re.compile(r"[;,]\s*(?:or|and)$")
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"“])")
+# A sentence opening with a pronoun that points back ("It gets activated after 24 hours.", "This
+# fee is waived …") says nothing without the sentence before it.
+_POINTS_BACK_RE = re.compile(r"^(?:(?:It|They)\b|(?:This|That|These|Those|Such)\s+[a-z])")
 # A full stop after these doesn't end a sentence ("4:00 p.m. ET", "U.S. Treasury", "e.g. Zelle",
 # "Martin Luther King Jr. Day").
 # Nor does the full stop of a numbered heading ("1. Monthly maintenance fees").
@@ -181,6 +184,27 @@ def _rejoin_wrapped_lines(lines: Sequence[str]) -> list[str]:
         else:
             out.append(line)
     return out
+
+
+def _referring_runs(sentences: Sequence[str]) -> list[list[str]]:
+    """`sentences` in runs: a sentence that points back (`_POINTS_BACK_RE`) joins the run of the
+    sentence before it. A run is quoted whole, so the pointing sentence keeps what it points to."""
+    runs: list[list[str]] = []
+    for sentence in sentences:
+        if runs and _POINTS_BACK_RE.match(sentence):
+            runs[-1].append(sentence)
+        else:
+            runs.append([sentence])
+    return runs
+
+
+def referring_run(sentence: str, text: str | None) -> str:
+    """`sentence` with the sentences of `text` it points back to or that point back to it (its
+    run, `_referring_runs`); `sentence` alone when `text` doesn't hold it as a sentence."""
+    for run in _referring_runs(_sentences(text or "")):
+        if sentence in run:
+            return " ".join(run)
+    return sentence
 
 
 def _is_field(line: str) -> bool:
@@ -308,9 +332,15 @@ class _UnitSplitter:
         # signature.") was written to answer its question whole: split, the fee is whose?
         short = FAQ_ANSWER_CHARS if answer else SHORT_LINE_CHARS
         sentences = [line] if len(line) <= short else _sentences(line)
-        whole = line if len(sentences) > 1 and len(line) <= WHOLE_UNIT_CHARS else None
-        for sentence in sentences:
-            self.add(sentence, section=self.section, whole=whole)
+        if len(sentences) > 1 and len(line) <= WHOLE_UNIT_CHARS:
+            for sentence in sentences:
+                self.add(sentence, section=self.section, whole=line)
+        else:  # a long paragraph: a sentence is quoted with those it points back to or that point to it
+            for run in _referring_runs(sentences):
+                whole = " ".join(run)
+                for sentence in run:
+                    self.add(sentence, section=self.section,
+                             whole=whole if len(run) > 1 and len(whole) <= WHOLE_UNIT_CHARS else None)
         last = sentences[-1]
         opens = last.endswith(":") or (_OPEN_ENDED_RE.search(last) and _ENUMERATED_RE.match(following))
         self.lead_in = last if opens and len(last) <= LEAD_IN_CHARS else None

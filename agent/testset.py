@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from agent.evidence import EvidenceSelector, EvidenceUnit, quotable, section_of
 from docteller.model import Chunk
 from docteller.protocols import ChatMessage, ChatModel
-from retrieval.bm25 import tokenize
+from retrieval.bm25 import index_terms, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -374,16 +374,17 @@ def model_questions(model: ChatModel, prompt: str, n: int, rounds: int = 2) -> l
 
 
 class _Vocabulary:
-    """How many units use each term, to tell which words a KB never uses."""
+    """How many units use each term, to tell which words a KB never uses in any form (the terms
+    of its search index: "wanting" is a word a KB that writes "want" uses)."""
 
     def __init__(self, units: Sequence[SourceUnit]) -> None:
         self.df: Counter[str] = Counter()
         for source in units:
             chunk = source.chunk
-            self.df.update(set(tokenize(" ".join([chunk.title, *chunk.heading_path, source.text]))))
+            self.df.update(set(index_terms(" ".join([chunk.title, *chunk.heading_path, source.text]))))
 
     def unseen(self, text: str) -> list[str]:
-        return [t for t in tokenize(text) if not self.df.get(t) and not t.isdigit()]
+        return [t for t in index_terms(text) if not self.df.get(t) and not t.isdigit()]
 
 
 def generate(

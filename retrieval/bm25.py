@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse
+import Stemmer  # PyStemmer: Snowball stemmers in C (bm25s's stemmer)
 
 from docteller.parsing.text import INDEX_STOPWORDS, plural_stem, with_closed_compounds
 
@@ -37,6 +40,27 @@ _NO_SCORES = np.zeros(0, dtype=np.float32)
 
 def tokenize(text: str) -> list[str]:
     return [plural_stem(t) for t in _TOKEN.findall(with_closed_compounds(text.lower())) if t not in INDEX_STOPWORDS]
+
+
+# Snowball's English stemmer, as Lucene's EnglishAnalyzer and bm25s stem: a customer's word form
+# meets the policy's ("acknowledge" / "acknowledgment", "disputed" / "dispute", "insured" /
+# "insurance"). PyStemmer's stemmer objects are not thread-safe (the app serves from threads).
+_STEMMER = Stemmer.Stemmer("english")
+_STEMMER_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1 << 18)  # a KB has far fewer distinct words
+def index_term(token: str) -> str:
+    """The term a `tokenize` token is indexed and searched under: its stem; figures as written."""
+    if token[0].isdigit():
+        return token
+    with _STEMMER_LOCK:
+        return _STEMMER.stemWord(token)
+
+
+def index_terms(text: str) -> list[str]:
+    """The BM25 terms of `text`: its tokens, stemmed."""
+    return [index_term(t) for t in tokenize(text)]
 
 
 @dataclass
@@ -149,7 +173,7 @@ class BM25Index:
         """Index new passages (ids not already live: remove a passage before re-adding it)."""
         if len(ids) == 0:
             return
-        segment = _Segment.of(ids, [tokenize(t) for t in texts])
+        segment = _Segment.of(ids, [index_terms(t) for t in texts])
         self._segments.append(segment)
         self._live += len(segment.ids)
         self._total_length += float(segment.lengths.sum())
@@ -181,14 +205,15 @@ class BM25Index:
         return removed
 
     def document_frequencies(self, tokens: Sequence[str]) -> dict[str, int]:
-        """How many live passages hold each (already tokenised) term; 0 for terms none holds."""
-        return {t: sum(len(seg.postings(t)[0]) for seg in self._segments) for t in tokens}
+        """How many live passages hold each `tokenize` token's term (its stem: "borrowing" is a
+        word the KB uses when it writes "borrow"); 0 for terms none holds."""
+        return {t: sum(len(seg.postings(index_term(t))[0]) for seg in self._segments) for t in tokens}
 
     def search(self, query: str, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) best first, only passages with a positive score; at most k."""
         if self._live == 0 or k <= 0:
             return _NO_IDS, _NO_SCORES
-        tokens = tokenize(query)  # a repeated query word counts again, as in bm25s
+        tokens = index_terms(query)  # a repeated query word counts again, as in bm25s
         postings = {t: [seg.postings(t) for seg in self._segments] for t in set(tokens)}
         avg_length = self._total_length / self._live if self._total_length > 0 else 1.0
         found_ids, found_scores = [], []

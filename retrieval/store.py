@@ -445,8 +445,8 @@ class KnowledgeIndex:
             self._sync_bm25()
 
     def term_frequencies(self, text: str) -> tuple[dict[str, int], int]:
-        """({term: how many chunks hold it} for the BM25 terms of `text`, number of chunks):
-        how rare a question's words are in this KB, and which it never uses."""
+        """({word: how many chunks hold its term} for the words of `text` (`tokenize`), number of
+        chunks): how rare a question's words are in this KB, and which it never uses."""
         with self._lock:
             self._sync_bm25()
             return self._bm25.document_frequencies(tokenize(text)), len(self._bm25)

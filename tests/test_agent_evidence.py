@@ -377,3 +377,26 @@ def test_lines_keep_one_copy_of_an_answer_a_faq_sheet_repeats(corpus) -> None:
         scored.append(ScoredUnit(EvidenceUnit(text, 0, None), SearchHit(chunk=chunk, score=1.0), "kb", 1.0 - n / 10))
     lines = EvidenceSelector.lines(scored, budget_chars=2000, max_lines=3)
     assert [line.text for line in lines] == [short[0], longer]
+
+
+def test_a_sentence_that_points_back_is_quoted_with_the_one_before(corpus) -> None:
+    """A long FAQ answer is split into sentences; "It gets activated after 24 hours." means
+    nothing alone, so it and the sentence it points back to are quoted together, whichever of
+    the two scored best. A sentence naming its own subject ("This Agreement …") starts anew."""
+    import csv
+
+    with open(corpus / "kb/bankfaqs/BankFAQs.csv", encoding="utf-8") as fh:
+        answer = next(row["Answer"] for row in csv.DictReader(fh)
+                      if row["Question"].startswith("What is the procedure to follow if my Debit Card PIN is blocked"))
+    units = split_units(f"Q: What if my PIN is blocked\nA: {answer}")
+    blocked = next(u for u in units if u.text.startswith("Please note that if you enter an incorrect PIN"))
+    again = next(u for u in units if u.text == "It gets activated after 24 hours.")
+    assert blocked.whole == again.whole == f"{blocked.text} {again.text}"
+    assert next(u for u in units if u.text.startswith("Kindly use your Debit")).whole is None
+
+    text = ("Fees are listed in the schedule that we provide to you when you open an account with us. "
+            "They may change with 30 days' notice, which we send to you by mail or by secure message. "
+            + "This Agreement is governed by the laws of the state where your account is held by us. " * 4)
+    units = split_units(text)
+    assert units[0].whole == units[1].whole == f"{units[0].text} {units[1].text}"
+    assert units[2].text.startswith("This Agreement") and units[2].whole is None

@@ -39,7 +39,15 @@ import re
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING
 
-from agent.evidence import PHONE_NUMBER_RE, WHOLE_UNIT_CHARS, EvidenceLine, EvidenceSelector, expected_answers, _sentences
+from agent.evidence import (
+    PHONE_NUMBER_RE,
+    WHOLE_UNIT_CHARS,
+    EvidenceLine,
+    EvidenceSelector,
+    _sentences,
+    expected_answers,
+    referring_run,
+)
 from agent.grounding import render_citations, unsupported_numbers
 from agent.pipeline.rewrite import HISTORY_TURNS
 from agent.pipeline.types import AnswerEvent, Draft, Evidence, Query, Turn
@@ -111,8 +119,9 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, Ev
                 if holds(sentence):
                     first = _first_sentence(text)
                     lead = first if sentence in first else sentence
-                    return plain(next((c for c in _clauses(lead) if holds(c)), lead)), line
-    return plain(_first_sentence(_own_text(best))), best
+                    lead = next((c for c in _clauses(lead) if holds(c)), lead)
+                    return plain(referring_run(lead, line.whole)), line
+    return plain(referring_run(_first_sentence(_own_text(best)), best.whole)), best
 
 
 def _first_sentence(text: str) -> str:
