@@ -122,6 +122,22 @@ def question_terms(question: str) -> list[str]:
     return [t for t in dict.fromkeys(tokenize(question)) if not _function_word(t)]
 
 
+# A figure right after a first-person singular word (at most two words between; a policy's "we"
+# and "us" are the bank's) is the customer's own situation ("before my $15k wire went out", "what
+# would I earn on 50k", "if I'm 70"): what they have or are, to be compared with the bank's terms,
+# not a claim about those terms that the lines must state (a false presupposition: "why did the
+# fee go up to $45?", "since the law caps my stolen card loss at $5").
+_OWN_FIGURE_RE = re.compile(
+    r"(\b(?:i|i'm|im|i've|ive|i'd|my|me)(?:\s+[a-z'-]+){0,2}\s+)[$€£]?\d[\d,.]*(?:\s?%|[kK]\b)?",
+    re.IGNORECASE,
+)
+
+
+def claimed_figures_text(question: str) -> str:
+    """`question` without the figures that describe the customer's own situation (`_OWN_FIGURE_RE`)."""
+    return _OWN_FIGURE_RE.sub(r"\1", question)
+
+
 # term -> number of KB chunks holding it, and the number of chunks (`KnowledgeIndex.term_frequencies`)
 TermFrequencies = Callable[[str], tuple[dict[str, int], int]]
 
@@ -196,7 +212,7 @@ def features(
         "names_missing": float(min(len(unknown_entities(question, [_line_context(x) for x in lines])), 2)),
         # An amount or a rate the question states ("$5", "8%") must be in the lines as one; a bare
         # count only above 10 ("why did it go up to 45 days").
-        "figures_missing": float(bool(unsupported_numbers(question, [quoted]))),
+        "figures_missing": float(bool(unsupported_numbers(claimed_figures_text(question), [quoted]))),
         "specificity": math.log1p(len(known)),
         "question_form": question_form(question),
     }

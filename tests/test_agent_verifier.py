@@ -65,6 +65,20 @@ def test_features_read_coverage_rarity_and_answer_type_from_real_lines(corpus_kb
     assert features(small, _lines(corpus_kb, small), 0.5, corpus_kb.term_frequencies)["figures_missing"] == 1.0
 
 
+def test_the_customers_own_figures_are_not_claims_the_lines_must_state(corpus_kb) -> None:
+    """"my $15k wire", "if I'm 70": the customer's situation, not a figure of the bank's terms; a
+    figure the question claims about the terms still must be in the lines."""
+    from agent.verifier import claimed_figures_text, features
+
+    assert claimed_figures_text("why did you phone me before my $15k wire went out") == "why did you phone me before my  wire went out"
+    assert claimed_figures_text("do I pay for paper statements if I'm 70") == "do I pay for paper statements if I'm "
+    assert claimed_figures_text("why did the fee go up to $45?") == "why did the fee go up to $45?"
+    own = "someone used my card for $600 without my permission, how soon must I report it"
+    assert features(own, _lines(corpus_kb, own), None, corpus_kb.term_frequencies)["figures_missing"] == 0.0
+    claimed = "why was the $50 liability limit raised to $750"
+    assert features(claimed, _lines(corpus_kb, claimed), None, corpus_kb.term_frequencies)["figures_missing"] == 1.0
+
+
 def test_closed_class_words_are_not_words_the_kb_never_uses(corpus_kb) -> None:
     """"much", "he", "got", "ok" are grammar, not topic: a statute never writes them, and they
     were read as words the KB doesn't use (an informal question looked out of the KB)."""
