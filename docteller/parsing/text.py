@@ -57,8 +57,9 @@ def with_closed_compounds(text: str) -> str:
 def plural_stem(token: str) -> str:
     """Plural folding ("transfers" → "transfer", "policies" → "policy", "fees" → "fee").
 
-    Deliberately conservative (no Porter stemmer): it only has to make the singular and plural
-    of a word meet; the BM25 index and its queries go through the same function.
+    Deliberately conservative: the singular and plural of a word meet, other forms stay apart
+    (the verifier's question terms). The BM25 index and the test-set generator's vocabulary stem
+    these tokens further with Snowball (`retrieval.bm25.index_term`).
     """
     if len(token) <= 3 or token[0].isdigit():
         return token
