@@ -315,7 +315,7 @@ class Composer:
     def contact_line(self, chosen: Sequence[EvidenceLine]) -> EvidenceLine | None:
         """The KB line with the phone number of the team the quoted lines say to call or contact,
         when they name one and give no number; None otherwise, or when the KB states none."""
-        quoted = " ".join(line.whole or line.text for line in chosen)  # what the customer reads
+        quoted = " ".join(line.whole for line in chosen)  # what the customer reads
         named = _REACH_NAMED_RE.search(quoted)
         if named is None or PHONE_NUMBER_RE.search(quoted):
             return None
