@@ -73,6 +73,17 @@ _COUNT = rf"\d|\b{_NUMBER_WORD}\b"
 # A question's words that ask for time, not money, after "how much" ("how much notice").
 _TIME_NOUNS = r"(?:time|notice|warning|advance|lead time|days?|weeks?|months?|years?|hours?)"
 
+# A way to reach someone asked for: a contact verb read as a verb (after a subject, a modal or
+# auxiliary, "to" or "please", or opening the request: "who do I call", "how can I reach you",
+# "call me"), or a contact noun's number or details. The same words as a noun or a noun's
+# modifier ("my cell phone bill", "deposit with my phone", "a guy on the phone") ask for none.
+_CONTACT_VERB = r"(?:call|phone|telephone|contact|text|ring|reach|(?:talk|speak) (?:to|with))"
+_ASKS_TO_CONTACT = (
+    r"(?:^\s*(?:please\s+)?|\b(?:can|could|should|shall|do|does|did|will|would|must|may|might|to|please|who|whom|"
+    r"where|i|we|you)\s+(?:(?:i|we|you|also|still|just|first|then|directly)\s+)?)" + _CONTACT_VERB + r"\b"
+    r"|\b(?:phone|telephone|contact|fax) (?:number|details|info(?:rmation)?)\b"
+)
+
 # (what the question asks, what a unit that answers it holds): the expected answer type. The
 # table is the grammar of English wh-questions and their answer types (a time of day, a period,
 # an amount, a rate, a phone number, a count), not a list of any KB's words.
@@ -91,7 +102,7 @@ _ANSWER_TYPES = [
     (rf"\b(?:how much(?!\s+(?:\w+\s+)?{_TIME_NOUNS}\b)|fees?|costs?|charges?|price|penalty)\b", _AMOUNT),
     (r"\b(?:rates?|apy|apr|interest)\b", r"\d\s?%"),
     # A phone number: asked how to reach someone ("who pays", "who is eligible" ask for a party).
-    (r"\b(?:call|phone|contact|text|ring|reach|(?:talk|speak) to)\b", _PHONE),
+    (_ASKS_TO_CONTACT, _PHONE),
     # A count or a bound: any figure, in digits or words.
     (r"\b(?:max(?:imum)?|limits?|most|min(?:imum)?|least|how many|how big|how old|age)\b", _COUNT),
     # A way to tell or ask the bank something ("how do I report a lost card", "how can I dispute
