@@ -224,6 +224,7 @@ def evaluate_answers(
             print(f"[{i}/{len(questions)}] {'ok ' if correct else 'BAD'} {q.get('id')}: {answer.answer[:100]!r}", file=sys.stderr)
     summary = _summary(rows)
     summary["model"] = resources.model_label
+    summary["verifier"] = resources.verifier.name
     summary["ablated"] = sorted(ablate)
     splits = {name: _summary([r for r in rows if r["split"] == name]) for name in sorted({r["split"] for r in rows if r["split"]})}
     return {"summary": summary, "splits": splits, "rows": rows}
@@ -340,7 +341,8 @@ def last_report_markdown(settings: Any) -> str:
         return f"The last answer-quality report ({path.name}) is unreadable: {exc}"
     lines = [
         f"**Last run**: {data.get('computed_at', '?')} on `{data.get('questions_file', '?')}` "
-        f"({s['questions']} questions, {s['model']})",
+        f"({s['questions']} questions, {s['model']}"
+        + (f", {s['verifier']} verifier)" if s.get("verifier") else ")"),
         "",
         "| measure | value |",
         "|---|---|",

@@ -43,7 +43,9 @@ class AgentResources:
         self.chat_model = chat_model
         self.embedder = embedder
         self.calibration = calibration or load_calibration()
-        self.verifier = verifier or AnswerabilityVerifier.load(kb.term_frequencies)
+        self.verifier = verifier or AnswerabilityVerifier.for_chat_model(
+            chat_model, self.settings.answer_judge, kb.term_frequencies
+        )
         self.audit = AuditLog.for_settings(self.settings)
         self.evidence = EvidenceSelector(embedder if embedder is not None else kb.embedder)
         self.units = KnowledgeUnits(self.evidence, kb)

@@ -26,8 +26,15 @@ A question's terms are the KB's search terms less function words typed as words 
 "im", "u": contractions without their apostrophe are not words the KB never uses). The
 threshold keeps false declines of each training KB's synthetic dev answerable questions ≤ 5 %.
 
-Coefficients, feature scaling and the decision threshold live in `agent/verifier.json`, written
-by `python -m agent.verifier_training` (which documents how it was fitted).
+Two fitted models ship, each with its coefficients, feature scaling and decision threshold,
+written by `python -m agent.verifier_training` (which documents how they were fitted):
+`agent/verifier-judged.json` weighs the chat model's P(yes) with the retrieved chunks' best
+similarity and the best line's evidence score (one forward pass per question; the default with
+the packaged model, whose probabilities it was fitted on), and `agent/verifier.json` decides from
+all the features but the judge's (no model call). On real dev questions the model's P(yes)
+separates answerable from unanswerable far better (AUC 0.89) than the word features do (0.75):
+those were learned on template-written questions, which reuse the KB's words, and real
+customers' questions don't (`Settings.answer_judge` chooses).
 """
 
 from __future__ import annotations
@@ -48,7 +55,10 @@ from retrieval.bm25 import INDEX_STOPWORDS, tokenize
 
 log = logging.getLogger(__name__)
 
-VERIFIER_PATH = Path(__file__).resolve().parent / "verifier.json"
+VERIFIER_PATH = Path(__file__).resolve().parent / "verifier.json"  # the lexical model: no model call
+# The model fitted with the chat model's P(yes) as a feature (`judge_logit`): a forward pass per
+# question, for a chat model that gives token probabilities (`docteller.protocols.ChoiceScorer`).
+JUDGED_VERIFIER_PATH = VERIFIER_PATH.with_name("verifier-judged.json")
 
 FEATURES = (
     "judge_logit",
@@ -234,6 +244,34 @@ class AnswerabilityVerifier:
         except ValueError as exc:
             raise RuntimeError(f"{path} is malformed: {exc}") from exc
         return cls(model, frequencies)
+
+    @classmethod
+    def for_chat_model(cls, chat_model: object, choice: str = "auto",
+                       frequencies: TermFrequencies | None = None) -> "AnswerabilityVerifier":
+        """The shipped verifier for this chat model and `Settings.answer_judge` ("auto", "model",
+        "lexical"). With "auto", the judged model decides when the chat model is the one whose
+        token probabilities it was fitted on (the same weights file): another model's P(yes) is
+        calibrated differently, and a text-only model's reply gives only 0 or 1."""
+        from docteller.protocols import ChoiceScorer
+
+        if choice == "lexical":
+            return cls.load(frequencies, VERIFIER_PATH)
+        judged = cls.load(frequencies, JUDGED_VERIFIER_PATH)
+        if choice == "model":
+            return judged
+        fitted_with = judged.model.fitted_on.get("judge_model", {}).get("sha256")
+        if isinstance(chat_model, ChoiceScorer) and fitted_with == getattr(chat_model, "model_hash", None):
+            return judged
+        log.info("answers are verified without the chat model's judgement: the judged verifier was fitted on "
+                 "another model's probabilities (DOCTELLER_ANSWER_JUDGE=model uses it anyway; "
+                 "`python -m agent.verifier_training` fits one for this model)")
+        return cls.load(frequencies, VERIFIER_PATH)
+
+    @property
+    def name(self) -> str:
+        """Which fitted model decides: "model-judged" (the chat model's P(yes) among its
+        features) or "lexical"."""
+        return "model-judged" if self.uses_judge else "lexical"
 
     @property
     def uses_judge(self) -> bool:

