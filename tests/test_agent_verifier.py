@@ -107,17 +107,25 @@ def test_a_period_answers_a_deadline_or_notice_question(corpus_kb, question: str
     assert features(question, lines, None, corpus_kb.term_frequencies)["type_missing"] == 0.0
 
 
+def _separated_rows(seed: int, n: int, informative: str, **extra) -> list[dict]:
+    """`n` synthetic verifier rows, half answerable, told apart by the `informative` feature alone."""
+    from agent.verifier import FEATURES
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        answerable = i % 2 == 0
+        values = {f: float(rng.normal()) for f in FEATURES}
+        values[informative] += 2.0 if answerable else -2.0
+        rows.append({"features": values, "answerable": answerable, "split": "dev" if i % 3 == 0 else "train",
+                     "category": "answerable" if answerable else "out_of_kb", **extra})
+    return rows
+
+
 def test_fit_separates_and_the_threshold_caps_false_declines() -> None:
     from agent.verifier import FEATURES, _threshold, fit
 
-    rng = np.random.default_rng(0)
-    rows = []
-    for n in range(300):
-        answerable = n % 2 == 0
-        values = {f: float(rng.normal()) for f in FEATURES}
-        values["coverage"] += 2.0 if answerable else -2.0
-        rows.append({"features": values, "answerable": answerable, "split": "dev" if n % 3 == 0 else "train",
-                     "category": "answerable" if answerable else "out_of_kb"})
+    rows = _separated_rows(0, 300, "coverage")
     model = fit(rows)
     assert model.coef[FEATURES.index("coverage")] > 1.0  # the informative feature carries the weight
     dev = [(model.probability(r["features"]), r["answerable"]) for r in rows if r["split"] == "dev"]
@@ -128,18 +136,11 @@ def test_fit_separates_and_the_threshold_caps_false_declines() -> None:
 
 
 def test_a_judged_fit_records_the_one_model_whose_probabilities_it_read(tmp_path: Path) -> None:
-    from agent.verifier import FEATURES, VerifierModel
+    from agent.verifier import VerifierModel
     from agent.verifier_training import fit_and_save
 
-    rng = np.random.default_rng(2)
     judge = {"id": "some-model", "sha256": "ab" * 32}
-    rows = []
-    for n in range(120):
-        answerable = n % 2 == 0
-        values = {f: float(rng.normal()) for f in FEATURES}
-        values["judge_logit"] += 2.0 if answerable else -2.0
-        rows.append({"features": values, "answerable": answerable, "split": "dev" if n % 3 == 0 else "train",
-                     "category": "answerable" if answerable else "out_of_kb", "judge_model": judge})
+    rows = _separated_rows(2, 120, "judge_logit", judge_model=judge)
     out = tmp_path / "judged.json"
     fit_and_save(rows, "kb", path=out, with_judge=True, features=["judge_logit", "similarity"])
     assert VerifierModel.model_validate_json(out.read_text()).fitted_on["judge_model"] == judge
