@@ -262,9 +262,10 @@ class AnswerabilityVerifier:
         fitted_with = judged.model.fitted_on.get("judge_model", {}).get("sha256")
         if isinstance(chat_model, ChoiceScorer) and fitted_with == getattr(chat_model, "model_hash", None):
             return judged
-        log.info("answers are verified without the chat model's judgement: the judged verifier was fitted on "
-                 "another model's probabilities (DOCTELLER_ANSWER_JUDGE=model uses it anyway; "
-                 "`python -m agent.verifier_training` fits one for this model)")
+        log.info("the lexical verifier decides: the judged one was fitted on %s's token probabilities, not "
+                 "this model's (DOCTELLER_ANSWER_JUDGE=model uses it anyway; `python -m "
+                 "agent.verifier_training` fits one for this model)",
+                 judged.model.fitted_on.get("judge_model", {}).get("id", "another model"))
         return cls.load(frequencies, VERIFIER_PATH)
 
     @property
