@@ -237,12 +237,13 @@ def test_last_eval_report_is_shown_to_staff(docteller_home: Path) -> None:
     assert "docteller eval generate" in last_report_markdown(settings)  # nothing run yet: how to
     report = {"summary": {"questions": 4, "answer_correct": 0.5, "correct_declines": 1.0, "false_declines": 0.5,
                           "abstain_precision": 0.6667, "abstain_recall": 1.0, "mean_seconds": 1.2, "model": "m",
-                          "declined_by_category": {"out_of_scope": 1.0}},
+                          "verifier": "model-judged", "declined_by_category": {"out_of_scope": 1.0}},
               "rows": []}
     path = save_report(report, settings, Path("set.jsonl"))
     assert path.parent.parent == docteller_home
     shown = last_report_markdown(settings)
     assert "`set.jsonl`" in shown and "| decline precision | 0.6667 |" in shown and "out of scope | 1.0" in shown
+    assert "(4 questions, m, model-judged verifier)" in shown  # which verifier's declines these are
 
 
 # --- with the packaged chat model -----------------------------------------------------------

@@ -191,6 +191,7 @@ def test_eval_answers_ablate_prints_the_full_and_the_ablated_figures(make_resour
 
     as_json = json.loads(runner.invoke(app, [*args, "--ablate", "judge", "--json"]).stdout)
     assert as_json["full"]["summary"]["questions"] == 2 and as_json["ablations"]["judge"]["summary"]["ablated"] == ["judge"]
+    assert as_json["full"]["summary"]["verifier"] == "lexical"  # a text-only scripted model: no judge
     assert [d["id"] for d in as_json["ablations"]["judge"]["differences"]] == ["fee"]
     assert runner.invoke(app, [*args, "--ablate", "nonsense"]).exit_code == 2
 
