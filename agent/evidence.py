@@ -76,7 +76,7 @@ _TIME_NOUNS = r"(?:time|notice|warning|advance|lead time|days?|weeks?|months?|ye
 # A way to reach someone asked for: a contact verb read as a verb (after a subject, a modal or
 # auxiliary, "to" or "please", or opening the request: "who do I call", "how can I reach you",
 # "call me"), or a contact noun's number or details. The same words as a noun or a noun's
-# modifier ("my cell phone bill", "deposit with my phone", "a guy on the phone") ask for none.
+# modifier ("a mobile phone contract", "send with my phone", "a text message") ask for none.
 _CONTACT_VERB = r"(?:call|phone|telephone|contact|text|ring|reach|(?:talk|speak) (?:to|with))"
 _ASKS_TO_CONTACT = (
     r"(?:^\s*(?:please\s+)?|\b(?:can|could|should|shall|do|does|did|will|would|must|may|might|to|please|who|whom|"

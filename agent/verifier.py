@@ -133,10 +133,10 @@ def question_terms(question: str) -> list[str]:
 
 
 # A figure right after a first-person singular word (at most two words between; a policy's "we"
-# and "us" are the bank's) is the customer's own situation ("before my $15k wire went out", "what
-# would I earn on 50k", "if I'm 70"): what they have or are, to be compared with the bank's terms,
-# not a claim about those terms that the lines must state (a false presupposition: "why did the
-# fee go up to $45?", "since the law caps my stolen card loss at $5").
+# and "us" are the bank's) is the customer's own situation ("before my $8,000 transfer goes out",
+# "what would I get on 20k", "if I'm 67"): what they have or are, to be compared with the bank's
+# terms, not a claim about those terms that the lines must state (a false presupposition: "why did
+# the fee go up to $45?", "since the rule limits my overdraft charge to $3").
 _OWN_FIGURE_RE = re.compile(
     r"(\b(?:i|i'm|im|i've|ive|i'd|my|me)(?:\s+[a-z'-]+){0,2}\s+)[$€£]?\d[\d,.]*(?:\s?%|[kK]\b)?",
     re.IGNORECASE,

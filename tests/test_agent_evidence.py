@@ -293,11 +293,12 @@ def test_expected_answer_types() -> None:
     assert expected_answers("who pays the fee for an incoming wire") == [p for p in expected_answers("the fee")]
     assert holds("who should I speak to about a complaint", "call 1-800-555-0142")
     assert holds("what is your phone number", "Call 1-800-555-0199") and holds("call me back", "1-800-555-0199")
-    # A contact word as a noun or a noun's modifier asks for no number: a line about bills as
-    # proof of address, or a mobile deposit limit, answers these.
-    assert not holds("is my cell phone bill ok for proof of address", "Call 1-800-555-0199")
-    assert not holds("a guy on the phone wants my PIN, is that legit", "Call 1-800-555-0199")
-    assert expected_answers("whats the max i can deposit with my phone") == expected_answers("whats the max")
+    # A contact word as a noun or a noun's modifier asks for no number: a line about accepted
+    # documents, a card's use abroad, or a transfer limit answers these.
+    assert not holds("is a mobile phone contract enough to prove where I live", "Call 1-800-555-0199")
+    assert not holds("i lost my phone, will my card still work abroad", "Call 1-800-555-0199")
+    assert expected_answers("what is the most i can send with my phone per day") == expected_answers(
+        "what is the most i can send per day")
 
 
 @pytest.mark.parametrize(

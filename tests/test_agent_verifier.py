@@ -66,12 +66,17 @@ def test_features_read_coverage_rarity_and_answer_type_from_real_lines(corpus_kb
 
 
 def test_the_customers_own_figures_are_not_claims_the_lines_must_state(corpus_kb) -> None:
-    """"my $15k wire", "if I'm 70": the customer's situation, not a figure of the bank's terms; a
-    figure the question claims about the terms still must be in the lines."""
+    """"my $8,000 transfer", "if I'm 67": the customer's situation, not a figure of the bank's terms;
+    a figure the question claims about the terms still must be in the lines."""
     from agent.verifier import claimed_figures_text, features
 
-    assert claimed_figures_text("why did you phone me before my $15k wire went out") == "why did you phone me before my  wire went out"
-    assert claimed_figures_text("do I pay for paper statements if I'm 70") == "do I pay for paper statements if I'm "
+    assert (claimed_figures_text("why was my card blocked before my $8,000 transfer went out")
+            == "why was my card blocked before my  transfer went out")
+    assert claimed_figures_text("is there a monthly fee if I'm 67") == "is there a monthly fee if I'm "
+    assert claimed_figures_text("what would I get on 20k") == "what would I get on "
+    # Three words between "my" and the figure: a claim about the terms, not the customer's own.
+    assert claimed_figures_text("since the rule limits my overdraft charge to $3") == (
+        "since the rule limits my overdraft charge to $3")
     assert claimed_figures_text("why did the fee go up to $45?") == "why did the fee go up to $45?"
     own = "someone used my card for $600 without my permission, how soon must I report it"
     assert features(own, _lines(corpus_kb, own), None, corpus_kb.term_frequencies)["figures_missing"] == 0.0
