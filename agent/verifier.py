@@ -259,13 +259,12 @@ class AnswerabilityVerifier:
         judged = cls.load(frequencies, JUDGED_VERIFIER_PATH)
         if choice == "model":
             return judged
-        fitted_with = judged.model.fitted_on.get("judge_model", {}).get("sha256")
-        if isinstance(chat_model, ChoiceScorer) and fitted_with == getattr(chat_model, "model_hash", None):
+        fitted_with = judged.model.fitted_on.get("judge_model", {})
+        if isinstance(chat_model, ChoiceScorer) and fitted_with.get("sha256") == getattr(chat_model, "model_hash", None):
             return judged
         log.info("the lexical verifier decides: the judged one was fitted on %s's token probabilities, not "
                  "this model's (DOCTELLER_ANSWER_JUDGE=model uses it anyway; `python -m "
-                 "agent.verifier_training` fits one for this model)",
-                 judged.model.fitted_on.get("judge_model", {}).get("id", "another model"))
+                 "agent.verifier_training` fits one for this model)", fitted_with.get("id", "another model"))
         return cls.load(frequencies, VERIFIER_PATH)
 
     @property

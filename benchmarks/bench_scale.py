@@ -181,8 +181,9 @@ def _questions(n: int) -> list[str]:
 
 
 class _NoModel:
-    """The chat model of the extractive answer path, which never calls it here (the verifier
-    does not use the judge's probability): a call would be a change this benchmark must see."""
+    """The chat model of the extractive answer path, which never calls it here: not the packaged
+    model, so the lexical verifier decides (`answer_judge` "auto") and the judge's forward pass,
+    which `bench_agent.py` times, is left out. A call would be a change this benchmark must see."""
 
     model_id = "none"
     model_hash = "0" * 64
