@@ -85,7 +85,8 @@ def _ui_state(session: TabSession) -> dict[str, Any]:
     """UI-only state of a tab (transcript, which answer each message is), kept on the session."""
     state = getattr(session, "ui_state", None)
     if state is None:
-        state = {"transcript": [], "answer_at": {}, "last_upload": None, "last_answer": None}
+        state = {"transcript": [], "answer_at": {}, "last_upload": None, "last_answer": None,
+                 "panel_picked": False}
         session.ui_state = state  # type: ignore[attr-defined]
     return state
 
@@ -532,7 +533,7 @@ class _ChatHandlers:
         state = _ui_state(session)
         transcript: list[dict[str, Any]] = state["transcript"]
         text, files = _message_parts(message)
-        state["last_upload"], state["last_answer"] = None, None
+        state["last_upload"], state["last_answer"], state["panel_picked"] = None, None, False
         refusal = _refusal(backend, session, text, files)
         if refusal:
             transcript.append({"role": "assistant", "content": refusal})
@@ -550,11 +551,16 @@ class _ChatHandlers:
         yield gr.MultimodalTextbox(value=None, interactive=True), transcript
 
     def after_turn(self, request: gr.Request):
-        """Show what the turn produced: the new upload's fields, or the answer's sources."""
+        """Show what the turn produced: the new upload's fields, or the answer's sources.
+
+        It runs after the answer is on screen, so the customer may already have tapped a source or
+        a panel: that choice stands (this turn's documents panel is still brought up to date)."""
         session = _session(self.backend, request)
         state = _ui_state(session)
         docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
         sources = sources_panel(self.backend, session, state["last_answer"])
+        if state.get("panel_picked"):  # read last: a pick made while the panels were drawn counts
+            return (*docs, *(gr.skip() for _ in sources), gr.skip())
         if state["last_upload"]:
             tab = gr.Tabs(selected="docs")
         elif state["last_answer"] is not None and session.answers[state["last_answer"]].citations:
@@ -566,6 +572,7 @@ class _ChatHandlers:
     def open_option(self, evt: gr.SelectData, request: gr.Request):
         parsed = _parse_cite(evt.value)
         session = _session(self.backend, request)
+        _ui_state(session)["panel_picked"] = True
         if parsed is None:
             return (*sources_panel(self.backend, session, None), gr.Tabs(selected="sources"))
         return (*sources_panel(self.backend, session, *parsed), gr.Tabs(selected="sources"))
@@ -576,13 +583,27 @@ class _ChatHandlers:
         answer_index = _ui_state(session)["answer_at"].get(int(index)) if index is not None else None
         if answer_index is None:
             return (gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        _ui_state(session)["panel_picked"] = True
         return (*sources_panel(self.backend, session, answer_index), gr.Tabs(selected="sources"))
 
     def pick_citation(self, value: str | None, request: gr.Request):
         parsed = _parse_cite(value)
         if parsed is None:
             return gr.skip(), gr.skip(), gr.skip()
-        return sources_panel(self.backend, _session(self.backend, request), *parsed)
+        session = _session(self.backend, request)
+        _ui_state(session)["panel_picked"] = True
+        return sources_panel(self.backend, session, *parsed)
+
+    def panel_chosen(self, request: gr.Request) -> None:
+        """The customer opened a tab of the side panel themselves."""
+        _ui_state(_session(self.backend, request))["panel_picked"] = True
+
+    def open_panel(self, tab_id: str):
+        """The handler of a phone's "Sources" / "My documents" button: that panel, in the drawer."""
+        def open_tab(request: gr.Request):
+            _ui_state(_session(self.backend, request))["panel_picked"] = True
+            return gr.Tabs(selected=tab_id)
+        return open_tab
 
     def show_doc(self, doc_id: str | None, request: gr.Request):
         return doc_panel(_session(self.backend, request), doc_id)
@@ -613,7 +634,7 @@ class _ChatHandlers:
         session = _session(self.backend, request)
         session.reset()
         state = _ui_state(session)
-        state.update(transcript=[], answer_at={}, last_upload=None, last_answer=None)
+        state.update(transcript=[], answer_at={}, last_upload=None, last_answer=None, panel_picked=False)
         return ([], gr.MultimodalTextbox(value=None, interactive=True),
                 *doc_panel(session, None), *sources_panel(self.backend, session, None))
 
@@ -668,10 +689,9 @@ def _wire_chat(demo: gr.Blocks, c: _ChatControls, h: _ChatHandlers) -> None:
     c.chatbot.option_select(h.open_option, None, [*c.sources, c.side_tabs], **private).then(None, js=JS_OPEN_DRAWER)
     c.chatbot.select(h.select_message, None, [*c.sources, c.side_tabs], **private)
     c.close_btn.click(None, js=JS_CLOSE_DRAWER)
-    c.open_sources.click(lambda: gr.Tabs(selected="sources"), None, [c.side_tabs], **private).then(
-        None, js=JS_OPEN_DRAWER
-    )
-    c.open_docs.click(lambda: gr.Tabs(selected="docs"), None, [c.side_tabs], **private).then(None, js=JS_OPEN_DRAWER)
+    c.open_sources.click(h.open_panel("sources"), None, [c.side_tabs], **private).then(None, js=JS_OPEN_DRAWER)
+    c.side_tabs.select(h.panel_chosen, None, None, **private)
+    c.open_docs.click(h.open_panel("docs"), None, [c.side_tabs], **private).then(None, js=JS_OPEN_DRAWER)
     c.cite_pick.input(h.pick_citation, [c.cite_pick], c.sources, **private)
     c.doc_pick.input(h.show_doc, [c.doc_pick], c.docs, **private)
     c.field_pick.input(h.show_field, [c.doc_pick, c.field_pick], [*c.docs, c.field_value], **private)
