@@ -18,6 +18,18 @@ fi
 PY=${PY:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-# torch==2.13.0 first, in the same command: otherwise pip resolves a multi-GB CUDA build.
 # llama-cpp-python compiles from source (~8 min on 2 cores) the first time; pip caches the wheel.
-CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install -q torch==2.13.0 -e '.[cpu,dev,ray]'
+# On x86 it is built for x86-64-v3 (AVX2, FMA, F16C), not -march=native: a native build on a
+# Sapphire Rapids machine uses llama.cpp's AMX kernels, which segfault at the first decode on some
+# VMs (seen here; ggml-org/llama.cpp#20824), and one build then suits every x86 machine CI lands on.
+if [ "$(uname -m)" = x86_64 ]; then
+  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
+fi
+export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+# torch==2.13.0 first, in the same command: otherwise pip resolves a multi-GB CUDA build.
+.venv/bin/pip install -q torch==2.13.0 -e '.[cpu,dev,ray]'
+# A wheel pip cached from an earlier native build would be reused as is: rebuild it once.
+if .venv/bin/python -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' not in llama_cpp.llama_print_system_info().decode())" 2>/dev/null; then
+  echo "setup: rebuilding llama-cpp-python without AMX kernels" >&2
+  .venv/bin/pip install -q --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==$(.venv/bin/python -c 'import llama_cpp; print(llama_cpp.__version__)')"
+fi
