@@ -58,7 +58,7 @@ def index_command(
     from docteller.processes import index_write_lock
     from docteller.settings import get_settings
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a message naming a long path stays one line
     _check_engine(console, engine, ray_address)
     _check_publisher(console, publisher)
     with _open_index(console) as index:

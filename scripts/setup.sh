@@ -28,8 +28,9 @@ fi
 export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
 # torch==2.13.0 first, in the same command: otherwise pip resolves a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0 -e '.[cpu,dev,ray]'
-# A wheel pip cached from an earlier native build would be reused as is: rebuild it once.
+# A wheel pip cached from an earlier native build would be reused as is: drop it and rebuild once.
 if .venv/bin/python -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' not in llama_cpp.llama_print_system_info().decode())" 2>/dev/null; then
   echo "setup: rebuilding llama-cpp-python without AMX kernels" >&2
-  .venv/bin/pip install -q --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==$(.venv/bin/python -c 'import llama_cpp; print(llama_cpp.__version__)')"
+  .venv/bin/pip cache remove 'llama_cpp_python*' >/dev/null 2>&1 || true
+  .venv/bin/pip install -q --force-reinstall --no-deps "llama-cpp-python==$(.venv/bin/python -c 'import llama_cpp; print(llama_cpp.__version__)')"
 fi
