@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.grounding import CALIBRATION_PATH, evidence_strength
+from agent.verifier import with_digits
 from docteller.protocols import KnowledgeBase
 from docteller.settings import EVAL_QUESTIONS
 
@@ -160,6 +161,12 @@ def fact_present(fact: str, answer: str) -> bool:
     f, a = _norm(fact), _norm(answer)
     if f in a:
         return True
+    # "sixty days" vs "60 days": number words as digits on both sides, matched as whole words
+    # (so "10 business days" is not found in "110 business days").
+    spelled_f, spelled_a = with_digits(f), with_digits(a)
+    if spelled_f != f or spelled_a != a:
+        if re.search(rf"(?<![\w.]){re.escape(spelled_f)}(?!\w)", spelled_a):
+            return True
     # "$25" vs "$25.00": compare amounts numerically.
     m = re.fullmatch(r"\$?(\d+(?:\.\d+)?)%?", f.strip())
     if m:

@@ -154,6 +154,15 @@ def test_fact_matching_normalises_amounts() -> None:
     assert not fact_present("$30", "the fee is $3")
 
 
+def test_fact_matching_reads_number_words_as_digits() -> None:
+    """A period written in words in the expected fact and in digits in the quoted policy (or the
+    other way round) is the same fact; a different number is not."""
+    assert fact_present("forty days", "Tell us within 40 days of the statement date.")
+    assert fact_present("7 business days", "We credit it within seven business days.")
+    assert not fact_present("ten business days", "We decide within 110 business days.")
+    assert not fact_present("forty days", "Tell us within 45 days.")
+
+
 def test_names_the_evidence_never_mentions() -> None:
     assert unknown_entities("What are Chase's overdraft fees?", ["Overdraft fee: $35."]) == ["Chase"]
     # Named in the evidence, or not a name at all: nothing is missing.
