@@ -264,6 +264,11 @@ def sources_panel(backend: Backend, session: TabSession, answer_index: int | Non
     return gr.update(choices=choices, value=f"cite:{answer_index}:{citation_index}"), image, caption
 
 
+def _sources_and_tab_unchanged() -> tuple:
+    """The Sources panel's three outputs and the side panel's tab, left as they are."""
+    return (gr.skip(),) * 4
+
+
 def _parse_cite(value: str | None) -> tuple[int, int] | None:
     try:
         _, a, c = str(value).split(":")
@@ -558,9 +563,11 @@ class _ChatHandlers:
         session = _session(self.backend, request)
         state = _ui_state(session)
         docs = doc_panel(session, state["last_upload"] or next(reversed(session.uploads), None))
+        if state["panel_picked"]:  # no page preview drawn for nothing
+            return (*docs, *_sources_and_tab_unchanged())
         sources = sources_panel(self.backend, session, state["last_answer"])
-        if state.get("panel_picked"):  # read last: a pick made while the panels were drawn counts
-            return (*docs, *(gr.skip() for _ in sources), gr.skip())
+        if state["panel_picked"]:  # picked while the preview was drawn
+            return (*docs, *_sources_and_tab_unchanged())
         if state["last_upload"]:
             tab = gr.Tabs(selected="docs")
         elif state["last_answer"] is not None and session.answers[state["last_answer"]].citations:
@@ -582,7 +589,7 @@ class _ChatHandlers:
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         answer_index = _ui_state(session)["answer_at"].get(int(index)) if index is not None else None
         if answer_index is None:
-            return (gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            return _sources_and_tab_unchanged()
         _ui_state(session)["panel_picked"] = True
         return (*sources_panel(self.backend, session, answer_index), gr.Tabs(selected="sources"))
 
@@ -601,7 +608,7 @@ class _ChatHandlers:
     def open_panel(self, tab_id: str):
         """The handler of a phone's "Sources" / "My documents" button: that panel, in the drawer."""
         def open_tab(request: gr.Request):
-            _ui_state(_session(self.backend, request))["panel_picked"] = True
+            self.panel_chosen(request)
             return gr.Tabs(selected=tab_id)
         return open_tab
 
