@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from agent.prompt import SourcePassage, query_terms
 from docteller.parsing.money import to_decimal
 from docteller.parsing.text import CONTENT_STOPWORDS
+from retrieval.bm25 import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,14 @@ DECLINE_TEXT = (
     "I can't find that in our policies, so I don't want to guess. "
     "Would you like me to connect you with a member of our team?"
 )
+
+
+def unnamed_decline_text(names: Sequence[str]) -> str:
+    """The decline for a question about what the bank's documents never name: says which."""
+    shown = [f"“{name[:40]}”" for name in names[:NAMES_SHOWN]]
+    listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+    return (f"Our policies don't mention {listed}, so I can't answer that without guessing. "
+            "Would you like me to connect you with a member of our team?")
 
 _DECLINE_MARKERS = (
     "can't find that",
@@ -98,6 +107,48 @@ _NOT_ENTITIES = {
 }
 
 
+
+
+# A run of capitalised words is one name ("Wells Fargo", "Western Union", "Apple Pay").
+_NAME_RUN_RE = re.compile(r"(?<![.?!]\s)(?<!^)\b([A-Z][A-Za-z0-9&]*(?:'s)?(?:\s+[A-Z][A-Za-z0-9&]*(?:'s)?)*)")
+# A name after a preposition of place or direction says where ("use my card in Japan", "send
+# money to Mexico", "pay at Walmart"), not what is asked about: the KB's rule for "abroad" or
+# "a merchant" may answer it without naming the place.
+_PLACE_PREPOSITION_RE = re.compile(r"\b(?:in|to|from|at|into|near|around|across|within|inside|outside)\s+$", re.IGNORECASE)
+NAMES_SHOWN = 3  # at most this many names are repeated back in a decline
+
+
+def _name_runs(question: str) -> list[tuple[str, int]]:
+    """(name, where it starts) for each name the question uses: a run of capitalised words that
+    doesn't open a sentence, less weekdays, months and chat words ("Hi", "Thanks"). A question
+    typed in capitals or in title case has none (every word would read as a name)."""
+    words = re.findall(r"[A-Za-z][A-Za-z']*", question)
+    if not words or sum(w[0].isupper() for w in words) > len(words) / 2:
+        return []
+    runs = []
+    for m in _NAME_RUN_RE.finditer(question):
+        parts = [w.removesuffix("'s") for w in m.group(1).split()]
+        parts = [w for w in parts if w.lower() not in _NOT_ENTITIES and len(w) >= 2]
+        if parts:
+            runs.append((" ".join(parts), m.start()))
+    return runs
+
+
+def names_the_kb_never_mentions(question: str, frequencies: Callable[[str], tuple[dict[str, int], int]]) -> list[str]:
+    """The question's names with a word no document of the KB uses (`frequencies`: the KB's
+    document frequencies of a text's search terms): "What does Wells Fargo charge …" of a KB
+    that never says "Fargo". No passage can answer about what the bank's documents never name.
+    A name after a preposition of place ("… in Japan") is left out: a rule for using a card
+    abroad may answer it."""
+    question = question.strip()
+    found: list[str] = []
+    for name, start in _name_runs(question):
+        if _PLACE_PREPOSITION_RE.search(question[:start]):
+            continue
+        counts, _ = frequencies(name)
+        if any(counts.get(term, 0) == 0 for term in tokenize(name)):
+            found.append(name)
+    return found
 
 
 def unknown_entities(question: str, evidence_texts: Iterable[str]) -> list[str]:

@@ -89,6 +89,12 @@ DOCUMENT_WEIGHT = 0.75
 # Only the best few documents' best chunks are lifted: lifting every document's puts one chunk per
 # document first and pushes a relevant document's second section out of the answer's pool.
 DOCUMENTS_LIFTED = 3
+# Two chunks whose stored embeddings are this close say the same thing in the same words (a FAQ
+# export repeats a row under two questions; a page is indexed twice): only the better-ranked one
+# is returned, so copies don't fill the places other passages compete for. Sampled on the shared
+# corpus KB's FAQ sheet: pairs at ≥ 0.999 are the same text up to case and spacing; at 0.98-0.99
+# they are already two products with one answer ("ForexPlus card" / "ForexPlus Chip card").
+DUPLICATE_COSINE = 0.999
 
 
 def unit_fusion(fused: list[tuple[int, float]], best_unit: dict[int, float], rrf_k: int,
@@ -417,7 +423,8 @@ class KnowledgeIndex:
                 best_units = self.units.best_scores(query_vector, reranked)
                 fused = unit_fusion(fused, best_units, self.settings.rrf_k, UNIT_WEIGHT)
             doc_of = self.manifest.doc_ids_by_row([row for row, _ in fused])
-            fused = document_fusion(fused, doc_of, self.settings.rrf_k)[:k]
+            fused = document_fusion(fused, doc_of, self.settings.rrf_k)
+            fused = self._without_copies(fused, k)
             row_ids = [row for row, _ in fused]
             chunks = self.manifest.chunks_by_row(row_ids)
             cosine = dict(zip(vector_ids.tolist(), vector_scores.tolist()))
@@ -438,6 +445,27 @@ class KnowledgeIndex:
             for row, score in fused
             if row in chunks
         ]
+
+    def _without_copies(self, fused: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+        """The first `k` of `fused` less any chunk whose stored embedding is a copy of a better one's
+        (`DUPLICATE_COSINE`); the candidates looked at are bounded (`2 k`), not the KB."""
+        candidates = [row for row, _ in fused[: 2 * k]]
+        if len(candidates) <= 1:
+            return fused[:k]
+        ids, matrix = self.manifest.embeddings(np.array(candidates, dtype=np.int64))
+        vector_of = dict(zip(ids.tolist(), matrix))
+        kept: list[tuple[int, float]] = []
+        kept_vectors: list[np.ndarray] = []
+        for row, score in fused:  # past the candidates (many copies) rows are kept unchecked
+            vector = vector_of.get(row)
+            if vector is not None and kept_vectors and float(np.max(np.stack(kept_vectors) @ vector)) >= DUPLICATE_COSINE:
+                continue
+            kept.append((row, score))
+            if vector is not None:
+                kept_vectors.append(vector)
+            if len(kept) >= k:
+                break
+        return kept
 
     def prepare_search(self) -> None:
         """Build the BM25 index now if it was never built, not on the first question."""

@@ -13,6 +13,7 @@ from agent.grounding import (
     cited_ids,
     compare_amount_to_limit,
     load_calibration,
+    names_the_kb_never_mentions,
     numbers_in,
     overlap_passages,
     render_citations,
@@ -169,5 +170,22 @@ def test_names_the_evidence_never_mentions() -> None:
     assert unknown_entities("send money with Zelle", ["Zelle payments are free."]) == []
     assert unknown_entities("do you pay interest on business days", ["Interest is paid monthly."]) == []
     assert unknown_entities("can I visit on Monday", ["Branches open 9 a.m. to 5 p.m."]) == []
+
+
+def test_names_the_whole_kb_never_mentions(bundled_kb_index) -> None:
+    kb = bundled_kb_index("cards-lost-stolen-and-disputes.md", "foreign-exchange-and-travel.txt")
+    never = lambda question: names_the_kb_never_mentions(question, kb.term_frequencies)  # noqa: E731
+    # Another bank or a payment brand the policies never name: a run of capitalised words is one name.
+    assert never("What are Chase's overdraft fees?") == ["Chase"]  # "purchase" holds it, not the word
+    assert never("what does Wells Fargo charge for a replacement card") == ["Wells Fargo"]
+    assert never("does my card work with Samsung Wallet or Google Pay?") == ["Samsung Wallet", "Google Pay"]
+    # Named by the policies: the bank's own products, and a currency they list.
+    assert never("what is the Cedar Cash Rewards Visa APR?") == []
+    assert never("can I order Japanese yen before my trip") == []
+    # Where, not what: a rule for cards used abroad answers it without naming the country.
+    assert never("Can I use my debit card in Peru?") == []
+    # Typed in capitals or title case: every word would read as a name.
+    assert never("WHAT DOES CHASE CHARGE FOR A WIRE") == []
+    assert never("What Does Chase Charge For A Wire") == []
 
 

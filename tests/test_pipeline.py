@@ -103,6 +103,21 @@ def test_judge_ablated_answers_what_the_verifier_declines(make_resources) -> Non
     assert "judge ablated" in ablated.reason
 
 
+def test_a_question_about_what_the_kb_never_names_is_declined_saying_so(make_resources) -> None:
+    from agent.pipeline import AnswerPipeline
+
+    resources = make_resources()  # the model would say "yes": the verifier is never asked
+    session = resources.new_session()
+    answer = session.ask("What does Wells Fargo charge for a replacement debit card?")
+    assert answer.abstained and answer.verdict is None and answer.reason == "the KB never mentions Wells Fargo"
+    assert answer.answer.startswith("Our policies don't mention “Wells Fargo”")
+    assert session.ask("yes please").handoff  # the decline offers a person, as every decline does
+    # The same question about the bank's own card is answered; with the judge ablated, so is this one.
+    assert not resources.new_session().ask("What does a replacement debit card cost?").abstained
+    ablated = AnswerPipeline(resources, ablate={"judge"})
+    assert not resources.new_session(pipeline=ablated).ask("What does Wells Fargo charge for a replacement debit card?").abstained
+
+
 def test_prefilter_ablated_lets_weak_evidence_through(make_resources) -> None:
     from agent.pipeline import AnswerPipeline
 

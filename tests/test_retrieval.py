@@ -217,3 +217,31 @@ def test_hnsw_deletions_are_saved_masked_and_rebuilt_only_in_bulk(tmp_path: Path
     loaded.remove(np.arange(100, 250))  # now 180 of 600 masked: the next save rebuilds the graph
     loaded.save(path)
     assert faiss.read_index(str(path)).ntotal == len(loaded) == 420
+
+
+def test_search_returns_one_of_a_faq_rows_copies_and_keeps_its_look_alikes(corpus: Path, tmp_path: Path) -> None:
+    """The shared FAQ sheet repeats rows word for word; each copy would take a place of the few
+    the answer's evidence is drawn from. Rows that differ by a product name stay apart."""
+    import csv
+
+    from ingest.embed import get_embedder
+    from ingest.loaders import load_document
+    from retrieval.store import KnowledgeIndex
+
+    with open(corpus / "kb" / "bankfaqs" / "BankFAQs.csv", encoding="utf-8") as fh:
+        rows = [(r["Question"], r["Answer"]) for r in csv.DictReader(fh)]
+    lost = [r for r in rows if "card is lost" in r[0] or "ForexPlus card by making payment in Cash" in r[0]
+            or "ForexPlus Chip card by making payment in Cash" in r[0]]
+    texts = [f"{q}\n{a}" for q, a in lost]
+    assert len(texts) > len(set(texts)) >= 4  # the sheet's own copies are among them
+    sheet = tmp_path / "faq.csv"
+    with open(sheet, "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([("Question", "Answer"), *lost])
+    index = KnowledgeIndex.in_memory(embedder=get_embedder())
+    index.add_document(load_document(sheet))
+    hits = index.search("what should I do if my card is lost", k=len(lost))
+    found = [" ".join(h.chunk.text.split()) for h in hits]
+    assert len(found) == len(set(found))  # no text twice…
+    assert len({" ".join(t.split()) for t in texts}) - len(found) <= 2  # …and no more than its copies left out
+    for product in ("ForexPlus card", "ForexPlus Chip card"):  # one answer for two products: both kept
+        assert any(t.startswith(f"Q: Can I load {product} by making payment in Cash") for t in found)  # two products with one answer: both kept

@@ -5,6 +5,9 @@
   that they state the answer, `judge_probability`). A question about the customer's own upload
   is answered from its passages without it (the verifier learned from the bank's KB text), and
   an amount-vs-limit question is decided in code instead.
+- Both styles, first: a question naming something no document of the KB mentions
+  ("What are Chase's overdraft fees?" of a bank whose documents never say "Chase") is declined,
+  and the decline says which name (`agent.grounding.names_the_kb_never_mentions`).
 - Generative style: there is no verifier (the draft is checked afterwards, `check`), but a name
   the question uses that no retrieved passage mentions ("What does Chase charge…") declines.
 
@@ -17,10 +20,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent.backends.choices import choice_from_text
-from agent.grounding import unknown_entities
+from agent.grounding import names_the_kb_never_mentions, unknown_entities, unnamed_decline_text
 from agent.pipeline.retrieve import KB_TOP_K
 from agent.pipeline.types import Evidence, Judgement, Query, Retrieved
 from agent.prompt import JUDGE_CHOICES, build_judge_messages
+from docteller.model import SearchHit
 from docteller.protocols import ChatModel, ChoiceScorer
 
 if TYPE_CHECKING:
@@ -44,6 +48,12 @@ class Judge:
         self.resources = resources
 
     def judge(self, query: Query, found: Retrieved, evidence: Evidence) -> Judgement:
+        if not found.own and evidence.comparison is None:
+            foreign = [name for name in names_the_kb_never_mentions(query.question, self.resources.kb.term_frequencies)
+                       if not _mentioned(name, found.upload_hits)]
+            if foreign:
+                return Judgement(False, f"the KB never mentions {', '.join(foreign)}",
+                                 decline_text=unnamed_decline_text(foreign))
         if self.resources.settings.answer_style == "generative":
             return self._generative(query, found)
         return self._extractive(query, found, evidence)
@@ -69,6 +79,11 @@ class Judge:
         probability = judge_probability(self.resources.chat_model, query.text, texts) if verifier.uses_judge else None
         verdict = verifier.decide(query.text, evidence.lines, probability)
         return Judgement(verdict.answerable, verdict.reason, probability, verdict)
+
+
+def _mentioned(name: str, hits: Sequence[SearchHit]) -> bool:
+    """The customer's uploaded passages name it (a merchant on their statement)."""
+    return any(name.lower() in h.chunk.text.lower() for h in hits)
 
 
 class AlwaysAnswerable:

@@ -105,7 +105,8 @@ class AnswerPipeline:
         found = self.retriever.retrieve(query, turn)
 
         def declined(reason: str | None, judgement: Judgement | None = None) -> Answer:
-            answer = self.answer(turn, DECLINE_TEXT, abstained=True, standalone_query=query.standalone, reason=reason)
+            text = (judgement.decline_text if judgement is not None else None) or DECLINE_TEXT
+            answer = self.answer(turn, text, abstained=True, standalone_query=query.standalone, reason=reason)
             if judgement is not None:
                 _judged(answer, judgement)
             return finish(answer, found.retrieved_ids)

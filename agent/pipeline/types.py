@@ -141,6 +141,7 @@ class Judgement:
     reason: str | None = None
     probability: float | None = None  # the chat model's P(the lines answer), when it was asked
     verdict: Verdict | None = None  # the answerability verifier's decision, when it decided
+    decline_text: str | None = None  # what the customer reads when declined (None: the usual decline)
 
 
 @dataclass
