@@ -115,6 +115,9 @@ _NAME_RUN_RE = re.compile(r"(?<![.?!]\s)(?<!^)\b([A-Z][A-Za-z0-9&]*(?:'s)?(?:\s+
 # money to Mexico", "pay at Walmart"), not what is asked about: the KB's rule for "abroad" or
 # "a merchant" may answer it without naming the place.
 _PLACE_PREPOSITION_RE = re.compile(r"\b(?:in|to|from|at|into|near|around|across|within|inside|outside)\s+$", re.IGNORECASE)
+# An acronym ("CD", "IRAs", "APY") abbreviates what a KB may only spell out ("certificate of
+# deposit"): never read as a name the KB lacks.
+_ACRONYM_RE = re.compile(r"[A-Z]{2,5}s?")
 NAMES_SHOWN = 3  # at most this many names are repeated back in a decline
 
 
@@ -139,14 +142,15 @@ def names_the_kb_never_mentions(question: str, frequencies: Callable[[str], tupl
     document frequencies of a text's search terms): "What does Wells Fargo charge …" of a KB
     that never says "Fargo". No passage can answer about what the bank's documents never name.
     A name after a preposition of place ("… in Japan") is left out: a rule for using a card
-    abroad may answer it."""
+    abroad may answer it; so is an acronym (`_ACRONYM_RE`)."""
     question = question.strip()
     found: list[str] = []
     for name, start in _name_runs(question):
         if _PLACE_PREPOSITION_RE.search(question[:start]):
             continue
-        counts, _ = frequencies(name)
-        if any(counts.get(term, 0) == 0 for term in tokenize(name)):
+        words = [w for w in name.split() if not _ACRONYM_RE.fullmatch(w)]
+        counts, _ = frequencies(" ".join(words))
+        if words and any(counts.get(term, 0) == 0 for term in tokenize(" ".join(words))):
             found.append(name)
     return found
 

@@ -182,6 +182,8 @@ def test_names_the_whole_kb_never_mentions(bundled_kb_index) -> None:
     # Named by the policies: the bank's own products, and a currency they list.
     assert never("what is the Cedar Cash Rewards Visa APR?") == []
     assert never("can I order Japanese yen before my trip") == []
+    # An acronym may stand for words the policies spell out (a certificate of deposit).
+    assert never("what is the penalty for closing a CD early") == []
     # Where, not what: a rule for cards used abroad answers it without naming the country.
     assert never("Can I use my debit card in Peru?") == []
     # Typed in capitals or title case: every word would read as a name.
