@@ -61,10 +61,28 @@ class Retriever:
             floor = max(threshold * 0.9, strength - 0.2)
             found.pool = [h for h in kb_hits if (h.vector_score or 0.0) >= floor]
         if self.unit_search and not own:
-            by_unit = self.resources.units.search(query.text, UNIT_SEARCH_K, exclude={h.chunk.id for h in found.pool})
+            by_unit = self.resources.units.search(query.text, 2 * UNIT_SEARCH_K, exclude={h.chunk.id for h in found.pool})
+            by_unit = _new_texts(found.pool, by_unit)[:UNIT_SEARCH_K]
             found.pool += by_unit
             found.retrieved_ids += [h.chunk.id for h in by_unit if h.chunk.id not in found.retrieved_ids]
         return found
+
+
+def _new_texts(pool: Sequence[SearchHit], hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """`hits` less any whose text the pool (or an earlier hit) already holds, up to case, spacing
+    and punctuation: a FAQ sheet's repeated row is one passage, not two places in the pool."""
+    seen = {_letters(h.chunk.text) for h in pool}
+    kept = []
+    for hit in hits:
+        key = _letters(hit.chunk.text)
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+    return kept
+
+
+def _letters(text: str) -> str:
+    return "".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 _POSSESSIVE_RE = re.compile(r"\bmy\s+((?:[a-z0-9-]+\s+){0,2}[a-z0-9-]+)", re.IGNORECASE)
