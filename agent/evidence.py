@@ -177,6 +177,40 @@ _ABBREVIATION_RE = re.compile(
 )
 
 
+# A sentence too long to lead an answer (a statute's "In addition, reimbursement need not be made
+# … within two business days …, but the consumer's liability … may not exceed a total of $500, or
+# …, whichever is less.") is cut into its clauses at a semicolon or at ", but" (`clauses`): each
+# has its own subject and verb, and the answer leads with the one that states the value asked for.
+# Evidence units stay whole sentences: scored as clauses, the sentence's condition ("two business
+# days") and its limit ("$500") no longer matched the question together (dev, shared corpus KB).
+_CLAUSE_SPLIT_RE = re.compile(r"(?<=;)\s+|,\s+(?=but\s)")
+MIN_CLAUSE_CHARS = 40  # a shorter piece stays with the clause before it
+
+
+def clauses(sentence: str) -> list[str]:
+    """A sentence longer than `WHOLE_UNIT_CHARS` (the longest paragraph quoted whole), cut at its
+    top-level clause boundaries (never inside parentheses), each clause verbatim; a sentence that
+    short, or with no boundary, whole."""
+    if len(sentence) <= WHOLE_UNIT_CHARS:
+        return [sentence]
+    pieces: list[str] = []
+    start = 0
+    for match in _CLAUSE_SPLIT_RE.finditer(sentence):
+        before = sentence[:match.start()]
+        if before.count("(") != before.count(")"):
+            continue  # inside a parenthesis: "(or in extenuating circumstances …, within …)"
+        pieces.append(sentence[start:match.start()] + ("," if match.group().startswith(",") else ""))
+        start = match.end()
+    pieces.append(sentence[start:])
+    joined: list[str] = []
+    for piece in (p.strip() for p in pieces):
+        if joined and (len(piece) < MIN_CLAUSE_CHARS or len(joined[-1]) < MIN_CLAUSE_CHARS):
+            joined[-1] = f"{joined[-1]} {piece}"
+        elif piece:
+            joined.append(piece)
+    return joined or [sentence]
+
+
 # No sentence or heading ends on these: a line that does was wrapped ("… Parkway. The" /
 # "Riverside night deposit box …", as OCR reads a scanned notice line by line).
 _CONTINUES_RE = re.compile(r"\b(?:the|a|an|and|or|of|to|in|on|at|for|with|by|from|our|your|their|its)$", re.IGNORECASE)
@@ -600,8 +634,15 @@ class EvidenceSelector:
         return scored
 
     @staticmethod
-    def lines(scored: Sequence[ScoredUnit], *, budget_chars: int = 700, max_lines: int = 8) -> list[EvidenceLine]:
-        """The best units as quotable lines, best first, each with the passage it is cited as."""
+    def lines(scored: Sequence[ScoredUnit], *, budget_chars: int = 700, max_lines: int = 8,
+              question: str | None = None) -> list[EvidenceLine]:
+        """The best units as quotable lines, best first, each with the passage it is cited as.
+
+        A unit too long for what is left of the budget is skipped, unless `question` asks for a
+        kind of value (an amount, a period) and one clause of it (`clauses`) states it: that
+        clause is the line (a statute's one sentence about a card's loss runs to 770 characters,
+        and its "$500" is in the last clause)."""
+        wanted = expected_answers(question) if question else []
         sids: dict[str, str] = {}
         lines: list[EvidenceLine] = []
         seen: set[str] = set()
@@ -612,7 +653,9 @@ class EvidenceSelector:
             if item.unit.table_header is None and "|" in item.unit.text:
                 continue  # a table's header row names columns; it answers nothing when quoted
             text = quote(item.unit)
-            if text in seen or (size + len(text) > budget_chars and lines):
+            if size + len(text) > budget_chars and lines:
+                text = _clause_stating(item.unit, wanted, budget_chars - size)
+            if text is None or text in seen:
                 continue
             whole = (item.hit.chunk.id, item.unit.whole) if item.unit.whole else None
             if whole in wholes:
@@ -666,6 +709,23 @@ class EvidenceSelector:
                 )
             )
         return passages
+
+
+def _clause_stating(unit: EvidenceUnit, wanted: Sequence[re.Pattern[str]], room: int) -> str | None:
+    """The first clause of a long unit that holds a value `wanted` asks for, quoted as the unit
+    would be (after its section) if that fits in `room` characters, or bare if the clause alone
+    is no longer than a paragraph quoted whole (it states what was asked: worth the tokens);
+    else None."""
+    if not wanted or unit.table_header:
+        return None
+    for clause in clauses(unit.text):
+        if any(p.search(clause) for p in wanted):
+            section = section_of(unit)
+            text = f"{section} — {clause}" if section else clause
+            if len(text) <= room:
+                return text
+            return clause if len(clause) <= WHOLE_UNIT_CHARS else None
+    return None
 
 
 class KBUnitTexts:

@@ -170,3 +170,26 @@ def test_second_kb_build_is_deterministic(tmp_path: Path) -> None:
     with pymupdf.open(built) as fresh, pymupdf.open(SECOND_KB) as committed:  # the committed PDF is what it makes
         assert [p.get_text() for p in fresh] == [p.get_text() for p in committed]
         assert fresh.metadata == committed.metadata
+
+
+# --- a long statute sentence: the clause stating the asked value is a judged line -------------
+
+
+def test_a_long_sentences_clause_holding_the_asked_amount_is_a_line_after_a_faq_answer(corpus: Path) -> None:
+    from agent.evidence import ScoredUnit
+
+    faq = next(c for c in _chunks(corpus / "kb" / "bankfaqs" / "BankFAQs.csv")
+               if c.text.startswith("Q: What happens if my card is lost"))
+    statute = next(c for c in _chunks(corpus / "kb" / "us_code" / "efta_15usc1693.md")
+                   if "may not exceed a total of $500" in c.text)
+    faq_unit = EvidenceSelector.split(faq, "kb")[0][0]
+    long_unit = next(u for u in EvidenceSelector.split(statute, "kb")[0] if "a total of $500" in u.text)
+    assert len(long_unit.text) > 600  # one sentence of the statute
+    scored = [ScoredUnit(faq_unit, SearchHit(chunk=faq, score=1.0), "kb", 0.83),
+              ScoredUnit(long_unit, SearchHit(chunk=statute, score=0.5), "kb", 0.74)]
+    question = "if my card is lost and I wait a week to tell the bank, how much can I lose?"
+    lines = EvidenceSelector.lines(scored, budget_chars=560, max_lines=3, question=question)
+    assert len(lines) == 2 and lines[1].text.startswith("but the consumer’s liability")
+    assert "$500" in lines[1].text and len(lines[1].text) < 420 and lines[1].whole == long_unit.text
+    # Without a value asked for, the sentence is too long for what is left of the budget: skipped.
+    assert len(EvidenceSelector.lines(scored, budget_chars=560, max_lines=3, question="lost card")) == 1

@@ -45,6 +45,7 @@ from agent.evidence import (
     EvidenceLine,
     EvidenceSelector,
     _sentences,
+    clauses,
     expected_answers,
     referring_run,
 )
@@ -63,40 +64,6 @@ QUOTE_MARGIN = 0.15  # lines scoring within this of the best are quoted with it 
 _ITEM_TAIL_RE = re.compile(r"[;,]\s*(?:or|and)?$")
 _CLAUSE_LEAD_RE = re.compile(r"^but\s+(?=\S)")
 _NAME_RE = re.compile(r"\b[A-Z][a-zA-Z&'-]*[A-Z][a-zA-Z&'-]*\b|\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+\b")
-
-
-# A sentence too long to lead an answer (a statute's "In addition, reimbursement need not be made
-# … within two business days …, but the consumer's liability … may not exceed a total of $500, or
-# …, whichever is less.") is cut into its clauses at a semicolon or at ", but" (`_clauses`): each
-# has its own subject and verb, and the answer leads with the one that states the value asked for.
-# Evidence units stay whole sentences: scored as clauses, the sentence's condition ("two business
-# days") and its limit ("$500") no longer matched the question together (dev, shared corpus KB).
-_CLAUSE_SPLIT_RE = re.compile(r"(?<=;)\s+|,\s+(?=but\s)")
-MIN_CLAUSE_CHARS = 40  # a shorter piece stays with the clause before it
-
-
-def _clauses(sentence: str) -> list[str]:
-    """A sentence longer than `WHOLE_UNIT_CHARS` (the longest paragraph quoted whole), cut at its
-    top-level clause boundaries (never inside parentheses), each clause verbatim; a sentence that
-    short, or with no boundary, whole."""
-    if len(sentence) <= WHOLE_UNIT_CHARS:
-        return [sentence]
-    pieces: list[str] = []
-    start = 0
-    for match in _CLAUSE_SPLIT_RE.finditer(sentence):
-        before = sentence[:match.start()]
-        if before.count("(") != before.count(")"):
-            continue  # inside a parenthesis: "(or in extenuating circumstances …, within …)"
-        pieces.append(sentence[start:match.start()] + ("," if match.group().startswith(",") else ""))
-        start = match.end()
-    pieces.append(sentence[start:])
-    clauses: list[str] = []
-    for piece in (p.strip() for p in pieces):
-        if clauses and (len(piece) < MIN_CLAUSE_CHARS or len(clauses[-1]) < MIN_CLAUSE_CHARS):
-            clauses[-1] = f"{clauses[-1]} {piece}"
-        elif piece:
-            clauses.append(piece)
-    return clauses or [sentence]
 
 
 def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, EvidenceLine] | None:
@@ -119,7 +86,7 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, Ev
                 if holds(sentence):
                     first = _first_sentence(text)
                     lead = first if sentence in first else sentence
-                    lead = next((c for c in _clauses(lead) if holds(c)), lead)
+                    lead = next((c for c in clauses(lead) if holds(c)), lead)
                     return plain(referring_run(lead, line.whole)), line
     return plain(referring_run(_first_sentence(_own_text(best)), best.whole)), best
 

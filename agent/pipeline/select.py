@@ -41,7 +41,7 @@ class EvidenceSelection:
     def select(self, query: Query, found: Retrieved) -> Evidence:
         scored = self.score(query, found)  # once: both answer styles use it
         passages = EvidenceSelector.select(scored, budget_chars=EVIDENCE_CHARS, max_passages=PROMPT_PASSAGES)
-        lines = EvidenceSelector.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=JUDGED_LINES)
+        lines = EvidenceSelector.lines(scored, budget_chars=EVIDENCE_LINE_CHARS, max_lines=JUDGED_LINES, question=query.text)
         return Evidence(scored, passages, lines, compare_amount_to_limit(query.question, passages))
 
 
