@@ -301,3 +301,22 @@ def test_the_number_to_call_is_in_the_answer(bundled_kb_index, docteller_home: P
     assert lost.text.startswith("Call our 24/7 Card Services line at 1-800-555-0199")
     assert pipeline.composer.contact_line(lost.lines) is None
     assert len({line.whole for line in lost.lines}) == len(lost.lines)  # no list taken twice
+
+
+def test_unit_search_adds_no_copy_of_a_pooled_faq_row(corpus: Path) -> None:
+    """The unit search's extra chunks skip a row the pool already holds, up to spacing ("the
+    facilityIn case" / "the facility In case": the sheet's copies), but keep every other row."""
+    from agent.pipeline.retrieve import _new_texts
+    from docteller.model import SearchHit
+    from ingest.chunking import chunk_document
+    from ingest.loaders import load_document
+
+    chunks = [c for c in chunk_document(load_document(corpus / "kb" / "bankfaqs" / "BankFAQs.csv"))
+              if c.text.startswith("Q: What happens if my card is lost")]
+    spaced = [c for c in chunks if "facility In case" in c.text]
+    closed_up = [c for c in chunks if "facilityIn case" in c.text]
+    others = [c for c in chunks if "NetBanking facility" not in c.text]
+    assert spaced and closed_up and others
+    hit = lambda chunk: SearchHit(chunk=chunk, score=1.0)  # noqa: E731
+    kept = _new_texts([hit(spaced[0])], [hit(closed_up[0]), hit(others[0]), hit(others[0])])
+    assert [h.chunk.id for h in kept] == [others[0].id]
