@@ -87,8 +87,23 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, Ev
                     first = _first_sentence(text)
                     lead = first if sentence in first else sentence
                     lead = next((c for c in clauses(lead) if holds(c)), lead)
-                    return plain(referring_run(lead, line.whole)), line
-    return plain(referring_run(_first_sentence(_own_text(best)), best.whole)), best
+                    lead = referring_run(lead, line.whole)
+                    return plain(lead, cut=_cut_by_chunk_end(lead, line)), line
+    lead = referring_run(_first_sentence(_own_text(best)), best.whole)
+    return plain(lead, cut=_cut_by_chunk_end(lead, best)), best
+
+
+# A long paragraph is split between chunks, sometimes inside a sentence ("… prior to notice to the
+# financial" / "institution under this subsection, whichever is less."): a lead that runs to the
+# end of its chunk, in the middle of a long unit, on a lowercase word, was cut there.
+_CUT_AT_CHARS = 300
+_ENDS_ON_WORD_RE = re.compile(r"\b[a-z]+$")
+
+
+def _cut_by_chunk_end(lead: str, line: EvidenceLine) -> bool:
+    tail = lead.rstrip()
+    return (len(line.whole) >= _CUT_AT_CHARS and bool(_ENDS_ON_WORD_RE.search(tail))
+            and not _ITEM_TAIL_RE.search(tail) and line.passage.hit.chunk.text.rstrip().endswith(tail))
 
 
 def _first_sentence(text: str) -> str:
@@ -109,13 +124,16 @@ def _own_text(line: EvidenceLine) -> str:
     return unit.text
 
 
-def plain(sentence: str) -> str:
+def plain(sentence: str, cut: bool = False) -> str:
     """A sentence as an answer's lead: a list item's trailing "; or" dropped, closing punctuation
-    added; a clause cut from a longer sentence without the "but" that tied it to the one before."""
+    added (an ellipsis when the sentence was `cut` short by its chunk's end); a clause cut from a
+    longer sentence without the "but" that tied it to the one before."""
     text = _ITEM_TAIL_RE.sub("", sentence.strip()).strip()
     if _CLAUSE_LEAD_RE.match(text):
         text = _CLAUSE_LEAD_RE.sub("", text, count=1)
         text = text[:1].upper() + text[1:]
+    if cut:
+        return f"{text} …"
     return text if text[-1:] in ".!?)" else f"{text}."
 
 
