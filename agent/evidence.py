@@ -512,12 +512,17 @@ def scored_text(unit: EvidenceUnit) -> str:
     return f"{unit.context} — {text}" if unit.context else text
 
 
+def plain_heading(heading: str) -> str:
+    """A heading without its number ("5. Card and ATM fees" -> "Card and ATM fees"), an all-caps
+    one in sentence case."""
+    section = _SECTION_NUMBER_RE.sub("", heading).strip()
+    return section[0] + section[1:].lower() if section.isupper() else section
+
+
 def section_of(unit: EvidenceUnit) -> str | None:
     """The unit's section heading without its number (an all-caps one in sentence case), unless
     the unit already names it."""
-    section = _SECTION_NUMBER_RE.sub("", unit.section or "").strip()
-    if section.isupper():
-        section = section[0] + section[1:].lower()
+    section = plain_heading(unit.section or "")
     if section and not set(query_terms(section)) <= set(query_terms(unit.text)):
         return section
     return None

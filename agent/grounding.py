@@ -43,6 +43,13 @@ def unnamed_decline_text(names: Sequence[str]) -> str:
     return (f"Our policies don't mention {listed}, so I can't answer that without guessing. "
             "Would you like me to connect you with a member of our team?")
 
+
+def clarifying_text(topics: Sequence[str]) -> str:
+    """The reply to a question with several answers in the policies: which one is meant."""
+    listed = "; ".join(f"“{t}”" for t in topics)
+    return (f"Our policies give different answers for different things: {listed}. Which one do you mean? "
+            "Or would you like me to connect you with a member of our team?")
+
 _DECLINE_MARKERS = (
     "can't find that",
     "cannot find that",

@@ -96,11 +96,29 @@ def test_judge_ablated_answers_what_the_verifier_declines(make_resources) -> Non
     from agent.pipeline import AnswerPipeline
 
     resources = make_resources()
-    full = resources.new_session().ask("How much is the fee?")
+    question = "How much does the card charge?"
+    full = resources.new_session().ask(question)
     assert full.abstained and full.verdict is not None and not full.verdict.answerable
-    ablated = resources.new_session(pipeline=AnswerPipeline(resources, ablate={"judge"})).ask("How much is the fee?")
+    ablated = resources.new_session(pipeline=AnswerPipeline(resources, ablate={"judge"})).ask(question)
     assert not ablated.abstained and ablated.citations and ablated.verdict is None
     assert "judge ablated" in ablated.reason
+
+
+def test_a_one_word_question_with_different_answers_is_asked_back_which_one(make_resources) -> None:
+    from agent.pipeline import AnswerPipeline
+
+    resources = make_resources()  # the model would say "yes": the verifier is not what declines
+    session = resources.new_session()
+    answer = session.ask("How much is the fee?")
+    assert answer.abstained and answer.verdict is None and answer.reason.startswith("underspecified: different answers under")
+    assert answer.answer.startswith("Our policies give different answers for different things: “")
+    assert "Which one do you mean?" in answer.answer and "5." not in answer.answer  # headings without numbers
+    topics = re.findall(r"“([^”]+)”", answer.answer)
+    assert 2 <= len(topics) <= 4 and len(set(topics)) == len(topics)
+    assert session.ask("yes").handoff  # it offers a person too
+    # Naming the thing answers it; a judge ablated answers the one-word question too.
+    assert not resources.new_session().ask("How much is the fee for an expedited replacement card?").abstained
+    assert not resources.new_session(pipeline=AnswerPipeline(resources, ablate={"judge"})).ask("How much is the fee?").abstained
 
 
 def test_a_question_about_what_the_kb_never_names_is_declined_saying_so(make_resources) -> None:
@@ -201,7 +219,7 @@ def test_eval_answers_ablate_prints_the_full_and_the_ablated_figures(make_resour
     header = next(line for line in result.stdout.splitlines() if "full" in line)
     assert header.split() == ["full", "-judge"]
     declines = next(line for line in result.stdout.splitlines() if line.startswith("correct declines"))
-    assert declines.split()[-2:] == ["1.00", "0.00"]  # the verifier's decline of "How much is the fee?"
+    assert declines.split()[-2:] == ["1.00", "0.00"]  # the judge's decline of "How much is the fee?" (which fee?)
     assert "worse fee" in result.stdout
 
     as_json = json.loads(runner.invoke(app, [*args, "--ablate", "judge", "--json"]).stdout)

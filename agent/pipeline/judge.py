@@ -8,6 +8,9 @@
 - Both styles, first: a question naming something no document of the KB mentions
   ("What are Chase's overdraft fees?" of a bank whose documents never say "Chase") is declined,
   and the decline says which name (`agent.grounding.names_the_kb_never_mentions`).
+- Extractive style, before the verifier: a question naming one thing at most ("what's the
+  limit?") whose lines state different values under different topics is answered with a question
+  back: which one (`alternatives`).
 - Generative style: there is no verifier (the draft is checked afterwards, `check`), but a name
   the question uses that no retrieved passage mentions ("What does Chase charge…") declines.
 
@@ -16,14 +19,17 @@ Ablation (`AlwaysAnswerable`): every question is answered from whatever evidence
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent.backends.choices import choice_from_text
-from agent.grounding import names_the_kb_never_mentions, unknown_entities, unnamed_decline_text
+from agent.evidence import EvidenceLine, expected_answers, plain_heading
+from agent.grounding import clarifying_text, names_the_kb_never_mentions, unknown_entities, unnamed_decline_text
 from agent.pipeline.retrieve import KB_TOP_K
 from agent.pipeline.types import Evidence, Judgement, Query, Retrieved
 from agent.prompt import JUDGE_CHOICES, build_judge_messages
+from agent.verifier import question_terms
 from docteller.model import SearchHit
 from docteller.protocols import ChatModel, ChoiceScorer
 
@@ -74,11 +80,50 @@ class Judge:
             return Judgement(False, "no evidence lines")
         if found.own:
             return Judgement(True, "the customer's own document, asked about")
+        topics = alternatives(query.text, evidence.lines)
+        if topics:
+            return Judgement(False, f"underspecified: different answers under {'; '.join(topics)}",
+                             decline_text=clarifying_text(topics))
         verifier = self.resources.verifier
         texts = [line.text for line in evidence.lines]
         probability = judge_probability(self.resources.chat_model, query.text, texts) if verifier.uses_judge else None
         verdict = verifier.decide(query.text, evidence.lines, probability)
         return Judgement(verdict.answerable, verdict.reason, probability, verdict)
+
+
+CLARIFY_OPTIONS = 4  # at most this many topics are offered to choose from
+
+
+def alternatives(question: str, lines: Sequence[EvidenceLine]) -> list[str]:
+    """The topics to ask the customer to choose from when the question names one thing at most
+    ("what's the limit?", "fees?") and the judged lines state different values of the kind it
+    asks for under different topics (sections, FAQ questions, documents); else []. Quoting one of
+    them would answer a question the customer may not have asked."""
+    wanted = expected_answers(question)
+    if not wanted or len(question_terms(question)) > 1:
+        return []
+    values: set[tuple[str, ...]] = set()
+    topics: list[str] = []
+    for line in lines:
+        found = tuple(sorted({m.group(0).lower() for p in wanted for m in p.finditer(line.text)}))
+        if not found:
+            continue
+        values.add(found)
+        topic = _topic(line)
+        if topic and topic not in topics:
+            topics.append(topic)
+    return topics[:CLARIFY_OPTIONS] if len(values) > 1 and len(topics) > 1 else []
+
+
+def _topic(line: EvidenceLine) -> str | None:
+    """What a line is about, as a customer could pick it: its section, the FAQ question it
+    answers, its chunk's heading, or its document's title."""
+    chunk = line.passage.hit.chunk
+    unit = line.unit
+    topic = (unit.section if unit else None) or (unit.context if unit else None) \
+        or (chunk.heading_path[-1] if chunk.heading_path else None) or chunk.title
+    topic = plain_heading(re.sub(r"^Q:\s*", "", (topic or "").strip())).rstrip("?:. ")
+    return topic[:80] or None
 
 
 def _mentioned(name: str, hits: Sequence[SearchHit]) -> bool:
