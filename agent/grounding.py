@@ -116,10 +116,10 @@ _NOT_ENTITIES = {
 
 
 
-# A run of capitalised words is one name ("Wells Fargo", "Western Union", "Apple Pay").
+# A run of capitalised words is one name ("Northwind Credit Union", "Samsung Wallet").
 _NAME_RUN_RE = re.compile(r"(?<![.?!]\s)(?<!^)\b([A-Z][A-Za-z0-9&]*(?:'s)?(?:\s+[A-Z][A-Za-z0-9&]*(?:'s)?)*)")
-# A name after a preposition of place or direction says where ("use my card in Japan", "send
-# money to Mexico", "pay at Walmart"), not what is asked about: the KB's rule for "abroad" or
+# A name after a preposition of place or direction says where ("use my card in Japan", "wire
+# money to Peru", "pay at Walmart"), not what is asked about: the KB's rule for "abroad" or
 # "a merchant" may answer it without naming the place.
 _PLACE_PREPOSITION_RE = re.compile(r"\b(?:in|to|from|at|into|near|around|across|within|inside|outside)\s+$", re.IGNORECASE)
 # An acronym ("CD", "IRAs", "APY") abbreviates what a KB may only spell out ("certificate of
@@ -146,8 +146,8 @@ def _name_runs(question: str) -> list[tuple[str, int]]:
 
 def names_the_kb_never_mentions(question: str, frequencies: Callable[[str], tuple[dict[str, int], int]]) -> list[str]:
     """The question's names with a word no document of the KB uses (`frequencies`: the KB's
-    document frequencies of a text's search terms): "What does Wells Fargo charge …" of a KB
-    that never says "Fargo". No passage can answer about what the bank's documents never name.
+    document frequencies of a text's search terms): "What does Northwind Credit Union charge …"
+    of a KB that never says "Northwind". No passage can answer about what the bank's documents never name.
     A name after a preposition of place ("… in Japan") is left out: a rule for using a card
     abroad may answer it; so is an acronym (`_ACRONYM_RE`)."""
     question = question.strip()

@@ -93,7 +93,7 @@ DOCUMENTS_LIFTED = 3
 # export repeats a row under two questions; a page is indexed twice): only the better-ranked one
 # is returned, so copies don't fill the places other passages compete for. Sampled on the shared
 # corpus KB's FAQ sheet: pairs at ≥ 0.999 are the same text up to case and spacing; at 0.98-0.99
-# they are already two products with one answer ("ForexPlus card" / "ForexPlus Chip card").
+# they are already two products with one answer, the product's name their only difference.
 DUPLICATE_COSINE = 0.999
 
 

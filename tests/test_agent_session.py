@@ -290,7 +290,7 @@ def test_extractive_answer_quotes_the_best_line_verbatim(make_session) -> None:
     [
         ("Who invented the trombone?", False),  # out of scope: no evidence near at all, declined before it
         ("How much is it?", False),  # no subject at all: below the calibrated evidence threshold
-        ("How much is the annual fee?", True),  # underspecified (the annual fee of what?): the verifier declines
+        ("what is the fee for the passbook account", True),  # a product the policies never describe: the verifier declines
     ],
 )
 def test_extractive_declines_what_the_verifier_finds_unanswered(make_session, question: str, verifier_asked: bool) -> None:

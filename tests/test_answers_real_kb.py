@@ -179,7 +179,7 @@ def test_a_long_sentences_clause_holding_the_asked_amount_is_a_line_after_a_faq_
     from agent.evidence import ScoredUnit
 
     faq = next(c for c in _chunks(corpus / "kb" / "bankfaqs" / "BankFAQs.csv")
-               if c.text.startswith("Q: What happens if my card is lost"))
+               if c.text.startswith("Q: What if I Forget my Activation Code / IPIN"))
     statute = next(c for c in _chunks(corpus / "kb" / "us_code" / "efta_15usc1693.md")
                    if "may not exceed a total of $500" in c.text)
     faq_unit = EvidenceSelector.split(faq, "kb")[0][0]
@@ -187,12 +187,12 @@ def test_a_long_sentences_clause_holding_the_asked_amount_is_a_line_after_a_faq_
     assert len(long_unit.text) > 600  # one sentence of the statute
     scored = [ScoredUnit(faq_unit, SearchHit(chunk=faq, score=1.0), "kb", 0.83),
               ScoredUnit(long_unit, SearchHit(chunk=statute, score=0.5), "kb", 0.74)]
-    question = "if my card is lost and I wait a week to tell the bank, how much can I lose?"
+    question = "if I'm slow to report that my debit card went missing, how much am I liable for?"
     lines = EvidenceSelector.lines(scored, budget_chars=560, max_lines=3, question=question)
     assert len(lines) == 2 and lines[1].text.startswith("but the consumer’s liability")
     assert "$500" in lines[1].text and len(lines[1].text) < 420 and lines[1].whole == long_unit.text
     # Without a value asked for, the sentence is too long for what is left of the budget: skipped.
-    assert len(EvidenceSelector.lines(scored, budget_chars=560, max_lines=3, question="lost card")) == 1
+    assert len(EvidenceSelector.lines(scored, budget_chars=560, max_lines=3, question="debit card gone")) == 1
 
 
 def test_a_lead_cut_short_by_its_chunks_end_ends_in_an_ellipsis_not_a_full_stop(corpus: Path) -> None:
@@ -200,11 +200,12 @@ def test_a_lead_cut_short_by_its_chunks_end_ends_in_an_ellipsis_not_a_full_stop(
                    if "may not exceed a total of $500" in c.text)
     assert statute.text.rstrip().endswith("to the financial")  # the paragraph goes on in the next chunk
     lines = _lines(statute, ["a total of $500"])
-    lead = compose_answer("if I report my lost card late, how much can I lose?", lines).split("\n")[0]
+    lead = compose_answer("if I'm slow to report that my debit card went missing, how much am I liable for?",
+                          lines).split("\n")[0]
     assert "$500" in lead and "to the financial …" in lead and "financial." not in lead
     # A sentence that ends inside its chunk keeps its full stop.
     chunk = next(c for c in _chunks(DEFAULT_KB_DIR / "cards-lost-stolen-and-disputes.md")
                  if c.heading_path[-1] == "Report a lost or stolen card immediately")
-    lead = compose_answer("what number do I call if my card is stolen?", _lines(chunk, ["You can also lock your card"]))
+    lead = compose_answer("which line do I ring once my card has been taken?", _lines(chunk, ["You can also lock your card"]))
     assert lead.split("\n")[0].endswith("call collect +1-503-555-0170). [Debit and Credit Cards: Lost or Stolen Cards, "
                                        "Disputes and Chargebacks, p. 1]")

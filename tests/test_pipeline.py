@@ -104,21 +104,25 @@ def test_judge_ablated_answers_what_the_verifier_declines(make_resources) -> Non
     assert "judge ablated" in ablated.reason
 
 
-def test_a_one_word_question_with_different_answers_is_asked_back_which_one(make_resources) -> None:
+def test_a_one_word_question_with_different_answers_is_asked_back_which_one(
+    bundled_kb_index, docteller_home: Path, scripted_model
+) -> None:
     from agent.pipeline import AnswerPipeline
+    from agent.resources import AgentResources
 
-    resources = make_resources()  # the model would say "yes": the verifier is not what declines
+    kb = bundled_kb_index("cards-lost-stolen-and-disputes.md", "fee-schedule.pdf")
+    resources = AgentResources(kb, scripted_model(lambda m: "yes"), embedder=kb.embedder)  # the verifier would answer
     session = resources.new_session()
-    answer = session.ask("How much is the fee?")
+    answer = session.ask("How much is the charge?")
     assert answer.abstained and answer.verdict is None and answer.reason.startswith("underspecified: different answers under")
     assert answer.answer.startswith("Our policies give different answers for different things: “")
-    assert "Which one do you mean?" in answer.answer and "5." not in answer.answer  # headings without numbers
     topics = re.findall(r"“([^”]+)”", answer.answer)
-    assert 2 <= len(topics) <= 4 and len(set(topics)) == len(topics)
+    assert 2 <= len(topics) <= 4 and len(set(topics)) == len(topics) and "Which one do you mean?" in answer.answer
+    assert "Overdraft and returned item fees" in topics  # the fee schedule's "2. Overdraft and …", without its number
     assert session.ask("yes").handoff  # it offers a person too
     # Naming the thing answers it; a judge ablated answers the one-word question too.
-    assert not resources.new_session().ask("How much is the fee for an expedited replacement card?").abstained
-    assert not resources.new_session(pipeline=AnswerPipeline(resources, ablate={"judge"})).ask("How much is the fee?").abstained
+    assert not resources.new_session().ask("What's the charge for expedited delivery of a new card?").abstained
+    assert not resources.new_session(pipeline=AnswerPipeline(resources, ablate={"judge"})).ask("How much is the charge?").abstained
 
 
 def test_a_question_about_what_the_kb_never_names_is_declined_saying_so(make_resources) -> None:
@@ -126,14 +130,15 @@ def test_a_question_about_what_the_kb_never_names_is_declined_saying_so(make_res
 
     resources = make_resources()  # the model would say "yes": the verifier is never asked
     session = resources.new_session()
-    answer = session.ask("What does Wells Fargo charge for a replacement debit card?")
-    assert answer.abstained and answer.verdict is None and answer.reason == "the KB never mentions Wells Fargo"
-    assert answer.answer.startswith("Our policies don't mention “Wells Fargo”")
+    question = "What does Northwind Credit Union charge for expedited delivery of a new card?"
+    answer = session.ask(question)
+    assert answer.abstained and answer.verdict is None and answer.reason == "the KB never mentions Northwind Credit Union"
+    assert answer.answer.startswith("Our policies don't mention “Northwind Credit Union”")
     assert session.ask("yes please").handoff  # the decline offers a person, as every decline does
     # The same question about the bank's own card is answered; with the judge ablated, so is this one.
-    assert not resources.new_session().ask("What does a replacement debit card cost?").abstained
+    assert not resources.new_session().ask("What's the charge for expedited delivery of a new card?").abstained
     ablated = AnswerPipeline(resources, ablate={"judge"})
-    assert not resources.new_session(pipeline=ablated).ask("What does Wells Fargo charge for a replacement debit card?").abstained
+    assert not resources.new_session(pipeline=ablated).ask(question).abstained
 
 
 def test_prefilter_ablated_lets_weak_evidence_through(make_resources) -> None:
@@ -322,19 +327,18 @@ def test_the_number_to_call_is_in_the_answer(bundled_kb_index, docteller_home: P
 
 
 def test_unit_search_adds_no_copy_of_a_pooled_faq_row(corpus: Path) -> None:
-    """The unit search's extra chunks skip a row the pool already holds, up to spacing ("the
-    facilityIn case" / "the facility In case": the sheet's copies), but keep every other row."""
+    """The unit search's extra chunks skip a row the pool already holds up to case, spacing and
+    punctuation (the sheet has one answer twice, once without its final full stop), but keep
+    every other row."""
     from agent.pipeline.retrieve import _new_texts
     from docteller.model import SearchHit
     from ingest.chunking import chunk_document
     from ingest.loaders import load_document
 
-    chunks = [c for c in chunk_document(load_document(corpus / "kb" / "bankfaqs" / "BankFAQs.csv"))
-              if c.text.startswith("Q: What happens if my card is lost")]
-    spaced = [c for c in chunks if "facility In case" in c.text]
-    closed_up = [c for c in chunks if "facilityIn case" in c.text]
-    others = [c for c in chunks if "NetBanking facility" not in c.text]
-    assert spaced and closed_up and others
+    chunks = chunk_document(load_document(corpus / "kb" / "bankfaqs" / "BankFAQs.csv"))
+    abroad = [c for c in chunks if c.text.startswith("Q: Will my accident policy cover me even if I am out of the country")]
+    first, second = abroad[0], next(c for c in abroad if c.text != abroad[0].text)  # the same words, a stop apart
+    other = next(c for c in chunks if c.text.startswith("Q: Does this policy cover natural death"))
     hit = lambda chunk: SearchHit(chunk=chunk, score=1.0)  # noqa: E731
-    kept = _new_texts([hit(spaced[0])], [hit(closed_up[0]), hit(others[0]), hit(others[0])])
-    assert [h.chunk.id for h in kept] == [others[0].id]
+    kept = _new_texts([hit(first)], [hit(second), hit(other), hit(other)])
+    assert [h.chunk.id for h in kept] == [other.id]

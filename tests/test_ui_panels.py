@@ -11,7 +11,7 @@ import pytest
 
 from docteller.settings import DEFAULT_KB_DIR, Settings
 
-QUESTION = "How much does a replacement debit card cost?"
+QUESTION = "What is the fee to reissue a card?"
 SKIP = gr.skip()
 
 

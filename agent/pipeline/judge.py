@@ -6,10 +6,10 @@
   is answered from its passages without it (the verifier learned from the bank's KB text), and
   an amount-vs-limit question is decided in code instead.
 - Both styles, first: a question naming something no document of the KB mentions
-  ("What are Chase's overdraft fees?" of a bank whose documents never say "Chase") is declined,
+  ("What are Revolut's transfer fees?" of a bank whose documents never say "Revolut") is declined,
   and the decline says which name (`agent.grounding.names_the_kb_never_mentions`).
 - Extractive style, before the verifier: a question naming one thing at most ("what's the
-  limit?") whose lines state different values under different topics is answered with a question
+  cap?") whose lines state different values under different topics is answered with a question
   back: which one (`alternatives`).
 - Generative style: there is no verifier (the draft is checked afterwards, `check`), but a name
   the question uses that no retrieved passage mentions ("What does Chase charge…") declines.
@@ -96,7 +96,7 @@ CLARIFY_OPTIONS = 4  # at most this many topics are offered to choose from
 
 def alternatives(question: str, lines: Sequence[EvidenceLine]) -> list[str]:
     """The topics to ask the customer to choose from when the question names one thing at most
-    ("what's the limit?", "fees?") and the judged lines state different values of the kind it
+    ("what's the cap?", "charges?") and the judged lines state different values of the kind it
     asks for under different topics (sections, FAQ questions, documents); else []. Quoting one of
     them would answer a question the customer may not have asked."""
     wanted = expected_answers(question)
