@@ -30,18 +30,16 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_PATH = Path(__file__).resolve().parent / "calibration.json"
 
-DECLINE_TEXT = (
-    "I can't find that in our policies, so I don't want to guess. "
-    "Would you like me to connect you with a member of our team?"
-)
+OFFER_PERSON = "Would you like me to connect you with a member of our team?"
+DECLINE_TEXT = f"I can't find that in our policies, so I don't want to guess. {OFFER_PERSON}"
+NAMES_SHOWN = 3  # at most this many names are repeated back in a decline
 
 
 def unnamed_decline_text(names: Sequence[str]) -> str:
     """The decline for a question about what the bank's documents never name: says which."""
     shown = [f"“{name[:40]}”" for name in names[:NAMES_SHOWN]]
     listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
-    return (f"Our policies don't mention {listed}, so I can't answer that without guessing. "
-            "Would you like me to connect you with a member of our team?")
+    return f"Our policies don't mention {listed}, so I can't answer that without guessing. {OFFER_PERSON}"
 
 
 def clarifying_text(topics: Sequence[str]) -> str:
@@ -125,7 +123,6 @@ _PLACE_PREPOSITION_RE = re.compile(r"\b(?:in|to|from|at|into|near|around|across|
 # An acronym ("CD", "IRAs", "APY") abbreviates what a KB may only spell out ("certificate of
 # deposit"): never read as a name the KB lacks.
 _ACRONYM_RE = re.compile(r"[A-Z]{2,5}s?")
-NAMES_SHOWN = 3  # at most this many names are repeated back in a decline
 
 
 def _name_runs(question: str) -> list[tuple[str, int]]:
@@ -155,9 +152,9 @@ def names_the_kb_never_mentions(question: str, frequencies: Callable[[str], tupl
     for name, start in _name_runs(question):
         if _PLACE_PREPOSITION_RE.search(question[:start]):
             continue
-        words = [w for w in name.split() if not _ACRONYM_RE.fullmatch(w)]
-        counts, _ = frequencies(" ".join(words))
-        if words and any(counts.get(term, 0) == 0 for term in tokenize(" ".join(words))):
+        named = " ".join(w for w in name.split() if not _ACRONYM_RE.fullmatch(w))
+        counts, _ = frequencies(named)
+        if named and any(counts.get(term, 0) == 0 for term in tokenize(named)):
             found.append(name)
     return found
 

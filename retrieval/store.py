@@ -132,6 +132,24 @@ def document_fusion(fused: list[tuple[int, float]], doc_of: dict[int, str], rrf_
     return sorted(((row, score + bonus.get(row, 0.0)) for row, score in fused), key=lambda kv: (-kv[1], kv[0]))
 
 
+def without_copies(fused: list[tuple[int, float]], k: int, stored: dict[int, np.ndarray]) -> list[tuple[int, float]]:
+    """The first `k` of `fused` less any row whose stored embedding (`stored`: the candidates'
+    vectors) is a copy of a better-ranked one's (`DUPLICATE_COSINE`). Rows without a vector in
+    `stored` (past the candidates looked at) are kept unchecked."""
+    kept: list[tuple[int, float]] = []
+    kept_vectors: list[np.ndarray] = []
+    for row, score in fused:
+        vector = stored.get(row)
+        if vector is not None and kept_vectors and float(np.max(np.stack(kept_vectors) @ vector)) >= DUPLICATE_COSINE:
+            continue
+        kept.append((row, score))
+        if vector is not None:
+            kept_vectors.append(vector)
+        if len(kept) >= k:
+            break
+    return kept
+
+
 class KnowledgeIndex:
     """The default `docteller.protocols.KnowledgeBase`. Its vector indexes (chunks, units) come
     from `vectors` (a `VectorIndexFactory`; default FAISS as the settings configure it)."""
@@ -424,14 +442,16 @@ class KnowledgeIndex:
                 fused = unit_fusion(fused, best_units, self.settings.rrf_k, UNIT_WEIGHT)
             doc_of = self.manifest.doc_ids_by_row([row for row, _ in fused])
             fused = document_fusion(fused, doc_of, self.settings.rrf_k)
-            fused = self._without_copies(fused, k)
+            stored = self._stored_vectors([row for row, _ in fused[: 2 * k]])  # the candidates looked at
+            fused = without_copies(fused, k, stored)
             row_ids = [row for row, _ in fused]
             chunks = self.manifest.chunks_by_row(row_ids)
             cosine = dict(zip(vector_ids.tolist(), vector_scores.tolist()))
             missing = [r for r in row_ids if r not in cosine]
-            if missing:  # BM25-only hits: their cosine similarity comes from the stored embedding
-                ids, matrix = self.manifest.embeddings(np.array(missing))
-                cosine.update(zip(ids.tolist(), (matrix @ query_vector).tolist()))
+            # BM25-only hits: their cosine similarity comes from the stored embedding, read above
+            # for the candidates and here for any row past them.
+            stored.update(self._stored_vectors([r for r in missing if r not in stored]))
+            cosine.update({r: float(stored[r] @ query_vector) for r in missing if r in stored})
         vector_rank = {r: i for i, r in enumerate(vector_ids.tolist(), start=1)}
         bm25_rank = {r: i for i, r in enumerate(bm25_ids.tolist(), start=1)}
         return [
@@ -446,26 +466,12 @@ class KnowledgeIndex:
             if row in chunks
         ]
 
-    def _without_copies(self, fused: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
-        """The first `k` of `fused` less any chunk whose stored embedding is a copy of a better one's
-        (`DUPLICATE_COSINE`); the candidates looked at are bounded (`2 k`), not the KB."""
-        candidates = [row for row, _ in fused[: 2 * k]]
-        if len(candidates) <= 1:
-            return fused[:k]
-        ids, matrix = self.manifest.embeddings(np.array(candidates, dtype=np.int64))
-        vector_of = dict(zip(ids.tolist(), matrix))
-        kept: list[tuple[int, float]] = []
-        kept_vectors: list[np.ndarray] = []
-        for row, score in fused:  # past the candidates (many copies) rows are kept unchecked
-            vector = vector_of.get(row)
-            if vector is not None and kept_vectors and float(np.max(np.stack(kept_vectors) @ vector)) >= DUPLICATE_COSINE:
-                continue
-            kept.append((row, score))
-            if vector is not None:
-                kept_vectors.append(vector)
-            if len(kept) >= k:
-                break
-        return kept
+    def _stored_vectors(self, rows: list[int]) -> dict[int, np.ndarray]:
+        """{row: its stored embedding} for these chunk rows (none read for no rows)."""
+        if not rows:
+            return {}
+        ids, matrix = self.manifest.embeddings(np.array(rows, dtype=np.int64))
+        return dict(zip(ids.tolist(), matrix))
 
     def prepare_search(self) -> None:
         """Build the BM25 index now if it was never built, not on the first question."""

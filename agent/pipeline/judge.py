@@ -19,7 +19,6 @@ Ablation (`AlwaysAnswerable`): every question is answered from whatever evidence
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -122,7 +121,7 @@ def _topic(line: EvidenceLine) -> str | None:
     unit = line.unit
     topic = (unit.section if unit else None) or (unit.context if unit else None) \
         or (chunk.heading_path[-1] if chunk.heading_path else None) or chunk.title
-    topic = plain_heading(re.sub(r"^Q:\s*", "", (topic or "").strip())).rstrip("?:. ")
+    topic = plain_heading((topic or "").strip()).rstrip("?:. ")
     return topic[:80] or None
 
 
