@@ -163,7 +163,8 @@ def _print_answers_report(report: dict) -> None:
     typer.echo(f"questions:          {s['questions']}  ({s['model']})")
     for name, figures in [("all", s), *report["splits"].items()]:
         typer.echo(f"[{name}] questions {figures['questions']}: answer correct {figures['answer_correct']} "
-                   f"(target >= 0.85), key fact present {figures['key_fact_present']}, correct declines "
+                   f"(target >= 0.85), key fact present {figures['key_fact_present']}, facts in the lead "
+                   f"{figures.get('facts_in_lead')}, correct declines "
                    f"{figures['correct_declines']} (>= 0.95), false declines {figures['false_declines']} (<= 0.05)")
     typer.echo(f"abstain precision:  {s['abstain_precision']}")
     for category, rate in s["declined_by_category"].items():
@@ -179,6 +180,7 @@ _ABLATION_MEASURES = [
     ("correct declines", "correct_declines"),
     ("false declines", "false_declines"),
     ("key fact present", "key_fact_present"),
+    ("facts in the lead", "facts_in_lead"),
     ("seconds/question", "mean_seconds"),
 ]
 

@@ -173,6 +173,11 @@ def fact_present(fact: str, answer: str) -> bool:
     return False
 
 
+def answer_lead(answer: str) -> str:
+    """An answer's lead: its first paragraph (a quoted answer's direct answer, above the quotes)."""
+    return answer.strip().split("\n\n", 1)[0]
+
+
 def _cites_doc(answer: Any, doc: str | None) -> bool:
     if not doc:
         return True
@@ -201,6 +206,7 @@ def evaluate_answers(
         answer = session.ask(q["question"])
         seconds = time.perf_counter() - start
         missing = [f for f in q.get("must_include", []) if not fact_present(f, answer.answer)]
+        lead = answer_lead(answer.answer)
         key_fact = q.get("key_fact")
         cites = _cites_doc(answer, q.get("doc"))
         if q["answerable"]:
@@ -215,6 +221,10 @@ def evaluate_answers(
                 "answerable": bool(q["answerable"]),
                 # The one fact the customer needs (the phone number for a lost card) is in the answer.
                 "key_fact_present": fact_present(key_fact, answer.answer) if key_fact else None,
+                # Every must_include fact is in the answer's lead, the direct answer the customer
+                # reads first (not only in the quotes below it).
+                "facts_in_lead": (not answer.abstained and all(fact_present(f, lead) for f in q["must_include"]))
+                if q["answerable"] and q.get("must_include") else None,
                 "abstained": answer.abstained,
                 "correct": correct,
                 "missing": missing,
@@ -294,9 +304,11 @@ def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     unanswerable = [r for r in rows if not r["answerable"]]
     declined = [r for r in rows if r["abstained"]]
     keyed = [r for r in answerable if r["key_fact_present"] is not None]
+    led = [r for r in answerable if r.get("facts_in_lead") is not None]
     return {
         "questions": len(rows),
         "key_fact_present": _ratio(sum(r["key_fact_present"] for r in keyed), len(keyed)),
+        "facts_in_lead": _ratio(sum(r["facts_in_lead"] for r in led), len(led)),
         "answer_correct": _ratio(sum(r["correct"] for r in answerable), len(answerable)),
         "correct_declines": _ratio(sum(r["abstained"] for r in unanswerable), len(unanswerable)),
         "false_declines": _ratio(sum(r["abstained"] for r in answerable), len(answerable)),

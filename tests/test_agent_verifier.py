@@ -251,6 +251,30 @@ def test_last_eval_report_is_shown_to_staff(docteller_home: Path) -> None:
     assert "(4 questions, m, model-judged verifier)" in shown  # which verifier's declines these are
 
 
+def test_eval_counts_the_facts_in_an_answers_lead_apart_from_its_quotes() -> None:
+    from types import SimpleNamespace
+
+    from agent.evaluate import evaluate_answers
+
+    replies = {
+        "led": "The fee is $30. [Fees, p. 1]\n\nFrom our policy:\n- “Stop payment: $30” [Fees, p. 1]",
+        "quoted": "Orders are free. [Fees, p. 1]\n\nFrom our policy:\n- “Stop payment: $30” [Fees, p. 1]",
+        "declined": "I can't find that in our policies. Would you like me to connect you with a member of our team?",
+    }
+
+    class Session:
+        def ask(self, question: str):
+            return SimpleNamespace(answer=replies[question], abstained=question == "declined", citations=[],
+                                   reason="", evidence_judgement=None)
+
+    resources = SimpleNamespace(new_session=lambda **_: Session(), model_label="m", verifier=SimpleNamespace(name="v"))
+    questions = [{"id": q, "question": q, "answerable": True, "must_include": ["$30"]} for q in replies]
+    report = evaluate_answers(resources, questions)
+    assert [r["facts_in_lead"] for r in report["rows"]] == [True, False, False]
+    assert report["summary"]["facts_in_lead"] == 0.3333
+    assert report["summary"]["answer_correct"] == 0.6667  # the quotes still hold the fact
+
+
 # --- with the packaged chat model -----------------------------------------------------------
 
 

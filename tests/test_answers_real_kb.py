@@ -129,6 +129,28 @@ def test_lead_sentence_holds_the_value_asked_for_and_every_figure_is_checked() -
     assert not lead_is_supported("Call our 24/7 line at 1-800-555-0100.", [chunk.text])
 
 
+def test_the_sentence_of_a_faq_answer_most_relevant_to_the_question_leads() -> None:
+    from ingest.embed import get_embedder
+    from docteller.settings import get_settings
+
+    embedder = get_embedder(get_settings())
+    chunk = next(c for c in _chunks(DEFAULT_KB_DIR / "faq.csv") if "Update your address" in c.text)
+    lines = _lines(chunk, ["Update your address"])  # the whole FAQ answer: two sentences
+
+    def relevance_to(question: str):
+        query = embedder.embed([question])[0]
+        return lambda sentences: (embedder.embed(list(sentences)) @ query).tolist()
+
+    question = "when I move, who gets the confirmation letter?"
+    lead = compose_answer(question, lines, relevance_to(question)).split("\n")[0]
+    assert lead.startswith("For security we send a confirmation letter to both your old and new address.")
+    # Without a relevance score the answer's first sentence leads, as a FAQ answer's point usually is.
+    assert compose_answer(question, lines).startswith("Update your address in online banking")
+    # Asked where, the first sentence is the relevant one and leads.
+    where = "where do I update my address?"
+    assert compose_answer(where, lines, relevance_to(where)).startswith("Update your address in online banking")
+
+
 def test_figure_check_covers_small_amounts_and_percentages() -> None:
     assert unsupported_numbers("The fee is $5.", ["The fee is $10 per item."])  # skipped before (0–10)
     assert unsupported_numbers("You earn 5% APY.", ["Funds are available within 5 business days."])

@@ -36,8 +36,10 @@ ranked for the question. An answer made of them reads:
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from agent.evidence import (
     PHONE_NUMBER_RE,
@@ -66,8 +68,17 @@ _CLAUSE_LEAD_RE = re.compile(r"^but\s+(?=\S)")
 _NAME_RE = re.compile(r"\b[A-Z][a-zA-Z&'-]*[A-Z][a-zA-Z&'-]*\b|\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+\b")
 
 
-def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, EvidenceLine] | None:
-    """The answer's first sentence and the line it is copied from, or None when there are no lines."""
+# Scores sentences by their relevance to the question (cosine similarity of their embeddings).
+Relevance = Callable[[Sequence[str]], Sequence[float]]
+
+
+def lead_sentence(question: str, lines: Sequence[EvidenceLine],
+                  relevance: Relevance | None = None) -> tuple[str, EvidenceLine] | None:
+    """The answer's first sentence and the line it is copied from, or None when there are no lines.
+
+    With `relevance`, the sentence of a several-sentence unit that is most relevant to the
+    question leads ("Rate locks of 45 days are free. Each 15-day extension costs $250." asked
+    what an extension costs), not always its first."""
     if not lines:
         return None
     wanted = expected_answers(question)
@@ -82,15 +93,37 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine]) -> tuple[str, Ev
         # sentence need not be the one that answers "how much".
         candidates = [(best, _own_text(best))] if holds(best.text) else [(line, line.whole) for line in lines]
         for line, text in candidates:
-            for sentence in _sentences(text):
-                if holds(sentence):
-                    first = _first_sentence(text)
-                    lead = first if sentence in first else sentence
-                    lead = next((c for c in clauses(lead) if holds(c)), lead)
-                    lead = referring_run(lead, line.whole)
-                    return plain(lead, cut=_cut_by_chunk_end(lead, line)), line
-    lead = referring_run(_first_sentence(_own_text(best)), best.whole)
+            holding = [sentence for sentence in _sentences(text) if holds(sentence)]
+            if holding:
+                sentence = _most_relevant(holding, relevance)
+                first = _first_sentence(text)
+                lead = first if sentence in first else sentence
+                lead = next((c for c in clauses(lead) if holds(c)), lead)
+                lead = referring_run(lead, line.whole)
+                return plain(lead, cut=_cut_by_chunk_end(lead, line)), line
+    text = _own_text(best)
+    first = _first_sentence(text)
+    sentences = _sentences(text)
+    if first != sentences[0] or len(sentences) < 2:  # "Yes. …" / "No, …" says what is so: it leads
+        lead = first
+    else:
+        lead = _most_relevant(sentences, relevance)
+    lead = referring_run(lead, best.whole)
     return plain(lead, cut=_cut_by_chunk_end(lead, best)), best
+
+
+def _most_relevant(sentences: Sequence[str], relevance: Relevance | None) -> str:
+    """The sentence most relevant to the question (the first on a tie, or without `relevance`).
+
+    Chosen on the dev sets (`questions`, `heldout`, `shared_kb_dev`, `corpus_kb_test`): the lead
+    held the answer's facts for 124 of 172 answerable questions with the first sentence, 128 with
+    the most relevant sentence among those holding the asked kind of value; preferring the first
+    sentence unless another was 0.02 or 0.05 more relevant gave 127 and 125, and no lead lost
+    its facts at any margin."""
+    if relevance is None or len(sentences) < 2:
+        return sentences[0]
+    scores = list(relevance(sentences))
+    return sentences[max(range(len(sentences)), key=scores.__getitem__)]
 
 
 # A long paragraph is split between chunks, sometimes inside a sentence ("… prior to notice to the
@@ -146,14 +179,14 @@ def lead_is_supported(lead: str, evidence: Sequence[str]) -> bool:
     return all(name in text for name in _NAME_RE.findall(lead))
 
 
-def compose_answer(question: str, lines: Sequence[EvidenceLine]) -> str:
+def compose_answer(question: str, lines: Sequence[EvidenceLine], relevance: Relevance | None = None) -> str:
     """The direct answer, then each quoted whole once, grouped under its section, with citations.
 
     Another institution's document is never the bank's word: its lead and its quotes say whose
     they are ("Northwind Bank's Online Banking says: …")."""
     if not lines:
         return ""
-    lead = lead_sentence(question, lines)
+    lead = lead_sentence(question, lines, relevance)
     quotes = _quote_groups(lines)
     if lead is not None:
         sentence, source = lead
@@ -295,7 +328,21 @@ class Composer:
         contact = self.contact_line(chosen)
         if contact is not None:
             chosen = [*chosen, contact]
-        return Draft(compose_answer(query.text, chosen), "quoted", lines=chosen, considered=len(evidence.lines))
+        return Draft(compose_answer(query.text, chosen, self.relevance(query.text)), "quoted", lines=chosen,
+                     considered=len(evidence.lines))
+
+    def relevance(self, question: str) -> Relevance:
+        """Sentences' cosine similarity to `question`, with the embedder that scored the units
+        (the question is embedded once, and only when a lead has sentences to choose from)."""
+        embedder = self.resources.evidence.embedder
+        query: list[np.ndarray] = []
+
+        def score(sentences: Sequence[str]) -> Sequence[float]:
+            if not query:
+                query.append(embedder.embed([question])[0])
+            return (embedder.embed(list(sentences)) @ query[0]).tolist()
+
+        return score
 
     def contact_line(self, chosen: Sequence[EvidenceLine]) -> EvidenceLine | None:
         """The KB line with the phone number of the team the quoted lines say to call or contact,
