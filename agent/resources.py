@@ -9,7 +9,7 @@ from agent.audit import AuditLog
 from agent.evidence import EvidenceSelector, KBUnitTexts, KnowledgeUnits
 from agent.grounding import Calibration, load_calibration
 from agent.pipeline import AnswerPipeline
-from agent.pipeline.judge import judge_probability
+from agent.pipeline.judge import JudgeQueue, judge_probability
 from agent.pipeline.retrieve import KB_POOL
 from agent.pipeline.route import contact_from_kb
 from agent.prompt import build_messages
@@ -46,6 +46,8 @@ class AgentResources:
         self.verifier = verifier or AnswerabilityVerifier.for_chat_model(
             chat_model, self.settings.answer_judge, kb.term_frequencies
         )
+        self.judge_queue = JudgeQueue()  # the chat model's judgements in flight (`Judge`)
+        self._lexical_verifier: AnswerabilityVerifier | None = None
         self.audit = AuditLog.for_settings(self.settings)
         self.evidence = EvidenceSelector(embedder if embedder is not None else kb.embedder)
         self.units = KnowledgeUnits(self.evidence, kb)
@@ -107,6 +109,14 @@ class AgentResources:
         from agent.session import ChatSession
 
         return ChatSession(self, session_id=session_id, pipeline=pipeline)
+
+    @property
+    def lexical_verifier(self) -> AnswerabilityVerifier:
+        """The verifier that decides without the chat model (when it is too busy to judge)."""
+        if self._lexical_verifier is None:
+            self._lexical_verifier = (self.verifier if not self.verifier.uses_judge
+                                      else AnswerabilityVerifier.load(self.kb.term_frequencies))
+        return self._lexical_verifier
 
     @property
     def model_label(self) -> str:

@@ -104,6 +104,39 @@ def test_judge_ablated_answers_what_the_verifier_declines(make_resources) -> Non
     assert "judge ablated" in ablated.reason
 
 
+def test_a_judgement_that_would_wait_for_a_busy_model_is_made_without_it(kb, docteller_home: Path, scripted_model) -> None:
+    import threading
+
+    from agent.resources import AgentResources
+    from docteller.settings import get_settings
+
+    judging, release = threading.Event(), threading.Event()
+
+    def reply(messages):  # the first judgement holds the model until released
+        judging.set()
+        release.wait(30)
+        return "yes"
+
+    model = scripted_model(reply)
+    settings = get_settings().model_copy(update={"answer_judge": "model", "judge_max_wait_s": 0.0})
+    resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
+    first: dict = {}
+    worker = threading.Thread(target=lambda: first.update(answer=resources.new_session().ask(DAILY_LIMIT)))
+    worker.start()
+    try:
+        assert judging.wait(30)
+        second = resources.new_session().ask(DAILY_LIMIT)  # asked while the model judges the first
+    finally:
+        release.set()
+        worker.join(30)
+    assert "the chat model was busy" in second.reason and second.verdict is not None
+    assert second.verdict.features["judge_logit"] == 0.0  # the lexical verifier decided: no P(yes)
+    assert "busy" not in first["answer"].reason and first["answer"].verdict.features["judge_logit"] > 0
+    assert len(model.calls) == 1
+    third = resources.new_session().ask(DAILY_LIMIT)  # the model is idle again: it judges
+    assert "busy" not in third.reason and len(model.calls) == 2
+
+
 def test_a_one_word_question_with_different_answers_is_asked_back_which_one(
     bundled_kb_index, docteller_home: Path, scripted_model
 ) -> None:
