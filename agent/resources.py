@@ -9,13 +9,13 @@ from agent.audit import AuditLog
 from agent.evidence import EvidenceSelector, KBUnitTexts, KnowledgeUnits
 from agent.grounding import Calibration, load_calibration
 from agent.pipeline import AnswerPipeline
-from agent.pipeline.judge import JudgeQueue, judge_probability
+from agent.pipeline.judge import judge_probability
 from agent.pipeline.retrieve import KB_POOL
 from agent.pipeline.route import contact_from_kb
 from agent.prompt import build_messages
 from agent.verifier import AnswerabilityVerifier
 from docteller.model import Citation
-from docteller.protocols import ChatModel, Embedder, KnowledgeBase
+from docteller.protocols import ChatModel, Embedder, KnowledgeBase, QueuedModel
 from docteller.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ class AgentResources:
         self.verifier = verifier or AnswerabilityVerifier.for_chat_model(
             chat_model, self.settings.answer_judge, kb.term_frequencies
         )
-        self.judge_queue = JudgeQueue()  # the chat model's judgements in flight (`Judge`)
         self._lexical_verifier: AnswerabilityVerifier | None = None
         self.audit = AuditLog.for_settings(self.settings)
         self.evidence = EvidenceSelector(embedder if embedder is not None else kb.embedder)
@@ -109,6 +108,12 @@ class AgentResources:
         from agent.session import ChatSession
 
         return ChatSession(self, session_id=session_id, pipeline=pipeline)
+
+    def model_wait(self) -> float:
+        """Seconds a use of the chat model would wait now: the served app's queue for it
+        (`docteller.protocols.QueuedModel`); 0 where nothing else shares it (the CLI)."""
+        model = self.chat_model
+        return model.expected_wait() if isinstance(model, QueuedModel) else 0.0
 
     @property
     def lexical_verifier(self) -> AnswerabilityVerifier:

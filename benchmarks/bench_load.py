@@ -4,8 +4,9 @@ Starts the real app in-process on a free 127.0.0.1 port (isolated home, a KB sub
 first), then runs N sessions at once with `gradio_client`, each its own browser-like session.
 Every even session uploads a bank statement and asks for its closing balance; every odd one asks
 the same without uploading anything; then each asks a knowledge-base question. Prints p50/p95
-latency per turn kind, the error count (target 0), and whether any session saw another's upload
-(target: none). Bounded: N <= 50 sessions, a wall-clock limit, loopback only.
+latency per turn kind, the error count (target 0), whether any session saw another's upload
+(target: none), and how many of the chat model's optional uses were skipped because it was busy
+(`DOCTELLER_MODEL_MAX_WAIT_S`). Bounded: N <= 50 sessions, a wall-clock limit, loopback only.
 
     python benchmarks/bench_load.py                 # 20 sessions, SmolLM2 (fast, tiny)
     python benchmarks/bench_load.py --packaged-model # the default Qwen2.5 1.5B (slow on 2 cores)
@@ -78,6 +79,24 @@ def run_session(url: str, n: int, deadline: float) -> dict:
     return result
 
 
+def _count_messages(prefixes: dict[str, str]) -> dict[str, int]:
+    """Counts, per logger, the INFO records starting with its prefix (from now on)."""
+    import logging
+
+    counts = dict.fromkeys(prefixes, 0)
+
+    class Counter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith(prefixes[record.name]):
+                counts[record.name] += 1
+
+    for name in prefixes:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(Counter(logging.INFO))
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=20)
@@ -116,6 +135,8 @@ def main() -> int:
         print(f"setup: KB subset indexed and model loaded in {time.perf_counter() - t0:.1f}s "
               f"({backend.model_id})")
 
+        without_model = _count_messages({"agent.pipeline.judge": "judged without the chat model",
+                                         "agent.pipeline.rewrite": "follow-up not rewritten by the chat model"})
         with BackgroundServer(create_app(backend=backend)) as server:
             deadline = time.monotonic() + args.time_limit
             # One customer alone first (an uploader and a non-uploader, one after the other): the
@@ -142,7 +163,12 @@ def main() -> int:
             print(f"server side: {len(backend.sessions)} sessions, {len(with_uploads)} holding uploads "
                   f"({sorted(len(s.uploads) for s in with_uploads)}), {uploaders} uploading clients")
 
-    return _report(results, alone, sessions, wall, server_side_ok)
+    status = _report(results, alone, sessions, wall, server_side_ok)
+    # Under a burst the model's optional uses are skipped rather than queued for (Settings.model_max_wait_s).
+    print(f"done without the busy model (DOCTELLER_MODEL_MAX_WAIT_S={settings.model_max_wait_s:g}): "
+          f"{without_model['agent.pipeline.judge']} answerability judgements (the lexical verifier decided), "
+          f"{without_model['agent.pipeline.rewrite']} follow-up rewrites (searched as 'previous question + follow-up')")
+    return status
 
 
 def _report(

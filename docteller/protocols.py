@@ -179,6 +179,16 @@ class ChatModel(Protocol):
 
 
 @runtime_checkable
+class QueuedModel(Protocol):
+    """Optional capability of a `ChatModel` shared by many customers (the web app's queue for
+    it): how long a use of it would wait now, so an optional use can be skipped under load."""
+
+    def expected_wait(self) -> float:
+        """Seconds a use started now would wait for the model (0 when this turn already holds it)."""
+        ...
+
+
+@runtime_checkable
 class ChoiceScorer(Protocol):
     """Optional capability of a `ChatModel`: how likely its reply starts with each choice.
 

@@ -73,11 +73,12 @@ class Settings(BaseSettings):
     # "auto": "model" when the chat model is the one the judged verifier was fitted with (the
     # packaged model, by its weights' sha256), else "lexical".
     answer_judge: Literal["auto", "model", "lexical"] = "auto"
-    # The chat model judges one question at a time on a CPU. A question whose judgement would
-    # wait longer than this behind those already queued is judged by the lexical verifier instead
-    # (no model call): in a burst of customers every answer still comes within seconds, and the
-    # answer's reason says so. 0: only an idle model judges; a large value: always wait.
-    judge_max_wait_s: float = Field(default=6.0, ge=0)
+    # The served app's customers take turns with the one chat model. A turn whose optional use of
+    # it (a follow-up's rewrite, the answerability judgement) would wait longer than this is
+    # handled without it (the rewrite's fallback, the lexical verifier), and the answer's reason
+    # says so: in a burst of customers answers keep coming within seconds. 0: only an idle model
+    # is used; a large value: always wait. A generated answer (answer_style=generative) waits.
+    model_max_wait_s: float = Field(default=6.0, ge=0)
 
     # Web app
     host: str = "127.0.0.1"

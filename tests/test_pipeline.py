@@ -104,11 +104,15 @@ def test_judge_ablated_answers_what_the_verifier_declines(make_resources) -> Non
     assert "judge ablated" in ablated.reason
 
 
-def test_a_judgement_that_would_wait_for_a_busy_model_is_made_without_it(kb, docteller_home: Path, scripted_model) -> None:
+def test_under_load_a_turn_does_without_the_models_optional_uses(kb, docteller_home: Path, scripted_model) -> None:
+    """The web app's queue for the shared model says how long a use would wait; past
+    `model_max_wait_s` the judgement is the lexical verifier's and a follow-up is not rewritten."""
     import threading
 
+    from agent.pipeline import Turn
     from agent.resources import AgentResources
     from docteller.settings import get_settings
+    from ui.model_queue import ModelQueue, QueuedChatModel
 
     judging, release = threading.Event(), threading.Event()
 
@@ -118,21 +122,26 @@ def test_a_judgement_that_would_wait_for_a_busy_model_is_made_without_it(kb, doc
         return "yes"
 
     model = scripted_model(reply)
-    settings = get_settings().model_copy(update={"answer_judge": "model", "judge_max_wait_s": 0.0})
-    resources = AgentResources(kb, model, embedder=kb.embedder, settings=settings)
+    settings = get_settings().model_copy(update={"answer_judge": "model", "model_max_wait_s": 0.0})
+    resources = AgentResources(kb, QueuedChatModel.wrap(model, ModelQueue()), embedder=kb.embedder, settings=settings)
     first: dict = {}
     worker = threading.Thread(target=lambda: first.update(answer=resources.new_session().ask(DAILY_LIMIT)))
     worker.start()
     try:
         assert judging.wait(30)
+        assert resources.model_wait() > 0
         second = resources.new_session().ask(DAILY_LIMIT)  # asked while the model judges the first
+        followup = Turn("and how do I raise it?", history=((DAILY_LIMIT, "…"),))
+        busy_query = resources.pipeline.rewriter.rewrite(followup)
     finally:
         release.set()
         worker.join(30)
     assert "the chat model was busy" in second.reason and second.verdict is not None
     assert second.verdict.features["judge_logit"] == 0.0  # the lexical verifier decided: no P(yes)
+    assert busy_query.text == f"{DAILY_LIMIT} and how do I raise it?"  # the fallback: no model rewrite
     assert "busy" not in first["answer"].reason and first["answer"].verdict.features["judge_logit"] > 0
     assert len(model.calls) == 1
+    assert resources.model_wait() == 0.0
     third = resources.new_session().ask(DAILY_LIMIT)  # the model is idle again: it judges
     assert "busy" not in third.reason and len(model.calls) == 2
 

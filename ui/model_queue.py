@@ -7,12 +7,15 @@ tickets and serves them in order, reporting each waiting ticket's position whene
 `QueuedChatModel` puts every use of the model (query rewrite, answerability judgement, answer
 generation) through the queue, and tells whoever is waiting on this thread (`reporting_waits`)
 how many are ahead. Within `one_turn()` (a customer's turn), the first use takes the place in line
-and the turn keeps it until it ends, so its uses run back to back.
+and the turn keeps it until it ends, so its uses run back to back. `expected_wait` says how long a
+use would wait now, so the agent can do without the model's optional uses under load
+(`Settings.model_max_wait_s`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -33,11 +36,20 @@ class ModelQueue:
     """FIFO tickets for one resource. `ahead(ticket)` = the one being served (if any) plus the
     tickets that came before it and still wait."""
 
-    def __init__(self) -> None:
+    def __init__(self, turn_seconds: float = 2.0) -> None:
         self._cond = threading.Condition()
         self._waiting: deque[int] = deque()
         self._serving: int | None = None
         self._issued = 0
+        # How long a turn holds the resource: a moving average of the turns served (the packaged
+        # model's judgement takes ≈ 1.5–2 s on 2 cores; a generated answer far longer).
+        self.turn_seconds = turn_seconds
+
+    def expected_wait(self) -> float:
+        """Seconds a ticket taken now would wait: the turn being served and those waiting, each
+        as long as a turn takes on average."""
+        with self._cond:
+            return (len(self._waiting) + (self._serving is not None)) * self.turn_seconds
 
     def waiting(self) -> int:
         """How many tickets wait (not counting the one being served)."""
@@ -64,11 +76,13 @@ class ModelQueue:
             self._issued += 1
             self._waiting.append(ticket)
             self._wait_locked(ticket, on_wait)
+        served = time.perf_counter()
         try:
             yield
         finally:
             with self._cond:
                 self._serving = None
+                self.turn_seconds = 0.7 * self.turn_seconds + 0.3 * (time.perf_counter() - served)
                 self._cond.notify_all()
 
     def _wait_locked(self, ticket: int, on_wait: WaitReporter | None) -> None:
@@ -131,6 +145,9 @@ class _HeldTurns:
         self._queues: set[int] = set()
         self._stack = ExitStack()
 
+    def holds(self, queue: "ModelQueue") -> bool:
+        return id(queue) in self._queues
+
     def use(self, queue: "ModelQueue") -> AbstractContextManager[None]:
         if id(queue) not in self._queues:
             self._stack.enter_context(queue.turn(_current_reporter()))  # raises if cancelled while waiting
@@ -170,6 +187,12 @@ class QueuedChatModel:
         if name == "inner":  # not set yet (a copy being built): no recursion
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    def expected_wait(self) -> float:
+        """Seconds a use of the model would wait now (`docteller.protocols.QueuedModel`): none
+        when this thread's turn already holds it."""
+        held = getattr(_local, "held", None)
+        return 0.0 if held is not None and held.holds(self.queue) else self.queue.expected_wait()
 
     def stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int = 320, temperature: float = 0.0

@@ -12,8 +12,8 @@
   cap?") whose lines state different values under different topics is answered with a question
   back: which one (`alternatives`).
 - Extractive style, under load: a question whose judgement would wait for the chat model longer
-  than `Settings.judge_max_wait_s` behind those in flight (`JudgeQueue`) is decided by the lexical
-  verifier, without the model's P(yes); its reason says the model was busy.
+  than `Settings.model_max_wait_s` (the served app's queue for it, `AgentResources.model_wait`) is
+  decided by the lexical verifier, without the model's P(yes); its reason says the model was busy.
 - Generative style: there is no verifier (the draft is checked afterwards, `check`), but a name
   the question uses that no retrieved passage mentions ("What does Chase charge…") declines.
 
@@ -23,10 +23,7 @@ Ablation (`AlwaysAnswerable`): every question is answered from whatever evidence
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent.backends.choices import choice_from_text
@@ -96,48 +93,16 @@ class Judge:
         probability = None
         busy = ""
         if verifier.uses_judge:
-            queue = self.resources.judge_queue
-            wait = queue.expected_wait()
-            if wait > self.resources.settings.judge_max_wait_s:
+            wait = self.resources.model_wait()
+            if wait > self.resources.settings.model_max_wait_s:
                 verifier = self.resources.lexical_verifier
-                busy = f"the chat model was busy (≈ {wait:.0f} s of judgements queued), so "
-                log.info("judged without the chat model: ≈ %.1f s of judgements queued", wait)
+                busy = f"the chat model was busy (≈ {wait:.0f} s wait), so "
+                log.info("judged without the chat model: ≈ %.1f s wait for it", wait)
             else:
-                with queue.judging():
-                    probability = judge_probability(self.resources.chat_model, query.text,
-                                                    [line.text for line in evidence.lines])
+                probability = judge_probability(self.resources.chat_model, query.text,
+                                                [line.text for line in evidence.lines])
         verdict = verifier.decide(query.text, evidence.lines, probability)
         return Judgement(verdict.answerable, busy + verdict.reason, probability, verdict)
-
-
-class JudgeQueue:
-    """How long a new judgement would wait for the chat model, which judges one question at a
-    time: the judgements in flight times the time one takes (measured on those that found no
-    other in flight, a moving average)."""
-
-    def __init__(self, seconds: float = 2.0) -> None:
-        self._lock = threading.Lock()
-        self.in_flight = 0
-        self.seconds = seconds  # one judgement's time, alone (≈ 1.5–2 s for the packaged model on 2 cores)
-
-    def expected_wait(self) -> float:
-        with self._lock:
-            return self.in_flight * self.seconds
-
-    @contextmanager
-    def judging(self) -> Iterator[None]:
-        with self._lock:
-            alone = self.in_flight == 0
-            self.in_flight += 1
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = time.perf_counter() - start
-            with self._lock:
-                self.in_flight -= 1
-                if alone:
-                    self.seconds = 0.7 * self.seconds + 0.3 * elapsed
 
 
 CLARIFY_OPTIONS = 4  # at most this many topics are offered to choose from

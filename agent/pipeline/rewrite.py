@@ -251,6 +251,10 @@ class Rewriter:
             if slot is not None:
                 return slot
         fallback = f"{last_question} {question}"
+        wait = self.resources.model_wait()
+        if wait > self.resources.settings.model_max_wait_s:  # a burst of customers: don't queue for it
+            log.info("follow-up not rewritten by the chat model: ≈ %.1f s wait for it", wait)
+            return fallback
         try:
             raw = "".join(
                 self.resources.chat_model.stream(build_rewrite_messages(question, history), max_tokens=60)
