@@ -131,14 +131,14 @@ def test_under_load_a_turn_does_without_the_models_optional_uses(kb, docteller_h
         assert judging.wait(30)
         assert resources.model_wait() > 0
         second = resources.new_session().ask(DAILY_LIMIT)  # asked while the model judges the first
-        followup = Turn("and how do I raise it?", history=((DAILY_LIMIT, "…"),))
+        followup = Turn("and can I raise it?", history=((DAILY_LIMIT, "…"),))
         busy_query = resources.pipeline.rewriter.rewrite(followup)
     finally:
         release.set()
         worker.join(30)
     assert "the chat model was busy" in second.reason and second.verdict is not None
     assert second.verdict.features["judge_logit"] == 0.0  # the lexical verifier decided: no P(yes)
-    assert busy_query.text == f"{DAILY_LIMIT} and how do I raise it?"  # the fallback: no model rewrite
+    assert busy_query.text == f"{DAILY_LIMIT} and can I raise it?"  # the fallback: no model rewrite
     assert "busy" not in first["answer"].reason and first["answer"].verdict.features["judge_logit"] > 0
     assert len(model.calls) == 1
     assert resources.model_wait() == 0.0

@@ -77,8 +77,8 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine],
     """The answer's first sentence and the line it is copied from, or None when there are no lines.
 
     With `relevance`, the sentence of a several-sentence unit that is most relevant to the
-    question leads ("Rate locks of 45 days are free. Each 15-day extension costs $250." asked
-    what an extension costs), not always its first."""
+    question leads ("Update your address in online banking … For security we send a confirmation
+    letter to both your old and new address." asked who gets the letter), not always its first."""
     if not lines:
         return None
     wanted = expected_answers(question)
