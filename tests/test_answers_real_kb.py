@@ -141,7 +141,7 @@ def test_the_sentence_of_a_faq_answer_most_relevant_to_the_question_leads() -> N
         query = embedder.embed([question])[0]
         return lambda sentences: (embedder.embed(list(sentences)) @ query).tolist()
 
-    question = "when I move, who gets the confirmation letter?"
+    question = "where does the confirmation letter go after an address change?"
     lead = compose_answer(question, lines, relevance_to(question)).split("\n")[0]
     assert lead.startswith("For security we send a confirmation letter to both your old and new address.")
     # Without a relevance score the answer's first sentence leads, as a FAQ answer's point usually is.

@@ -78,7 +78,7 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine],
 
     With `relevance`, the sentence of a several-sentence unit that is most relevant to the
     question leads ("Update your address in online banking … For security we send a confirmation
-    letter to both your old and new address." asked who gets the letter), not always its first."""
+    letter to both your old and new address." asked where the letter goes), not always its first."""
     if not lines:
         return None
     wanted = expected_answers(question)
