@@ -102,7 +102,12 @@ def evidence_strength(hits: Sequence) -> float:
 
 # --- entities the evidence never mentions --------------------------------------------------
 
-_NAME_RE = re.compile(r"(?<![.?!]\s)(?<!^)\b([A-Z][A-Za-z0-9&]*(?:'s)?)")
+# A capitalised word that doesn't open the question or a sentence, and a run of them, which is
+# one name ("Northwind Credit Union", "Samsung Wallet").
+_NAME_WORD = r"[A-Z][A-Za-z0-9&]*(?:'s)?"
+_NOT_SENTENCE_START = r"(?<![.?!]\s)(?<!^)\b"
+_NAME_RE = re.compile(rf"{_NOT_SENTENCE_START}({_NAME_WORD})")
+_NAME_RUN_RE = re.compile(rf"{_NOT_SENTENCE_START}({_NAME_WORD}(?:\s+{_NAME_WORD})*)")
 _NOT_ENTITIES = {
     "i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "asap", "fyi", "btw", "pls", "plz", "thx", "hi",
     "hey", "hello", "thanks", "please", "us",
@@ -112,10 +117,13 @@ _NOT_ENTITIES = {
 }
 
 
+def _name_word(word: str) -> str | None:
+    """A capitalised word as part of a name: without its possessive "'s"; None for a weekday, a
+    month, a chat word ("Hi", "Thanks") or a single letter."""
+    base = word.removesuffix("'s")
+    return None if base.lower() in _NOT_ENTITIES or len(base) < 2 else base
 
 
-# A run of capitalised words is one name ("Northwind Credit Union", "Samsung Wallet").
-_NAME_RUN_RE = re.compile(r"(?<![.?!]\s)(?<!^)\b([A-Z][A-Za-z0-9&]*(?:'s)?(?:\s+[A-Z][A-Za-z0-9&]*(?:'s)?)*)")
 # A name after a preposition of place or direction says where ("use my card in Japan", "wire
 # money to Peru", "pay at Walmart"), not what is asked about: the KB's rule for "abroad" or
 # "a merchant" may answer it without naming the place.
@@ -134,8 +142,7 @@ def _name_runs(question: str) -> list[tuple[str, int]]:
         return []
     runs = []
     for m in _NAME_RUN_RE.finditer(question):
-        parts = [w.removesuffix("'s") for w in m.group(1).split()]
-        parts = [w for w in parts if w.lower() not in _NOT_ENTITIES and len(w) >= 2]
+        parts = [base for base in map(_name_word, m.group(1).split()) if base]
         if parts:
             runs.append((" ".join(parts), m.start()))
     return runs
@@ -163,14 +170,13 @@ def unknown_entities(question: str, evidence_texts: Iterable[str]) -> list[str]:
     """Capitalised names in the question (not sentence-initial) that no evidence text mentions:
     another bank's or a brand's name means the evidence is about something else. Weekdays,
     months and chat words are not names. Used as a feature by `agent.verifier`, and by the
-    generative answer path, which has no verifier."""
+    generative answer path, which has no verifier. Word by word, and in a title-case question too,
+    unlike the KB-wide check (`_name_runs`): the verifier's `names_missing` was fitted on this."""
     evidence = " ".join(evidence_texts).lower()
     missing = []
     for name in _NAME_RE.findall(question.strip()):
-        base = name.removesuffix("'s")
-        if base.lower() in _NOT_ENTITIES or len(base) < 2:
-            continue
-        if not re.search(rf"\b{re.escape(base.lower())}", evidence):
+        base = _name_word(name)
+        if base and not re.search(rf"\b{re.escape(base.lower())}", evidence):
             missing.append(base)
     return missing
 
