@@ -104,7 +104,7 @@ def lead_sentence(question: str, lines: Sequence[EvidenceLine],
     text = _own_text(best)
     first = _first_sentence(text)
     sentences = _sentences(text)
-    if first != sentences[0] or len(sentences) < 2:  # "Yes. …" / "No, …" says what is so: it leads
+    if len(sentences) < 2 or first != sentences[0]:  # "Yes. …" / "No, …" says what is so: it leads
         lead = first
     else:
         lead = _most_relevant(sentences, relevance)
