@@ -137,6 +137,7 @@ def test_under_load_a_turn_does_without_the_models_optional_uses(kb, docteller_h
         release.set()
         worker.join(30)
     assert "the chat model was busy" in second.reason and second.verdict is not None
+    assert second.as_cli_json()["reason"] == second.reason  # `docteller ask --json` says why
     assert second.verdict.features["judge_logit"] == 0.0  # the lexical verifier decided: no P(yes)
     assert busy_query.text == f"{DAILY_LIMIT} and can I raise it?"  # the fallback: no model rewrite
     assert "busy" not in first["answer"].reason and first["answer"].verdict.features["judge_logit"] > 0

@@ -56,6 +56,8 @@ class Answer(BaseModel):
                 for c in self.sources()
             ],
             "abstained": self.abstained,
+            # Why it was declined or how it was answered (the verifier's decision, a busy model …).
+            "reason": self.reason,
             "fields_used": self.fields_used,
             "model": self.model,
         }
