@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     # it (a follow-up's rewrite, the answerability judgement) would wait longer than this is
     # handled without it (the rewrite's fallback, the lexical verifier), and the answer's reason
     # says so: in a burst of customers answers keep coming within seconds. 0: only an idle model
-    # is used; a large value: always wait. A generated answer (answer_style=generative) waits.
+    # is used; a large value: always wait. A generated answer (answer_style=generative) waits, and
+    # so does its follow-up's rewrite.
     model_max_wait_s: float = Field(default=6.0, ge=0)
 
     # Web app

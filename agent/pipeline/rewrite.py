@@ -251,8 +251,11 @@ class Rewriter:
             if slot is not None:
                 return slot
         fallback = f"{last_question} {question}"
-        wait = self.resources.model_wait()
-        if wait > self.resources.settings.model_max_wait_s:  # a burst of customers: don't queue for it
+        # A burst of customers: an extractive answer needs the model only to judge, which is done
+        # without it too when it is this busy, so the turn doesn't queue for a rewrite either (a
+        # generated answer waits for the model anyway: its rewrite runs in the same turn).
+        wait = self.resources.model_wait() if self.resources.settings.answer_style == "extractive" else 0.0
+        if wait > self.resources.settings.model_max_wait_s:
             log.info("follow-up not rewritten by the chat model: ≈ %.1f s wait for it", wait)
             return fallback
         try:
