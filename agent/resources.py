@@ -115,6 +115,12 @@ class AgentResources:
         model = self.chat_model
         return model.expected_wait() if isinstance(model, QueuedModel) else 0.0
 
+    def model_too_busy(self) -> float | None:
+        """`model_wait` when it is longer than `Settings.model_max_wait_s` (a turn then does
+        without the model's optional uses), else None."""
+        wait = self.model_wait()
+        return wait if wait > self.settings.model_max_wait_s else None
+
     @property
     def lexical_verifier(self) -> AnswerabilityVerifier:
         """The verifier that decides without the chat model (when it is too busy to judge)."""

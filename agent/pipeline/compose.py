@@ -39,8 +39,6 @@ import re
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from agent.evidence import (
     PHONE_NUMBER_RE,
     WHOLE_UNIT_CHARS,
@@ -333,16 +331,9 @@ class Composer:
 
     def relevance(self, question: str) -> Relevance:
         """Sentences' cosine similarity to `question`, with the embedder that scored the units
-        (the question is embedded once, and only when a lead has sentences to choose from)."""
+        (its cache of single texts holds the question's vector from scoring them)."""
         embedder = self.resources.evidence.embedder
-        query: list[np.ndarray] = []
-
-        def score(sentences: Sequence[str]) -> Sequence[float]:
-            if not query:
-                query.append(embedder.embed([question])[0])
-            return (embedder.embed(list(sentences)) @ query[0]).tolist()
-
-        return score
+        return lambda sentences: (embedder.embed(list(sentences)) @ embedder.embed([question])[0]).tolist()
 
     def contact_line(self, chosen: Sequence[EvidenceLine]) -> EvidenceLine | None:
         """The KB line with the phone number of the team the quoted lines say to call or contact,

@@ -12,7 +12,7 @@
   cap?") whose lines state different values under different topics is answered with a question
   back: which one (`alternatives`).
 - Extractive style, under load: a question whose judgement would wait for the chat model longer
-  than `Settings.model_max_wait_s` (the served app's queue for it, `AgentResources.model_wait`) is
+  than `Settings.model_max_wait_s` (the served app's queue for it, `AgentResources.model_too_busy`) is
   decided by the lexical verifier, without the model's P(yes); its reason says the model was busy.
 - Generative style: there is no verifier (the draft is checked afterwards, `check`), but a name
   the question uses that no retrieved passage mentions ("What does Chase charge…") declines.
@@ -93,8 +93,8 @@ class Judge:
         probability = None
         busy = ""
         if verifier.uses_judge:
-            wait = self.resources.model_wait()
-            if wait > self.resources.settings.model_max_wait_s:
+            wait = self.resources.model_too_busy()
+            if wait is not None:
                 verifier = self.resources.lexical_verifier
                 busy = f"the chat model was busy (≈ {wait:.0f} s wait), so "
                 log.info("judged without the chat model: ≈ %.1f s wait for it", wait)

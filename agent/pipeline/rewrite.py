@@ -254,8 +254,8 @@ class Rewriter:
         # A burst of customers: an extractive answer needs the model only to judge, which is done
         # without it too when it is this busy, so the turn doesn't queue for a rewrite either (a
         # generated answer waits for the model anyway: its rewrite runs in the same turn).
-        wait = self.resources.model_wait() if self.resources.settings.answer_style == "extractive" else 0.0
-        if wait > self.resources.settings.model_max_wait_s:
+        wait = self.resources.model_too_busy() if self.resources.settings.answer_style == "extractive" else None
+        if wait is not None:
             log.info("follow-up not rewritten by the chat model: ≈ %.1f s wait for it", wait)
             return fallback
         try:
